@@ -1,0 +1,46 @@
+/*
+ * backend: the interface every device backend implements. A backend owns one
+ * device handle; all its functions are called only from the engine's owner
+ * thread (engine.c checks). Nothing outside server/engine.c and the backends
+ * themselves includes a backend's own headers.
+ */
+#ifndef AGXQ_BACKEND_H
+#define AGXQ_BACKEND_H
+
+#include "graph.h"
+
+struct backend_ops {
+	const char *name;
+
+	/* Opens device number `device`. Returns 0 and *state, or -1 with *cause. */
+	int (*open)(int device, void **state, char **cause);
+
+	/* Releases everything the backend holds; accepts NULL state. */
+	void (*close)(void *state);
+
+	/*
+	 * Prepares graph g for running: uploads its constants once. g outlives
+	 * the backend model. Returns 0 and *bmodel, or -1 with *cause.
+	 */
+	int (*model_load)(void *state, const struct graph *g, void **bmodel,
+	    char **cause);
+
+	/* Frees a backend model; accepts NULL. */
+	void (*model_free)(void *state, void *bmodel);
+
+	/*
+	 * Runs the model once. shapes[] holds the concrete shape of every value
+	 * (from graph_infer); in[i] points to host data of graph input i and
+	 * out[j] to host memory for graph output j, sized from shapes. Returns
+	 * when out[] is written: 0, or -1 with *cause.
+	 */
+	int (*run)(void *state, void *bmodel, const struct graph_shape *shapes,
+	    const float *const *in, float *const *out, char **cause);
+};
+
+extern const struct backend_ops backend_cpu_ops;
+#ifdef AGXQ_HAVE_CUDA
+extern const struct backend_ops backend_cuda_ops;
+#endif
+
+#endif

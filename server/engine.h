@@ -1,0 +1,77 @@
+/*
+ * engine: runs validated graphs on one backend. The thread that opens an
+ * engine is its owner; every backend call goes through here and is checked
+ * to run on the owner (a violation is counted, and aborts in debug builds
+ * unless the engine was opened with ENGINE_OWNER_COUNT). Used by agxqd's
+ * executor thread and by the client library's in-process direct mode.
+ */
+#ifndef AGXQ_ENGINE_H
+#define AGXQ_ENGINE_H
+
+#include <stdint.h>
+
+#include "graph.h"
+
+struct engine;
+struct engine_model;
+
+enum engine_owner_mode {
+	ENGINE_OWNER_ABORT, /* debug builds abort on a call off the owner thread */
+	ENGINE_OWNER_COUNT  /* count only (tests that prove the check works) */
+};
+
+/* Names of backends compiled in, NULL-terminated. */
+const char *const *engine_backends(void);
+
+/*
+ * Opens backend `name` ("cpu", "cuda") on device `device`; the calling thread
+ * becomes the owner. Returns 0 and *out, or -1 with *cause (caller frees).
+ */
+int engine_open(const char *name, int device, enum engine_owner_mode mode,
+    struct engine **out, char **cause);
+
+/* Closes the engine and its backend; accepts NULL. Owner thread only. */
+void engine_close(struct engine *e);
+
+/* Backend name of an open engine. */
+const char *engine_backend_name(const struct engine *e);
+
+/*
+ * Loads graph g on the backend. g must outlive the model. Returns 0 and
+ * *out, or -1 with *cause.
+ */
+int engine_model_load(struct engine *e, const struct graph *g,
+    struct engine_model **out, char **cause);
+
+/* Frees a model; accepts NULL. */
+void engine_model_free(struct engine *e, struct engine_model *m);
+
+/*
+ * Runs one batch. in_shapes[i]/in[i] describe graph input i (concrete,
+ * batch first). Output j is written to out[j], which the caller sized from
+ * out_shapes[j] as computed by graph_infer (engine_output_shapes helps).
+ * Returns 0, or -1 with *cause.
+ */
+int engine_run(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const float *const *in,
+    float *const *out, char **cause);
+
+/*
+ * Computes the shapes of the outputs of g for inputs in_shapes; out_shapes
+ * has g->noutputs entries. Pure; callable from any thread.
+ */
+int engine_output_shapes(const struct graph *g,
+    const struct graph_shape *in_shapes, struct graph_shape *out_shapes,
+    char **cause);
+
+/*
+ * Sets the number of threads the CPU backend's BLAS uses (process-wide);
+ * n <= 0 restores the library default. Returns 0, or -1 when unsupported.
+ */
+int engine_set_cpu_threads(int n);
+
+/* Backend calls made so far, and how many were off the owner thread. */
+uint64_t engine_backend_calls(const struct engine *e);
+uint64_t engine_foreign_calls(const struct engine *e);
+
+#endif
