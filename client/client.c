@@ -1,1 +1,1071 @@
-/* placeholder: being written */
+/*
+ * client: libagxq's connection to agxqd.
+ *
+ * One Unix stream socket per agxq_client, one reader thread that decodes
+ * every reply and completes the request it names, and a table of pending
+ * requests keyed by request id. Sends are whole frames written under one
+ * mutex; replies may arrive in any order. Synchronous calls wait on their
+ * own condition variable, so a reply wakes exactly one thread. Asynchronous
+ * callbacks run on the reader thread with no lock held.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agxq.h"
+#include "builder.h"
+#include "codec.h"
+#include "result.h"
+
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0 /* SO_NOSIGPIPE is set on the socket instead */
+#endif
+
+#define CLIENT_HANDSHAKE_MS 5000
+#define CLIENT_READ_SIZE (64u << 10)
+#define CLIENT_MAX_INPUTS 1024
+#define CLIENT_MIN_BUCKETS 64
+
+enum client_wait {
+	CLIENT_SYNC,
+	CLIENT_ASYNC
+};
+
+/* A request waiting for its reply. */
+struct client_pending {
+	uint64_t id;
+	int expect;                   /* body case of the reply */
+	enum client_wait kind;
+	struct client_pending *next;  /* bucket chain, or a local list */
+
+	/* CLIENT_SYNC: lives on the waiter's stack. */
+	pthread_cond_t cv;
+	int done;
+	int status;
+	Agxq__Envelope *reply;
+
+	/* CLIENT_ASYNC: malloc'd, freed by whoever completes it. */
+	agxq_infer_cb cb;
+	void *arg;
+};
+
+/* The frame reader's buffer: data[off..len) is unparsed. */
+struct client_rbuf {
+	uint8_t *data;
+	size_t off;
+	size_t len;
+	size_t cap;
+};
+
+struct agxq_client {
+	int fd;
+	atomic_int dead;               /* connection lost or closing */
+	atomic_uint_fast64_t next_id;
+	struct codec_limits lim;
+	char *backend;
+	char *server_version;
+
+	pthread_mutex_t send_mu;       /* held while a whole frame is written */
+
+	pthread_mutex_t mu;            /* protects the pending table */
+	struct client_pending **buckets;
+	size_t nbuckets;               /* power of two */
+	size_t npending;
+
+	pthread_t reader;
+	int reader_started;
+	struct client_rbuf rb;
+};
+
+struct agxq_model {
+	agxq_client *client;
+	uint64_t model_id;
+};
+
+/* Returns the monotonic clock in milliseconds. */
+static int64_t
+client_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Returns a malloc'd copy of s (NULL stays NULL). */
+static char *
+client_strdup(const char *s)
+{
+	return s == NULL ? NULL : strdup(s);
+}
+
+/* Whether the calling thread is c's reader thread (a callback). */
+static int
+client_on_reader(const agxq_client *c)
+{
+	return c->reader_started && pthread_equal(pthread_self(), c->reader);
+}
+
+/* Adds p to the pending table, growing it; fails once the client is dead. */
+static int
+client_pending_add(agxq_client *c, struct client_pending *p)
+{
+	struct client_pending **nb, *q, *next;
+	size_t n, h;
+
+	pthread_mutex_lock(&c->mu);
+	if (atomic_load(&c->dead)) {
+		pthread_mutex_unlock(&c->mu);
+		return AGXQ_EDISCONNECTED;
+	}
+	if (c->npending >= c->nbuckets) {
+		n = c->nbuckets * 2;
+		if ((nb = calloc(n, sizeof *nb)) == NULL) {
+			pthread_mutex_unlock(&c->mu);
+			return AGXQ_ENOMEM;
+		}
+		for (size_t i = 0; i < c->nbuckets; i++) {
+			for (q = c->buckets[i]; q != NULL; q = next) {
+				next = q->next;
+				h = q->id & (n - 1);
+				q->next = nb[h];
+				nb[h] = q;
+			}
+		}
+		free(c->buckets);
+		c->buckets = nb;
+		c->nbuckets = n;
+	}
+	h = p->id & (c->nbuckets - 1);
+	p->next = c->buckets[h];
+	c->buckets[h] = p;
+	c->npending++;
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+/* Removes and returns the pending request id; c->mu held. */
+static struct client_pending *
+client_pending_take(agxq_client *c, uint64_t id)
+{
+	struct client_pending **pp, *p;
+
+	for (pp = &c->buckets[id & (c->nbuckets - 1)]; (p = *pp) != NULL;
+	    pp = &p->next) {
+		if (p->id == id) {
+			*pp = p->next;
+			p->next = NULL;
+			c->npending--;
+			return p;
+		}
+	}
+	return NULL;
+}
+
+/* Removes p if it is still pending; returns whether it was. */
+static int
+client_pending_cancel(agxq_client *c, struct client_pending *p)
+{
+	struct client_pending *q;
+
+	pthread_mutex_lock(&c->mu);
+	q = client_pending_take(c, p->id);
+	pthread_mutex_unlock(&c->mu);
+	return q != NULL;
+}
+
+/*
+ * Writes a whole frame under the send mutex, looping on partial writes. A
+ * failed write leaves the stream broken mid-frame, so the socket is shut
+ * down and the reader fails everything.
+ */
+static int
+client_send(agxq_client *c, const uint8_t *frame, size_t len)
+{
+	ssize_t n;
+	int rc = 0;
+
+	if (atomic_load(&c->dead))
+		return AGXQ_EDISCONNECTED;
+	pthread_mutex_lock(&c->send_mu);
+	while (len > 0) {
+		n = send(c->fd, frame, len, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			shutdown(c->fd, SHUT_RDWR);
+			rc = AGXQ_EDISCONNECTED;
+			break;
+		}
+		frame += n;
+		len -= (size_t)n;
+	}
+	pthread_mutex_unlock(&c->send_mu);
+	return rc;
+}
+
+/* Encodes env into a frame for c; maps failures to AGXQ_E*. */
+static int
+client_encode(agxq_client *c, const Agxq__Envelope *env, uint8_t **frame,
+    size_t *len)
+{
+	if (codec_encode(env, CODEC_DEFAULT_COMPRESS_THRESHOLD, &c->lim, frame,
+	    len, NULL) != 0) {
+		if (agxq__envelope__get_packed_size(env) > c->lim.max_message)
+			return AGXQ_ETOOBIG;
+		return AGXQ_ENOMEM;
+	}
+	if (*len - CODEC_HEADER_SIZE > c->lim.max_frame) {
+		free(*frame);
+		return AGXQ_ETOOBIG;
+	}
+	return 0;
+}
+
+/*
+ * Sends frame (taken) for request id and waits for the reply of body case
+ * expect. On success *reply holds it (caller frees); an Error reply returns
+ * its code.
+ */
+static int
+client_call_frame(agxq_client *c, uint8_t *frame, size_t len, uint64_t id,
+    int expect, Agxq__Envelope **reply)
+{
+	struct client_pending p;
+	int rc;
+
+	memset(&p, 0, sizeof p);
+	p.id = id;
+	p.expect = expect;
+	p.kind = CLIENT_SYNC;
+	pthread_cond_init(&p.cv, NULL);
+	if ((rc = client_pending_add(c, &p)) != 0) {
+		free(frame);
+		goto out;
+	}
+	rc = client_send(c, frame, len);
+	free(frame);
+
+	pthread_mutex_lock(&c->mu);
+	if (rc != 0 && client_pending_take(c, id) != NULL) {
+		pthread_mutex_unlock(&c->mu);
+		goto out;
+	}
+	while (!p.done)
+		pthread_cond_wait(&p.cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+	if ((rc = p.status) == 0)
+		*reply = p.reply;
+	else
+		codec_envelope_free(p.reply);
+out:
+	pthread_cond_destroy(&p.cv);
+	return rc;
+}
+
+/* Encodes env (request id id), sends it and waits for the reply. */
+static int
+client_call(agxq_client *c, const Agxq__Envelope *env, uint64_t id,
+    int expect, Agxq__Envelope **reply)
+{
+	uint8_t *frame;
+	size_t len;
+	int rc;
+
+	if (client_on_reader(c))
+		return AGXQ_EINVAL;
+	if (atomic_load(&c->dead))
+		return AGXQ_EDISCONNECTED;
+	if ((rc = client_encode(c, env, &frame, &len)) != 0)
+		return rc;
+	return client_call_frame(c, frame, len, id, expect, reply);
+}
+
+/* Maps a reply to a status: 0, the Error's code, or AGXQ_EPROTO. */
+static int
+client_reply_status(const Agxq__Envelope *env, int expect)
+{
+	if ((int)env->body_case == expect)
+		return 0;
+	if (env->body_case == AGXQ__ENVELOPE__BODY_ERROR)
+		return result_error_from_wire(env->error->code);
+	return AGXQ_EPROTO;
+}
+
+/* Completes one pending request with env (taken) or status; no lock held. */
+static void
+client_complete_async(struct client_pending *p, Agxq__Envelope *env,
+    int status)
+{
+	agxq_result *r = NULL;
+
+	if (env != NULL) {
+		status = client_reply_status(env, p->expect);
+		if (status == 0)
+			status = result_from_envelope(env, &r);
+		else
+			codec_envelope_free(env);
+	}
+	p->cb(p->arg, status, status == 0 ? r : NULL);
+	agxq_result_free(r);
+	free(p);
+}
+
+/* Returns the request id a reply names, or 0. */
+static uint64_t
+client_reply_id(const Agxq__Envelope *env)
+{
+	switch (env->body_case) {
+	case AGXQ__ENVELOPE__BODY_INFER_REPLY:
+		return env->infer_reply->request_id;
+	case AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY:
+		return env->load_model_reply->request_id;
+	case AGXQ__ENVELOPE__BODY_UNLOAD_MODEL_REPLY:
+		return env->unload_model_reply->request_id;
+	case AGXQ__ENVELOPE__BODY_STATS:
+		return env->stats->request_id;
+	case AGXQ__ENVELOPE__BODY_ERROR:
+		return env->error->request_id;
+	default:
+		return 0;
+	}
+}
+
+/* Hands a decoded reply (taken) to the request it names. */
+static void
+client_dispatch(agxq_client *c, Agxq__Envelope *env)
+{
+	struct client_pending *p;
+	uint64_t id;
+
+	/* Connection-level errors (id 0) are followed by EOF; drop them. */
+	if ((id = client_reply_id(env)) == 0) {
+		codec_envelope_free(env);
+		return;
+	}
+	pthread_mutex_lock(&c->mu);
+	if ((p = client_pending_take(c, id)) == NULL) {
+		pthread_mutex_unlock(&c->mu);
+		codec_envelope_free(env);
+		return;
+	}
+	if (p->kind == CLIENT_SYNC) {
+		p->status = client_reply_status(env, p->expect);
+		p->reply = env;
+		p->done = 1;
+		/* Signalled under the lock: p lives on the waiter's stack. */
+		pthread_cond_signal(&p->cv);
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
+	pthread_mutex_unlock(&c->mu);
+	client_complete_async(p, env, 0);
+}
+
+/*
+ * Marks c dead and completes every pending request with AGXQ_EDISCONNECTED:
+ * waiters are woken under the lock, callbacks fire after it is dropped.
+ */
+static void
+client_fail_all(agxq_client *c)
+{
+	struct client_pending *p, *next, *async = NULL;
+
+	pthread_mutex_lock(&c->mu);
+	atomic_store(&c->dead, 1);
+	for (size_t i = 0; i < c->nbuckets; i++) {
+		for (p = c->buckets[i]; p != NULL; p = next) {
+			next = p->next;
+			if (p->kind == CLIENT_SYNC) {
+				p->status = AGXQ_EDISCONNECTED;
+				p->done = 1;
+				pthread_cond_signal(&p->cv);
+			} else {
+				p->next = async;
+				async = p;
+			}
+		}
+		c->buckets[i] = NULL;
+	}
+	c->npending = 0;
+	pthread_mutex_unlock(&c->mu);
+	for (p = async; p != NULL; p = next) {
+		next = p->next;
+		client_complete_async(p, NULL, AGXQ_EDISCONNECTED);
+	}
+}
+
+/* Makes room for need more bytes after rb->len. */
+static int
+client_rbuf_reserve(struct client_rbuf *rb, size_t need)
+{
+	size_t cap;
+	uint8_t *d;
+
+	if (rb->off > 0 && (rb->len == rb->off || rb->cap - rb->len < need)) {
+		memmove(rb->data, rb->data + rb->off, rb->len - rb->off);
+		rb->len -= rb->off;
+		rb->off = 0;
+	}
+	/* Give back a buffer that grew for one big frame. */
+	if (rb->len == 0 && rb->cap > 4 * CLIENT_READ_SIZE &&
+	    need <= CLIENT_READ_SIZE) {
+		free(rb->data);
+		rb->data = NULL;
+		rb->cap = 0;
+	}
+	if (rb->cap - rb->len >= need)
+		return 0;
+	cap = rb->cap == 0 ? CLIENT_READ_SIZE : rb->cap;
+	while (cap - rb->len < need)
+		cap *= 2;
+	if ((d = realloc(rb->data, cap)) == NULL)
+		return -1;
+	rb->data = d;
+	rb->cap = cap;
+	return 0;
+}
+
+/*
+ * Decodes the next whole frame in rb into *env. Returns 1 with a frame, 0
+ * when more bytes are needed (*want: bytes the frame needs in all), -1 on a
+ * bad frame.
+ */
+static int
+client_next_frame(const struct codec_limits *lim, struct client_rbuf *rb,
+    Agxq__Envelope **env, size_t *want)
+{
+	const uint8_t *p = rb->data + rb->off;
+	size_t avail = rb->len - rb->off;
+	uint32_t plen, flags;
+	int code;
+	char *cause = NULL;
+
+	*want = CODEC_HEADER_SIZE;
+	switch (codec_header_parse(p, avail, lim, &plen, &flags, &code,
+	    &cause)) {
+	case CODEC_NEED_MORE:
+		return 0;
+	case CODEC_ERROR:
+		free(cause);
+		return -1;
+	case CODEC_OK:
+		break;
+	}
+	*want = CODEC_HEADER_SIZE + (size_t)plen;
+	if (avail < *want)
+		return 0;
+	if (codec_decode(p + CODEC_HEADER_SIZE, plen, flags, lim, env, &code,
+	    &cause) != 0) {
+		free(cause);
+		return -1;
+	}
+	rb->off += *want;
+	return 1;
+}
+
+/* Reads more bytes into rb (at least want in all); -1 on EOF or error. */
+static int
+client_fill(int fd, struct client_rbuf *rb, size_t want)
+{
+	size_t room;
+	ssize_t n;
+
+	room = want > rb->len - rb->off ? want - (rb->len - rb->off) : 1;
+	if (room < CLIENT_READ_SIZE / 2)
+		room = CLIENT_READ_SIZE / 2;
+	if (client_rbuf_reserve(rb, room) != 0)
+		return -1;
+	for (;;) {
+		n = recv(fd, rb->data + rb->len, rb->cap - rb->len, 0);
+		if (n > 0)
+			break;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return -1;
+	}
+	rb->len += (size_t)n;
+	return 0;
+}
+
+/* The reader thread: decodes frames and completes requests until EOF. */
+static void *
+client_reader_main(void *arg)
+{
+	agxq_client *c = arg;
+	Agxq__Envelope *env;
+	size_t want = CODEC_HEADER_SIZE;
+	int rc;
+
+	for (;;) {
+		while ((rc = client_next_frame(&c->lim, &c->rb, &env,
+		    &want)) == 1)
+			client_dispatch(c, env);
+		if (rc < 0)
+			break;
+		if (client_fill(c->fd, &c->rb, want) != 0)
+			break;
+	}
+	shutdown(c->fd, SHUT_RDWR);
+	client_fail_all(c);
+	return NULL;
+}
+
+/* Opens and connects the socket at path. */
+static int
+client_open(const char *path, int *fdp)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	if (path == NULL)
+		path = getenv("AGXQ_SOCKET");
+	if (path == NULL || *path == '\0')
+		path = AGXQ_DEFAULT_SOCKET;
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun.sun_path)
+		return AGXQ_EINVAL;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+
+#ifdef SOCK_CLOEXEC
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+#else
+	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) != -1)
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+	if (fd == -1)
+		return errno == ENOMEM || errno == ENOBUFS ? AGXQ_ENOMEM :
+		    AGXQ_ECONNECT;
+#ifdef SO_NOSIGPIPE
+	{
+		int one = 1;
+
+		setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+	}
+#endif
+	while (connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		if (errno == EINTR)
+			continue;
+		close(fd);
+		return AGXQ_ECONNECT;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+/* Returns the name this process gives in its Hello. */
+static const char *
+client_progname(void)
+{
+#if defined(__GLIBC__)
+	return program_invocation_short_name;
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__)
+	return getprogname();
+#else
+	return "libagxq";
+#endif
+}
+
+/*
+ * Sends Hello and waits up to CLIENT_HANDSHAKE_MS for the reply, so that a
+ * wrong or stuck server never hangs the app. Leftover bytes stay in c->rb.
+ */
+static int
+client_handshake(agxq_client *c)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__Hello hello = AGXQ__HELLO__INIT;
+	Agxq__HelloReply *hr;
+	struct pollfd pfd;
+	int64_t deadline, left;
+	size_t want;
+	uint8_t *frame;
+	size_t len;
+	int rc;
+
+	hello.protocol_version = CODEC_PROTOCOL_VERSION;
+	hello.client_name = (char *)client_progname();
+	env.body_case = AGXQ__ENVELOPE__BODY_HELLO;
+	env.hello = &hello;
+	if ((rc = client_encode(c, &env, &frame, &len)) != 0)
+		return rc;
+	rc = client_send(c, frame, len);
+	free(frame);
+	if (rc != 0)
+		return AGXQ_ECONNECT;
+
+	deadline = client_now_ms() + CLIENT_HANDSHAKE_MS;
+	while ((rc = client_next_frame(&c->lim, &c->rb, &reply, &want)) == 0) {
+		if ((left = deadline - client_now_ms()) <= 0)
+			return AGXQ_ETIMEDOUT;
+		pfd.fd = c->fd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		rc = poll(&pfd, 1, (int)left);
+		if (rc < 0 && errno != EINTR)
+			return AGXQ_ECONNECT;
+		if (rc <= 0)
+			continue;
+		if (client_fill(c->fd, &c->rb, want) != 0)
+			return AGXQ_ECONNECT;
+	}
+	if (rc < 0)
+		return AGXQ_EPROTO;
+
+	switch (reply->body_case) {
+	case AGXQ__ENVELOPE__BODY_HELLO_REPLY:
+		hr = reply->hello_reply;
+		if (hr->protocol_version != CODEC_PROTOCOL_VERSION) {
+			rc = AGXQ_EVERSION;
+			break;
+		}
+		if (hr->max_frame != 0)
+			c->lim.max_frame = hr->max_frame;
+		c->backend = client_strdup(hr->backend);
+		c->server_version = client_strdup(hr->server_version);
+		rc = c->backend == NULL || c->server_version == NULL ?
+		    AGXQ_ENOMEM : 0;
+		break;
+	case AGXQ__ENVELOPE__BODY_ERROR:
+		rc = result_error_from_wire(reply->error->code);
+		break;
+	default:
+		rc = AGXQ_EPROTO;
+		break;
+	}
+	codec_envelope_free(reply);
+	return rc;
+}
+
+/* Starts the reader thread with every signal blocked in it. */
+static int
+client_start_reader(agxq_client *c)
+{
+	sigset_t all, old;
+	int rc;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&c->reader, NULL, client_reader_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return AGXQ_ENOMEM;
+	c->reader_started = 1;
+	return 0;
+}
+
+/* Connects to agxqd, performs the handshake and starts the reader. */
+int
+agxq_connect(const char *socket_path, agxq_client **out)
+{
+	agxq_client *c;
+	int rc;
+
+	if (out == NULL)
+		return AGXQ_EINVAL;
+	*out = NULL;
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return AGXQ_ENOMEM;
+	c->fd = -1;
+	atomic_init(&c->dead, 0);
+	atomic_init(&c->next_id, 1);
+	codec_limits_default(&c->lim);
+	c->nbuckets = CLIENT_MIN_BUCKETS;
+	if ((c->buckets = calloc(c->nbuckets, sizeof *c->buckets)) == NULL) {
+		rc = AGXQ_ENOMEM;
+		goto fail_free_client;
+	}
+	pthread_mutex_init(&c->send_mu, NULL);
+	pthread_mutex_init(&c->mu, NULL);
+
+	if ((rc = client_open(socket_path, &c->fd)) != 0)
+		goto fail_destroy_locks;
+	if ((rc = client_handshake(c)) != 0)
+		goto fail_close_socket;
+	if ((rc = client_start_reader(c)) != 0)
+		goto fail_close_socket;
+	*out = c;
+	return 0;
+
+fail_close_socket:
+	close(c->fd);
+fail_destroy_locks:
+	pthread_mutex_destroy(&c->mu);
+	pthread_mutex_destroy(&c->send_mu);
+	free(c->backend);
+	free(c->server_version);
+	free(c->rb.data);
+fail_free_client:
+	free(c->buckets);
+	free(c);
+	return rc;
+}
+
+/* Closes the connection, failing what is still in flight, and frees c. */
+void
+agxq_close(agxq_client *c)
+{
+	if (c == NULL)
+		return;
+	shutdown(c->fd, SHUT_RDWR);
+	if (client_on_reader(c))
+		return; /* misuse: cannot join ourselves; the reader winds down */
+	pthread_join(c->reader, NULL);
+	close(c->fd);
+	pthread_mutex_destroy(&c->mu);
+	pthread_mutex_destroy(&c->send_mu);
+	free(c->buckets);
+	free(c->backend);
+	free(c->server_version);
+	free(c->rb.data);
+	free(c);
+}
+
+/* Returns the backend name the daemon reported at connect. */
+const char *
+agxq_server_backend(const agxq_client *c)
+{
+	return c == NULL ? NULL : c->backend;
+}
+
+/* Loads graph g into the daemon. */
+int
+agxq_model_load(agxq_client *c, const agxq_graph *g, const char *name,
+    agxq_model **out)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__LoadModel lm = AGXQ__LOAD_MODEL__INIT;
+	Agxq__Graph *pg = NULL;
+	agxq_model *m;
+	int rc;
+
+	if (c == NULL || g == NULL || out == NULL)
+		return AGXQ_EINVAL;
+	*out = NULL;
+	if (client_on_reader(c))
+		return AGXQ_EINVAL;
+	if ((m = calloc(1, sizeof *m)) == NULL)
+		return AGXQ_ENOMEM;
+	if ((rc = builder_to_proto(g, &pg)) != 0)
+		goto fail_free_model;
+	lm.request_id = atomic_fetch_add(&c->next_id, 1);
+	lm.graph = pg;
+	lm.name = (char *)(name != NULL ? name : "");
+	env.body_case = AGXQ__ENVELOPE__BODY_LOAD_MODEL;
+	env.load_model = &lm;
+	rc = client_call(c, &env, lm.request_id,
+	    AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY, &reply);
+	builder_proto_free(pg);
+	if (rc != 0)
+		goto fail_free_model;
+	m->client = c;
+	m->model_id = reply->load_model_reply->model_id;
+	codec_envelope_free(reply);
+	*out = m;
+	return 0;
+
+fail_free_model:
+	free(m);
+	return rc;
+}
+
+/* Unloads a model and frees its handle. */
+int
+agxq_model_unload(agxq_model *m)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__UnloadModel um = AGXQ__UNLOAD_MODEL__INIT;
+	int rc;
+
+	if (m == NULL)
+		return 0;
+	um.request_id = atomic_fetch_add(&m->client->next_id, 1);
+	um.model_id = m->model_id;
+	env.body_case = AGXQ__ENVELOPE__BODY_UNLOAD_MODEL;
+	env.unload_model = &um;
+	rc = client_call(m->client, &env, um.request_id,
+	    AGXQ__ENVELOPE__BODY_UNLOAD_MODEL_REPLY, &reply);
+	codec_envelope_free(reply);
+	free(m);
+	return rc;
+}
+
+/*
+ * Checks the inputs and encodes an Infer for them into one frame (*frame,
+ * *len; caller frees). The tensors are packed straight from the caller's
+ * buffers.
+ */
+static int
+client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    const agxq_infer_opts *opts, uint64_t id, uint8_t **frame, size_t *len)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__Infer inf = AGXQ__INFER__INIT;
+	Agxq__Tensor tstack[8], *tps_stack[8], *ts = tstack, **tps = tps_stack;
+	int rc = AGXQ_EINVAL;
+
+	if (m == NULL || m->client == NULL || inputs == NULL || ninputs < 1 ||
+	    ninputs > CLIENT_MAX_INPUTS)
+		return AGXQ_EINVAL;
+	if (ninputs > 8) {
+		ts = calloc((size_t)ninputs, sizeof *ts);
+		tps = calloc((size_t)ninputs, sizeof *tps);
+		if (ts == NULL || tps == NULL) {
+			rc = AGXQ_ENOMEM;
+			goto out;
+		}
+	}
+	for (int i = 0; i < ninputs; i++) {
+		const agxq_tensor *t = &inputs[i];
+		uint64_t n = 1;
+
+		if (t->dtype != AGXQ_FLOAT32 || t->ndim < 1 ||
+		    t->ndim > AGXQ_MAX_DIMS || t->data == NULL)
+			goto out;
+		for (int d = 0; d < t->ndim; d++) {
+			if (t->shape[d] <= 0 || t->shape[d] > (1LL << 32))
+				goto out;
+			n *= (uint64_t)t->shape[d];
+			if (n > ((uint64_t)UINT32_MAX >> 2))
+				goto out;
+		}
+		ts[i] = (Agxq__Tensor)AGXQ__TENSOR__INIT;
+		ts[i].dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
+		ts[i].n_shape = (size_t)t->ndim;
+		ts[i].shape = (int64_t *)t->shape;
+		ts[i].data.len = (size_t)n * sizeof(float);
+		ts[i].data.data = t->data;
+		tps[i] = &ts[i];
+	}
+	inf.request_id = id;
+	inf.model_id = m->model_id;
+	inf.n_inputs = (size_t)ninputs;
+	inf.inputs = tps;
+	if (opts != NULL) {
+		inf.timeout_us = opts->timeout_us;
+		inf.priority = opts->priority;
+	}
+	env.body_case = AGXQ__ENVELOPE__BODY_INFER;
+	env.infer = &inf;
+	rc = client_encode(m->client, &env, frame, len);
+out:
+	if (ts != tstack)
+		free(ts);
+	if (tps != tps_stack)
+		free(tps);
+	return rc;
+}
+
+/* Runs one request and waits for it. */
+int
+agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    const agxq_infer_opts *opts, agxq_result **out)
+{
+	Agxq__Envelope *reply = NULL;
+	agxq_client *c;
+	uint8_t *frame;
+	uint64_t id;
+	size_t len;
+	int rc;
+
+	if (m == NULL || m->client == NULL || out == NULL)
+		return AGXQ_EINVAL;
+	*out = NULL;
+	c = m->client;
+	if (client_on_reader(c))
+		return AGXQ_EINVAL;
+	if (atomic_load(&c->dead))
+		return AGXQ_EDISCONNECTED;
+	id = atomic_fetch_add(&c->next_id, 1);
+	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, &frame,
+	    &len)) != 0)
+		return rc;
+	if ((rc = client_call_frame(c, frame, len, id,
+	    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply)) != 0)
+		return rc;
+	return result_from_envelope(reply, out);
+}
+
+/* Sends one request; cb fires exactly once unless this fails. */
+int
+agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    const agxq_infer_opts *opts, agxq_infer_cb cb, void *arg)
+{
+	struct client_pending *p;
+	agxq_client *c;
+	uint8_t *frame;
+	size_t len;
+	int rc;
+
+	if (m == NULL || m->client == NULL || cb == NULL)
+		return AGXQ_EINVAL;
+	c = m->client;
+	if (atomic_load(&c->dead))
+		return AGXQ_EDISCONNECTED;
+	if ((p = calloc(1, sizeof *p)) == NULL)
+		return AGXQ_ENOMEM;
+	p->id = atomic_fetch_add(&c->next_id, 1);
+	p->expect = AGXQ__ENVELOPE__BODY_INFER_REPLY;
+	p->kind = CLIENT_ASYNC;
+	p->cb = cb;
+	p->arg = arg;
+	if ((rc = client_infer_encode(m, inputs, ninputs, opts, p->id, &frame,
+	    &len)) != 0)
+		goto fail_free_pending;
+	if ((rc = client_pending_add(c, p)) != 0) {
+		free(frame);
+		goto fail_free_pending;
+	}
+	rc = client_send(c, frame, len);
+	free(frame);
+	/*
+	 * If the send failed but the reader already took p (it saw the
+	 * connection drop), the callback has fired or will: report success
+	 * so that it fires exactly once.
+	 */
+	if (rc != 0 && client_pending_cancel(c, p))
+		goto fail_free_pending;
+	return 0;
+
+fail_free_pending:
+	free(p);
+	return rc;
+}
+
+/* Writes s as a JSON string. */
+static void
+client_json_string(FILE *f, const char *s)
+{
+	const unsigned char *p;
+
+	fputc('"', f);
+	for (p = (const unsigned char *)(s != NULL ? s : ""); *p != '\0'; p++) {
+		switch (*p) {
+		case '"':
+			fputs("\\\"", f);
+			break;
+		case '\\':
+			fputs("\\\\", f);
+			break;
+		case '\n':
+			fputs("\\n", f);
+			break;
+		case '\t':
+			fputs("\\t", f);
+			break;
+		default:
+			if (*p < 0x20)
+				fprintf(f, "\\u%04x", *p);
+			else
+				fputc(*p, f);
+		}
+	}
+	fputc('"', f);
+}
+
+/* Writes one model's statistics as a JSON object. */
+static void
+client_json_model(FILE *f, const Agxq__ModelStats *ms)
+{
+	fprintf(f, "{\"model_id\": %llu, \"name\": ",
+	    (unsigned long long)ms->model_id);
+	client_json_string(f, ms->name);
+	fprintf(f, ", \"refs\": %u, \"requests\": %llu, \"batches\": %llu, "
+	    "\"rows\": %llu, \"errors\": %llu, \"timeouts\": %llu, "
+	    "\"rejected_busy\": %llu, \"queue_p50_us\": %llu, "
+	    "\"queue_p99_us\": %llu, \"exec_p50_us\": %llu, "
+	    "\"exec_p99_us\": %llu, \"weight_bytes\": %llu, \"queued\": %u}",
+	    ms->refs, (unsigned long long)ms->requests,
+	    (unsigned long long)ms->batches, (unsigned long long)ms->rows,
+	    (unsigned long long)ms->errors, (unsigned long long)ms->timeouts,
+	    (unsigned long long)ms->rejected_busy,
+	    (unsigned long long)ms->queue_p50_us,
+	    (unsigned long long)ms->queue_p99_us,
+	    (unsigned long long)ms->exec_p50_us,
+	    (unsigned long long)ms->exec_p99_us,
+	    (unsigned long long)ms->weight_bytes, ms->queued);
+}
+
+/* Renders st as a JSON document into a malloc'd string. */
+static int
+client_json_stats(const Agxq__Stats *st, char **json)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if ((f = open_memstream(&buf, &len)) == NULL)
+		return AGXQ_ENOMEM;
+	fputs("{\"server_version\": ", f);
+	client_json_string(f, st->server_version);
+	fputs(", \"backend\": ", f);
+	client_json_string(f, st->backend);
+	fprintf(f, ", \"pid\": %lld, \"uptime_us\": %llu, \"connections\": %u, "
+	    "\"frames_in\": %llu, \"frames_out\": %llu, \"bytes_in\": %llu, "
+	    "\"bytes_out\": %llu, \"bytes_in_raw\": %llu, "
+	    "\"bytes_out_raw\": %llu, \"backend_calls\": %llu, "
+	    "\"backend_foreign_calls\": %llu, \"max_batch\": %u, "
+	    "\"max_delay_us\": %u, \"models\": [",
+	    (long long)st->pid, (unsigned long long)st->uptime_us,
+	    st->connections, (unsigned long long)st->frames_in,
+	    (unsigned long long)st->frames_out,
+	    (unsigned long long)st->bytes_in,
+	    (unsigned long long)st->bytes_out,
+	    (unsigned long long)st->bytes_in_raw,
+	    (unsigned long long)st->bytes_out_raw,
+	    (unsigned long long)st->backend_calls,
+	    (unsigned long long)st->backend_foreign_calls, st->max_batch,
+	    st->max_delay_us);
+	for (size_t i = 0; i < st->n_models; i++) {
+		if (i > 0)
+			fputs(", ", f);
+		client_json_model(f, st->models[i]);
+	}
+	fputs("]}\n", f);
+	if (ferror(f)) {
+		fclose(f);
+		free(buf);
+		return AGXQ_ENOMEM;
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return AGXQ_ENOMEM;
+	}
+	*json = buf;
+	return 0;
+}
+
+/* Fetches the daemon's statistics as JSON. */
+int
+agxq_stats_json(agxq_client *c, char **json)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	int rc;
+
+	if (c == NULL || json == NULL)
+		return AGXQ_EINVAL;
+	*json = NULL;
+	sr.request_id = atomic_fetch_add(&c->next_id, 1);
+	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
+	env.stats_request = &sr;
+	if ((rc = client_call(c, &env, sr.request_id,
+	    AGXQ__ENVELOPE__BODY_STATS, &reply)) != 0)
+		return rc;
+	rc = client_json_stats(reply->stats, json);
+	codec_envelope_free(reply);
+	return rc;
+}

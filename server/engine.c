@@ -1,1 +1,233 @@
-/* placeholder: being written */
+/*
+ * engine: runs validated graphs on one backend and enforces that every
+ * backend call happens on the thread that opened the engine (its owner).
+ * Every backend call goes through engine_enter, which counts it and counts
+ * (and in AGXQ_OWNER_CHECK builds with ENGINE_OWNER_ABORT, aborts on) calls
+ * made off the owner thread.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "engine.h"
+
+struct engine {
+	const struct backend_ops *ops;
+	void *state;
+	pthread_t owner;
+	enum engine_owner_mode mode;
+	atomic_uint_fast64_t calls;
+	atomic_uint_fast64_t foreign;
+};
+
+struct engine_model {
+	const struct graph *g;
+	void *bmodel;
+	struct graph_shape *shapes; /* g->nvalues, reused by every run */
+};
+
+static const struct backend_ops *const engine_table[] = {
+	&backend_cpu_ops,
+#ifdef AGXQ_HAVE_CUDA
+	&backend_cuda_ops,
+#endif
+	NULL
+};
+
+static const char *const engine_names[] = {
+	"cpu",
+#ifdef AGXQ_HAVE_CUDA
+	"cuda",
+#endif
+	NULL
+};
+
+/* Names of backends compiled in, NULL-terminated. */
+const char *const *
+engine_backends(void)
+{
+	return engine_names;
+}
+
+/*
+ * Counts a backend call and checks it runs on the owner thread. Returns 0
+ * on the owner; off it, counts the call as foreign, aborts when built with
+ * AGXQ_OWNER_CHECK and the engine is in ENGINE_OWNER_ABORT mode, and
+ * otherwise returns -1 (the caller decides whether to go on).
+ */
+static int
+engine_enter(struct engine *e, const char *what)
+{
+	atomic_fetch_add(&e->calls, 1);
+	if (pthread_equal(pthread_self(), e->owner))
+		return 0;
+	atomic_fetch_add(&e->foreign, 1);
+#ifdef AGXQ_OWNER_CHECK
+	if (e->mode == ENGINE_OWNER_ABORT) {
+		fprintf(stderr, "agxq engine: %s called off the owner thread "
+		    "(backend %s); aborting\n", what, e->ops->name);
+		abort();
+	}
+#else
+	(void)what;
+#endif
+	return -1;
+}
+
+/* Opens backend `name` on device `device`; the calling thread becomes owner. */
+int
+engine_open(const char *name, int device, enum engine_owner_mode mode,
+    struct engine **out, char **cause)
+{
+	const struct backend_ops *ops = NULL;
+	struct engine *e;
+
+	*out = NULL;
+	for (size_t i = 0; engine_table[i] != NULL; i++) {
+		if (strcmp(engine_table[i]->name, name) == 0)
+			ops = engine_table[i];
+	}
+	if (ops == NULL) {
+		if (cause != NULL && asprintf(cause,
+		    "backend \"%s\" is not compiled in", name) == -1)
+			*cause = NULL;
+		return -1;
+	}
+	if ((e = calloc(1, sizeof *e)) == NULL) {
+		if (cause != NULL)
+			*cause = strdup("out of memory");
+		return -1;
+	}
+	e->ops = ops;
+	e->owner = pthread_self();
+	e->mode = mode;
+	atomic_init(&e->calls, 0);
+	atomic_init(&e->foreign, 0);
+	engine_enter(e, "open");
+	if (ops->open(device, &e->state, cause) != 0) {
+		free(e);
+		return -1;
+	}
+	*out = e;
+	return 0;
+}
+
+/* Closes the engine and its backend; accepts NULL. Owner thread only. */
+void
+engine_close(struct engine *e)
+{
+	if (e == NULL)
+		return;
+	engine_enter(e, "close");
+	e->ops->close(e->state);
+	free(e);
+}
+
+/* Backend name of an open engine. */
+const char *
+engine_backend_name(const struct engine *e)
+{
+	return e->ops->name;
+}
+
+/* Loads graph g on the backend; g must outlive the model. */
+int
+engine_model_load(struct engine *e, const struct graph *g,
+    struct engine_model **out, char **cause)
+{
+	struct engine_model *m;
+
+	*out = NULL;
+	if ((m = calloc(1, sizeof *m)) == NULL)
+		goto fail_nomem;
+	m->g = g;
+	if ((m->shapes = calloc(g->nvalues, sizeof *m->shapes)) == NULL)
+		goto fail_free_model;
+	engine_enter(e, "model_load");
+	if (e->ops->model_load(e->state, g, &m->bmodel, cause) != 0) {
+		free(m->shapes);
+		free(m);
+		return -1;
+	}
+	*out = m;
+	return 0;
+
+fail_free_model:
+	free(m);
+fail_nomem:
+	if (cause != NULL)
+		*cause = strdup("out of memory");
+	return -1;
+}
+
+/* Frees a model; accepts NULL. */
+void
+engine_model_free(struct engine *e, struct engine_model *m)
+{
+	if (m == NULL)
+		return;
+	engine_enter(e, "model_free");
+	e->ops->model_free(e->state, m->bmodel);
+	free(m->shapes);
+	free(m);
+}
+
+/*
+ * Runs one batch. Off the owner thread (possible only in ENGINE_OWNER_COUNT
+ * mode or builds without AGXQ_OWNER_CHECK) the call is counted and refused
+ * with -1 "called off the owner thread": the backend is never entered.
+ */
+int
+engine_run(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const float *const *in,
+    float *const *out, char **cause)
+{
+	if (engine_enter(e, "run") != 0) {
+		if (cause != NULL)
+			*cause = strdup("engine_run called off the owner thread");
+		return -1;
+	}
+	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
+		return -1;
+	return e->ops->run(e->state, m->bmodel, m->shapes, in, out, cause);
+}
+
+/* Computes the shapes of the outputs of g for inputs in_shapes. */
+int
+engine_output_shapes(const struct graph *g,
+    const struct graph_shape *in_shapes, struct graph_shape *out_shapes,
+    char **cause)
+{
+	struct graph_shape *shapes;
+
+	if ((shapes = calloc(g->nvalues, sizeof *shapes)) == NULL) {
+		if (cause != NULL)
+			*cause = strdup("out of memory");
+		return -1;
+	}
+	if (graph_infer(g, in_shapes, shapes, cause) != 0) {
+		free(shapes);
+		return -1;
+	}
+	for (uint32_t j = 0; j < g->noutputs; j++)
+		out_shapes[j] = shapes[g->outputs[j]];
+	free(shapes);
+	return 0;
+}
+
+/* Backend calls made so far. */
+uint64_t
+engine_backend_calls(const struct engine *e)
+{
+	return atomic_load(&e->calls);
+}
+
+/* Backend calls made off the owner thread. */
+uint64_t
+engine_foreign_calls(const struct engine *e)
+{
+	return atomic_load(&e->foreign);
+}

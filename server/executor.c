@@ -1,1 +1,664 @@
-/* placeholder: being written */
+/*
+ * executor: the device-owning thread. Control work (model loads and frees)
+ * runs first, in order; otherwise the batcher supplies the next batch, which
+ * runs as one launch and is split back into one encoded reply per request.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+#include "executor.h"
+#include "log.h"
+
+struct executor {
+	struct executor_config cfg;
+	char backend[16];
+
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct batcher *batcher;     /* under lock */
+	struct request_list control; /* under lock: LOAD and FREE, in order */
+	struct request_list done;    /* under lock: finished, for the loop */
+	int stopping;                /* under lock: no new inference work */
+	int quiet;                   /* under lock: stopping seen, no batch running */
+	int exiting;                 /* under lock: finish control work and exit */
+	int started;                 /* under lock: 1 opened, -1 failed */
+	char *start_cause;
+
+	struct event *done_ev;       /* loop thread */
+	executor_done_fn done_fn;
+	void *done_arg;
+
+	/* Executor thread only. */
+	struct engine *engine;
+	struct batch batch;
+	uint32_t nin_cap, nout_cap;
+	struct graph_shape *in_shapes, *out_shapes;
+	const float **in;
+	float **stage_in, **out;
+	size_t *stage_in_cap, *out_cap;
+	Agxq__Tensor *tens;
+	Agxq__Tensor **tensp;
+	int64_t (*tshape)[GRAPH_MAX_DIMS];
+};
+
+/* Hands finished requests to the loop thread. */
+static void
+executor_post(struct executor *ex, struct request_list *list)
+{
+	if (TAILQ_EMPTY(list))
+		return;
+	pthread_mutex_lock(&ex->lock);
+	TAILQ_CONCAT(&ex->done, list, entry);
+	pthread_mutex_unlock(&ex->lock);
+	event_active(ex->done_ev, EV_READ, 0);
+}
+
+/* Loop thread: delivers finished requests. */
+static void
+executor_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct executor *ex = arg;
+	struct request_list list;
+	struct request *r;
+
+	(void)fd;
+	(void)what;
+	TAILQ_INIT(&list);
+	pthread_mutex_lock(&ex->lock);
+	TAILQ_CONCAT(&list, &ex->done, entry);
+	pthread_mutex_unlock(&ex->lock);
+	while ((r = TAILQ_FIRST(&list)) != NULL) {
+		TAILQ_REMOVE(&list, r, entry);
+		ex->done_fn(r, ex->done_arg);
+	}
+}
+
+/* Grows the per-input and per-output scratch arrays to nin and nout. */
+static int
+executor_reserve(struct executor *ex, uint32_t nin, uint32_t nout)
+{
+	if (nin > ex->nin_cap) {
+		struct graph_shape *s = realloc(ex->in_shapes, nin * sizeof *s);
+		const float **in = realloc(ex->in, nin * sizeof *in);
+		float **st = realloc(ex->stage_in, nin * sizeof *st);
+		size_t *cap = realloc(ex->stage_in_cap, nin * sizeof *cap);
+
+		if (s != NULL)
+			ex->in_shapes = s;
+		if (in != NULL)
+			ex->in = in;
+		if (st != NULL)
+			ex->stage_in = st;
+		if (cap != NULL)
+			ex->stage_in_cap = cap;
+		if (s == NULL || in == NULL || st == NULL || cap == NULL)
+			return -1;
+		for (uint32_t i = ex->nin_cap; i < nin; i++) {
+			ex->stage_in[i] = NULL;
+			ex->stage_in_cap[i] = 0;
+		}
+		ex->nin_cap = nin;
+	}
+	if (nout > ex->nout_cap) {
+		struct graph_shape *s = realloc(ex->out_shapes, nout * sizeof *s);
+		float **out = realloc(ex->out, nout * sizeof *out);
+		size_t *cap = realloc(ex->out_cap, nout * sizeof *cap);
+		Agxq__Tensor *t = realloc(ex->tens, nout * sizeof *t);
+		Agxq__Tensor **tp = realloc(ex->tensp, nout * sizeof *tp);
+		int64_t (*ts)[GRAPH_MAX_DIMS] = realloc(ex->tshape,
+		    nout * sizeof *ts);
+
+		if (s != NULL)
+			ex->out_shapes = s;
+		if (out != NULL)
+			ex->out = out;
+		if (cap != NULL)
+			ex->out_cap = cap;
+		if (t != NULL)
+			ex->tens = t;
+		if (tp != NULL)
+			ex->tensp = tp;
+		if (ts != NULL)
+			ex->tshape = ts;
+		if (s == NULL || out == NULL || cap == NULL || t == NULL ||
+		    tp == NULL || ts == NULL)
+			return -1;
+		for (uint32_t j = ex->nout_cap; j < nout; j++) {
+			ex->out[j] = NULL;
+			ex->out_cap[j] = 0;
+		}
+		ex->nout_cap = nout;
+	}
+	return 0;
+}
+
+/* Makes *buf hold at least n floats. */
+static int
+executor_grow(float **buf, size_t *cap, size_t n)
+{
+	float *p;
+
+	if (n <= *cap)
+		return 0;
+	if ((p = realloc(*buf, n * sizeof *p)) == NULL)
+		return -1;
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+/* Encodes r's slice [row, row + r->rows) of the batch outputs as its reply. */
+static int
+executor_encode(struct executor *ex, const struct graph *g, struct request *r,
+    uint32_t row)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__InferReply rep = AGXQ__INFER_REPLY__INIT;
+
+	for (uint32_t j = 0; j < g->noutputs; j++) {
+		const struct graph_shape *s = &ex->out_shapes[j];
+		size_t per_row = graph_shape_nelem(s) / (size_t)s->dim[0];
+		Agxq__Tensor *t = &ex->tens[j];
+
+		agxq__tensor__init(t);
+		t->dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
+		memcpy(ex->tshape[j], s->dim, sizeof ex->tshape[j]);
+		ex->tshape[j][0] = r->rows;
+		t->n_shape = (size_t)s->ndim;
+		t->shape = ex->tshape[j];
+		t->data.data = (uint8_t *)(ex->out[j] + (size_t)row * per_row);
+		t->data.len = (size_t)r->rows * per_row * sizeof(float);
+		ex->tensp[j] = t;
+	}
+	rep.request_id = r->id;
+	rep.n_outputs = g->noutputs;
+	rep.outputs = ex->tensp;
+	rep.queue_us = r->queue_us;
+	rep.exec_us = r->exec_us;
+	rep.batch_rows = r->batch_rows;
+	env.body_case = AGXQ__ENVELOPE__BODY_INFER_REPLY;
+	env.infer_reply = &rep;
+	return codec_encode(&env, ex->cfg.compress_threshold, &ex->cfg.limits,
+	    &r->reply, &r->reply_len, &r->reply_raw_len);
+}
+
+/* Fails every request of the batch with code and message. */
+static void
+executor_fail_batch(struct batch *b, int code, const char *msg)
+{
+	for (uint32_t k = 0; k < b->n; k++) {
+		request_fail(b->reqs[k], code, "%s", msg);
+		request_encode_error(b->reqs[k]);
+	}
+}
+
+/* Runs one batch and encodes every reply. */
+static void
+executor_run_batch(struct executor *ex, struct batch *b)
+{
+	struct model *m = b->reqs[0]->model;
+	const struct graph *g = m->graph;
+	struct request *r0 = b->reqs[0];
+	uint64_t t0 = request_now_ns(), t1, exec_us;
+	uint32_t row = 0, timeouts = 0, errors = 0;
+	char *cause = NULL;
+	int rc;
+
+	for (uint32_t k = 0; k < b->n; k++) {
+		b->reqs[k]->queue_us = (t0 - b->reqs[k]->t_enqueue_ns) / 1000;
+		b->reqs[k]->batch_rows = b->rows;
+	}
+	if (executor_reserve(ex, g->ninputs, g->noutputs) != 0) {
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
+		    "out of memory");
+		goto out_stats;
+	}
+
+	/* Inputs: the request's own data alone, or concatenated along dim 0. */
+	for (uint32_t i = 0; i < g->ninputs; i++) {
+		ex->in_shapes[i] = r0->in_shapes[i];
+		ex->in_shapes[i].dim[0] = b->rows;
+		if (b->n == 1) {
+			ex->in[i] = r0->in[i];
+			continue;
+		}
+		size_t per_row = graph_shape_nelem(&r0->in_shapes[i]) / r0->rows;
+		size_t off = 0;
+
+		if (executor_grow(&ex->stage_in[i], &ex->stage_in_cap[i],
+		    per_row * b->rows) != 0) {
+			executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
+			    "out of memory");
+			goto out_stats;
+		}
+		for (uint32_t k = 0; k < b->n; k++) {
+			size_t n = per_row * b->reqs[k]->rows;
+
+			memcpy(ex->stage_in[i] + off, b->reqs[k]->in[i],
+			    n * sizeof(float));
+			off += n;
+		}
+		ex->in[i] = ex->stage_in[i];
+	}
+
+	if (engine_output_shapes(g, ex->in_shapes, ex->out_shapes, &cause) != 0) {
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_SHAPE, cause);
+		goto out_stats;
+	}
+	for (uint32_t j = 0; j < g->noutputs; j++) {
+		if (executor_grow(&ex->out[j], &ex->out_cap[j],
+		    graph_shape_nelem(&ex->out_shapes[j])) != 0) {
+			executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
+			    "out of memory");
+			goto out_stats;
+		}
+	}
+	rc = engine_run(ex->engine, m->emodel, ex->in_shapes, ex->in, ex->out,
+	    &cause);
+	t1 = request_now_ns();
+	exec_us = (t1 - t0) / 1000;
+	if (rc != 0) {
+		log_warn("model %s: batch of %u rows failed: %s", m->name,
+		    b->rows, cause);
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND, cause);
+		goto out_stats;
+	}
+	for (uint32_t k = 0; k < b->n; k++) {
+		struct request *r = b->reqs[k];
+
+		r->exec_us = exec_us;
+		if (r->deadline_ns != 0 && t1 > r->deadline_ns) {
+			request_fail(r, AGXQ__ERROR_CODE__ERR_TIMEDOUT,
+			    "request timed out: finished %llu us after its deadline",
+			    (unsigned long long)((t1 - r->deadline_ns) / 1000));
+			request_encode_error(r);
+		} else if (executor_encode(ex, g, r, row) != 0) {
+			request_fail(r, AGXQ__ERROR_CODE__ERR_TOOBIG,
+			    "reply does not fit in one frame");
+			request_encode_error(r);
+		}
+		row += r->rows;
+	}
+
+out_stats:
+	free(cause);
+	for (uint32_t k = 0; k < b->n; k++) {
+		if (b->reqs[k]->status == AGXQ__ERROR_CODE__ERR_TIMEDOUT)
+			timeouts++;
+		else if (b->reqs[k]->status != 0)
+			errors++;
+	}
+	pthread_mutex_lock(&ex->lock);
+	m->stats.batches++;
+	m->stats.rows += b->rows;
+	m->stats.timeouts += timeouts;
+	m->stats.errors += errors;
+	for (uint32_t k = 0; k < b->n; k++)
+		models_record(m, b->reqs[k]->queue_us, b->reqs[k]->exec_us);
+	pthread_mutex_unlock(&ex->lock);
+}
+
+/* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
+static int
+executor_run_control(struct executor *ex, struct request *r, int stopping)
+{
+	struct model *m = r->model;
+	char *cause = NULL;
+
+	if (r->kind == REQUEST_FREE) {
+		engine_model_free(ex->engine, m->emodel);
+		models_destroy(m);
+		request_free(r);
+		return 0;
+	}
+	if (stopping) {
+		request_fail(r, AGXQ__ERROR_CODE__ERR_SHUTDOWN,
+		    "agxqd is shutting down");
+		return 1;
+	}
+	if (engine_model_load(ex->engine, m->graph, &m->emodel, &cause) != 0) {
+		request_fail(r, AGXQ__ERROR_CODE__ERR_BACKEND,
+		    "loading the model on the %s backend failed: %s",
+		    ex->backend, cause);
+		free(cause);
+	}
+	return 1;
+}
+
+/* Finishes expired requests with ERR_TIMEDOUT. */
+static void
+executor_expire(struct executor *ex, struct request_list *expired)
+{
+	struct request *r;
+
+	TAILQ_FOREACH(r, expired, entry) {
+		request_fail(r, AGXQ__ERROR_CODE__ERR_TIMEDOUT,
+		    "request timed out after %llu us in the queue",
+		    (unsigned long long)((request_now_ns() - r->t_enqueue_ns) /
+		    1000));
+		request_encode_error(r);
+	}
+	pthread_mutex_lock(&ex->lock);
+	TAILQ_FOREACH(r, expired, entry)
+		r->model->stats.timeouts++;
+	pthread_mutex_unlock(&ex->lock);
+	executor_post(ex, expired);
+}
+
+/* Sleeps on the condition for at most wait_ns (0: until signalled). */
+static void
+executor_wait(struct executor *ex, uint64_t wait_ns)
+{
+	struct timespec ts;
+
+	if (wait_ns == 0) {
+		pthread_cond_wait(&ex->cond, &ex->lock);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(wait_ns / 1000000000ull);
+	ts.tv_nsec += (long)(wait_ns % 1000000000ull);
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&ex->cond, &ex->lock, &ts);
+}
+
+/* The executor thread. */
+static void *
+executor_main(void *arg)
+{
+	struct executor *ex = arg;
+	struct request_list out, expired;
+	struct request *r;
+	char *cause = NULL;
+	int rc;
+
+	rc = engine_open(ex->cfg.backend, ex->cfg.device, ENGINE_OWNER_ABORT,
+	    &ex->engine, &cause);
+	pthread_mutex_lock(&ex->lock);
+	ex->started = rc == 0 ? 1 : -1;
+	ex->start_cause = cause;
+	pthread_cond_broadcast(&ex->cond);
+	if (rc != 0) {
+		pthread_mutex_unlock(&ex->lock);
+		return NULL;
+	}
+	snprintf(ex->backend, sizeof ex->backend, "%s",
+	    engine_backend_name(ex->engine));
+	TAILQ_INIT(&out);
+	TAILQ_INIT(&expired);
+	for (;;) {
+		uint64_t wait_ns;
+
+		if ((r = TAILQ_FIRST(&ex->control)) != NULL) {
+			int stopping = ex->stopping;
+
+			TAILQ_REMOVE(&ex->control, r, entry);
+			pthread_mutex_unlock(&ex->lock);
+			if (executor_run_control(ex, r, stopping)) {
+				TAILQ_INSERT_TAIL(&out, r, entry);
+				executor_post(ex, &out);
+			}
+			pthread_mutex_lock(&ex->lock);
+			continue;
+		}
+		if (ex->exiting)
+			break;
+		if (ex->stopping) {
+			if (!ex->quiet) {
+				ex->quiet = 1;
+				pthread_cond_broadcast(&ex->cond);
+			}
+			pthread_cond_wait(&ex->cond, &ex->lock);
+			continue;
+		}
+		rc = batcher_next(ex->batcher, request_now_ns(), &ex->batch,
+		    &expired, &wait_ns);
+		if (!TAILQ_EMPTY(&expired)) {
+			pthread_mutex_unlock(&ex->lock);
+			executor_expire(ex, &expired);
+			pthread_mutex_lock(&ex->lock);
+		}
+		if (rc == 1) {
+			pthread_mutex_unlock(&ex->lock);
+			executor_run_batch(ex, &ex->batch);
+			for (uint32_t k = 0; k < ex->batch.n; k++)
+				TAILQ_INSERT_TAIL(&out, ex->batch.reqs[k], entry);
+			executor_post(ex, &out);
+			pthread_mutex_lock(&ex->lock);
+			continue;
+		}
+		if (TAILQ_EMPTY(&expired))
+			executor_wait(ex, wait_ns);
+	}
+	pthread_mutex_unlock(&ex->lock);
+	engine_close(ex->engine);
+	ex->engine = NULL;
+	return NULL;
+}
+
+/* Starts the executor thread. */
+int
+executor_start(struct event_base *base, const struct executor_config *cfg,
+    executor_done_fn done, void *arg, struct executor **out, char **cause)
+{
+	struct executor *ex;
+	pthread_condattr_t ca;
+
+	if ((ex = calloc(1, sizeof *ex)) == NULL)
+		goto fail_nomem;
+	ex->cfg = *cfg;
+	snprintf(ex->backend, sizeof ex->backend, "%s", cfg->backend);
+	ex->done_fn = done;
+	ex->done_arg = arg;
+	TAILQ_INIT(&ex->control);
+	TAILQ_INIT(&ex->done);
+	ex->batch.cap = cfg->batch.max_batch > 0 ? cfg->batch.max_batch : 1;
+	if ((ex->batch.reqs = calloc(ex->batch.cap, sizeof *ex->batch.reqs)) ==
+	    NULL)
+		goto fail_free;
+	if ((ex->batcher = batcher_new(&cfg->batch)) == NULL)
+		goto fail_free;
+	if ((ex->done_ev = event_new(base, -1, 0, executor_done_cb, ex)) == NULL)
+		goto fail_free;
+	pthread_mutex_init(&ex->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ex->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&ex->thread, NULL, executor_main, ex) != 0) {
+		if (asprintf(cause, "cannot start the executor thread") < 0)
+			*cause = NULL;
+		goto fail_destroy;
+	}
+	pthread_mutex_lock(&ex->lock);
+	while (ex->started == 0)
+		pthread_cond_wait(&ex->cond, &ex->lock);
+	pthread_mutex_unlock(&ex->lock);
+	if (ex->started < 0) {
+		pthread_join(ex->thread, NULL);
+		*cause = ex->start_cause;
+		ex->start_cause = NULL;
+		goto fail_destroy;
+	}
+	*out = ex;
+	return 0;
+
+fail_destroy:
+	pthread_cond_destroy(&ex->cond);
+	pthread_mutex_destroy(&ex->lock);
+fail_free:
+	if (ex != NULL) {
+		if (ex->done_ev != NULL)
+			event_free(ex->done_ev);
+		batcher_free(ex->batcher);
+		free(ex->batch.reqs);
+		free(ex);
+	}
+	return -1;
+fail_nomem:
+	if (asprintf(cause, "out of memory") < 0)
+		*cause = NULL;
+	return -1;
+}
+
+/* Finishes each request of list with code and message and delivers it. */
+static void
+executor_finish_all(struct executor *ex, struct request_list *list, int code,
+    const char *msg)
+{
+	struct request *r;
+
+	while ((r = TAILQ_FIRST(list)) != NULL) {
+		TAILQ_REMOVE(list, r, entry);
+		request_fail(r, code, "%s", msg);
+		request_encode_error(r);
+		ex->done_fn(r, ex->done_arg);
+	}
+}
+
+/* Stops inference work and waits for the running batch. */
+void
+executor_quiesce(struct executor *ex)
+{
+	struct request_list list;
+
+	TAILQ_INIT(&list);
+	pthread_mutex_lock(&ex->lock);
+	batcher_drain(ex->batcher, &list);
+	ex->stopping = 1;
+	pthread_cond_broadcast(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+	executor_finish_all(ex, &list, AGXQ__ERROR_CODE__ERR_SHUTDOWN,
+	    "agxqd is shutting down");
+	pthread_mutex_lock(&ex->lock);
+	while (!ex->quiet)
+		pthread_cond_wait(&ex->cond, &ex->lock);
+	pthread_mutex_unlock(&ex->lock);
+	executor_done_cb(-1, 0, ex);
+}
+
+/* Runs the remaining control work, closes the backend, joins, frees. */
+void
+executor_free(struct executor *ex)
+{
+	if (ex == NULL)
+		return;
+	pthread_mutex_lock(&ex->lock);
+	ex->stopping = 1;
+	ex->exiting = 1;
+	pthread_cond_broadcast(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+	pthread_join(ex->thread, NULL);
+	executor_done_cb(-1, 0, ex);
+	event_free(ex->done_ev);
+	batcher_free(ex->batcher);
+	pthread_cond_destroy(&ex->cond);
+	pthread_mutex_destroy(&ex->lock);
+	for (uint32_t i = 0; i < ex->nin_cap; i++)
+		free(ex->stage_in[i]);
+	for (uint32_t j = 0; j < ex->nout_cap; j++)
+		free(ex->out[j]);
+	free(ex->in_shapes);
+	free(ex->out_shapes);
+	free(ex->in);
+	free(ex->stage_in);
+	free(ex->stage_in_cap);
+	free(ex->out);
+	free(ex->out_cap);
+	free(ex->tens);
+	free(ex->tensp);
+	free(ex->tshape);
+	free(ex->batch.reqs);
+	free(ex->start_cause);
+	free(ex);
+}
+
+/* Queues an inference request. */
+int
+executor_submit(struct executor *ex, struct request *r)
+{
+	int rc;
+
+	pthread_mutex_lock(&ex->lock);
+	rc = ex->stopping ? -1 : batcher_push(ex->batcher, r);
+	if (rc == 0) {
+		r->model->stats.requests++;
+		pthread_cond_broadcast(&ex->cond);
+	} else
+		r->model->stats.rejected_busy++;
+	pthread_mutex_unlock(&ex->lock);
+	return rc;
+}
+
+/* Queues a LOAD or FREE request. */
+void
+executor_control(struct executor *ex, struct request *r)
+{
+	pthread_mutex_lock(&ex->lock);
+	TAILQ_INSERT_TAIL(&ex->control, r, entry);
+	pthread_cond_broadcast(&ex->cond);
+	pthread_mutex_unlock(&ex->lock);
+}
+
+/* Finishes the queued requests of conn with ERR_DISCONNECTED. */
+void
+executor_cancel_conn(struct executor *ex, const struct conn *conn)
+{
+	struct request_list list;
+
+	TAILQ_INIT(&list);
+	pthread_mutex_lock(&ex->lock);
+	batcher_remove_conn(ex->batcher, conn, &list);
+	pthread_mutex_unlock(&ex->lock);
+	executor_finish_all(ex, &list, AGXQ__ERROR_CODE__ERR_DISCONNECTED,
+	    "client disconnected");
+}
+
+/* Counts a busy rejection for m. */
+void
+executor_count_busy(struct executor *ex, struct model *m)
+{
+	pthread_mutex_lock(&ex->lock);
+	m->stats.rejected_busy++;
+	pthread_mutex_unlock(&ex->lock);
+}
+
+/* Copies m's stats. */
+void
+executor_model_stats(struct executor *ex, struct model *m,
+    struct model_stats *out)
+{
+	pthread_mutex_lock(&ex->lock);
+	*out = m->stats;
+	pthread_mutex_unlock(&ex->lock);
+}
+
+/* Backend name. */
+const char *
+executor_backend(const struct executor *ex)
+{
+	return ex->backend;
+}
+
+/* Backend calls made on the executor thread. */
+uint64_t
+executor_backend_calls(const struct executor *ex)
+{
+	return ex->engine != NULL ? engine_backend_calls(ex->engine) : 0;
+}
+
+/* Backend calls made off the executor thread. */
+uint64_t
+executor_foreign_calls(const struct executor *ex)
+{
+	return ex->engine != NULL ? engine_foreign_calls(ex->engine) : 0;
+}

@@ -51,6 +51,7 @@ struct graph_value {
 	struct graph_shape shape; /* static; inputs and node outputs have dim[0] = -1 (batch) */
 	const float *data;        /* constants: nelem floats, owned by the graph */
 	size_t nelem;             /* constants only */
+	int batched;              /* carries the batch at dim 0 (depends on a graph input) */
 };
 
 struct graph_node {
@@ -77,6 +78,7 @@ struct graph {
 	uint64_t hash;
 	size_t weight_bytes;        /* sum of constant sizes */
 	float *const_storage;       /* one block holding every constant */
+	uint64_t max_elements;      /* per-tensor limit graph_infer enforces */
 };
 
 struct graph_limits {

@@ -1,1 +1,156 @@
-/* placeholder: being written */
+/*
+ * models: registry of loaded models, shared between connections when their
+ * graphs are identical.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models.h"
+
+struct models {
+	TAILQ_HEAD(, model) list;
+	uint32_t count;
+	uint64_t next_id;
+};
+
+/* Creates an empty registry. */
+struct models *
+models_new(void)
+{
+	struct models *reg;
+
+	if ((reg = calloc(1, sizeof *reg)) == NULL)
+		return NULL;
+	TAILQ_INIT(&reg->list);
+	reg->next_id = 1;
+	return reg;
+}
+
+/* Frees the registry and the models in it. */
+void
+models_free(struct models *reg)
+{
+	struct model *m;
+
+	if (reg == NULL)
+		return;
+	while ((m = TAILQ_FIRST(&reg->list)) != NULL) {
+		TAILQ_REMOVE(&reg->list, m, entry);
+		models_destroy(m);
+	}
+	free(reg);
+}
+
+/* Finds a model identical to g. */
+struct model *
+models_find_equal(struct models *reg, const struct graph *g)
+{
+	struct model *m;
+
+	TAILQ_FOREACH(m, &reg->list, entry) {
+		if (m->state != MODEL_FAILED && m->graph->hash == g->hash &&
+		    graph_equal(m->graph, g))
+			return m;
+	}
+	return NULL;
+}
+
+/* Creates a model for g and adds it to the registry. */
+struct model *
+models_add(struct models *reg, struct graph *g, const char *name)
+{
+	struct model *m;
+
+	if ((m = calloc(1, sizeof *m)) == NULL)
+		return NULL;
+	m->id = reg->next_id++;
+	m->graph = g;
+	m->state = MODEL_LOADING;
+	TAILQ_INIT(&m->waiters);
+	if (name != NULL && *name != '\0')
+		snprintf(m->name, sizeof m->name, "%s", name);
+	else
+		snprintf(m->name, sizeof m->name, "model-%llu",
+		    (unsigned long long)m->id);
+	TAILQ_INSERT_TAIL(&reg->list, m, entry);
+	reg->count++;
+	return m;
+}
+
+/* Removes m from the registry. */
+void
+models_remove(struct models *reg, struct model *m)
+{
+	TAILQ_REMOVE(&reg->list, m, entry);
+	reg->count--;
+}
+
+/* Frees a model outside the registry. */
+void
+models_destroy(struct model *m)
+{
+	if (m == NULL)
+		return;
+	graph_free(m->graph);
+	free(m);
+}
+
+/* First model in the registry. */
+struct model *
+models_first(struct models *reg)
+{
+	return TAILQ_FIRST(&reg->list);
+}
+
+/* Next model after m. */
+struct model *
+models_next(struct model *m)
+{
+	return TAILQ_NEXT(m, entry);
+}
+
+/* Number of models in the registry. */
+uint32_t
+models_count(const struct models *reg)
+{
+	return reg->count;
+}
+
+/* Records queue and execution times of one request. */
+void
+models_record(struct model *m, uint64_t queue_us, uint64_t exec_us)
+{
+	struct model_stats *s = &m->stats;
+
+	s->queue_us[s->nq++ % MODEL_SAMPLES] =
+	    queue_us > UINT32_MAX ? UINT32_MAX : (uint32_t)queue_us;
+	s->exec_us[s->ne++ % MODEL_SAMPLES] =
+	    exec_us > UINT32_MAX ? UINT32_MAX : (uint32_t)exec_us;
+}
+
+/* Orders two u32 samples. */
+static int
+models_cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Percentile p of the recent samples in ring. */
+uint64_t
+models_percentile(const uint32_t *ring, uint64_t n, double p)
+{
+	uint32_t tmp[MODEL_SAMPLES];
+	size_t k = n < MODEL_SAMPLES ? (size_t)n : MODEL_SAMPLES, idx;
+
+	if (k == 0)
+		return 0;
+	memcpy(tmp, ring, k * sizeof *tmp);
+	qsort(tmp, k, sizeof *tmp, models_cmp_u32);
+	idx = (size_t)(p / 100.0 * (double)(k - 1) + 0.5);
+	if (idx >= k)
+		idx = k - 1;
+	return tmp[idx];
+}

@@ -1,1 +1,857 @@
-/* placeholder: being written */
+/*
+ * server: listening socket, connections, message dispatch, model sharing,
+ * completions from the executor and clean shutdown, all on the loop thread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "codec.h"
+#include "config.h"
+#include "conn.h"
+#include "executor.h"
+#include "log.h"
+#include "models.h"
+#include "request.h"
+#include "server.h"
+
+struct server {
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct event *ev_term;
+	struct event *ev_int;
+	struct event *ev_deadline;    /* shutdown: forced close of stragglers */
+	struct executor *ex;
+	struct models *models;
+	struct conn_list conns;
+	uint32_t nconns;
+	uint64_t next_conn_id;
+	struct server_counters ctr;
+	uint64_t started_ns;
+	int lock_fd;
+	char lock_path[sizeof config.socket_path + 8];
+	int shutting_down;
+	int finished;
+};
+
+static void server_finish_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Aborts: the daemon may die on its own out-of-memory (STYLE.md rule 5). */
+static void
+server_oom(void)
+{
+	log_error("out of memory");
+	abort();
+}
+
+/* Traffic counters. */
+struct server_counters *
+server_counters(struct server *srv)
+{
+	return &srv->ctr;
+}
+
+/* Drops one reference to m; the last one frees it on the executor. */
+static void
+server_model_unref(struct server *srv, struct model *m)
+{
+	struct request *r;
+
+	if (--m->refs > 0)
+		return;
+	if (m->state != MODEL_READY) {
+		models_destroy(m); /* FAILED: already out of the registry */
+		return;
+	}
+	log_info("model %llu (%s) released", (unsigned long long)m->id,
+	    m->name);
+	models_remove(srv->models, m);
+	if ((r = request_new(REQUEST_FREE, 0)) == NULL)
+		server_oom();
+	r->model = m;
+	executor_control(srv->ex, r);
+}
+
+/* Encodes and sends env to c. */
+static void
+server_reply(struct conn *c, Agxq__Envelope *env)
+{
+	uint8_t *frame;
+	size_t len;
+
+	if (codec_encode(env, 0, &config.limits, &frame, &len, NULL) != 0)
+		server_oom();
+	conn_send(c, frame, len);
+}
+
+/* Answers a Hello: checks the protocol version. */
+static void
+server_hello(struct server *srv, struct conn *c, const Agxq__Hello *h)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__HelloReply rep = AGXQ__HELLO_REPLY__INIT;
+
+	if (c->state != CONN_HANDSHAKE) {
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PROTO,
+		    "hello sent twice");
+		return;
+	}
+	if (h->protocol_version != CODEC_PROTOCOL_VERSION) {
+		log_info("conn %llu: refused protocol version %u",
+		    (unsigned long long)c->id, h->protocol_version);
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_VERSION,
+		    "protocol version %u is not supported: agxqd %s speaks "
+		    "version %u", h->protocol_version, AGXQ_VERSION_STRING,
+		    CODEC_PROTOCOL_VERSION);
+		conn_drain(c);
+		return;
+	}
+	rep.protocol_version = CODEC_PROTOCOL_VERSION;
+	rep.server_version = (char *)AGXQ_VERSION_STRING;
+	rep.backend = (char *)executor_backend(srv->ex);
+	rep.max_frame = config.limits.max_frame;
+	rep.max_batch = config.max_batch;
+	rep.pid = getpid();
+	env.body_case = AGXQ__ENVELOPE__BODY_HELLO_REPLY;
+	env.hello_reply = &rep;
+	conn_set_state(c, CONN_READY);
+	log_debug("conn %llu: hello from \"%s\" (pid %d, uid %d)",
+	    (unsigned long long)c->id, h->client_name, (int)c->pid,
+	    (int)c->uid);
+	server_reply(c, &env);
+}
+
+/* Sends a LoadModelReply for waiter r. */
+static void
+server_load_reply(struct conn *c, uint64_t id, const struct model *m,
+    int shared)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__LoadModelReply rep = AGXQ__LOAD_MODEL_REPLY__INIT;
+
+	rep.request_id = id;
+	rep.model_id = m->id;
+	rep.shared = shared;
+	env.body_case = AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY;
+	env.load_model_reply = &rep;
+	server_reply(c, &env);
+}
+
+/*
+ * Completes load waiter r of a model now ready (status 0) or failed: the
+ * waiter's model reference passes to its connection, or is dropped.
+ */
+static void
+server_load_finish(struct server *srv, struct request *r, int status,
+    const char *cause, int shared)
+{
+	struct conn *c = r->conn;
+	struct model *m = r->model;
+
+	if (c->state == CONN_READY && status == 0) {
+		if (conn_add_model(c, m) != 0)
+			server_oom();
+		server_load_reply(c, r->id, m, shared);
+	} else {
+		if (c->state == CONN_READY)
+			conn_send_error(c, r->id, status, "%s", cause);
+		server_model_unref(srv, m);
+	}
+	conn_unref(c);
+	request_free(r);
+}
+
+/* Handles LoadModel: validate, share an identical model or load a new one. */
+static void
+server_load(struct server *srv, struct conn *c, const Agxq__LoadModel *lm)
+{
+	struct graph *g = NULL;
+	struct model *m;
+	struct request *w, *load;
+	char *cause = NULL;
+	int shared = 0;
+
+	if (lm->graph == NULL) {
+		conn_send_error(c, lm->request_id, AGXQ__ERROR_CODE__ERR_GRAPH,
+		    "load model: no graph");
+		return;
+	}
+	if (graph_from_proto(lm->graph, &config.glimits, &g, &cause) != 0) {
+		log_info("conn %llu: model rejected: %s",
+		    (unsigned long long)c->id, cause);
+		conn_send_error(c, lm->request_id, AGXQ__ERROR_CODE__ERR_GRAPH,
+		    "invalid graph: %s", cause);
+		free(cause);
+		return;
+	}
+	if ((m = models_find_equal(srv->models, g)) != NULL) {
+		graph_free(g);
+		shared = 1;
+	} else {
+		if ((m = models_add(srv->models, g, lm->name)) == NULL)
+			server_oom();
+		log_info("model %llu (%s): %u nodes, %zu weight bytes, loading",
+		    (unsigned long long)m->id, m->name, g->nnodes,
+		    g->weight_bytes);
+	}
+	if ((w = request_new(REQUEST_LOAD, 0)) == NULL)
+		server_oom();
+	w->id = lm->request_id;
+	w->conn = c;
+	conn_ref(c);
+	w->model = m;
+	m->refs++;
+	if (m->state == MODEL_READY) {
+		server_load_finish(srv, w, 0, NULL, 1);
+		return;
+	}
+	w->rows = (uint32_t)shared; /* remembered for the reply */
+	TAILQ_INSERT_TAIL(&m->waiters, w, entry);
+	if (shared)
+		return;
+	if ((load = request_new(REQUEST_LOAD, 0)) == NULL)
+		server_oom();
+	load->model = m;
+	m->refs++;
+	executor_control(srv->ex, load);
+}
+
+/* A model finished loading on the executor (or failed to). */
+static void
+server_load_done(struct server *srv, struct request *load)
+{
+	struct model *m = load->model;
+	struct request *w;
+
+	if (load->status == 0) {
+		m->state = MODEL_READY;
+		log_info("model %llu (%s) ready", (unsigned long long)m->id,
+		    m->name);
+	} else {
+		log_warn("model %llu (%s) failed to load: %s",
+		    (unsigned long long)m->id, m->name, load->cause);
+		models_remove(srv->models, m);
+		m->state = MODEL_FAILED;
+	}
+	while ((w = TAILQ_FIRST(&m->waiters)) != NULL) {
+		TAILQ_REMOVE(&m->waiters, w, entry);
+		server_load_finish(srv, w, load->status, load->cause,
+		    (int)w->rows);
+	}
+	server_model_unref(srv, m);
+	request_free(load);
+}
+
+/* Handles UnloadModel. */
+static void
+server_unload(struct server *srv, struct conn *c, const Agxq__UnloadModel *um)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__UnloadModelReply rep = AGXQ__UNLOAD_MODEL_REPLY__INIT;
+	struct model *m;
+
+	if ((m = conn_remove_model(c, um->model_id)) == NULL) {
+		conn_send_error(c, um->request_id, AGXQ__ERROR_CODE__ERR_NOMODEL,
+		    "unload: model %" PRIu64 " is not loaded on this connection",
+		    um->model_id);
+		return;
+	}
+	server_model_unref(srv, m);
+	rep.request_id = um->request_id;
+	env.body_case = AGXQ__ENVELOPE__BODY_UNLOAD_MODEL_REPLY;
+	env.unload_model_reply = &rep;
+	server_reply(c, &env);
+}
+
+/* Writes shape s as "[4, 256]" into buf. */
+static const char *
+server_shape_str(const int64_t *dims, size_t n, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	off += (size_t)snprintf(buf + off, len - off, "[");
+	for (size_t i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%" PRId64,
+		    i ? ", " : "", dims[i]);
+	if (off < len)
+		snprintf(buf + off, len - off, "]");
+	return buf;
+}
+
+/*
+ * Checks input i of an Infer against model m and fills r's shape and data
+ * pointer. Returns 0, or an error code with *msg set.
+ */
+static int
+server_check_input(const struct model *m, uint32_t i, const Agxq__Tensor *t,
+    struct request *r, char **msg)
+{
+	struct graph_shape *s = &r->in_shapes[i];
+	char sbuf[128];
+	uint64_t n = 1;
+	char *cause = NULL;
+
+	if (t->dtype != AGXQ__DTYPE__DTYPE_FLOAT32) {
+		if (asprintf(msg, "input %u: dtype %d is not supported "
+		    "(float32 only)", i, (int)t->dtype) < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_DTYPE;
+	}
+	if (t->n_shape < 1 || t->n_shape > GRAPH_MAX_DIMS) {
+		if (asprintf(msg, "input %u: %zu dimensions (1 to %d allowed)",
+		    i, t->n_shape, GRAPH_MAX_DIMS) < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_SHAPE;
+	}
+	s->ndim = (int)t->n_shape;
+	for (size_t d = 0; d < t->n_shape; d++) {
+		if (t->shape[d] < 1 || t->shape[d] > config.glimits.max_dim) {
+			if (asprintf(msg, "input %u: shape %s has a dimension "
+			    "out of range", i, server_shape_str(t->shape,
+			    t->n_shape, sbuf, sizeof sbuf)) < 0)
+				*msg = NULL;
+			return AGXQ__ERROR_CODE__ERR_SHAPE;
+		}
+		s->dim[d] = t->shape[d];
+		n *= (uint64_t)t->shape[d];
+		if (n > config.glimits.max_elements) {
+			if (asprintf(msg, "input %u: shape %s is over the size "
+			    "limit", i, server_shape_str(t->shape, t->n_shape,
+			    sbuf, sizeof sbuf)) < 0)
+				*msg = NULL;
+			return AGXQ__ERROR_CODE__ERR_LIMIT;
+		}
+	}
+	if (graph_check_input(m->graph, i, s, &cause) != 0) {
+		*msg = cause;
+		return AGXQ__ERROR_CODE__ERR_SHAPE;
+	}
+	if (n * sizeof(float) != t->data.len) {
+		if (asprintf(msg, "input %u: %zu bytes of data for shape %s "
+		    "(%" PRIu64 " expected)", i, t->data.len,
+		    server_shape_str(t->shape, t->n_shape, sbuf, sizeof sbuf),
+		    n * sizeof(float)) < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_SHAPE;
+	}
+	if (i > 0 && s->dim[0] != r->in_shapes[0].dim[0]) {
+		if (asprintf(msg, "input %u: batch of %" PRId64 " rows, input 0 "
+		    "has %" PRId64, i, s->dim[0], r->in_shapes[0].dim[0]) < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_SHAPE;
+	}
+	r->in[i] = (const float *)(const void *)t->data.data;
+	return 0;
+}
+
+/* Handles Infer: validates and queues; takes ownership of env. */
+static void
+server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
+{
+	const Agxq__Infer *in = env->infer;
+	struct model *m;
+	struct request *r;
+	char *msg = NULL;
+	int code;
+
+	if ((m = conn_find_model(c, in->model_id)) == NULL) {
+		conn_send_error(c, in->request_id, AGXQ__ERROR_CODE__ERR_NOMODEL,
+		    "model %" PRIu64 " is not loaded on this connection",
+		    in->model_id);
+		goto out_free;
+	}
+	if (c->inflight >= config.max_inflight) {
+		executor_count_busy(srv->ex, m);
+		conn_send_error(c, in->request_id, AGXQ__ERROR_CODE__ERR_BUSY,
+		    "%u requests already in flight on this connection (limit)",
+		    c->inflight);
+		goto out_free;
+	}
+	if (in->n_inputs != m->graph->ninputs) {
+		conn_send_error(c, in->request_id, AGXQ__ERROR_CODE__ERR_SHAPE,
+		    "model %s takes %u inputs, request has %zu", m->name,
+		    m->graph->ninputs, in->n_inputs);
+		goto out_free;
+	}
+	if ((r = request_new(REQUEST_INFER, m->graph->ninputs)) == NULL)
+		server_oom();
+	for (uint32_t i = 0; i < m->graph->ninputs; i++) {
+		if ((code = server_check_input(m, i, in->inputs[i], r,
+		    &msg)) != 0) {
+			conn_send_error(c, in->request_id, code, "%s",
+			    msg != NULL ? msg : "bad input");
+			free(msg);
+			request_free(r);
+			goto out_free;
+		}
+	}
+	r->id = in->request_id;
+	r->priority = in->priority;
+	r->rows = (uint32_t)r->in_shapes[0].dim[0];
+	r->t_enqueue_ns = request_now_ns();
+	if (in->timeout_us != 0)
+		r->deadline_ns = r->t_enqueue_ns + in->timeout_us * 1000;
+	r->env = env;
+	r->conn = c;
+	r->model = m;
+	if (executor_submit(srv->ex, r) != 0) {
+		r->env = NULL;
+		request_free(r);
+		if (srv->shutting_down)
+			conn_send_error(c, in->request_id,
+			    AGXQ__ERROR_CODE__ERR_SHUTDOWN,
+			    "agxqd is shutting down");
+		else
+			conn_send_error(c, in->request_id,
+			    AGXQ__ERROR_CODE__ERR_BUSY,
+			    "agxqd is busy: %u requests queued (limit)",
+			    config.max_queue);
+		goto out_free;
+	}
+	conn_ref(c);
+	m->refs++;
+	c->inflight++;
+	return;
+
+out_free:
+	codec_envelope_free(env);
+}
+
+/* Answers a StatsRequest. */
+static void
+server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__Stats st = AGXQ__STATS__INIT;
+	Agxq__ModelStats *ms = NULL, **msp = NULL;
+	struct model_stats snap;
+	struct model *m;
+	uint32_t n = models_count(srv->models), k = 0;
+
+	if (n > 0) {
+		ms = calloc(n, sizeof *ms);
+		msp = calloc(n, sizeof *msp);
+		if (ms == NULL || msp == NULL)
+			server_oom();
+	}
+	for (m = models_first(srv->models); m != NULL; m = models_next(m)) {
+		Agxq__ModelStats *o = &ms[k];
+
+		agxq__model_stats__init(o);
+		executor_model_stats(srv->ex, m, &snap);
+		o->model_id = m->id;
+		o->name = m->name;
+		o->refs = m->refs;
+		o->requests = snap.requests;
+		o->batches = snap.batches;
+		o->rows = snap.rows;
+		o->errors = snap.errors;
+		o->timeouts = snap.timeouts;
+		o->rejected_busy = snap.rejected_busy;
+		o->queue_p50_us = models_percentile(snap.queue_us, snap.nq, 50);
+		o->queue_p99_us = models_percentile(snap.queue_us, snap.nq, 99);
+		o->exec_p50_us = models_percentile(snap.exec_us, snap.ne, 50);
+		o->exec_p99_us = models_percentile(snap.exec_us, snap.ne, 99);
+		o->weight_bytes = m->graph->weight_bytes;
+		msp[k++] = o;
+	}
+	st.request_id = sr->request_id;
+	st.server_version = (char *)AGXQ_VERSION_STRING;
+	st.backend = (char *)executor_backend(srv->ex);
+	st.pid = getpid();
+	st.uptime_us = (request_now_ns() - srv->started_ns) / 1000;
+	st.connections = srv->nconns;
+	st.frames_in = srv->ctr.frames_in;
+	st.frames_out = srv->ctr.frames_out;
+	st.bytes_in = srv->ctr.bytes_in;
+	st.bytes_out = srv->ctr.bytes_out;
+	st.bytes_in_raw = srv->ctr.bytes_in_raw;
+	st.bytes_out_raw = srv->ctr.bytes_out_raw;
+	st.backend_calls = executor_backend_calls(srv->ex);
+	st.backend_foreign_calls = executor_foreign_calls(srv->ex);
+	st.max_batch = config.max_batch;
+	st.max_delay_us = config.max_delay_us;
+	st.n_models = k;
+	st.models = msp;
+	env.body_case = AGXQ__ENVELOPE__BODY_STATS;
+	env.stats = &st;
+	server_reply(c, &env);
+	free(ms);
+	free(msp);
+}
+
+/* Handles one decoded message from c. */
+void
+server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
+{
+	if (c->state == CONN_HANDSHAKE &&
+	    env->body_case != AGXQ__ENVELOPE__BODY_HELLO) {
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PROTO,
+		    "expected hello first, got %s",
+		    codec_body_name(env->body_case));
+		conn_drain(c);
+		codec_envelope_free(env);
+		return;
+	}
+	switch (env->body_case) {
+	case AGXQ__ENVELOPE__BODY_HELLO:
+		server_hello(srv, c, env->hello);
+		break;
+	case AGXQ__ENVELOPE__BODY_LOAD_MODEL:
+		server_load(srv, c, env->load_model);
+		break;
+	case AGXQ__ENVELOPE__BODY_UNLOAD_MODEL:
+		server_unload(srv, c, env->unload_model);
+		break;
+	case AGXQ__ENVELOPE__BODY_INFER:
+		server_infer(srv, c, env);
+		return; /* env is the request's now, or freed */
+	case AGXQ__ENVELOPE__BODY_STATS_REQUEST:
+		server_stats(srv, c, env->stats_request);
+		break;
+	default:
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PROTO,
+		    "unexpected message %s from a client",
+		    codec_body_name(env->body_case));
+		break;
+	}
+	codec_envelope_free(env);
+}
+
+/* Delivers a finished request (loop thread; called by the executor). */
+static void
+server_done(struct request *r, void *arg)
+{
+	struct server *srv = arg;
+	struct conn *c = r->conn;
+
+	if (r->kind == REQUEST_LOAD) {
+		server_load_done(srv, r);
+		return;
+	}
+	if (c->state == CONN_READY || c->state == CONN_DRAINING) {
+		srv->ctr.bytes_out_raw += r->reply_raw_len;
+		conn_send(c, r->reply, r->reply_len);
+		r->reply = NULL;
+	}
+	c->inflight--;
+	server_model_unref(srv, r->model);
+	conn_unref(c);
+	request_free(r);
+}
+
+/* Told by conn when c's socket has closed: releases what c holds. */
+void
+server_conn_closed(struct server *srv, struct conn *c)
+{
+	static const struct timeval now = { 0, 0 };
+
+	TAILQ_REMOVE(&srv->conns, c, entry);
+	srv->nconns--;
+	log_debug("conn %llu closed; %u connections", (unsigned long long)c->id,
+	    srv->nconns);
+	if (srv->ex != NULL)
+		executor_cancel_conn(srv->ex, c);
+	while (c->nmodels > 0) {
+		struct model *m = c->models[0].model;
+
+		while (conn_remove_model(c, m->id) == m)
+			server_model_unref(srv, m);
+	}
+	conn_unref(c); /* the list's reference */
+	if (srv->shutting_down && srv->nconns == 0 && !srv->finished)
+		event_base_once(srv->base, -1, EV_TIMEOUT, server_finish_cb,
+		    srv, &now);
+}
+
+/* Accepts a connection. */
+static void
+server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct server *srv = arg;
+	struct conn *c;
+
+	(void)l;
+	(void)sa;
+	(void)salen;
+	if ((c = conn_new(srv, srv->base, fd, srv->next_conn_id++)) == NULL) {
+		log_warn("out of memory accepting a connection");
+		return;
+	}
+	TAILQ_INSERT_TAIL(&srv->conns, c, entry);
+	srv->nconns++;
+	if (srv->nconns > config.max_connections) {
+		log_warn("connection from pid %d refused: %u connections "
+		    "(limit)", (int)c->pid, config.max_connections);
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "too many connections (limit %u)", config.max_connections);
+		conn_drain(c);
+		return;
+	}
+	log_debug("conn %llu: accepted (pid %d, uid %d)",
+	    (unsigned long long)c->id, (int)c->pid, (int)c->uid);
+}
+
+/* Listener failure (out of descriptors and the like). */
+static void
+server_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	(void)l;
+	(void)arg;
+	log_warn("accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+/* SIGTERM or SIGINT. */
+static void
+server_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	server_shutdown(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* Last step of shutdown: close stragglers, stop the executor, exit the loop. */
+static void
+server_finish_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	struct conn *c;
+
+	(void)fd;
+	(void)what;
+	if (srv->finished)
+		return;
+	srv->finished = 1;
+	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
+		conn_close(c, "shutdown");
+	executor_free(srv->ex);
+	srv->ex = NULL;
+	log_info("agxqd stopped");
+	event_base_loopexit(srv->base, NULL);
+}
+
+/* Begins a clean shutdown. */
+void
+server_shutdown(struct server *srv, const char *why)
+{
+	struct conn *c, *next;
+	struct timeval tv = { 2, 0 };
+
+	if (srv->shutting_down)
+		return;
+	srv->shutting_down = 1;
+	log_info("shutting down (%s)", why);
+	evconnlistener_free(srv->listener);
+	srv->listener = NULL;
+	unlink(config.socket_path);
+	executor_quiesce(srv->ex);
+	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		conn_drain(c);
+	}
+	if (srv->nconns == 0) {
+		tv.tv_sec = 0;
+	}
+	srv->ev_deadline = evtimer_new(srv->base, server_finish_cb, srv);
+	if (srv->ev_deadline == NULL)
+		server_oom();
+	evtimer_add(srv->ev_deadline, &tv);
+}
+
+/* Takes the lock file beside the socket; fails when a daemon holds it. */
+static int
+server_lock(struct server *srv, char **cause)
+{
+	snprintf(srv->lock_path, sizeof srv->lock_path, "%s.lock",
+	    config.socket_path);
+	srv->lock_fd = open(srv->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (srv->lock_fd < 0) {
+		if (asprintf(cause, "cannot open %s: %s", srv->lock_path,
+		    strerror(errno)) < 0)
+			*cause = NULL;
+		return -1;
+	}
+	if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (asprintf(cause, "agxqd is already running on %s",
+		    config.socket_path) < 0)
+			*cause = NULL;
+		close(srv->lock_fd);
+		srv->lock_fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/* Removes a stale socket at path; refuses a live one or a non-socket. */
+static int
+server_clear_stale(const char *path, char **cause)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat sb;
+	int fd, rc;
+
+	if (lstat(path, &sb) != 0)
+		return 0;
+	if (!S_ISSOCK(sb.st_mode)) {
+		if (asprintf(cause, "%s exists and is not a socket", path) < 0)
+			*cause = NULL;
+		return -1;
+	}
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return 0;
+	rc = connect(fd, (struct sockaddr *)&sun, sizeof sun);
+	close(fd);
+	if (rc == 0) {
+		if (asprintf(cause, "agxqd is already running on %s", path) < 0)
+			*cause = NULL;
+		return -1;
+	}
+	log_info("removing stale socket %s", path);
+	unlink(path);
+	return 0;
+}
+
+/* Creates, binds and listens on the Unix socket with the configured mode. */
+static int
+server_listen(struct server *srv, char **cause)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	mode_t old;
+	int fd;
+
+	if (strlen(config.socket_path) >= sizeof sun.sun_path) {
+		if (asprintf(cause, "socket path too long: %s",
+		    config.socket_path) < 0)
+			*cause = NULL;
+		return -1;
+	}
+	if (server_lock(srv, cause) != 0)
+		return -1;
+	if (server_clear_stale(config.socket_path, cause) != 0)
+		return -1;
+	strcpy(sun.sun_path, config.socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		goto fail_errno;
+	/* Never let the socket exist with a wider mode than configured. */
+	old = umask(~config.socket_mode & 0777);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+		umask(old);
+		goto fail_close;
+	}
+	umask(old);
+	if (chmod(config.socket_path, config.socket_mode) != 0 ||
+	    listen(fd, 511) != 0)
+		goto fail_unlink;
+	srv->listener = evconnlistener_new(srv->base, server_accept_cb, srv,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (srv->listener == NULL)
+		goto fail_unlink;
+	evconnlistener_set_error_cb(srv->listener, server_accept_error_cb);
+	return 0;
+
+fail_unlink:
+	unlink(config.socket_path);
+fail_close:
+	close(fd);
+fail_errno:
+	if (asprintf(cause, "cannot listen on %s: %s", config.socket_path,
+	    strerror(errno)) < 0)
+		*cause = NULL;
+	return -1;
+}
+
+/* Opens the socket, starts the executor and the signal handlers. */
+int
+server_new(struct event_base *base, struct server **out, char **cause)
+{
+	struct server *srv;
+	struct executor_config xc;
+
+	if ((srv = calloc(1, sizeof *srv)) == NULL)
+		server_oom();
+	srv->base = base;
+	srv->lock_fd = -1;
+	srv->next_conn_id = 1;
+	srv->started_ns = request_now_ns();
+	TAILQ_INIT(&srv->conns);
+	if ((srv->models = models_new()) == NULL)
+		server_oom();
+
+	memset(&xc, 0, sizeof xc);
+	xc.backend = config.backend;
+	xc.device = config.device;
+	xc.batch.max_batch = config.max_batch;
+	xc.batch.max_delay_us = config.max_delay_us;
+	xc.batch.max_queue = config.max_queue;
+	xc.compress_threshold = config.compress_threshold;
+	xc.limits = config.limits;
+	/* Take the socket first: a second daemon must not touch the device. */
+	if (server_listen(srv, cause) != 0)
+		goto fail_free;
+	evconnlistener_disable(srv->listener);
+	if (executor_start(base, &xc, server_done, srv, &srv->ex, cause) != 0)
+		goto fail_unlisten;
+	srv->ev_term = evsignal_new(base, SIGTERM, server_signal_cb, srv);
+	srv->ev_int = evsignal_new(base, SIGINT, server_signal_cb, srv);
+	if (srv->ev_term == NULL || srv->ev_int == NULL ||
+	    evsignal_add(srv->ev_term, NULL) != 0 ||
+	    evsignal_add(srv->ev_int, NULL) != 0)
+		server_oom();
+	evconnlistener_enable(srv->listener);
+	log_info("agxqd %s listening on %s (backend %s, max batch %u, "
+	    "max delay %u us)", AGXQ_VERSION_STRING, config.socket_path,
+	    executor_backend(srv->ex), config.max_batch, config.max_delay_us);
+	*out = srv;
+	return 0;
+
+fail_unlisten:
+	evconnlistener_free(srv->listener);
+	srv->listener = NULL;
+	unlink(config.socket_path);
+fail_free:
+	server_free(srv);
+	return -1;
+}
+
+/* Frees the server after the loop has exited. */
+void
+server_free(struct server *srv)
+{
+	struct conn *c;
+
+	if (srv == NULL)
+		return;
+	if (srv->listener != NULL) {
+		evconnlistener_free(srv->listener);
+		unlink(config.socket_path);
+	}
+	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
+		conn_close(c, "server freed");
+	executor_free(srv->ex);
+	if (srv->ev_term != NULL)
+		event_free(srv->ev_term);
+	if (srv->ev_int != NULL)
+		event_free(srv->ev_int);
+	if (srv->ev_deadline != NULL)
+		event_free(srv->ev_deadline);
+	models_free(srv->models);
+	if (srv->lock_fd >= 0) {
+		unlink(srv->lock_path);
+		close(srv->lock_fd);
+	}
+	free(srv);
+}

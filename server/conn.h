@@ -1,0 +1,89 @@
+/*
+ * conn: one client connection on the loop thread: reads and decodes frames,
+ * writes reply frames, tracks the models the client holds, and owns its
+ * state machine. Decoded messages go to server_dispatch.
+ */
+#ifndef AGXQ_CONN_H
+#define AGXQ_CONN_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/bufferevent.h>
+
+struct server;
+struct model;
+
+enum conn_state {
+	CONN_HANDSHAKE, /* waiting for Hello */
+	CONN_READY,     /* serving requests */
+	CONN_DRAINING,  /* sending what is queued, then closing */
+	CONN_CLOSED     /* socket gone; freed when the last reference drops */
+};
+
+struct conn_model {
+	struct model *model;
+	uint32_t count;                /* loads minus unloads by this client */
+};
+
+struct conn {
+	TAILQ_ENTRY(conn) entry;
+	uint64_t id;
+	struct server *srv;
+	struct bufferevent *bev;
+	enum conn_state state;
+	uint32_t refs;                 /* the server's list + requests in flight */
+	uint32_t inflight;             /* requests in flight */
+	pid_t pid;                     /* peer credentials */
+	uid_t uid;
+	struct conn_model *models;
+	uint32_t nmodels;
+	uint32_t models_cap;
+	int reads_paused;              /* output over max_outbuf */
+};
+TAILQ_HEAD(conn_list, conn);
+
+/*
+ * Wraps accepted socket fd in a connection (takes ownership of fd). Returns
+ * NULL when out of memory (fd is closed).
+ */
+struct conn *conn_new(struct server *srv, struct event_base *base, int fd,
+    uint64_t id);
+
+/* Changes state, checking and logging the transition. */
+void conn_set_state(struct conn *c, enum conn_state to);
+
+/* Queues a frame for sending; takes ownership of frame (malloc'd). */
+void conn_send(struct conn *c, uint8_t *frame, size_t len);
+
+/* Sends an Error for request id (0: the connection). */
+void conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt,
+    ...) __attribute__((format(printf, 4, 5)));
+
+/* Stops reading, sends what is queued, then closes. */
+void conn_drain(struct conn *c);
+
+/* Closes the socket now; the server is told through server_conn_closed. */
+void conn_close(struct conn *c, const char *why);
+
+/* Takes and drops a reference; the last drop frees a closed connection. */
+void conn_ref(struct conn *c);
+void conn_unref(struct conn *c);
+
+/* Finds the model with id that c holds, or NULL. */
+struct model *conn_find_model(struct conn *c, uint64_t id);
+
+/* Records that c holds one more reference to m. Returns 0 or -1 on OOM. */
+int conn_add_model(struct conn *c, struct model *m);
+
+/*
+ * Drops one of c's references to model id. Returns the model (whose
+ * reference the caller must release), or NULL when c holds none.
+ */
+struct model *conn_remove_model(struct conn *c, uint64_t id);
+
+/* Returns the state's name. */
+const char *conn_state_name(enum conn_state s);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * cuda_kernels: the CUDA kernels of the cuda backend (everything that is not
+ * a cuBLAS matrix product), callable from C. Each function launches on the
+ * given stream and returns the launch status (cudaGetLastError); it never
+ * synchronizes, so it may be recorded into a CUDA graph. All tensors are
+ * FP32, row-major, in device memory.
+ */
+#ifndef AGXQ_CUDA_KERNELS_H
+#define AGXQ_CUDA_KERNELS_H
+
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CUK_MAX_DIMS 6
+
+enum cuk_unary { CUK_RELU, CUK_GELU_ERF, CUK_GELU_TANH, CUK_SILU };
+enum cuk_binary { CUK_ADD, CUK_MUL };
+
+/*
+ * Broadcasting binary op: out = a op b over an output of ndim dims. a_stride
+ * and b_stride give each operand's element stride per output dim, 0 where
+ * the operand is broadcast along it.
+ */
+struct cuk_bcast {
+	int ndim;
+	int64_t dim[CUK_MAX_DIMS];
+	int64_t a_stride[CUK_MAX_DIMS];
+	int64_t b_stride[CUK_MAX_DIMS];
+};
+
+/* out[i] = op(in[i]) for n elements; out may equal in. */
+cudaError_t cuk_unary(enum cuk_unary op, float *out, const float *in,
+    int64_t n, cudaStream_t s);
+
+/* out = a op b with broadcasting as described by bc (nelem output elements). */
+cudaError_t cuk_binary(enum cuk_binary op, float *out, const float *a,
+    const float *b, const struct cuk_bcast *bc, int64_t nelem, cudaStream_t s);
+
+/* y[r, c] += bias[c] for a rows x cols matrix. */
+cudaError_t cuk_bias_add(float *y, const float *bias, int64_t rows,
+    int64_t cols, cudaStream_t s);
+
+/*
+ * Softmax of in viewed as [outer, n, inner] along the middle axis. out may
+ * equal in.
+ */
+cudaError_t cuk_softmax(float *out, const float *in, int64_t outer,
+    int64_t n, int64_t inner, cudaStream_t s);
+
+/*
+ * Attention softmax in place over the last axis of x [rows, n]. When causal,
+ * row r is query r % n and keys after it are masked out.
+ */
+cudaError_t cuk_attn_softmax(float *x, int64_t rows, int64_t n, int causal,
+    cudaStream_t s);
+
+/*
+ * Layer norm over the last axis of in [rows, cols]: (x - mean) / sqrt(var +
+ * eps) * w + b, biased variance; w and b may be NULL.
+ */
+cudaError_t cuk_layer_norm(float *out, const float *in, const float *w,
+    const float *b, int64_t rows, int64_t cols, float eps, cudaStream_t s);
+
+/*
+ * Splits qkv [B, L, 3, H, hd] into q, k, v, each [B, H, L, hd] (stored one
+ * after another at qkvh).
+ */
+cudaError_t cuk_mha_split(float *qkvh, const float *qkv, int64_t B,
+    int64_t L, int64_t H, int64_t hd, cudaStream_t s);
+
+/* Merges o [B, H, L, hd] into out [B, L, H * hd]. */
+cudaError_t cuk_mha_merge(float *out, const float *o, int64_t B, int64_t L,
+    int64_t H, int64_t hd, cudaStream_t s);
+
+/* Launches a kernel that traps, for fault tests: the context becomes unusable. */
+cudaError_t cuk_trap(cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

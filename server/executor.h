@@ -1,0 +1,81 @@
+/*
+ * executor: the one thread that owns the device. It opens the backend, loads
+ * and frees models, forms batches from the batcher, runs them, splits the
+ * results and encodes each reply frame. Finished work goes back to the loop
+ * thread through a libevent event the executor activates: the executor never
+ * writes to a socket and the loop thread never calls the backend.
+ */
+#ifndef AGXQ_EXECUTOR_H
+#define AGXQ_EXECUTOR_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "batcher.h"
+#include "codec.h"
+#include "models.h"
+#include "request.h"
+
+struct executor;
+struct model;
+
+/* Called on the loop thread with each finished request; takes ownership. */
+typedef void (*executor_done_fn)(struct request *r, void *arg);
+
+struct executor_config {
+	const char *backend;
+	int device;
+	struct batcher_config batch;
+	size_t compress_threshold;
+	struct codec_limits limits;
+};
+
+/*
+ * Starts the executor thread and waits until it has opened the backend.
+ * Returns 0 and *out, or -1 with *cause (caller frees). base must have been
+ * created after evthread_use_pthreads().
+ */
+int executor_start(struct event_base *base, const struct executor_config *cfg,
+    executor_done_fn done, void *arg, struct executor **out, char **cause);
+
+/*
+ * Stops inference work: queued requests finish with ERR_SHUTDOWN, later
+ * submissions are refused, and this waits for the batch running now, whose
+ * results are delivered through done before it returns. Loads and frees
+ * still run until executor_free. Loop thread only.
+ */
+void executor_quiesce(struct executor *ex);
+
+/*
+ * Runs the remaining loads (which fail with ERR_SHUTDOWN) and frees, closes
+ * the backend, joins the thread and frees the executor. Results still
+ * pending are delivered through done first. Accepts NULL.
+ */
+void executor_free(struct executor *ex);
+
+/*
+ * Queues an inference request. Returns 0, or -1 when the queue is full (the
+ * request is untouched and still the caller's).
+ */
+int executor_submit(struct executor *ex, struct request *r);
+
+/* Queues a LOAD or FREE request ahead of inference work. */
+void executor_control(struct executor *ex, struct request *r);
+
+/* Finishes every queued request of conn with ERR_DISCONNECTED, through done. */
+void executor_cancel_conn(struct executor *ex, const struct conn *conn);
+
+/* Counts a request rejected as busy in m's stats. */
+void executor_count_busy(struct executor *ex, struct model *m);
+
+/* Copies m's stats under the executor's lock. */
+void executor_model_stats(struct executor *ex, struct model *m,
+    struct model_stats *out);
+
+/* Backend name, and backend calls made on / off the executor thread. */
+const char *executor_backend(const struct executor *ex);
+uint64_t executor_backend_calls(const struct executor *ex);
+uint64_t executor_foreign_calls(const struct executor *ex);
+
+#endif

@@ -1,0 +1,77 @@
+/*
+ * models: the registry of loaded models. Identical models (same graph and
+ * weights: hash, then byte compare) share one entry and one copy on the
+ * device. The registry and reference counts belong to the loop thread; a
+ * model's stats are guarded by the executor's lock.
+ */
+#ifndef AGXQ_MODELS_H
+#define AGXQ_MODELS_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "graph.h"
+#include "request.h"
+
+struct engine_model;
+
+enum model_state { MODEL_LOADING, MODEL_READY, MODEL_FAILED };
+
+#define MODEL_SAMPLES 1024 /* recent latency samples kept for percentiles */
+
+struct model_stats {
+	uint64_t requests, batches, rows, errors, timeouts, rejected_busy;
+	uint32_t queued;
+	uint64_t nq, ne;                   /* samples recorded so far */
+	uint32_t queue_us[MODEL_SAMPLES];  /* ring of recent queue times */
+	uint32_t exec_us[MODEL_SAMPLES];   /* ring of recent execution times */
+};
+
+struct model {
+	uint64_t id;
+	char name[64];
+	struct graph *graph;             /* immutable once loaded */
+	struct engine_model *emodel;     /* executor thread only */
+	enum model_state state;
+	uint32_t refs;                   /* connections' references + requests holding it */
+	uint32_t conn_refs;              /* connections' references alone */
+	struct request_list waiters;     /* LOAD requests waiting for it to load */
+	TAILQ_ENTRY(model) entry;
+	struct model_stats stats;        /* under the executor's lock */
+};
+
+struct models;
+
+/* Creates an empty registry; NULL on OOM. */
+struct models *models_new(void);
+
+/* Frees the registry; models still in it are freed too (graph included). */
+void models_free(struct models *reg);
+
+/*
+ * Finds a model identical to g (loading or ready), or NULL. Does not take a
+ * reference.
+ */
+struct model *models_find_equal(struct models *reg, const struct graph *g);
+
+/* Creates a model for g (takes ownership of g) in state LOADING and adds it. */
+struct model *models_add(struct models *reg, struct graph *g, const char *name);
+
+/* Removes m from the registry (it is freed by whoever holds it last). */
+void models_remove(struct models *reg, struct model *m);
+
+/* Frees a model that is not in the registry; accepts NULL. */
+void models_destroy(struct model *m);
+
+/* Iteration over the registry, for stats. */
+struct model *models_first(struct models *reg);
+struct model *models_next(struct model *m);
+uint32_t models_count(const struct models *reg);
+
+/* Records queue and execution times of one request (executor's lock held). */
+void models_record(struct model *m, uint64_t queue_us, uint64_t exec_us);
+
+/* Percentile p (0..100) of n recent samples in ring. */
+uint64_t models_percentile(const uint32_t *ring, uint64_t n, double p);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * request: one unit of work handed from the loop thread to the executor and
+ * back: an inference request, or a model to load or free.
+ */
+#ifndef AGXQ_REQUEST_H
+#define AGXQ_REQUEST_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "agxq.pb-c.h"
+#include "graph.h"
+
+struct conn;
+struct model;
+
+enum request_kind {
+	REQUEST_INFER,
+	REQUEST_LOAD,  /* load request->model on the backend */
+	REQUEST_FREE   /* free request->model on the backend, then the model */
+};
+
+struct request {
+	TAILQ_ENTRY(request) entry;
+	enum request_kind kind;
+	uint64_t id;                  /* the client's request id */
+	struct conn *conn;            /* loop thread only; holds a reference */
+	struct model *model;          /* holds a reference (loop thread count) */
+	int32_t priority;
+	uint64_t t_enqueue_ns;
+	uint64_t deadline_ns;         /* 0: none */
+	uint32_t rows;                /* batch rows of this request */
+	uint32_t ninputs;
+	struct graph_shape *in_shapes; /* ninputs concrete shapes */
+	const float **in;             /* ninputs, pointing into env */
+	Agxq__Envelope *env;          /* the decoded Infer; owns the input data */
+
+	/* Set by the executor. */
+	int status;                   /* 0 or an AGXQ__ERROR_CODE__* */
+	char *cause;                  /* error message, malloc'd */
+	uint8_t *reply;               /* encoded reply frame, malloc'd */
+	size_t reply_len;
+	size_t reply_raw_len;
+	uint64_t queue_us;
+	uint64_t exec_us;
+	uint32_t batch_rows;
+};
+TAILQ_HEAD(request_list, request);
+
+/* Allocates a zeroed request of kind with room for ninputs inputs; NULL on OOM. */
+struct request *request_new(enum request_kind kind, uint32_t ninputs);
+
+/* Frees a request and what it owns (env, reply, cause); accepts NULL. Does not drop conn/model references. */
+void request_free(struct request *r);
+
+/* Sets r's error status and message (printf format). */
+void request_fail(struct request *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Encodes an Error{id, code, msg} frame into a malloc'd buffer. Returns 0, or
+ * -1 on out-of-memory.
+ */
+int request_error_frame(uint64_t id, int code, const char *msg,
+    uint8_t **frame, size_t *len);
+
+/* Encodes r's status and cause as its reply frame (replacing any reply). */
+int request_encode_error(struct request *r);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t request_now_ns(void);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * server: the loop thread's top level. Owns the listening socket, the
+ * connections, the model registry and the executor; dispatches decoded
+ * messages; delivers finished requests; shuts down cleanly on SIGTERM/SIGINT.
+ */
+#ifndef AGXQ_SERVER_H
+#define AGXQ_SERVER_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "agxq.pb-c.h"
+
+struct server;
+struct conn;
+
+struct server_counters {
+	uint64_t frames_in, frames_out;
+	uint64_t bytes_in, bytes_out;
+	uint64_t bytes_in_raw, bytes_out_raw;
+};
+
+/*
+ * Opens the listening socket at config.socket_path (refusing when a daemon
+ * already serves it, removing a stale one), starts the executor and the
+ * signal handlers. Returns 0 and *out, or -1 with *cause.
+ */
+int server_new(struct event_base *base, struct server **out, char **cause);
+
+/* Frees the server after the loop has exited; accepts NULL. */
+void server_free(struct server *srv);
+
+/* Begins a clean shutdown (as SIGTERM does). */
+void server_shutdown(struct server *srv, const char *why);
+
+/* Handles one decoded message from c; takes ownership of env. */
+void server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env);
+
+/* Told by conn when c's socket has closed: releases what c holds. */
+void server_conn_closed(struct server *srv, struct conn *c);
+
+/* Traffic counters (loop thread). */
+struct server_counters *server_counters(struct server *srv);
+
+#endif

@@ -1,0 +1,1015 @@
+/*
+ * test_cuda: the cuda backend against the cpu backend and against a plain
+ * double-precision reference written here, op by op and on the three
+ * reference models; CUDA graph replay with fresh data; injected and sticky
+ * faults; close and reopen; and the time a run takes with and without CUDA
+ * graphs. Exits 77 ("skipped: no GPU") where there is no GPU.
+ *
+ * Tolerance: both backends compute in FP32 (TF32 off), so they differ only
+ * by summation order (cuBLAS and OpenBLAS block their dot products
+ * differently, the kernels reduce in warps) and by libm vs CUDA's expf/erff/
+ * tanhf (a few ulp). An FP32 dot product of length K carries a rounding error
+ * of about sqrt(K) * 2^-24 * sum|a_i b_i|, i.e. 1e-6..3e-6 relative for the
+ * K = 256..2048 used here; softmax and layer norm add a few ulp each. So an
+ * element passes when |got - want| <= atol + rtol * |want| with rtol 1e-4 and
+ * atol 1e-5 for one op, and atol 5e-5 for whole models (several ops deep,
+ * values of order 1): a real indexing or masking bug produces errors of order
+ * 1e-1..1. Each case prints its measured maximum error.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "engine.h"
+#include "graph.h"
+#include "tgraph.h"
+
+#define RTOL 1e-4
+#define ATOL_OP 1e-5
+#define ATOL_MODEL 5e-5
+
+static uint64_t seed = 0x9e3779b97f4a7c15ull;
+
+/* Maximum errors seen by one comparison. */
+struct cmp {
+	double max_abs;     /* largest |got - want| */
+	double max_ratio;   /* largest |got - want| / (atol + rtol |want|); <= 1 passes */
+};
+
+/* A built test graph and its engines' models. */
+struct tcase_graph {
+	struct graph *g;
+	struct engine_model *mc; /* cuda */
+	struct engine_model *mp; /* cpu */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Double-precision reference evaluator. */
+
+/* Flat index of a broadcast operand for output multi-index idx. */
+static size_t
+ref_bcast_index(const struct graph_shape *so, const struct graph_shape *sx,
+    const int64_t *idx)
+{
+	size_t off = 0, stride = 1;
+	int shift = so->ndim - sx->ndim;
+
+	for (int d = sx->ndim - 1; d >= 0; d--) {
+		int64_t c = sx->dim[d] == 1 ? 0 : idx[d + shift];
+
+		off += (size_t)c * stride;
+		stride *= (size_t)sx->dim[d];
+	}
+	return off;
+}
+
+/* Runs one node in double precision. */
+static void
+ref_node(const struct graph_node *n, const struct graph_shape *sh,
+    double **val)
+{
+	const struct graph_shape *so = &sh[n->out], *s0 = &sh[n->in[0]];
+	const double *x = val[n->in[0]];
+	double *y = val[n->out];
+	size_t no = graph_shape_nelem(so), i;
+
+	switch (n->op) {
+	case GRAPH_OP_LINEAR: {
+		const struct graph_shape *sw = &sh[n->in[1]];
+		const double *w = val[n->in[1]];
+		const double *b = n->nin > 2 ? val[n->in[2]] : NULL;
+		int64_t in = sw->dim[1], out = sw->dim[0];
+		size_t rows = graph_shape_nelem(s0) / (size_t)in;
+
+		for (size_t r = 0; r < rows; r++)
+			for (int64_t o = 0; o < out; o++) {
+				double acc = b != NULL ? b[o] : 0.0;
+
+				for (int64_t k = 0; k < in; k++)
+					acc += x[r * in + k] * w[o * in + k];
+				y[r * out + o] = acc;
+			}
+		break;
+	}
+	case GRAPH_OP_MATMUL: {
+		const struct graph_shape *sb = &sh[n->in[1]];
+		const double *b = val[n->in[1]];
+		int64_t M = s0->dim[s0->ndim - 2], K = s0->dim[s0->ndim - 1];
+		int64_t N = sb->dim[sb->ndim - 1];
+		size_t batches = no / (size_t)(M * N);
+		int bb = sb->ndim > 2;
+
+		for (size_t t = 0; t < batches; t++)
+			for (int64_t r = 0; r < M; r++)
+				for (int64_t c = 0; c < N; c++) {
+					double acc = 0.0;
+
+					for (int64_t k = 0; k < K; k++)
+						acc += x[(t * M + r) * K + k] *
+						    b[(bb ? t * K * N : 0) + k * N + c];
+					y[(t * M + r) * N + c] = acc;
+				}
+		break;
+	}
+	case GRAPH_OP_ADD:
+	case GRAPH_OP_MUL: {
+		const struct graph_shape *sb = &sh[n->in[1]];
+		const double *b = val[n->in[1]];
+		int64_t idx[GRAPH_MAX_DIMS];
+
+		for (i = 0; i < no; i++) {
+			size_t rem = i, ia, ib;
+
+			for (int d = so->ndim - 1; d >= 0; d--) {
+				idx[d] = (int64_t)(rem % (size_t)so->dim[d]);
+				rem /= (size_t)so->dim[d];
+			}
+			ia = ref_bcast_index(so, s0, idx);
+			ib = ref_bcast_index(so, sb, idx);
+			y[i] = n->op == GRAPH_OP_ADD ? x[ia] + b[ib] : x[ia] * b[ib];
+		}
+		break;
+	}
+	case GRAPH_OP_RELU:
+		for (i = 0; i < no; i++)
+			y[i] = x[i] > 0 ? x[i] : 0;
+		break;
+	case GRAPH_OP_GELU:
+		for (i = 0; i < no; i++) {
+			double v = x[i];
+
+			if (n->gelu_tanh)
+				y[i] = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) *
+				    (v + 0.044715 * v * v * v)));
+			else
+				y[i] = 0.5 * v * (1 + erf(v / sqrt(2)));
+		}
+		break;
+	case GRAPH_OP_SILU:
+		for (i = 0; i < no; i++)
+			y[i] = x[i] / (1 + exp(-x[i]));
+		break;
+	case GRAPH_OP_SOFTMAX: {
+		size_t outer = 1, inner = 1, len = (size_t)s0->dim[n->axis];
+
+		for (int d = 0; d < n->axis; d++)
+			outer *= (size_t)s0->dim[d];
+		for (int d = n->axis + 1; d < s0->ndim; d++)
+			inner *= (size_t)s0->dim[d];
+		for (size_t o = 0; o < outer; o++)
+			for (size_t k = 0; k < inner; k++) {
+				double m = -INFINITY, sum = 0;
+
+				for (size_t j = 0; j < len; j++)
+					m = fmax(m, x[(o * len + j) * inner + k]);
+				for (size_t j = 0; j < len; j++)
+					sum += exp(x[(o * len + j) * inner + k] - m);
+				for (size_t j = 0; j < len; j++)
+					y[(o * len + j) * inner + k] =
+					    exp(x[(o * len + j) * inner + k] - m) / sum;
+			}
+		break;
+	}
+	case GRAPH_OP_LAYER_NORM: {
+		size_t cols = (size_t)s0->dim[s0->ndim - 1], rows = no / cols;
+		int k = 1;
+		const double *w = n->has_weight ? val[n->in[k++]] : NULL;
+		const double *b = n->has_bias ? val[n->in[k++]] : NULL;
+
+		for (size_t r = 0; r < rows; r++) {
+			double mean = 0, var = 0;
+
+			for (size_t j = 0; j < cols; j++)
+				mean += x[r * cols + j];
+			mean /= (double)cols;
+			for (size_t j = 0; j < cols; j++)
+				var += (x[r * cols + j] - mean) *
+				    (x[r * cols + j] - mean);
+			var /= (double)cols;
+			for (size_t j = 0; j < cols; j++) {
+				double v = (x[r * cols + j] - mean) /
+				    sqrt(var + n->eps);
+
+				y[r * cols + j] = v * (w != NULL ? w[j] : 1) +
+				    (b != NULL ? b[j] : 0);
+			}
+		}
+		break;
+	}
+	case GRAPH_OP_MHA: {
+		int64_t B = s0->dim[0], L = s0->dim[1], d = s0->dim[2];
+		int64_t H = n->heads, hd = d / H;
+		const double *iw = val[n->in[1]], *ib = val[n->in[2]];
+		const double *ow = val[n->in[3]], *ob = val[n->in[4]];
+		double *qkv = calloc((size_t)(B * L * 3 * d), sizeof *qkv);
+		double *att = calloc((size_t)(B * L * d), sizeof *att);
+		double *p = calloc((size_t)L, sizeof *p);
+
+		if (qkv == NULL || att == NULL || p == NULL)
+			abort();
+		for (int64_t r = 0; r < B * L; r++)
+			for (int64_t o = 0; o < 3 * d; o++) {
+				double acc = ib[o];
+
+				for (int64_t k = 0; k < d; k++)
+					acc += x[r * d + k] * iw[o * d + k];
+				qkv[r * 3 * d + o] = acc;
+			}
+		for (int64_t bb = 0; bb < B; bb++)
+			for (int64_t h = 0; h < H; h++)
+				for (int64_t qi = 0; qi < L; qi++) {
+					const double *q = qkv + (bb * L + qi) * 3 * d +
+					    h * hd;
+					double m = -INFINITY, sum = 0;
+					int64_t last = n->causal ? qi : L - 1;
+
+					for (int64_t kj = 0; kj <= last; kj++) {
+						const double *kk = qkv + (bb * L + kj) *
+						    3 * d + d + h * hd;
+						double s = 0;
+
+						for (int64_t c = 0; c < hd; c++)
+							s += q[c] * kk[c];
+						p[kj] = s / sqrt((double)hd);
+						m = fmax(m, p[kj]);
+					}
+					for (int64_t kj = 0; kj <= last; kj++)
+						sum += (p[kj] = exp(p[kj] - m));
+					for (int64_t c = 0; c < hd; c++) {
+						double acc = 0;
+
+						for (int64_t kj = 0; kj <= last; kj++)
+							acc += p[kj] / sum * qkv[(bb * L +
+							    kj) * 3 * d + 2 * d + h * hd + c];
+						att[(bb * L + qi) * d + h * hd + c] = acc;
+					}
+				}
+		for (int64_t r = 0; r < B * L; r++)
+			for (int64_t o = 0; o < d; o++) {
+				double acc = ob[o];
+
+				for (int64_t k = 0; k < d; k++)
+					acc += att[r * d + k] * ow[o * d + k];
+				y[r * d + o] = acc;
+			}
+		free(qkv);
+		free(att);
+		free(p);
+		break;
+	}
+	}
+}
+
+/* Evaluates g on in[] (float) into out[] (double, malloc'd per output). */
+static int
+ref_run(const struct graph *g, const struct graph_shape *in_shapes,
+    float *const *in, double **out)
+{
+	struct graph_shape *sh;
+	double **val;
+	char *cause = NULL;
+	uint32_t v;
+	int rc = -1;
+
+	sh = calloc(g->nvalues, sizeof *sh);
+	val = calloc(g->nvalues, sizeof *val);
+	if (sh == NULL || val == NULL)
+		abort();
+	if (graph_infer(g, in_shapes, sh, &cause) != 0) {
+		printf("  reference: graph_infer: %s\n", cause);
+		free(cause);
+		goto out;
+	}
+	for (v = 0; v < g->nvalues; v++) {
+		size_t n = graph_shape_nelem(&sh[v]);
+
+		if ((val[v] = calloc(n + 1, sizeof(double))) == NULL)
+			abort();
+		if (v < g->ninputs)
+			for (size_t i = 0; i < n; i++)
+				val[v][i] = in[v][i];
+		else if (g->values[v].kind == GRAPH_VALUE_CONST)
+			for (size_t i = 0; i < n; i++)
+				val[v][i] = g->values[v].data[i];
+	}
+	for (uint32_t i = 0; i < g->nnodes; i++)
+		ref_node(&g->nodes[i], sh, val);
+	for (uint32_t j = 0; j < g->noutputs; j++) {
+		v = g->outputs[j];
+		out[j] = val[v];
+		val[v] = NULL;
+	}
+	rc = 0;
+out:
+	for (v = 0; v < g->nvalues; v++)
+		free(val[v]);
+	free(val);
+	free(sh);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static struct engine *ecuda, *ecpu;
+static int as_cpu; /* TEST_CUDA_AS_CPU=1: check the test itself without a GPU */
+
+/* Folds the comparison of got against want into c. */
+static void
+cmp_add(struct cmp *c, const float *got, const double *want, size_t n,
+    double atol)
+{
+	for (size_t i = 0; i < n; i++) {
+		double e = fabs((double)got[i] - want[i]);
+		double r = e / (atol + RTOL * fabs(want[i]));
+
+		if (isnan(got[i]) || isnan(e))
+			r = e = INFINITY;
+		if (e > c->max_abs)
+			c->max_abs = e;
+		if (r > c->max_ratio)
+			c->max_ratio = r;
+	}
+}
+
+/* Folds the comparison of two float results into c. */
+static void
+cmp_addf(struct cmp *c, const float *got, const float *want, size_t n,
+    double atol)
+{
+	double *w = malloc((n + 1) * sizeof *w);
+
+	if (w == NULL)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		w[i] = want[i];
+	cmp_add(c, got, w, n, atol);
+	free(w);
+}
+
+/* Builds g from the builder and loads it on both engines. */
+static int
+tc_load(struct tgraph *t, struct tcase_graph *tg)
+{
+	char *cause = NULL;
+
+	memset(tg, 0, sizeof *tg);
+	if (graph_from_proto(tg_graph(t), NULL, &tg->g, &cause) != 0) {
+		printf("  graph_from_proto: %s\n", cause);
+		goto fail;
+	}
+	if (engine_model_load(ecuda, tg->g, &tg->mc, &cause) != 0) {
+		printf("  cuda model_load: %s\n", cause);
+		goto fail;
+	}
+	if (engine_model_load(ecpu, tg->g, &tg->mp, &cause) != 0) {
+		printf("  cpu model_load: %s\n", cause);
+		goto fail;
+	}
+	tg_free(t);
+	return 0;
+fail:
+	free(cause);
+	tg_free(t);
+	return -1;
+}
+
+/* Frees the models and the graph. */
+static void
+tc_unload(struct tcase_graph *tg)
+{
+	engine_model_free(ecuda, tg->mc);
+	engine_model_free(ecpu, tg->mp);
+	graph_free(tg->g);
+}
+
+/*
+ * Runs tg with batch `batch` (random inputs, sample shapes from the graph)
+ * on cuda, cpu and the reference; folds errors into vs_ref and vs_cpu.
+ */
+static int
+tc_run(struct tcase_graph *tg, int64_t batch, double atol, struct cmp *vs_ref,
+    struct cmp *vs_cpu)
+{
+	const struct graph *g = tg->g;
+	struct graph_shape is[8], os[8];
+	float *in[8] = { 0 }, *oc[8] = { 0 }, *op[8] = { 0 };
+	double *orf[8] = { 0 };
+	char *cause = NULL;
+	int rc = -1;
+
+	if (g->ninputs > 8 || g->noutputs > 8)
+		abort();
+	for (uint32_t i = 0; i < g->ninputs; i++) {
+		is[i] = g->values[i].shape;
+		is[i].dim[0] = batch;
+		if ((in[i] = malloc(graph_shape_nelem(&is[i]) * sizeof(float) +
+		    4)) == NULL)
+			abort();
+		tg_rand_fill(in[i], graph_shape_nelem(&is[i]), 1.0f, &seed);
+	}
+	if (engine_output_shapes(g, is, os, &cause) != 0) {
+		printf("  output shapes: %s\n", cause);
+		goto out;
+	}
+	for (uint32_t j = 0; j < g->noutputs; j++) {
+		size_t n = graph_shape_nelem(&os[j]) * sizeof(float) + 4;
+
+		if ((oc[j] = malloc(n)) == NULL || (op[j] = malloc(n)) == NULL)
+			abort();
+		memset(oc[j], 0xff, n); /* NaN: an unwritten output fails */
+	}
+	if (engine_run(ecuda, tg->mc, is, (const float *const *)in, oc,
+	    &cause) != 0) {
+		printf("  cuda run: %s\n", cause);
+		goto out;
+	}
+	if (engine_run(ecpu, tg->mp, is, (const float *const *)in, op,
+	    &cause) != 0) {
+		printf("  cpu run: %s\n", cause);
+		goto out;
+	}
+	if (ref_run(g, is, in, orf) != 0)
+		goto out;
+	for (uint32_t j = 0; j < g->noutputs; j++) {
+		size_t n = graph_shape_nelem(&os[j]);
+
+		cmp_add(vs_ref, oc[j], orf[j], n, atol);
+		cmp_addf(vs_cpu, oc[j], op[j], n, atol);
+	}
+	rc = 0;
+out:
+	free(cause);
+	for (int i = 0; i < 8; i++) {
+		free(in[i]);
+		free(oc[i]);
+		free(op[i]);
+		free(orf[i]);
+	}
+	return rc;
+}
+
+/*
+ * Loads t and runs it at several batch sizes, repeating sizes so that CUDA
+ * graphs are captured and replayed with fresh data and invalidated when the
+ * arena grows. Prints the errors; fails above tolerance.
+ */
+static int
+tc_check(const char *name, struct tgraph *t, double atol)
+{
+	static const int64_t batches[] = { 3, 3, 3, 7, 3, 1, 7 };
+	struct tcase_graph tg;
+	struct cmp vs_ref = { 0, 0 }, vs_cpu = { 0, 0 };
+	int rc = 0;
+
+	if (tc_load(t, &tg) != 0) {
+		tc_unload(&tg);
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++)
+		if (tc_run(&tg, batches[i], atol, &vs_ref, &vs_cpu) != 0) {
+			rc = -1;
+			break;
+		}
+	tc_unload(&tg);
+	if (rc == 0 && (vs_ref.max_ratio > 1 || vs_cpu.max_ratio > 1))
+		rc = -1;
+	printf("  %-22s max|cuda-ref| %.2e (%.3f of tol)  max|cuda-cpu| %.2e "
+	    "(%.3f of tol)  atol %.0e rtol %.0e\n", name, vs_ref.max_abs,
+	    vs_ref.max_ratio, vs_cpu.max_abs, vs_cpu.max_ratio, atol, RTOL);
+	return rc;
+}
+
+/* Parameters for nn.Linear-like constants scaled 1/sqrt(fan_in). */
+static uint32_t
+c_rand2(struct tgraph *t, int64_t a, int64_t b, float scale)
+{
+	return tg_const_rand(t, TG_DIMS(a, b), scale, &seed);
+}
+
+static uint32_t
+c_rand1(struct tgraph *t, int64_t a, float scale)
+{
+	return tg_const_rand(t, TG_DIMS(a), scale, &seed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cases. */
+
+static int
+t_linear(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(5, 96));
+	uint32_t w = c_rand2(t, 40, 96, 0.1f), b = c_rand1(t, 40, 0.1f);
+	uint32_t w2 = c_rand2(t, 24, 40, 0.15f);
+	uint32_t y = tg_linear(t, x, w, b);
+
+	tg_output(t, tg_linear(t, y, w2, TG_NONE));
+	tg_output(t, y);
+	return tc_check("linear (+bias, 3-D)", t, ATOL_OP);
+}
+
+static int
+t_matmul(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t a = tg_input(t, TG_DIMS(6, 33));
+	uint32_t bm = tg_input(t, TG_DIMS(33, 10));
+	uint32_t c = tg_input(t, TG_DIMS(33));
+	uint32_t w = c_rand2(t, 33, 17, 0.2f);
+
+	tg_output(t, tg_matmul(t, a, bm));  /* batched [B,6,33]@[B,33,10] */
+	tg_output(t, tg_matmul(t, a, w));   /* [B,6,33]@[33,17] */
+	tg_output(t, tg_matmul(t, c, w));   /* [B,33]@[33,17] */
+	return tc_check("matmul (batched, 2-D b)", t, ATOL_OP);
+}
+
+static int
+t_broadcast(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(5, 7));
+	uint32_t r = tg_input(t, TG_DIMS(1, 7));
+	uint32_t col = tg_input(t, TG_DIMS(5, 1));
+	uint32_t v = c_rand1(t, 7, 1.0f);
+	uint32_t m = tg_const_rand(t, TG_DIMS(1, 5, 1), 1.0f, &seed);
+	uint32_t f = tg_const_rand(t, TG_DIMS(1, 5, 7), 1.0f, &seed);
+
+	tg_output(t, tg_add(t, x, x));      /* same shape */
+	tg_output(t, tg_add(t, x, v));      /* row vector */
+	tg_output(t, tg_mul(t, v, x));      /* vector first */
+	tg_output(t, tg_mul(t, x, m));      /* [1,5,1] column */
+	tg_output(t, tg_add(t, x, f));      /* [1,5,7] */
+	tg_output(t, tg_mul(t, r, col));    /* [B,1,7]*[B,5,1] -> [B,5,7] */
+	tg_output(t, tg_add(t, col, r));
+	return tc_check("add/mul broadcasting", t, ATOL_OP);
+}
+
+static int
+t_unary(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(37, 11));
+	uint32_t s = tg_add(t, x, x);       /* widen the range to [-2, 2) */
+
+	tg_output(t, tg_relu(t, s));
+	tg_output(t, tg_gelu(t, s, 0));
+	tg_output(t, tg_gelu(t, s, 1));
+	tg_output(t, tg_silu(t, s));
+	return tc_check("relu, gelu erf/tanh, silu", t, ATOL_OP);
+}
+
+static int
+t_softmax(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(5, 7, 3));
+	uint32_t w = tg_input(t, TG_DIMS(1000));
+	uint32_t s = tg_add(t, x, x);
+
+	tg_output(t, tg_softmax(t, s, -1));
+	tg_output(t, tg_softmax(t, s, 1));
+	tg_output(t, tg_softmax(t, s, 2));
+	tg_output(t, tg_softmax(t, w, 1));  /* row longer than a warp */
+	return tc_check("softmax (axes 1,2,3)", t, ATOL_OP);
+}
+
+static int
+t_layer_norm(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(9, 256));
+	uint32_t z = tg_input(t, TG_DIMS(33));
+	uint32_t w = c_rand1(t, 256, 1.0f), b = c_rand1(t, 256, 1.0f);
+	uint32_t w33 = c_rand1(t, 33, 1.0f), b33 = c_rand1(t, 33, 1.0f);
+
+	tg_output(t, tg_layer_norm(t, x, w, b, 1e-5f));
+	tg_output(t, tg_layer_norm(t, x, w, TG_NONE, 1e-5f));
+	tg_output(t, tg_layer_norm(t, x, TG_NONE, b, 1e-3f));
+	tg_output(t, tg_layer_norm(t, x, TG_NONE, TG_NONE, 1e-5f));
+	tg_output(t, tg_layer_norm(t, z, w33, b33, 1e-5f));
+	return tc_check("layer_norm (w/b, eps)", t, ATOL_OP);
+}
+
+/* One mha graph: x [B, L, d]. */
+static int
+t_mha_one(const char *name, int64_t L, int64_t d, unsigned heads, int causal)
+{
+	struct tgraph *t = tg_new();
+	float s = 1.0f / sqrtf((float)d);
+	uint32_t x = tg_input(t, TG_DIMS(L, d));
+	uint32_t iw = c_rand2(t, 3 * d, d, s * 2), ib = c_rand1(t, 3 * d, 0.1f);
+	uint32_t ow = c_rand2(t, d, d, s), ob = c_rand1(t, d, 0.1f);
+
+	tg_output(t, tg_mha(t, x, iw, ib, ow, ob, heads, causal));
+	return tc_check(name, t, ATOL_OP);
+}
+
+static int
+t_mha(void)
+{
+	int rc = 0;
+
+	rc |= t_mha_one("mha non-causal h4", 17, 64, 4, 0);
+	rc |= t_mha_one("mha causal h4", 17, 64, 4, 1);
+	rc |= t_mha_one("mha causal h1 L40", 40, 24, 1, 1);
+	return rc;
+}
+
+/* nn.Linear(256, 128). */
+static struct tgraph *
+m_linear(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(256));
+	uint32_t w = c_rand2(t, 128, 256, 0.0625f), b = c_rand1(t, 128, 0.0625f);
+
+	tg_output(t, tg_linear(t, x, w, b));
+	return t;
+}
+
+/* Linear(256,512) ReLU Linear(512,256) ReLU Linear(256,128). */
+static struct tgraph *
+m_mlp(void)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(256));
+	uint32_t w1 = c_rand2(t, 512, 256, 0.0625f), b1 = c_rand1(t, 512, 0.0625f);
+	uint32_t w2 = c_rand2(t, 256, 512, 0.0442f), b2 = c_rand1(t, 256, 0.0442f);
+	uint32_t w3 = c_rand2(t, 128, 256, 0.0625f), b3 = c_rand1(t, 128, 0.0625f);
+	uint32_t h;
+
+	h = tg_relu(t, tg_linear(t, x, w1, b1));
+	h = tg_relu(t, tg_linear(t, h, w2, b2));
+	tg_output(t, tg_linear(t, h, w3, b3));
+	return t;
+}
+
+/* TransformerEncoderLayer(256, 4, ff 2048, relu, post-norm, eps 1e-5), [B,32,256]. */
+static struct tgraph *
+m_transformer(void)
+{
+	struct tgraph *t = tg_new();
+	const int64_t d = 256, ff = 2048;
+	uint32_t x = tg_input(t, TG_DIMS(32, 256));
+	uint32_t iw = c_rand2(t, 3 * d, d, 0.0765f), ib = c_rand1(t, 3 * d, 0.02f);
+	uint32_t ow = c_rand2(t, d, d, 0.0625f), ob = c_rand1(t, d, 0.02f);
+	uint32_t l1w = c_rand2(t, ff, d, 0.0625f), l1b = c_rand1(t, ff, 0.0625f);
+	uint32_t l2w = c_rand2(t, d, ff, 0.0221f), l2b = c_rand1(t, d, 0.0221f);
+	uint32_t n1w = tg_const_fill(t, TG_DIMS(d), 1.0f);
+	uint32_t n1b = tg_const_fill(t, TG_DIMS(d), 0.0f);
+	uint32_t n2w = c_rand1(t, d, 1.0f), n2b = c_rand1(t, d, 0.1f);
+	uint32_t a, h;
+
+	a = tg_mha(t, x, iw, ib, ow, ob, 4, 0);
+	h = tg_layer_norm(t, tg_add(t, x, a), n1w, n1b, 1e-5f);
+	a = tg_linear(t, tg_relu(t, tg_linear(t, h, l1w, l1b)), l2w, l2b);
+	tg_output(t, tg_layer_norm(t, tg_add(t, h, a), n2w, n2b, 1e-5f));
+	return t;
+}
+
+static int
+t_models(void)
+{
+	int rc = 0;
+
+	rc |= tc_check("model linear", m_linear(), ATOL_MODEL);
+	rc |= tc_check("model mlp", m_mlp(), ATOL_MODEL);
+	rc |= tc_check("model transformer", m_transformer(), ATOL_MODEL);
+	return rc;
+}
+
+static int
+t_precision(void)
+{
+	static const struct {
+		Agxq__Precision p;
+		const char *want;
+	} cases[] = {
+		{ AGXQ__PRECISION__PRECISION_FP16, "precision fp16 is not supported" },
+		{ AGXQ__PRECISION__PRECISION_BF16, "precision bf16 is not supported" },
+	};
+	int rc = 0;
+
+	for (size_t i = 0; i < 2; i++) {
+		struct tgraph *t = m_linear();
+		struct graph *g = NULL;
+		struct engine_model *m = NULL;
+		char *cause = NULL;
+
+		tg_precision(t, cases[i].p);
+		if (graph_from_proto(tg_graph(t), NULL, &g, &cause) != 0) {
+			printf("  graph_from_proto: %s\n", cause);
+			rc = -1;
+		} else if (engine_model_load(ecuda, g, &m, &cause) == 0) {
+			printf("  %s model loaded\n", cases[i].want);
+			engine_model_free(ecuda, m);
+			rc = -1;
+		} else {
+			printf("  load refused: %s\n", cause);
+			if (strstr(cause, cases[i].want) == NULL)
+				rc = -1;
+		}
+		free(cause);
+		graph_free(g);
+		tg_free(t);
+	}
+	/* TF32 is accepted; its error is larger, so only check it runs close. */
+	{
+		struct tgraph *t = m_mlp();
+		struct tcase_graph tg;
+		struct cmp a = { 0, 0 }, b = { 0, 0 };
+
+		tg_precision(t, AGXQ__PRECISION__PRECISION_TF32);
+		if (tc_load(t, &tg) != 0 || tc_run(&tg, 4, 1e-2, &a, &b) != 0)
+			rc = -1;
+		printf("  tf32 mlp: max|cuda-ref| %.2e (fp32 tolerance would be "
+		    "%.0e)\n", a.max_abs, ATOL_MODEL);
+		if (a.max_ratio > 1)
+			rc = -1;
+		tc_unload(&tg);
+	}
+	return rc;
+}
+
+/* Opens a cuda engine with the given environment settings. */
+static struct engine *
+open_cuda(const char *fault_every, const char *fault_kind, const char *graphs)
+{
+	struct engine *e = NULL;
+	char *cause = NULL;
+
+	unsetenv("AGXQ_CUDA_FAULT_EVERY");
+	unsetenv("AGXQ_CUDA_FAULT_KIND");
+	unsetenv("AGXQ_CUDA_GRAPHS");
+	if (fault_every != NULL)
+		setenv("AGXQ_CUDA_FAULT_EVERY", fault_every, 1);
+	if (fault_kind != NULL)
+		setenv("AGXQ_CUDA_FAULT_KIND", fault_kind, 1);
+	if (graphs != NULL)
+		setenv("AGXQ_CUDA_GRAPHS", graphs, 1);
+	if (engine_open(as_cpu ? "cpu" : "cuda", 0, ENGINE_OWNER_ABORT, &e,
+	    &cause) != 0) {
+		printf("  engine_open cuda: %s\n", cause);
+		free(cause);
+		e = NULL;
+	}
+	unsetenv("AGXQ_CUDA_FAULT_EVERY");
+	unsetenv("AGXQ_CUDA_FAULT_KIND");
+	unsetenv("AGXQ_CUDA_GRAPHS");
+	return e;
+}
+
+/* Runs the mlp on ecuda n times expecting results within tolerance. */
+static int
+expect_runs(struct tcase_graph *tg, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct cmp a = { 0, 0 }, b = { 0, 0 };
+
+		if (tc_run(tg, 4, ATOL_MODEL, &a, &b) != 0 || a.max_ratio > 1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Runs once expecting failure with `want` in the cause. */
+static int
+expect_fail(struct tcase_graph *tg, const char *want)
+{
+	struct graph_shape is = tg->g->values[0].shape, os;
+	float *in, *out;
+	char *cause = NULL;
+	int rc = -1;
+
+	is.dim[0] = 4;
+	if (engine_output_shapes(tg->g, &is, &os, &cause) != 0)
+		abort();
+	in = calloc(graph_shape_nelem(&is), sizeof *in);
+	out = calloc(graph_shape_nelem(&os), sizeof *out);
+	if (in == NULL || out == NULL)
+		abort();
+	if (engine_run(ecuda, tg->mc, &is, (const float *const *)&in, &out,
+	    &cause) == 0)
+		printf("  run succeeded, expected a fault\n");
+	else {
+		printf("  faulted run: %s\n", cause);
+		if (strstr(cause, want) != NULL)
+			rc = 0;
+	}
+	free(cause);
+	free(in);
+	free(out);
+	return rc;
+}
+
+static int
+t_fault_injected(void)
+{
+	struct engine *saved = ecuda;
+	struct tcase_graph tg;
+	int rc = -1;
+
+	/* every 3rd run fails; tc_run does one cuda run */
+	if ((ecuda = open_cuda("3", NULL, NULL)) == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	if (tc_load(m_mlp(), &tg) != 0)
+		goto out;
+	if (expect_runs(&tg, 2) != 0 || expect_fail(&tg, "injected fault") != 0)
+		goto out;
+	if (expect_runs(&tg, 2) != 0 || expect_fail(&tg, "injected fault") != 0)
+		goto out;
+	if (expect_runs(&tg, 1) != 0)
+		goto out;
+	printf("  runs 3 and 6 failed with the injected fault, the others were "
+	    "correct\n");
+	rc = 0;
+out:
+	tc_unload(&tg);
+	engine_close(ecuda);
+	ecuda = saved;
+	return rc;
+}
+
+static int
+t_reopen(void)
+{
+	struct tcase_graph tg;
+	int rc = 0;
+
+	for (int i = 0; i < 3 && rc == 0; i++) {
+		engine_close(ecuda);
+		if ((ecuda = open_cuda(NULL, NULL, NULL)) == NULL)
+			return -1;
+		if (tc_load(m_transformer(), &tg) != 0 ||
+		    expect_runs(&tg, 3) != 0)
+			rc = -1;
+		tc_unload(&tg);
+	}
+	if (rc == 0)
+		printf("  3 close/open cycles, each ran correctly\n");
+	return rc;
+}
+
+static int
+t_fault_sticky(void)
+{
+	struct tcase_graph tg;
+	int rc = -1;
+
+	engine_close(ecuda);
+	/* the 2nd run launches a trapping kernel: the context is lost */
+	if ((ecuda = open_cuda("2", "trap", NULL)) == NULL)
+		return -1;
+	if (tc_load(m_mlp(), &tg) != 0)
+		goto fail_unload;
+	if (expect_runs(&tg, 1) != 0 || expect_fail(&tg, "device lost") != 0 ||
+	    expect_fail(&tg, "device lost") != 0)
+		goto fail_unload;
+	/* As the daemon does: free the models, close, reopen, reload. */
+	tc_unload(&tg);
+	engine_close(ecuda);
+	if ((ecuda = open_cuda(NULL, NULL, NULL)) == NULL)
+		return -1;
+	if (tc_load(m_mlp(), &tg) != 0)
+		goto fail_unload;
+	if (expect_runs(&tg, 3) != 0)
+		goto fail_unload;
+	printf("  sticky fault reported, backend reopened and correct again\n");
+	rc = 0;
+fail_unload:
+	tc_unload(&tg);
+	return rc;
+}
+
+/* Microseconds per run of model t at batch 4 on engine e. */
+static double
+time_runs(struct engine *e, struct tgraph *t, int n)
+{
+	struct graph *g = NULL;
+	struct engine_model *m = NULL;
+	struct graph_shape is, os;
+	struct timespec a, b;
+	float *in, *out;
+	char *cause = NULL;
+	double us = -1;
+
+	if (graph_from_proto(tg_graph(t), NULL, &g, &cause) != 0 ||
+	    engine_model_load(e, g, &m, &cause) != 0) {
+		printf("  %s\n", cause);
+		goto out;
+	}
+	is = g->values[0].shape;
+	is.dim[0] = 4;
+	if (engine_output_shapes(g, &is, &os, &cause) != 0)
+		goto out;
+	in = calloc(graph_shape_nelem(&is), sizeof *in);
+	out = calloc(graph_shape_nelem(&os), sizeof *out);
+	if (in == NULL || out == NULL)
+		abort();
+	tg_rand_fill(in, graph_shape_nelem(&is), 1.0f, &seed);
+	for (int i = 0; i < 50 + n; i++) {
+		if (i == 50)
+			clock_gettime(CLOCK_MONOTONIC, &a);
+		if (engine_run(e, m, &is, (const float *const *)&in, &out,
+		    &cause) != 0) {
+			printf("  run: %s\n", cause);
+			break;
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (cause == NULL)
+		us = ((double)(b.tv_sec - a.tv_sec) * 1e6 +
+		    (double)(b.tv_nsec - a.tv_nsec) / 1e3) / n;
+	free(in);
+	free(out);
+out:
+	free(cause);
+	engine_model_free(e, m);
+	graph_free(g);
+	tg_free(t);
+	return us;
+}
+
+static int
+t_graph_timing(void)
+{
+	struct tgraph *(*models[])(void) = { m_linear, m_mlp, m_transformer };
+	const char *names[] = { "linear", "mlp", "transformer" };
+	struct engine *eager;
+	int rc = 0;
+
+	if ((eager = open_cuda(NULL, NULL, "0")) == NULL)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		double ge, gg;
+
+		ge = time_runs(eager, models[i](), 2000);
+		gg = time_runs(ecuda, models[i](), 2000);
+		printf("  %-12s batch 4: eager %.1f us/run, CUDA graph %.1f "
+		    "us/run (%.2fx)\n", names[i], ge, gg, ge / gg);
+		if (ge < 0 || gg < 0)
+			rc = -1;
+	}
+	engine_close(eager);
+	return rc;
+}
+
+static const struct {
+	const char *name;
+	int (*fn)(void);
+} cases[] = {
+	{ "linear", t_linear },
+	{ "matmul", t_matmul },
+	{ "broadcast", t_broadcast },
+	{ "unary", t_unary },
+	{ "softmax", t_softmax },
+	{ "layer_norm", t_layer_norm },
+	{ "mha", t_mha },
+	{ "models", t_models },
+	{ "precision", t_precision },
+	{ "graph_timing", t_graph_timing },
+	{ "fault_injected", t_fault_injected },
+	{ "reopen", t_reopen },
+	{ "fault_sticky", t_fault_sticky },
+};
+
+int
+main(void)
+{
+	char *cause = NULL;
+	int count = 0, failed = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	as_cpu = getenv("TEST_CUDA_AS_CPU") != NULL;
+	if (!as_cpu && cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+		printf("skipped: no GPU\n");
+		return 77;
+	}
+	if ((ecuda = open_cuda(NULL, NULL, NULL)) == NULL)
+		return 1;
+	if (engine_open("cpu", 0, ENGINE_OWNER_ABORT, &ecpu, &cause) != 0) {
+		printf("engine_open cpu: %s\n", cause);
+		free(cause);
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int rc = cases[i].fn();
+
+		printf("%s %s\n", rc == 0 ? "ok  " : "FAIL", cases[i].name);
+		if (rc != 0)
+			failed++;
+	}
+	engine_close(ecuda);
+	engine_close(ecpu);
+	printf("%d of %zu cases failed\n", failed,
+	    sizeof cases / sizeof cases[0]);
+	return failed == 0 ? 0 : 1;
+}
