@@ -182,7 +182,7 @@ agxq_direct_unload(agxq_direct_model *m)
 	direct_model_free(m);
 }
 
-/* Checks inputs against m's graph and fills shapes and data pointers. */
+/* Checks inputs against graph gr and fills shapes and data pointers. */
 static int
 direct_check_inputs(const struct graph *gr, const agxq_tensor *inputs,
     int ninputs, struct graph_shape *shapes, const float **in)

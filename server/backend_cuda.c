@@ -952,9 +952,8 @@ cuda_slot_find(struct cuda_model *m, const struct graph_shape *shapes,
 }
 
 /*
- * Captures the run into a CUDA graph. Returns 0 with s->exec set, 1 when
- * capture is not possible (s->failed set; run eagerly), or -1 when enqueueing
- * failed.
+ * Captures the run into a CUDA graph. Returns 0 with s->exec set, or 1 when
+ * capture is not possible (s->failed set; the caller runs eagerly).
  */
 static int
 cuda_capture(struct cuda_state *st, struct cuda_model *m,
@@ -966,11 +965,16 @@ cuda_capture(struct cuda_state *st, struct cuda_model *m,
 	if (cudaStreamBeginCapture(st->stream,
 	    cudaStreamCaptureModeThreadLocal) != cudaSuccess)
 		goto fail_no_graph;
+	/* A failure while capturing: run eagerly, which reports a real error. */
 	if (cuda_enqueue(st, m, shapes, cause) != 0) {
+		if (cause != NULL) {
+			free(*cause);
+			*cause = NULL;
+		}
 		cudaStreamEndCapture(st->stream, &graph);
 		if (graph != NULL)
 			cudaGraphDestroy(graph);
-		return -1;
+		goto fail_no_graph;
 	}
 	if ((err = cudaStreamEndCapture(st->stream, &graph)) != cudaSuccess ||
 	    graph == NULL)
@@ -1002,7 +1006,7 @@ cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
 	size_t arena_need, pinned_need, bytes;
 	cublasStatus_t bs;
 	cudaError_t err;
-	int found, r;
+	int found;
 
 	if (cuda_check_broken(st, cause) != 0)
 		return -1;
@@ -1047,11 +1051,8 @@ cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
 			s->exec = NULL;
 		}
 		/* Capture on the second run with these shapes, not the first. */
-		if (found && s->exec == NULL && !s->failed) {
-			r = cuda_capture(st, m, s, shapes, cause);
-			if (r < 0)
-				goto fail;
-		}
+		if (found && s->exec == NULL && !s->failed)
+			(void)cuda_capture(st, m, s, shapes, cause);
 		s->hits++;
 	}
 	if (s != NULL && s->exec != NULL) {

@@ -316,7 +316,46 @@ out:
 /* ------------------------------------------------------------------------ */
 
 static struct engine *ecuda, *ecpu;
+static const char *dump_name; /* model to dump on its next run */
 static int as_cpu; /* TEST_CUDA_AS_CPU=1: check the test itself without a GPU */
+
+/* Writes one tensor: int32 ndim, int64 dims, float32 data. */
+static void
+dump_tensor(FILE *f, const struct graph_shape *s, const float *p)
+{
+	int32_t nd = s->ndim;
+
+	fwrite(&nd, sizeof nd, 1, f);
+	fwrite(s->dim, sizeof s->dim[0], (size_t)nd, f);
+	fwrite(p, sizeof *p, graph_shape_nelem(s), f);
+}
+
+/*
+ * With AGXQ_TEST_DUMP=dir, writes dir/<model>.bin: int32 count, then every
+ * constant in value order, the input, and the cuda output; compare_torch.py
+ * loads them into torch.nn modules and checks the output against PyTorch.
+ */
+static void
+dump(const struct graph *g, const struct graph_shape *is, const float *in,
+    const struct graph_shape *os, const float *out)
+{
+	const char *dir = getenv("AGXQ_TEST_DUMP");
+	char path[512];
+	FILE *f;
+	int32_t n = (int32_t)g->nconsts + 2;
+
+	if (dir == NULL)
+		return;
+	snprintf(path, sizeof path, "%s/%s.bin", dir, dump_name);
+	if ((f = fopen(path, "wb")) == NULL)
+		return;
+	fwrite(&n, sizeof n, 1, f);
+	for (uint32_t v = g->ninputs; v < g->ninputs + g->nconsts; v++)
+		dump_tensor(f, &g->values[v].shape, g->values[v].data);
+	dump_tensor(f, &is[0], in);
+	dump_tensor(f, os, out);
+	fclose(f);
+}
 
 /* Folds the comparison of got against want into c. */
 static void
@@ -435,6 +474,10 @@ tc_run(struct tcase_graph *tg, int64_t batch, double atol, struct cmp *vs_ref,
 	}
 	if (ref_run(g, is, in, orf) != 0)
 		goto out;
+	if (dump_name != NULL) {
+		dump(g, is, in[0], &os[0], oc[0]);
+		dump_name = NULL;
+	}
 	for (uint32_t j = 0; j < g->noutputs; j++) {
 		size_t n = graph_shape_nelem(&os[j]);
 
@@ -678,9 +721,13 @@ t_models(void)
 {
 	int rc = 0;
 
+	dump_name = "linear";
 	rc |= tc_check("model linear", m_linear(), ATOL_MODEL);
+	dump_name = "mlp";
 	rc |= tc_check("model mlp", m_mlp(), ATOL_MODEL);
+	dump_name = "transformer";
 	rc |= tc_check("model transformer", m_transformer(), ATOL_MODEL);
+	dump_name = NULL;
 	return rc;
 }
 
@@ -989,7 +1036,7 @@ main(void)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	as_cpu = getenv("TEST_CUDA_AS_CPU") != NULL;
-	if (!as_cpu && cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+	if (!as_cpu && (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)) {
 		printf("skipped: no GPU\n");
 		return 77;
 	}

@@ -6,6 +6,7 @@
  * fixtures: tests/golden/transformer_small.txt (a d_model=32 encoder layer,
  * post-norm and pre-norm) and tests/golden/reference_models.txt (the three
  * reference models at their real size). A missing fixture is a failure.
+ * The direct_* cases check the direct-mode API itself and need no fixture.
  *
  * Fixture format, text: '#' starts a comment that runs to the end of the
  * line; otherwise whitespace-separated tokens forming blocks
@@ -15,6 +16,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,6 +296,235 @@ out:
 	return ok;
 }
 
+/* A [-1, 4] -> relu graph for the direct-mode API cases. */
+static agxq_graph *
+tiny_graph(void)
+{
+	int64_t s[1] = { 4 };
+	agxq_graph *g;
+	int v;
+
+	if ((g = agxq_graph_new()) == NULL)
+		abort();
+	v = agxq_graph_input(g, s, 1);
+	v = agxq_graph_relu(g, v);
+	agxq_graph_output(g, v);
+	return g;
+}
+
+/* Direct mode maps each failure to its AGXQ_E* code. */
+static int
+t_direct_errors(void)
+{
+	int64_t s4[1] = { 4 }, s5[1] = { 5 };
+	float x[8] = { -1, 2, -3, 4, 5, -6, 7, -8 };
+	agxq_direct *d = NULL;
+	agxq_direct_model *m = NULL, *m2 = NULL;
+	agxq_graph *g = NULL, *bad = NULL;
+	agxq_result *r = NULL;
+	const agxq_tensor *o;
+	agxq_tensor in;
+	uint32_t rows;
+	int a, b;
+
+	CHECK(agxq_direct_open("no-such-backend", 0, &d) == AGXQ_EINVAL);
+	CHECK(agxq_direct_open("cpu", 0, NULL) == AGXQ_EINVAL);
+	CHECK(agxq_direct_open(NULL, 0, &d) == 0);
+	g = tiny_graph();
+	CHECK(agxq_direct_load(d, NULL, &m) == AGXQ_EINVAL);
+	CHECK(agxq_direct_load(NULL, g, &m) == AGXQ_EINVAL);
+
+	/* A sticky builder error comes back as it is. */
+	CHECK((bad = agxq_graph_new()) != NULL);
+	CHECK(agxq_graph_relu(bad, 3) == AGXQ_EINVAL);
+	CHECK(agxq_direct_load(d, bad, &m) == AGXQ_EINVAL);
+	agxq_graph_free(bad);
+	/* A graph the validator rejects: [4] + [5]. */
+	CHECK((bad = agxq_graph_new()) != NULL);
+	a = agxq_graph_input(bad, s4, 1);
+	b = agxq_graph_input(bad, s5, 1);
+	CHECK(agxq_graph_output(bad, agxq_graph_add(bad, a, b)) == 0);
+	CHECK(agxq_direct_load(d, bad, &m) == AGXQ_EGRAPH);
+	agxq_graph_free(bad);
+	bad = NULL;
+
+	CHECK(agxq_direct_load(d, g, &m) == 0);
+	CHECK(agxq_direct_load(d, g, &m2) == 0); /* left for close to free */
+	memset(&in, 0, sizeof in);
+	in.dtype = AGXQ_FLOAT32;
+	in.ndim = 2;
+	in.shape[0] = 2;
+	in.shape[1] = 4;
+	in.data = x;
+	CHECK(agxq_direct_infer(m, &in, 0, &r) == AGXQ_EINVAL);
+	CHECK(agxq_direct_infer(m, &in, 2, &r) == AGXQ_EINVAL);
+	CHECK(agxq_direct_infer(m, NULL, 1, &r) == AGXQ_EINVAL);
+	CHECK(agxq_direct_infer(m, &in, 1, NULL) == AGXQ_EINVAL);
+	in.dtype = (agxq_dtype)7;
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == AGXQ_EDTYPE);
+	in.dtype = AGXQ_FLOAT32;
+	in.shape[1] = 5;
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == AGXQ_ESHAPE);
+	in.shape[1] = 4;
+	in.ndim = 3;
+	in.shape[2] = 1;
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == AGXQ_ESHAPE);
+	in.ndim = 2;
+	in.shape[0] = 0;
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == AGXQ_ESHAPE);
+	in.shape[0] = 2;
+	in.data = NULL;
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == AGXQ_EINVAL);
+	in.data = x;
+	CHECK(r == NULL);
+
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == 0);
+	CHECK(agxq_result_noutputs(r) == 1);
+	CHECK((o = agxq_result_output(r, 0)) != NULL);
+	CHECK(o->dtype == AGXQ_FLOAT32 && o->ndim == 2);
+	CHECK(o->shape[0] == 2 && o->shape[1] == 4);
+	for (int i = 0; i < 8; i++)
+		CHECK(((const float *)o->data)[i] == (x[i] > 0 ? x[i] : 0));
+	agxq_result_info(r, NULL, NULL, &rows);
+	CHECK(rows == 2);
+	CHECK(agxq_result_output(r, 1) == NULL);
+	agxq_direct_unload(m);
+	m = NULL;
+	agxq_direct_unload(NULL);
+	CHECK(agxq_direct_set_cpu_threads(1) == 0 ||
+	    agxq_direct_set_cpu_threads(1) == AGXQ_EUNSUPPORTED);
+	CHECK(agxq_direct_set_cpu_threads(0) == 0 ||
+	    agxq_direct_set_cpu_threads(0) == AGXQ_EUNSUPPORTED);
+out:
+	agxq_result_free(r);
+	agxq_direct_unload(m);
+	agxq_direct_close(d); /* frees m2 */
+	agxq_direct_close(NULL);
+	agxq_graph_free(bad);
+	agxq_graph_free(g);
+	return 0;
+}
+
+struct foreign {
+	agxq_direct *d;
+	agxq_direct_model *m;
+	const agxq_graph *g;
+	int load, infer;
+};
+
+/* Uses another thread's handle: every call must be refused. */
+static void *
+foreign_thread(void *arg)
+{
+	struct foreign *f = arg;
+	float x[4] = { 1, 2, 3, 4 };
+	agxq_direct_model *m = NULL;
+	agxq_result *r = NULL;
+	agxq_tensor in;
+
+	memset(&in, 0, sizeof in);
+	in.dtype = AGXQ_FLOAT32;
+	in.ndim = 2;
+	in.shape[0] = 1;
+	in.shape[1] = 4;
+	in.data = x;
+	f->load = agxq_direct_load(f->d, f->g, &m);
+	f->infer = agxq_direct_infer(f->m, &in, 1, &r);
+	agxq_result_free(r);
+	/* Neither frees anything off the owner thread. */
+	agxq_direct_unload(f->m);
+	agxq_direct_close(f->d);
+	return NULL;
+}
+
+/* A handle belongs to the thread that opened it. */
+static int
+t_direct_thread(void)
+{
+	float x[4] = { -1, 2, -3, 4 };
+	struct foreign f;
+	agxq_direct *d = NULL;
+	agxq_direct_model *m = NULL;
+	agxq_graph *g = tiny_graph();
+	agxq_result *r = NULL;
+	agxq_tensor in;
+	pthread_t t;
+
+	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
+	CHECK(agxq_direct_load(d, g, &m) == 0);
+	memset(&f, 0, sizeof f);
+	f.d = d;
+	f.m = m;
+	f.g = g;
+	CHECK(pthread_create(&t, NULL, foreign_thread, &f) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	CHECK(f.load == AGXQ_EINVAL);
+	CHECK(f.infer == AGXQ_EINVAL);
+	/* Still usable by its owner. */
+	memset(&in, 0, sizeof in);
+	in.dtype = AGXQ_FLOAT32;
+	in.ndim = 2;
+	in.shape[0] = 1;
+	in.shape[1] = 4;
+	in.data = x;
+	CHECK(agxq_direct_infer(m, &in, 1, &r) == 0);
+	CHECK(((const float *)agxq_result_output(r, 0)->data)[1] == 2.0f);
+out:
+	agxq_result_free(r);
+	agxq_direct_close(d);
+	agxq_graph_free(g);
+	return 0;
+}
+
+/* One graph loaded once runs any sequence length (a free sample dim). */
+static int
+t_direct_free_dim(void)
+{
+	int64_t sample[2] = { -1, 32 };
+	agxq_direct *d = NULL;
+	agxq_direct_model *m = NULL;
+	agxq_graph *g = NULL;
+	agxq_result *r = NULL;
+	agxq_tensor in;
+	float *x = NULL;
+	int v;
+
+	CHECK((g = agxq_graph_new()) != NULL);
+	v = agxq_graph_input(g, sample, 2);
+	v = agxq_build_transformer(g, v, 32, 4, 64, 1e-5f, 0, 7);
+	CHECK(agxq_graph_output(g, v) == 0);
+	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
+	CHECK(agxq_direct_load(d, g, &m) == 0);
+	if ((x = malloc(2 * 9 * 32 * sizeof(float))) == NULL)
+		abort();
+	agxq_reference_weights(3, 1.0f, x, 2 * 9 * 32);
+	for (int s = 1; s <= 9; s += 4) {
+		const agxq_tensor *o;
+
+		memset(&in, 0, sizeof in);
+		in.dtype = AGXQ_FLOAT32;
+		in.ndim = 3;
+		in.shape[0] = 2;
+		in.shape[1] = s;
+		in.shape[2] = 32;
+		in.data = x;
+		CHECK(agxq_direct_infer(m, &in, 1, &r) == 0);
+		CHECK((o = agxq_result_output(r, 0)) != NULL);
+		CHECK(o->ndim == 3 && o->shape[0] == 2 && o->shape[1] == s);
+		CHECK(o->shape[2] == 32);
+		for (int i = 0; i < 2 * s * 32; i++)
+			CHECK(isfinite(((const float *)o->data)[i]));
+		agxq_result_free(r);
+		r = NULL;
+	}
+out:
+	free(x);
+	agxq_result_free(r);
+	agxq_direct_close(d);
+	agxq_graph_free(g);
+	return 0;
+}
+
 /* The small transformer's parameters: stream seed+off, scale, "1 +". */
 enum scale_kind { SCALE_D, SCALE_FF, SCALE_TENTH };
 static const struct {
@@ -430,12 +661,14 @@ out:
 	return 0;
 }
 
+/* The small layer, post-norm. */
 static int
 t_small_post_norm(void)
 {
 	return small_transformer(0);
 }
 
+/* The small layer, pre-norm. */
 static int
 t_small_pre_norm(void)
 {
@@ -470,18 +703,21 @@ out:
 	return 0;
 }
 
+/* nn.Linear(256, 128). */
 static int
 t_ref_linear(void)
 {
 	return reference(AGXQ_REF_LINEAR);
 }
 
+/* The 256-512-256-128 MLP. */
 static int
 t_ref_mlp(void)
 {
 	return reference(AGXQ_REF_MLP);
 }
 
+/* The d_model=256 encoder layer. */
 static int
 t_ref_transformer(void)
 {
@@ -493,6 +729,9 @@ static const struct {
 	int (*fn)(void);
 } cases[] = {
 	{ "loader", t_loader },
+	{ "direct_errors", t_direct_errors },
+	{ "direct_thread", t_direct_thread },
+	{ "direct_free_dim", t_direct_free_dim },
 	{ "small_streams", t_small_streams },
 	{ "small_post_norm", t_small_post_norm },
 	{ "small_pre_norm", t_small_pre_norm },
