@@ -8,6 +8,7 @@
  * constants, then node outputs. A node can only name values that already
  * exist, so the wire graph never has a forward reference.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -666,53 +667,11 @@ agxq_reference_weights(uint64_t seed, float scale, float *dst, size_t n)
 	}
 }
 
-/*
- * Correctly rounded sqrt(n) as a double, for 0 < n < 2^31, by integer
- * square root (so libagxq needs no libm). Equal to C's sqrt((double)n) and
- * Python's math.sqrt(n), which make_golden.py uses.
- */
-static double
-builder_sqrt(uint32_t n)
-{
-	unsigned __int128 num, rem, res = 0, bit;
-	uint64_t mant;
-	double r, p = 1.0;
-	int b = 31, k;
-
-	while (b > 0 && (n >> b) == 0)
-		b--;
-	/* num = n * 4^k in [2^106, 2^108): its root has 54 bits. */
-	k = (107 - b) / 2;
-	num = (unsigned __int128)n << (2 * k);
-	rem = num;
-	bit = (unsigned __int128)1 << 106;
-	while (bit > rem)
-		bit >>= 2;
-	while (bit != 0) {
-		if (rem >= res + bit) {
-			rem -= res + bit;
-			res = (res >> 1) + bit;
-		} else
-			res >>= 1;
-		bit >>= 2;
-	}
-	/* res = floor(sqrt(num)); keep 53 bits, round to nearest even. */
-	mant = (uint64_t)(res >> 1);
-	if ((res & 1) != 0 && (rem != 0 || (mant & 1) != 0))
-		mant++;
-	r = (double)mant; /* exact: mant <= 2^53 */
-	for (int i = 0; i < k - 1; i++)
-		p *= 0.5;
-	for (int i = 0; i > k - 1; i--)
-		p *= 2.0;
-	return r * p;
-}
-
 /* The float32 scale 1/sqrt(n), rounded from double as make_golden.py does. */
 static float
 builder_inv_sqrt(int n)
 {
-	return (float)(1.0 / builder_sqrt((uint32_t)n));
+	return (float)(1.0 / sqrt((double)n)); /* IEEE sqrt is correctly rounded */
 }
 
 /* Adds a constant of shape filled from stream seed at scale, plus `add`. */

@@ -27,6 +27,7 @@
 #include "agxq.h"
 #include "builder.h"
 #include "codec.h"
+#include "stats_json.h"
 #include "result.h"
 
 #ifndef MSG_NOSIGNAL
@@ -945,109 +946,6 @@ fail_free_pending:
 	return rc;
 }
 
-/* Writes s as a JSON string. */
-static void
-client_json_string(FILE *f, const char *s)
-{
-	const unsigned char *p;
-
-	fputc('"', f);
-	for (p = (const unsigned char *)(s != NULL ? s : ""); *p != '\0'; p++) {
-		switch (*p) {
-		case '"':
-			fputs("\\\"", f);
-			break;
-		case '\\':
-			fputs("\\\\", f);
-			break;
-		case '\n':
-			fputs("\\n", f);
-			break;
-		case '\t':
-			fputs("\\t", f);
-			break;
-		default:
-			if (*p < 0x20)
-				fprintf(f, "\\u%04x", *p);
-			else
-				fputc(*p, f);
-		}
-	}
-	fputc('"', f);
-}
-
-/* Writes one model's statistics as a JSON object. */
-static void
-client_json_model(FILE *f, const Agxq__ModelStats *ms)
-{
-	fprintf(f, "{\"model_id\": %llu, \"name\": ",
-	    (unsigned long long)ms->model_id);
-	client_json_string(f, ms->name);
-	fprintf(f, ", \"refs\": %u, \"requests\": %llu, \"batches\": %llu, "
-	    "\"rows\": %llu, \"errors\": %llu, \"timeouts\": %llu, "
-	    "\"rejected_busy\": %llu, \"queue_p50_us\": %llu, "
-	    "\"queue_p99_us\": %llu, \"exec_p50_us\": %llu, "
-	    "\"exec_p99_us\": %llu, \"weight_bytes\": %llu, \"queued\": %u}",
-	    ms->refs, (unsigned long long)ms->requests,
-	    (unsigned long long)ms->batches, (unsigned long long)ms->rows,
-	    (unsigned long long)ms->errors, (unsigned long long)ms->timeouts,
-	    (unsigned long long)ms->rejected_busy,
-	    (unsigned long long)ms->queue_p50_us,
-	    (unsigned long long)ms->queue_p99_us,
-	    (unsigned long long)ms->exec_p50_us,
-	    (unsigned long long)ms->exec_p99_us,
-	    (unsigned long long)ms->weight_bytes, ms->queued);
-}
-
-/* Renders st as a JSON document into a malloc'd string. */
-static int
-client_json_stats(const Agxq__Stats *st, char **json)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
-
-	if ((f = open_memstream(&buf, &len)) == NULL)
-		return AGXQ_ENOMEM;
-	fputs("{\"server_version\": ", f);
-	client_json_string(f, st->server_version);
-	fputs(", \"backend\": ", f);
-	client_json_string(f, st->backend);
-	fprintf(f, ", \"pid\": %lld, \"uptime_us\": %llu, \"connections\": %u, "
-	    "\"frames_in\": %llu, \"frames_out\": %llu, \"bytes_in\": %llu, "
-	    "\"bytes_out\": %llu, \"bytes_in_raw\": %llu, "
-	    "\"bytes_out_raw\": %llu, \"backend_calls\": %llu, "
-	    "\"backend_foreign_calls\": %llu, \"max_batch\": %u, "
-	    "\"max_delay_us\": %u, \"models\": [",
-	    (long long)st->pid, (unsigned long long)st->uptime_us,
-	    st->connections, (unsigned long long)st->frames_in,
-	    (unsigned long long)st->frames_out,
-	    (unsigned long long)st->bytes_in,
-	    (unsigned long long)st->bytes_out,
-	    (unsigned long long)st->bytes_in_raw,
-	    (unsigned long long)st->bytes_out_raw,
-	    (unsigned long long)st->backend_calls,
-	    (unsigned long long)st->backend_foreign_calls, st->max_batch,
-	    st->max_delay_us);
-	for (size_t i = 0; i < st->n_models; i++) {
-		if (i > 0)
-			fputs(", ", f);
-		client_json_model(f, st->models[i]);
-	}
-	fputs("]}\n", f);
-	if (ferror(f)) {
-		fclose(f);
-		free(buf);
-		return AGXQ_ENOMEM;
-	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return AGXQ_ENOMEM;
-	}
-	*json = buf;
-	return 0;
-}
-
 /* Fetches the daemon's statistics as JSON. */
 int
 agxq_stats_json(agxq_client *c, char **json)
@@ -1065,7 +963,7 @@ agxq_stats_json(agxq_client *c, char **json)
 	if ((rc = client_call(c, &env, sr.request_id,
 	    AGXQ__ENVELOPE__BODY_STATS, &reply)) != 0)
 		return rc;
-	rc = client_json_stats(reply->stats, json);
+	*json = stats_json_render(reply->stats);
 	codec_envelope_free(reply);
-	return rc;
+	return *json != NULL ? 0 : AGXQ_ENOMEM;
 }

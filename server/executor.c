@@ -393,6 +393,8 @@ executor_main(void *arg)
 	}
 	snprintf(ex->backend, sizeof ex->backend, "%s",
 	    engine_backend_name(ex->engine));
+	if (ex->cfg.cpu_threads > 0 && strcmp(ex->backend, "cpu") == 0)
+		engine_set_cpu_threads(ex->cfg.cpu_threads);
 	TAILQ_INIT(&out);
 	TAILQ_INIT(&expired);
 	for (;;) {

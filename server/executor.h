@@ -26,6 +26,7 @@ typedef void (*executor_done_fn)(struct request *r, void *arg);
 struct executor_config {
 	const char *backend;
 	int device;
+	int cpu_threads;       /* cpu backend BLAS threads; 0: default */
 	struct batcher_config batch;
 	size_t compress_threshold;
 	struct codec_limits limits;

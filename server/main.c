@@ -27,6 +27,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 "usage: agxqd start [--socket PATH] [--backend cpu|cuda] [--device N]\n"
+"                   [--cpu-threads N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--foreground]\n"
@@ -160,6 +161,7 @@ cmd_start(int argc, char **argv)
 		{ "socket", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "device", required_argument, NULL, 'd' },
+		{ "cpu-threads", required_argument, NULL, 'T' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
 		{ "max-queue", required_argument, NULL, 'Q' },
@@ -192,6 +194,10 @@ cmd_start(int argc, char **argv)
 			break;
 		case 'd':
 			config.device = (int)parse_num("--device", optarg, 64, 10);
+			break;
+		case 'T':
+			config.cpu_threads = (int)parse_num("--cpu-threads",
+			    optarg, 1024, 10);
 			break;
 		case 'B':
 			config.max_batch = (uint32_t)parse_num("--max-batch",

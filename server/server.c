@@ -794,6 +794,7 @@ server_new(struct event_base *base, struct server **out, char **cause)
 	memset(&xc, 0, sizeof xc);
 	xc.backend = config.backend;
 	xc.device = config.device;
+	xc.cpu_threads = config.cpu_threads;
 	xc.batch.max_batch = config.max_batch;
 	xc.batch.max_delay_us = config.max_delay_us;
 	xc.batch.max_queue = config.max_queue;

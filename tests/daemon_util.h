@@ -1,0 +1,156 @@
+/*
+ * daemon_util: helpers for tests against the real agxqd binary ($AGXQD).
+ *
+ * du_start runs `agxqd start --socket DIR/s EXTRA...` in a private mkdtemp
+ * directory and returns once start has returned (the socket accepts
+ * connections); du_stop runs `agxqd stop`; du_cleanup kills what is left
+ * and removes the directory. du_watchdog arms an alarm that SIGKILLs every
+ * daemon started so far and exits the test, so no failure can hang or leak
+ * a daemon.
+ *
+ * The raw frame client (du_connect, du_send*, du_recv) speaks the wire
+ * protocol by hand so tests can send malformed frames. Every wait has a
+ * timeout. Test helper only: it prints its failures to stdout.
+ */
+#ifndef AGXQ_DAEMON_UTIL_H
+#define AGXQ_DAEMON_UTIL_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "agxq.pb-c.h"
+#include "agxq_direct.h"
+
+struct du_daemon {
+	char dir[PATH_MAX];   /* private temporary directory */
+	char sock[PATH_MAX];  /* dir/s */
+	pid_t pid;            /* the daemon's pid (from its stats), or -1 */
+};
+
+/* Path of the agxqd binary ($AGXQD, else "agxqd"). */
+const char *du_agxqd(void);
+
+/*
+ * Arms a watchdog: after seconds, every daemon started with du_start is
+ * killed and the process exits with status 3.
+ */
+void du_watchdog(unsigned int seconds);
+
+/*
+ * Runs agxqd with args (NULL-terminated, without argv[0]), capturing its
+ * stdout and stderr together into out (NUL-terminated; may be NULL).
+ * Returns its exit status, 128+signal when killed, or -1 when it did not
+ * finish within timeout_ms (it is killed then).
+ */
+int du_run(const char *const *args, int timeout_ms, char *out, size_t outlen);
+
+/* Makes a private directory for d (d->sock set, no daemon). Returns 0 or -1. */
+int du_init(struct du_daemon *d);
+
+/*
+ * Initialises d and starts a daemon on d->sock with extra options
+ * (NULL-terminated, may be NULL); finds its pid. Returns 0 or -1 (and
+ * cleans up after itself).
+ */
+int du_start(struct du_daemon *d, const char *const *extra);
+
+/* Reads the daemon's pid through a Stats request; -1 on failure. */
+pid_t du_daemon_pid(const char *sock);
+
+/* Returns 1 when pid exists and is not a zombie. */
+int du_alive(pid_t pid);
+
+/* Waits up to timeout_ms for pid to exit; returns 0 once it is gone. */
+int du_wait_gone(pid_t pid, int timeout_ms);
+
+/* `agxqd stop`, then waits for the process to go. Returns 0 or -1. */
+int du_stop(struct du_daemon *d);
+
+/* Kills the daemon if it still runs, removes the directory. Accepts an uninitialised (zeroed) d. */
+void du_cleanup(struct du_daemon *d);
+
+/* Monotonic milliseconds. */
+uint64_t du_now_ms(void);
+
+/* Connects to a Unix socket; returns the fd or -1. */
+int du_connect(const char *path);
+
+/* Sends all of buf; 0 or -1. */
+int du_send(int fd, const void *buf, size_t len);
+
+/* Sends a header (len, flags) followed by payload[0..plen). */
+int du_send_frame(int fd, uint32_t len, uint32_t flags, const void *payload,
+    size_t plen);
+
+/* Encodes env with codec_encode (no compression) and sends it. */
+int du_send_env(int fd, const Agxq__Envelope *env);
+
+/*
+ * Receives and decodes one frame within timeout_ms. Returns 1 with *out
+ * (free with codec_envelope_free), 0 when the peer closed the connection
+ * before a whole frame, -1 on timeout or a frame that does not decode.
+ */
+int du_recv(int fd, int timeout_ms, Agxq__Envelope **out);
+
+/*
+ * Receives one frame and checks it is an Error with code; when substr is not
+ * NULL its message must contain substr. Returns 0 or -1 (printing why).
+ */
+int du_expect_error(int fd, int timeout_ms, int code, const char *substr);
+
+/* Waits up to timeout_ms for the peer to close; 0 when it did (frames before are skipped). */
+int du_expect_closed(int fd, int timeout_ms);
+
+/* Sends Hello with version and expects a HelloReply when version is current. */
+int du_hello(int fd, uint32_t version);
+
+/* Connects and says hello; the fd or -1. */
+int du_connect_hello(const char *path);
+
+/*
+ * Sends LoadModel of graph g and waits for the reply: 0 with *model_id, or
+ * the Error's code (> 0) with its message copied to msg. -1 on I/O failure.
+ */
+int du_load(int fd, uint64_t req_id, const Agxq__Graph *g, uint64_t *model_id,
+    char *msg, size_t msglen);
+
+/* Finds "key": NUMBER in a JSON document; -1 when absent. */
+long long du_json_num(const char *json, const char *key);
+
+/* Counts the occurrences of needle in s. */
+int du_count(const char *s, const char *needle);
+
+/*
+ * One request to a reference model and its expected output, computed in
+ * direct mode: the test's yardstick for every result from the daemon.
+ */
+struct du_io {
+	agxq_reference which;
+	agxq_tensor in;         /* in.data is malloc'd */
+	float *want;            /* expected output 0 */
+	size_t nwant;
+	int want_ndim;
+	int64_t want_shape[AGXQ_MAX_DIMS];
+};
+
+/*
+ * Makes an input of batch rows (seq: the transformer's sequence length, 0
+ * for its default) filled from agxq_reference_weights(seed), and its
+ * expected output from direct model dm (opened by this thread). 0 or -1.
+ */
+int du_io_make(struct du_io *io, agxq_reference which, int64_t batch,
+    int64_t seq, uint64_t seed, agxq_direct_model *dm);
+
+/* Frees what du_io_make allocated; accepts a zeroed io. */
+void du_io_free(struct du_io *io);
+
+/*
+ * Checks result r against io: one output of the expected shape, each value
+ * within atol + rtol * |want|. 0 or -1 (printing the first mismatch).
+ */
+int du_io_check(const struct du_io *io, const agxq_result *r, double rtol,
+    double atol);
+
+#endif
