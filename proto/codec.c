@@ -176,6 +176,20 @@ fail_free_buf:
 	return -1;
 }
 
+/* Size of a payload once decompressed. */
+uint64_t
+codec_raw_size(const uint8_t *payload, size_t len, uint32_t flags)
+{
+	unsigned long long size;
+
+	if ((flags & CODEC_FLAG_ZSTD) == 0)
+		return len;
+	size = ZSTD_getFrameContentSize(payload, len);
+	if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR)
+		return 0;
+	return size;
+}
+
 /* Decodes one payload into an envelope. */
 int
 codec_decode(const uint8_t *payload, size_t len, uint32_t flags,

@@ -62,6 +62,13 @@ int codec_decode(const uint8_t *payload, size_t len, uint32_t flags,
     const struct codec_limits *lim, Agxq__Envelope **out, int *code,
     char **cause);
 
+/*
+ * Size of a payload once decompressed: len itself when flags has no
+ * compression, else the content size the zstd frame declares (0 when it
+ * declares none). For statistics; codec_decode does the checking.
+ */
+uint64_t codec_raw_size(const uint8_t *payload, size_t len, uint32_t flags);
+
 /* Frees an envelope returned by codec_decode; accepts NULL. */
 void codec_envelope_free(Agxq__Envelope *env);
 

@@ -14,7 +14,11 @@
  *                            only close (which resets the device) helps
  *
  * After a sticky CUDA error every call fails with a cause containing
- * "device lost"; the owner must close the backend and open it again.
+ * "device lost"; the owner must close the backend (close resets the device)
+ * and open it again. Measured on the H100 host (driver 580, CUDA 13): after a
+ * launch failure the driver refuses any new context in the same process
+ * (cudaErrorDevicesUnavailable), as CUDA's documentation allows, so the
+ * reopen fails there and only a new process recovers.
  */
 #include <math.h>
 #include <stdarg.h>

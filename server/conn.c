@@ -133,7 +133,7 @@ conn_free_frame(const void *data, size_t len, void *arg)
 
 /* Queues a frame for sending; takes ownership of frame. */
 void
-conn_send(struct conn *c, uint8_t *frame, size_t len)
+conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len)
 {
 	struct evbuffer *out;
 	struct server_counters *ctr = server_counters(c->srv);
@@ -150,6 +150,7 @@ conn_send(struct conn *c, uint8_t *frame, size_t len)
 	}
 	ctr->frames_out++;
 	ctr->bytes_out += len;
+	ctr->bytes_out_raw += raw_len != 0 ? raw_len + CODEC_HEADER_SIZE : len;
 	/* A client that does not read its replies cannot grow the daemon. */
 	if (!c->reads_paused && evbuffer_get_length(out) > config.max_outbuf) {
 		c->reads_paused = 1;
@@ -176,7 +177,7 @@ conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt, ...)
 	    (unsigned long long)c->id, (unsigned long long)id, code,
 	    msg != NULL ? msg : "");
 	if (request_error_frame(id, code, msg, &frame, &len) == 0)
-		conn_send(c, frame, len);
+		conn_send(c, frame, len, 0);
 	free(msg);
 }
 
@@ -254,6 +255,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		}
 		ctr->frames_in++;
 		ctr->bytes_in += CODEC_HEADER_SIZE + plen;
+		ctr->bytes_in_raw += CODEC_HEADER_SIZE +
+		    codec_raw_size(p + CODEC_HEADER_SIZE, plen, flags);
 		if (codec_decode(p + CODEC_HEADER_SIZE, plen, flags,
 		    &config.limits, &env, &code, &cause) != 0) {
 			evbuffer_drain(in, CODEC_HEADER_SIZE + plen);

@@ -54,8 +54,11 @@ struct conn *conn_new(struct server *srv, struct event_base *base, int fd,
 /* Changes state, checking and logging the transition. */
 void conn_set_state(struct conn *c, enum conn_state to);
 
-/* Queues a frame for sending; takes ownership of frame (malloc'd). */
-void conn_send(struct conn *c, uint8_t *frame, size_t len);
+/*
+ * Queues a frame for sending; takes ownership of frame (malloc'd). raw_len
+ * is its payload's size before compression, or 0 when it is not compressed.
+ */
+void conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len);
 
 /* Sends an Error for request id (0: the connection). */
 void conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt,

@@ -345,8 +345,10 @@ executor_expire(struct executor *ex, struct request_list *expired)
 		request_encode_error(r);
 	}
 	pthread_mutex_lock(&ex->lock);
-	TAILQ_FOREACH(r, expired, entry)
+	TAILQ_FOREACH(r, expired, entry) {
 		r->model->stats.timeouts++;
+		r->model->stats.queued--;
+	}
 	pthread_mutex_unlock(&ex->lock);
 	executor_post(ex, expired);
 }
@@ -430,6 +432,7 @@ executor_main(void *arg)
 			pthread_mutex_lock(&ex->lock);
 		}
 		if (rc == 1) {
+			ex->batch.reqs[0]->model->stats.queued -= ex->batch.n;
 			pthread_mutex_unlock(&ex->lock);
 			executor_run_batch(ex, &ex->batch);
 			for (uint32_t k = 0; k < ex->batch.n; k++)
@@ -512,6 +515,16 @@ fail_nomem:
 	return -1;
 }
 
+/* Counts the requests of list out of their models' queues (lock held). */
+static void
+executor_unqueue(struct request_list *list)
+{
+	struct request *r;
+
+	TAILQ_FOREACH(r, list, entry)
+		r->model->stats.queued--;
+}
+
 /* Finishes each request of list with code and message and delivers it. */
 static void
 executor_finish_all(struct executor *ex, struct request_list *list, int code,
@@ -536,6 +549,7 @@ executor_quiesce(struct executor *ex)
 	TAILQ_INIT(&list);
 	pthread_mutex_lock(&ex->lock);
 	batcher_drain(ex->batcher, &list);
+	executor_unqueue(&list);
 	ex->stopping = 1;
 	pthread_cond_broadcast(&ex->cond);
 	pthread_mutex_unlock(&ex->lock);
@@ -594,6 +608,7 @@ executor_submit(struct executor *ex, struct request *r)
 	rc = ex->stopping ? -1 : batcher_push(ex->batcher, r);
 	if (rc == 0) {
 		r->model->stats.requests++;
+		r->model->stats.queued++;
 		pthread_cond_broadcast(&ex->cond);
 	} else
 		r->model->stats.rejected_busy++;
@@ -620,6 +635,7 @@ executor_cancel_conn(struct executor *ex, const struct conn *conn)
 	TAILQ_INIT(&list);
 	pthread_mutex_lock(&ex->lock);
 	batcher_remove_conn(ex->batcher, conn, &list);
+	executor_unqueue(&list);
 	pthread_mutex_unlock(&ex->lock);
 	executor_finish_all(ex, &list, AGXQ__ERROR_CODE__ERR_DISCONNECTED,
 	    "client disconnected");

@@ -93,7 +93,7 @@ server_reply(struct conn *c, Agxq__Envelope *env)
 
 	if (codec_encode(env, 0, &config.limits, &frame, &len, NULL) != 0)
 		server_oom();
-	conn_send(c, frame, len);
+	conn_send(c, frame, len, 0);
 }
 
 /* Answers a Hello: checks the protocol version. */
@@ -465,6 +465,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 		o->exec_p50_us = models_percentile(snap.exec_us, snap.ne, 50);
 		o->exec_p99_us = models_percentile(snap.exec_us, snap.ne, 99);
 		o->weight_bytes = m->graph->weight_bytes;
+		o->queued = snap.queued;
 		msp[k++] = o;
 	}
 	st.request_id = sr->request_id;
@@ -542,8 +543,9 @@ server_done(struct request *r, void *arg)
 		return;
 	}
 	if (c->state == CONN_READY || c->state == CONN_DRAINING) {
-		srv->ctr.bytes_out_raw += r->reply_raw_len;
-		conn_send(c, r->reply, r->reply_len);
+		conn_send(c, r->reply, r->reply_len,
+		    r->reply_len != r->reply_raw_len + CODEC_HEADER_SIZE ?
+		    r->reply_raw_len : 0);
 		r->reply = NULL;
 	}
 	c->inflight--;

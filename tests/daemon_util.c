@@ -731,3 +731,107 @@ du_io_check(const struct du_io *io, const agxq_result *r, double rtol,
 	}
 	return 0;
 }
+
+/* Sets up a tracker. */
+int
+du_track_init(struct du_track *t, int n, double rtol, double atol)
+{
+	memset(t, 0, sizeof *t);
+	if ((t->slots = calloc((size_t)n, sizeof *t->slots)) == NULL)
+		return -1;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_cond_init(&t->cv, NULL);
+	t->n = n;
+	t->rtol = rtol;
+	t->atol = atol;
+	return 0;
+}
+
+/* Frees a tracker. */
+void
+du_track_free(struct du_track *t)
+{
+	if (t->slots == NULL)
+		return;
+	pthread_mutex_destroy(&t->mu);
+	pthread_cond_destroy(&t->cv);
+	free(t->slots);
+	t->slots = NULL;
+}
+
+/* The callback argument of request idx. */
+void *
+du_track_arg(struct du_track *t, int idx, const struct du_io *io)
+{
+	struct du_track_slot *s = &t->slots[idx];
+
+	s->t = t;
+	s->idx = idx;
+	s->io = io;
+	return s;
+}
+
+/* Records one completion. */
+void
+du_track_cb(void *arg, int status, agxq_result *r)
+{
+	struct du_track_slot *s = arg;
+	struct du_track *t = s->t;
+	int bad = 0;
+	uint64_t q, e;
+	uint32_t rows = 0;
+
+	if (status == 0 && s->io != NULL)
+		bad = du_io_check(s->io, r, t->rtol, t->atol) != 0;
+	if (status == 0 && r != NULL)
+		agxq_result_info(r, &q, &e, &rows);
+	pthread_mutex_lock(&t->mu);
+	if (s->fired++ > 0)
+		t->dup++;
+	s->status = status;
+	s->batch_rows = rows;
+	s->order = t->done;
+	s->t_done_ms = du_now_ms();
+	if (status == 0) {
+		t->ok++;
+		t->mismatch += bad;
+	} else if (status < 0 && -status <= AGXQ_ERRNO_MAX)
+		t->count[-status]++;
+	t->done++;
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Marks a request whose async call failed. */
+void
+du_track_unsent(struct du_track *t, int idx)
+{
+	pthread_mutex_lock(&t->mu);
+	t->slots[idx].status = 1;
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Waits for n callbacks. */
+int
+du_track_wait(struct du_track *t, int n, int timeout_ms)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&t->mu);
+	while (t->done < n && rc == 0)
+		rc = pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+	rc = t->done >= n ? 0 : -1;
+	pthread_mutex_unlock(&t->mu);
+	if (rc != 0)
+		printf("  only %d of %d callbacks fired in %d ms\n", t->done, n,
+		    timeout_ms);
+	return rc;
+}

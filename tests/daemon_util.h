@@ -16,6 +16,7 @@
 #define AGXQ_DAEMON_UTIL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -152,5 +153,51 @@ void du_io_free(struct du_io *io);
  */
 int du_io_check(const struct du_io *io, const agxq_result *r, double rtol,
     double atol);
+
+/*
+ * Tracks async requests: which callbacks fired (and how often), their
+ * status, batch rows and completion order, and whether results matched.
+ */
+struct du_track {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int n;
+	struct du_track_slot *slots;
+	int done;                        /* callbacks fired */
+	int dup;                         /* callbacks that fired twice */
+	int ok;                          /* successes */
+	int mismatch;                    /* successes with a wrong result */
+	int count[AGXQ_ERRNO_MAX + 1];   /* by -status */
+	double rtol, atol;
+};
+
+struct du_track_slot {
+	struct du_track *t;
+	int idx;
+	const struct du_io *io;  /* expected result, or NULL */
+	int fired;
+	int status;
+	int order;               /* completion order, from 0 */
+	uint32_t batch_rows;
+	uint64_t t_done_ms;
+};
+
+/* Sets t up for n requests with tolerance rtol/atol; 0 or -1. */
+int du_track_init(struct du_track *t, int n, double rtol, double atol);
+
+/* Frees t. */
+void du_track_free(struct du_track *t);
+
+/* The callback argument for request idx expecting io (may be NULL). */
+void *du_track_arg(struct du_track *t, int idx, const struct du_io *io);
+
+/* An agxq_infer_cb recording into the slot arg. */
+void du_track_cb(void *arg, int status, agxq_result *r);
+
+/* Marks request idx as never sent (its async call failed at once). */
+void du_track_unsent(struct du_track *t, int idx);
+
+/* Waits until n callbacks have fired; 0, or -1 after timeout_ms. */
+int du_track_wait(struct du_track *t, int n, int timeout_ms);
 
 #endif

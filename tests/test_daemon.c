@@ -1,0 +1,707 @@
+/*
+ * test_daemon: the real agxqd on a private socket. The command line (start,
+ * stop, status, stale sockets, socket mode), SIGTERM with requests in
+ * flight, 8 threads and 4 processes against all three reference models
+ * checked against direct mode, clients that vanish with requests in flight,
+ * and model sharing.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agxq.h"
+#include "agxq_direct.h"
+#include "daemon_util.h"
+
+#define TOL 1e-4
+
+static int failed;
+static const char *current;
+
+#define CHECK(cond) do {						\
+	if (!(cond)) {							\
+		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
+		    #cond);						\
+		failed = 1;						\
+		goto out;						\
+	}								\
+} while (0)
+
+/* Loads reference model which (seed 42) into the daemon and direct mode. */
+static int
+load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
+    agxq_model **m, agxq_direct_model **dm)
+{
+	agxq_graph *g = NULL;
+	int rc;
+
+	if ((rc = agxq_reference_build(which, 42, &g)) != 0)
+		return rc;
+	if (c != NULL && (rc = agxq_model_load(c, g,
+	    agxq_reference_name(which), m)) != 0)
+		goto out;
+	if (d != NULL && (rc = agxq_direct_load(d, g, dm)) != 0)
+		goto out;
+out:
+	agxq_graph_free(g);
+	return rc;
+}
+
+/* Returns the permission bits of path, or -1. */
+static int
+file_mode(const char *path)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+		return -1;
+	return (int)(sb.st_mode & 0777);
+}
+
+/* start returns once the socket accepts; second start; status; stop. */
+static void
+t_cli_basic(void)
+{
+	struct du_daemon d;
+	char out[8192];
+	int fd, rc;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_init(&d) == 0);
+	{
+		const char *a[] = { "start", "--socket", d.sock, NULL };
+
+		rc = du_run(a, 20000, out, sizeof out);
+		CHECK(rc == 0);
+	}
+	/* Connect immediately: start must only return once it accepts. */
+	CHECK((fd = du_connect(d.sock)) >= 0);
+	close(fd);
+	CHECK((d.pid = du_daemon_pid(d.sock)) > 0);
+	CHECK(file_mode(d.sock) == 0600);
+	{
+		const char *a[] = { "start", "--socket", d.sock, NULL };
+
+		rc = du_run(a, 20000, out, sizeof out);
+		CHECK(rc != 0);
+		CHECK(strstr(out, "already running") != NULL);
+		CHECK(du_alive(d.pid));
+	}
+	{
+		const char *a[] = { "status", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 0);
+		CHECK(strstr(out, "cpu") != NULL);
+	}
+	{
+		const char *a[] = { "status", "--socket", d.sock, "--json",
+		    NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 0);
+		CHECK(strstr(out, "\"backend\": \"cpu\"") != NULL);
+		CHECK(du_json_num(out, "pid") == (long long)d.pid);
+	}
+	{
+		const char *a[] = { "stop", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 15000, out, sizeof out) == 0);
+		CHECK(du_wait_gone(d.pid, 10000) == 0);
+		CHECK(access(d.sock, F_OK) != 0 && errno == ENOENT);
+	}
+	{
+		const char *a[] = { "status", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) != 0);
+	}
+out:
+	du_cleanup(&d);
+}
+
+/* --version, unknown options and commands. */
+static void
+t_cli_usage(void)
+{
+	char out[4096];
+
+	{
+		const char *a[] = { "--version", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 0);
+		CHECK(strstr(out, AGXQ_VERSION) != NULL);
+	}
+	{
+		const char *a[] = { "start", "--no-such-option", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "usage") != NULL);
+	}
+	{
+		const char *a[] = { "frobnicate", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "unknown command") != NULL);
+	}
+	{
+		const char *a[] = { "start", "--max-batch", "0", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "max-batch") != NULL);
+	}
+	{
+		const char *a[] = { "start", "--backend", "abacus", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "unknown backend") != NULL);
+	}
+out:
+	;
+}
+
+/* --socket-mode 0660. */
+static void
+t_cli_socket_mode(void)
+{
+	static const char *const extra[] = { "--socket-mode", "0660", NULL };
+	struct du_daemon d;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK(file_mode(d.sock) == 0660);
+	CHECK(du_stop(&d) == 0);
+out:
+	du_cleanup(&d);
+}
+
+/* A socket left by a dead process (bound, never unlinked) is removed. */
+static void
+t_cli_stale_socket(void)
+{
+	struct du_daemon d;
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	char out[2048];
+	pid_t pid;
+	int status, fd;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_init(&d) == 0);
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", d.sock);
+	if ((pid = fork()) == 0) {
+		int s = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		if (s < 0 || bind(s, (struct sockaddr *)&sun, sizeof sun) != 0 ||
+		    listen(s, 1) != 0)
+			_exit(1);
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0);
+	CHECK(file_mode(d.sock) >= 0);
+	{
+		const char *a[] = { "start", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 20000, out, sizeof out) == 0);
+	}
+	CHECK((d.pid = du_daemon_pid(d.sock)) > 0);
+
+	/* kill -9: socket and lock file stay behind; start again. */
+	kill(d.pid, SIGKILL);
+	CHECK(du_wait_gone(d.pid, 5000) == 0);
+	CHECK(file_mode(d.sock) >= 0);
+	CHECK((fd = du_connect(d.sock)) < 0);
+	{
+		const char *a[] = { "start", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 20000, out, sizeof out) == 0);
+	}
+	CHECK((d.pid = du_daemon_pid(d.sock)) > 0);
+	CHECK(du_stop(&d) == 0);
+out:
+	du_cleanup(&d);
+}
+
+/* SIGTERM with requests queued: every callback fires once; clean exit. */
+static void
+t_sigterm_inflight(void)
+{
+	static const char *const extra[] = { "--max-batch", "1", NULL };
+	enum { N = 64 };
+	struct du_daemon d;
+	struct du_track t;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	agxq_tensor in;
+	float *data = NULL;
+	int sent = 0, rc, other;
+
+	memset(&d, 0, sizeof d);
+	memset(&t, 0, sizeof t);
+	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &m, NULL) == 0);
+	CHECK(agxq_reference_input_shape(AGXQ_REF_TRANSFORMER, 4, &in) == 0);
+	CHECK((data = malloc(agxq_tensor_nelem(&in) * sizeof *data)) != NULL);
+	agxq_reference_weights(7, 1.0f, data, agxq_tensor_nelem(&in));
+	in.data = data;
+	for (int i = 0; i < N; i++) {
+		rc = agxq_infer_async(m, &in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, NULL));
+		CHECK(rc == 0);
+		sent++;
+	}
+	CHECK(kill(d.pid, SIGTERM) == 0);
+	CHECK(du_track_wait(&t, N, 15000) == 0);
+	CHECK(t.dup == 0);
+	other = t.done - t.ok - t.count[-AGXQ_ESHUTDOWN] -
+	    t.count[-AGXQ_EDISCONNECTED];
+	if (other != 0)
+		printf("  %d callbacks with an unexpected status\n", other);
+	CHECK(other == 0);
+	CHECK(t.ok < N); /* some were cut short: the test saw a shutdown */
+	CHECK(du_wait_gone(d.pid, 10000) == 0);
+	CHECK(access(d.sock, F_OK) != 0);
+out:
+	if (sent < N && t.slots != NULL)
+		du_track_wait(&t, sent, 15000);
+	agxq_model_unload(m);
+	agxq_close(c);
+	free(data);
+	du_track_free(&t);
+	du_cleanup(&d);
+}
+
+/* ---- Integration: threads and processes, three models -------------------- */
+
+#define IO_PER_MODEL 12
+#define IO_TRANSFORMER 3
+
+struct world {
+	const char *sock;
+	struct du_io io[3][IO_PER_MODEL];
+	int nio[3];
+};
+
+struct worker {
+	struct world *w;
+	agxq_client *c;          /* shared, or NULL: connect a fresh one */
+	agxq_model *m[3];
+	int id;
+	int nreq;
+	int errors;
+	int checked;
+};
+
+/* The model of request i of worker id: transformer rarely. */
+static int
+pick_model(int id, int i)
+{
+	if ((i + id) % 16 == 5)
+		return 2;
+	return (i + id) % 2;
+}
+
+/* Runs one worker's interleaved requests: sync and async in turn. */
+static void *
+worker_main(void *arg)
+{
+	struct worker *wk = arg;
+	struct world *w = wk->w;
+	struct du_track t;
+	int nasync = 0;
+
+	if (du_track_init(&t, wk->nreq, TOL, TOL) != 0) {
+		wk->errors++;
+		return NULL;
+	}
+	for (int i = 0; i < wk->nreq; i++) {
+		int k = pick_model(wk->id, i);
+		const struct du_io *io = &w->io[k][(i * 7 + wk->id) % w->nio[k]];
+		agxq_result *r = NULL;
+		int rc;
+
+		if (i % 3 == 0) {
+			rc = agxq_infer(wk->m[k], &io->in, 1, NULL, &r);
+			if (rc != 0 || du_io_check(io, r, TOL, TOL) != 0) {
+				if (rc != 0)
+					printf("  worker %d: %s\n", wk->id,
+					    agxq_strerror(rc));
+				wk->errors++;
+			}
+			agxq_result_free(r);
+			wk->checked++;
+			continue;
+		}
+		rc = agxq_infer_async(wk->m[k], &io->in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, nasync, io));
+		if (rc != 0) {
+			printf("  worker %d: async: %s\n", wk->id,
+			    agxq_strerror(rc));
+			wk->errors++;
+			continue;
+		}
+		nasync++;
+	}
+	if (du_track_wait(&t, nasync, 20000) != 0)
+		wk->errors++;
+	else {
+		wk->errors += t.mismatch + (t.done - t.ok) + t.dup;
+		if (t.done != t.ok)
+			printf("  worker %d: %d async requests failed\n",
+			    wk->id, t.done - t.ok);
+		wk->checked += t.ok;
+	}
+	du_track_free(&t);
+	return NULL;
+}
+
+/* A child process: its own client and models, then a worker. */
+static int
+child_main(struct world *w, int id)
+{
+	struct worker wk;
+	int rc = 1;
+
+	memset(&wk, 0, sizeof wk);
+	wk.w = w;
+	wk.id = id;
+	wk.nreq = 48;
+	if (agxq_connect(w->sock, &wk.c) != 0)
+		return 1;
+	for (int k = 0; k < 3; k++) {
+		if (load_ref(wk.c, NULL, (agxq_reference)(k + 1), &wk.m[k],
+		    NULL) != 0)
+			goto out;
+	}
+	worker_main(&wk);
+	rc = wk.errors != 0 || wk.checked != wk.nreq;
+out:
+	for (int k = 0; k < 3; k++)
+		agxq_model_unload(wk.m[k]);
+	agxq_close(wk.c);
+	return rc;
+}
+
+/* Makes every model's inputs and expected outputs in direct mode. */
+static int
+world_make(struct world *w, const char *sock)
+{
+	agxq_direct *d = NULL;
+	agxq_direct_model *dm[3] = { NULL, NULL, NULL };
+	int rc = -1;
+
+	memset(w, 0, sizeof *w);
+	w->sock = sock;
+	if (agxq_direct_open("cpu", 0, &d) != 0)
+		return -1;
+	for (int k = 0; k < 3; k++) {
+		if (load_ref(NULL, d, (agxq_reference)(k + 1), NULL,
+		    &dm[k]) != 0)
+			goto out;
+		w->nio[k] = k == 2 ? IO_TRANSFORMER : IO_PER_MODEL;
+		for (int i = 0; i < w->nio[k]; i++) {
+			if (du_io_make(&w->io[k][i], (agxq_reference)(k + 1),
+			    1 + i % 4, k == 2 ? 8 + 4 * i : 0,
+			    (uint64_t)(1000 + 100 * k + i), dm[k]) != 0)
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	for (int k = 0; k < 3; k++)
+		agxq_direct_unload(dm[k]);
+	agxq_direct_close(d);
+	return rc;
+}
+
+/* Frees the world's inputs. */
+static void
+world_free(struct world *w)
+{
+	for (int k = 0; k < 3; k++)
+		for (int i = 0; i < IO_PER_MODEL; i++)
+			du_io_free(&w->io[k][i]);
+}
+
+/* 8 threads sharing one client and 4 processes, all three models. */
+static void
+t_threads_and_processes(void)
+{
+	enum { NTHREADS = 8, NPROCS = 4 };
+	struct du_daemon d;
+	struct world w;
+	struct worker wk[NTHREADS];
+	pthread_t th[NTHREADS];
+	pid_t kids[NPROCS];
+	agxq_client *c = NULL;
+	agxq_model *m[3] = { NULL, NULL, NULL };
+	int nth = 0, nkids = 0, status, errors = 0, checked = 0;
+	char *json = NULL;
+
+	memset(&d, 0, sizeof d);
+	memset(&w, 0, sizeof w);
+	CHECK(du_start(&d, NULL) == 0);
+	CHECK(world_make(&w, d.sock) == 0);
+	/* Fork before this process has a client or reader thread. */
+	fflush(stdout);
+	for (int p = 0; p < NPROCS; p++) {
+		pid_t pid = fork();
+
+		if (pid == 0)
+			_exit(child_main(&w, 100 + p));
+		CHECK(pid > 0);
+		kids[nkids++] = pid;
+	}
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(strcmp(agxq_server_backend(c), "cpu") == 0);
+	for (int k = 0; k < 3; k++)
+		CHECK(load_ref(c, NULL, (agxq_reference)(k + 1), &m[k],
+		    NULL) == 0);
+	for (int i = 0; i < NTHREADS; i++) {
+		memset(&wk[i], 0, sizeof wk[i]);
+		wk[i].w = &w;
+		wk[i].c = c;
+		memcpy(wk[i].m, m, sizeof m);
+		wk[i].id = i;
+		wk[i].nreq = 48;
+		CHECK(pthread_create(&th[i], NULL, worker_main, &wk[i]) == 0);
+		nth++;
+	}
+out:
+	for (int i = 0; i < nth; i++) {
+		pthread_join(th[i], NULL);
+		errors += wk[i].errors;
+		checked += wk[i].checked;
+	}
+	for (int p = 0; p < nkids; p++) {
+		if (waitpid(kids[p], &status, 0) != kids[p] ||
+		    !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			printf("  %s: child process %d failed\n", current, p);
+			failed = 1;
+		}
+	}
+	if (nth == NTHREADS) {
+		if (errors != 0 || checked != NTHREADS * 48) {
+			printf("  %s: %d errors, %d of %d results checked\n",
+			    current, errors, checked, NTHREADS * 48);
+			failed = 1;
+		}
+	}
+	if (c != NULL && agxq_stats_json(c, &json) == 0) {
+		if (du_json_num(json, "backend_foreign_calls") != 0) {
+			printf("  %s: backend calls off the executor thread\n",
+			    current);
+			failed = 1;
+		}
+		free(json);
+	}
+	for (int k = 0; k < 3; k++)
+		agxq_model_unload(m[k]);
+	agxq_close(c);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		failed = 1;
+	du_cleanup(&d);
+	world_free(&w);
+}
+
+/* Clients vanish with requests in flight; the daemon keeps serving. */
+static void
+t_disconnect_inflight(void)
+{
+	enum { N = 200 };
+	struct du_daemon d;
+	struct world w;
+	struct du_track t;
+	agxq_client *c = NULL, *c2 = NULL;
+	agxq_model *m = NULL, *m2 = NULL;
+	agxq_result *r = NULL;
+	char out[8192];
+	pid_t pid;
+	int status, sent = 0;
+
+	memset(&d, 0, sizeof d);
+	memset(&w, 0, sizeof w);
+	memset(&t, 0, sizeof t);
+	CHECK(du_start(&d, NULL) == 0);
+	CHECK(world_make(&w, d.sock) == 0);
+	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
+
+	/* A child sends 200 requests and exits without closing. */
+	fflush(stdout);
+	if ((pid = fork()) == 0) {
+		agxq_client *cc;
+		agxq_model *cm;
+
+		if (agxq_connect(d.sock, &cc) != 0 ||
+		    load_ref(cc, NULL, AGXQ_REF_MLP, &cm, NULL) != 0)
+			_exit(1);
+		for (int i = 0; i < N; i++)
+			if (agxq_infer_async(cm, &w.io[1][i % IO_PER_MODEL].in,
+			    1, NULL, du_track_cb, du_track_arg(&t, i,
+			    NULL)) != 0)
+				_exit(1);
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(load_ref(c, NULL, AGXQ_REF_MLP, &m, NULL) == 0);
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	    WEXITSTATUS(status) == 0);
+	CHECK(agxq_infer(m, &w.io[1][0].in, 1, NULL, &r) == 0);
+	CHECK(du_io_check(&w.io[1][0], r, TOL, TOL) == 0);
+	agxq_result_free(r);
+	r = NULL;
+
+	/* In this process: 200 transformer requests, then agxq_close. */
+	CHECK(agxq_connect(d.sock, &c2) == 0);
+	CHECK(load_ref(c2, NULL, AGXQ_REF_TRANSFORMER, &m2, NULL) == 0);
+	for (int i = 0; i < N; i++) {
+		CHECK(agxq_infer_async(m2, &w.io[2][i % IO_TRANSFORMER].in, 1,
+		    NULL, du_track_cb, du_track_arg(&t, i,
+		    &w.io[2][i % IO_TRANSFORMER])) == 0);
+		sent++;
+	}
+	agxq_close(c2);
+	c2 = NULL;
+	m2 = NULL; /* freed with its client */
+	/* Every callback fired before agxq_close returned. */
+	CHECK(t.done == N);
+	CHECK(t.dup == 0 && t.mismatch == 0);
+	CHECK(t.ok + t.count[-AGXQ_EDISCONNECTED] == N);
+
+	for (int i = 0; i < IO_PER_MODEL; i++) {
+		CHECK(agxq_infer(m, &w.io[1][i].in, 1, NULL, &r) == 0);
+		CHECK(du_io_check(&w.io[1][i], r, TOL, TOL) == 0);
+		agxq_result_free(r);
+		r = NULL;
+	}
+	{
+		const char *a[] = { "status", "--socket", d.sock, "--json",
+		    NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 0);
+		CHECK(du_json_num(out, "backend_foreign_calls") == 0);
+		CHECK(du_json_num(out, "backend_calls") > 0);
+	}
+out:
+	agxq_result_free(r);
+	if (sent > 0 && sent < N)
+		du_track_wait(&t, sent, 15000);
+	agxq_close(c2);
+	agxq_model_unload(m);
+	agxq_close(c);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		failed = 1;
+	du_cleanup(&d);
+	du_track_free(&t);
+	world_free(&w);
+}
+
+/* Two clients loading the same model share it; unloading both frees it. */
+static void
+t_shared_models(void)
+{
+	struct du_daemon d;
+	agxq_client *a = NULL, *b = NULL;
+	agxq_model *ma = NULL, *mb = NULL, *mc = NULL;
+	char *json = NULL;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, NULL) == 0);
+	CHECK(agxq_connect(d.sock, &a) == 0);
+	CHECK(agxq_connect(d.sock, &b) == 0);
+	CHECK(load_ref(a, NULL, AGXQ_REF_MLP, &ma, NULL) == 0);
+	CHECK(load_ref(b, NULL, AGXQ_REF_MLP, &mb, NULL) == 0);
+	CHECK(agxq_stats_json(a, &json) == 0);
+	CHECK(du_count(json, "\"model_id\"") == 1);
+	CHECK(du_json_num(json, "refs") == 2);
+	free(json);
+	json = NULL;
+
+	/* A different seed is a different model. */
+	{
+		agxq_graph *g = NULL;
+
+		CHECK(agxq_reference_build(AGXQ_REF_MLP, 43, &g) == 0);
+		if (agxq_model_load(b, g, "mlp43", &mc) != 0)
+			mc = NULL;
+		agxq_graph_free(g);
+		CHECK(mc != NULL);
+	}
+	CHECK(agxq_stats_json(a, &json) == 0);
+	CHECK(du_count(json, "\"model_id\"") == 2);
+	free(json);
+	json = NULL;
+
+	CHECK(agxq_model_unload(ma) == 0);
+	ma = NULL;
+	CHECK(agxq_stats_json(a, &json) == 0);
+	CHECK(du_count(json, "\"model_id\"") == 2);
+	CHECK(strstr(json, "\"refs\": 1") != NULL);
+	CHECK(strstr(json, "\"refs\": 2") == NULL);
+	free(json);
+	json = NULL;
+	CHECK(agxq_model_unload(mb) == 0);
+	mb = NULL;
+	CHECK(agxq_model_unload(mc) == 0);
+	mc = NULL;
+	CHECK(agxq_stats_json(a, &json) == 0);
+	CHECK(du_count(json, "\"model_id\"") == 0);
+out:
+	free(json);
+	agxq_model_unload(ma);
+	agxq_model_unload(mb);
+	agxq_model_unload(mc);
+	agxq_close(a);
+	agxq_close(b);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		failed = 1;
+	du_cleanup(&d);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} cases[] = {
+	{ "cli_basic", t_cli_basic },
+	{ "cli_usage", t_cli_usage },
+	{ "cli_socket_mode", t_cli_socket_mode },
+	{ "cli_stale_socket", t_cli_stale_socket },
+	{ "sigterm_inflight", t_sigterm_inflight },
+	{ "threads_and_processes", t_threads_and_processes },
+	{ "disconnect_inflight", t_disconnect_inflight },
+	{ "shared_models", t_shared_models },
+};
+
+int
+main(int argc, char **argv)
+{
+	int any = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	du_watchdog(110);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int before = failed;
+		uint64_t t0;
+
+		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+			continue;
+		current = cases[i].name;
+		failed = 0;
+		t0 = du_now_ms();
+		cases[i].fn();
+		printf("%s %s (%llu ms)\n", failed ? "FAIL" : "ok  ",
+		    cases[i].name, (unsigned long long)(du_now_ms() - t0));
+		any |= failed;
+		failed = before;
+	}
+	return any ? 1 : 0;
+}
