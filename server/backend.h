@@ -36,6 +36,22 @@ struct backend_ops {
 	 */
 	int (*run)(void *state, void *bmodel, const struct graph_shape *shapes,
 	    const float *const *in, float *const *out, char **cause);
+
+	/*
+	 * Optional overlapped runs, for devices that can work on one batch
+	 * while the executor prepares the next (NULL for backends that only
+	 * run synchronously). submit starts a run like run() and returns at
+	 * once with *ticket; shapes are only valid during the call, but in[]
+	 * and out[] stay valid until the ticket is finished. finish waits for
+	 * a ticket and returns when its out[] is written: 0, or -1 with
+	 * *cause. At most `slots` tickets are outstanding, finished oldest
+	 * first.
+	 */
+	int slots;
+	int (*submit)(void *state, void *bmodel,
+	    const struct graph_shape *shapes, const float *const *in,
+	    float *const *out, void **ticket, char **cause);
+	int (*finish)(void *state, void *ticket, char **cause);
 };
 
 extern const struct backend_ops backend_cpu_ops;

@@ -195,6 +195,48 @@ engine_run(struct engine *e, struct engine_model *m,
 	return e->ops->run(e->state, m->bmodel, m->shapes, in, out, cause);
 }
 
+/* Runs that may be in flight at once. */
+int
+engine_slots(const struct engine *e)
+{
+	return e->ops->submit != NULL && e->ops->slots > 1 ? e->ops->slots : 1;
+}
+
+/* Starts one batch; synchronous backends run it to completion here. */
+int
+engine_submit(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const float *const *in,
+    float *const *out, void **ticket, char **cause)
+{
+	if (e->ops->submit == NULL) {
+		*ticket = NULL;
+		return engine_run(e, m, in_shapes, in, out, cause);
+	}
+	if (engine_enter(e, "submit") != 0) {
+		if (cause != NULL)
+			*cause = strdup("engine_submit called off the owner thread");
+		return -1;
+	}
+	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
+		return -1;
+	return e->ops->submit(e->state, m->bmodel, m->shapes, in, out, ticket,
+	    cause);
+}
+
+/* Waits for a ticket of engine_submit. */
+int
+engine_finish(struct engine *e, void *ticket, char **cause)
+{
+	if (e->ops->finish == NULL)
+		return 0; /* engine_submit already ran it */
+	if (engine_enter(e, "finish") != 0) {
+		if (cause != NULL)
+			*cause = strdup("engine_finish called off the owner thread");
+		return -1;
+	}
+	return e->ops->finish(e->state, ticket, cause);
+}
+
 /* Computes the shapes of the outputs of g for inputs in_shapes. */
 int
 engine_output_shapes(const struct graph *g,

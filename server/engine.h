@@ -56,6 +56,24 @@ int engine_run(struct engine *e, struct engine_model *m,
     const struct graph_shape *in_shapes, const float *const *in,
     float *const *out, char **cause);
 
+/* Runs that may be in flight at once: 1 unless the backend overlaps them. */
+int engine_slots(const struct engine *e);
+
+/*
+ * Starts one batch like engine_run and returns 0 with *ticket, or -1 with
+ * *cause. in[] and out[] must stay valid until engine_finish(*ticket). On a
+ * backend without overlapped runs this runs the batch to completion.
+ */
+int engine_submit(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const float *const *in,
+    float *const *out, void **ticket, char **cause);
+
+/*
+ * Waits for a ticket of engine_submit (oldest first) and returns 0 when its
+ * outputs are written, or -1 with *cause.
+ */
+int engine_finish(struct engine *e, void *ticket, char **cause);
+
 /*
  * Computes the shapes of the outputs of g for inputs in_shapes; out_shapes
  * has g->noutputs entries. Pure; callable from any thread.

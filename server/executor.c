@@ -14,6 +14,23 @@
 #include "executor.h"
 #include "log.h"
 
+/*
+ * One batch in flight: its requests, its staging buffers and the backend's
+ * ticket. Synchronous backends use one slot; overlapping ones several.
+ */
+struct xslot {
+	struct batch batch;
+	struct model *model;
+	void *ticket;
+	int failed;                  /* the batch already has its error replies */
+	uint64_t t0;
+	uint32_t nin_cap, nout_cap;
+	struct graph_shape *in_shapes, *out_shapes;
+	const float **in;
+	float **stage_in, **out;
+	size_t *stage_in_cap, *out_cap;
+};
+
 struct executor {
 	struct executor_config cfg;
 	char backend[16];
@@ -36,12 +53,9 @@ struct executor {
 
 	/* Executor thread only. */
 	struct engine *engine;
-	struct batch batch;
-	uint32_t nin_cap, nout_cap;
-	struct graph_shape *in_shapes, *out_shapes;
-	const float **in;
-	float **stage_in, **out;
-	size_t *stage_in_cap, *out_cap;
+	struct xslot *slots;         /* nslots, used as a ring */
+	uint32_t nslots, head, inflight;
+	uint32_t nout_cap;           /* reply encoding scratch */
 	Agxq__Tensor *tens;
 	Agxq__Tensor **tensp;
 	int64_t (*tshape)[GRAPH_MAX_DIMS];
@@ -79,63 +93,72 @@ executor_done_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Grows the per-input and per-output scratch arrays to nin and nout. */
+/* Grows array *p of *cap elements of size sz to n; 0 or -1 on OOM. */
 static int
-executor_reserve(struct executor *ex, uint32_t nin, uint32_t nout)
+executor_array(void *p, uint32_t cap, uint32_t n, size_t sz)
 {
-	if (nin > ex->nin_cap) {
-		struct graph_shape *s = realloc(ex->in_shapes, nin * sizeof *s);
-		const float **in = realloc(ex->in, nin * sizeof *in);
-		float **st = realloc(ex->stage_in, nin * sizeof *st);
-		size_t *cap = realloc(ex->stage_in_cap, nin * sizeof *cap);
+	void **pp = p, *q;
 
-		if (s != NULL)
-			ex->in_shapes = s;
-		if (in != NULL)
-			ex->in = in;
-		if (st != NULL)
-			ex->stage_in = st;
-		if (cap != NULL)
-			ex->stage_in_cap = cap;
-		if (s == NULL || in == NULL || st == NULL || cap == NULL)
-			return -1;
-		for (uint32_t i = ex->nin_cap; i < nin; i++) {
-			ex->stage_in[i] = NULL;
-			ex->stage_in_cap[i] = 0;
-		}
-		ex->nin_cap = nin;
-	}
-	if (nout > ex->nout_cap) {
-		struct graph_shape *s = realloc(ex->out_shapes, nout * sizeof *s);
-		float **out = realloc(ex->out, nout * sizeof *out);
-		size_t *cap = realloc(ex->out_cap, nout * sizeof *cap);
-		Agxq__Tensor *t = realloc(ex->tens, nout * sizeof *t);
-		Agxq__Tensor **tp = realloc(ex->tensp, nout * sizeof *tp);
-		int64_t (*ts)[GRAPH_MAX_DIMS] = realloc(ex->tshape,
-		    nout * sizeof *ts);
-
-		if (s != NULL)
-			ex->out_shapes = s;
-		if (out != NULL)
-			ex->out = out;
-		if (cap != NULL)
-			ex->out_cap = cap;
-		if (t != NULL)
-			ex->tens = t;
-		if (tp != NULL)
-			ex->tensp = tp;
-		if (ts != NULL)
-			ex->tshape = ts;
-		if (s == NULL || out == NULL || cap == NULL || t == NULL ||
-		    tp == NULL || ts == NULL)
-			return -1;
-		for (uint32_t j = ex->nout_cap; j < nout; j++) {
-			ex->out[j] = NULL;
-			ex->out_cap[j] = 0;
-		}
-		ex->nout_cap = nout;
-	}
+	if (n <= cap)
+		return 0;
+	if ((q = realloc(*pp, n * sz)) == NULL)
+		return -1;
+	memset((char *)q + cap * sz, 0, (n - cap) * sz);
+	*pp = q;
 	return 0;
+}
+
+/* Grows slot x's per-input and per-output arrays to nin and nout. */
+static int
+executor_reserve(struct xslot *x, uint32_t nin, uint32_t nout)
+{
+	if (executor_array(&x->in_shapes, x->nin_cap, nin, sizeof *x->in_shapes) ||
+	    executor_array(&x->in, x->nin_cap, nin, sizeof *x->in) ||
+	    executor_array(&x->stage_in, x->nin_cap, nin, sizeof *x->stage_in) ||
+	    executor_array(&x->stage_in_cap, x->nin_cap, nin,
+	    sizeof *x->stage_in_cap))
+		return -1;
+	if (nin > x->nin_cap)
+		x->nin_cap = nin;
+	if (executor_array(&x->out_shapes, x->nout_cap, nout,
+	    sizeof *x->out_shapes) ||
+	    executor_array(&x->out, x->nout_cap, nout, sizeof *x->out) ||
+	    executor_array(&x->out_cap, x->nout_cap, nout, sizeof *x->out_cap))
+		return -1;
+	if (nout > x->nout_cap)
+		x->nout_cap = nout;
+	return 0;
+}
+
+/* Grows the reply encoding scratch to nout outputs. */
+static int
+executor_reserve_tensors(struct executor *ex, uint32_t nout)
+{
+	if (executor_array(&ex->tens, ex->nout_cap, nout, sizeof *ex->tens) ||
+	    executor_array(&ex->tensp, ex->nout_cap, nout, sizeof *ex->tensp) ||
+	    executor_array(&ex->tshape, ex->nout_cap, nout, sizeof *ex->tshape))
+		return -1;
+	if (nout > ex->nout_cap)
+		ex->nout_cap = nout;
+	return 0;
+}
+
+/* Frees a slot's buffers. */
+static void
+executor_slot_free(struct xslot *x)
+{
+	for (uint32_t i = 0; i < x->nin_cap; i++)
+		free(x->stage_in[i]);
+	for (uint32_t j = 0; j < x->nout_cap; j++)
+		free(x->out[j]);
+	free(x->in_shapes);
+	free(x->out_shapes);
+	free(x->in);
+	free(x->stage_in);
+	free(x->stage_in_cap);
+	free(x->out);
+	free(x->out_cap);
+	free(x->batch.reqs);
 }
 
 /* Makes *buf hold at least n floats. */
@@ -155,14 +178,14 @@ executor_grow(float **buf, size_t *cap, size_t n)
 
 /* Encodes r's slice [row, row + r->rows) of the batch outputs as its reply. */
 static int
-executor_encode(struct executor *ex, const struct graph *g, struct request *r,
-    uint32_t row)
+executor_encode(struct executor *ex, const struct xslot *x,
+    const struct graph *g, struct request *r, uint32_t row)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
 	Agxq__InferReply rep = AGXQ__INFER_REPLY__INIT;
 
 	for (uint32_t j = 0; j < g->noutputs; j++) {
-		const struct graph_shape *s = &ex->out_shapes[j];
+		const struct graph_shape *s = &x->out_shapes[j];
 		size_t per_row = graph_shape_nelem(s) / (size_t)s->dim[0];
 		Agxq__Tensor *t = &ex->tens[j];
 
@@ -172,7 +195,7 @@ executor_encode(struct executor *ex, const struct graph *g, struct request *r,
 		ex->tshape[j][0] = r->rows;
 		t->n_shape = (size_t)s->ndim;
 		t->shape = ex->tshape[j];
-		t->data.data = (uint8_t *)(ex->out[j] + (size_t)row * per_row);
+		t->data.data = (uint8_t *)(x->out[j] + (size_t)row * per_row);
 		t->data.len = (size_t)r->rows * per_row * sizeof(float);
 		ex->tensp[j] = t;
 	}
@@ -198,78 +221,114 @@ executor_fail_batch(struct batch *b, int code, const char *msg)
 	}
 }
 
-/* Runs one batch and encodes every reply. */
+/*
+ * Stages slot x's batch (concatenating inputs along dim 0 when it has
+ * several requests) and submits it to the backend. On failure the batch's
+ * replies are errors and x->failed is set.
+ */
 static void
-executor_run_batch(struct executor *ex, struct batch *b)
+executor_start_batch(struct executor *ex, struct xslot *x)
 {
-	struct model *m = b->reqs[0]->model;
-	const struct graph *g = m->graph;
+	struct batch *b = &x->batch;
 	struct request *r0 = b->reqs[0];
-	uint64_t t0 = request_now_ns(), t1, exec_us;
-	uint32_t row = 0, timeouts = 0, errors = 0;
+	const struct graph *g;
 	char *cause = NULL;
-	int rc;
 
+	x->model = r0->model;
+	g = x->model->graph;
+	x->failed = 0;
+	x->ticket = NULL;
+	x->t0 = request_now_ns();
 	for (uint32_t k = 0; k < b->n; k++) {
-		b->reqs[k]->queue_us = (t0 - b->reqs[k]->t_enqueue_ns) / 1000;
+		b->reqs[k]->queue_us = (x->t0 - b->reqs[k]->t_enqueue_ns) / 1000;
 		b->reqs[k]->batch_rows = b->rows;
 	}
-	if (executor_reserve(ex, g->ninputs, g->noutputs) != 0) {
-		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
-		    "out of memory");
-		goto out_stats;
+	if (executor_reserve(x, g->ninputs, g->noutputs) != 0) {
+		cause = strdup("out of memory");
+		goto fail;
 	}
-
-	/* Inputs: the request's own data alone, or concatenated along dim 0. */
 	for (uint32_t i = 0; i < g->ninputs; i++) {
-		ex->in_shapes[i] = r0->in_shapes[i];
-		ex->in_shapes[i].dim[0] = b->rows;
+		size_t per_row, off = 0;
+
+		x->in_shapes[i] = r0->in_shapes[i];
+		x->in_shapes[i].dim[0] = b->rows;
 		if (b->n == 1) {
-			ex->in[i] = r0->in[i];
+			x->in[i] = r0->in[i];
 			continue;
 		}
-		size_t per_row = graph_shape_nelem(&r0->in_shapes[i]) / r0->rows;
-		size_t off = 0;
-
-		if (executor_grow(&ex->stage_in[i], &ex->stage_in_cap[i],
+		per_row = graph_shape_nelem(&r0->in_shapes[i]) / r0->rows;
+		if (executor_grow(&x->stage_in[i], &x->stage_in_cap[i],
 		    per_row * b->rows) != 0) {
-			executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
-			    "out of memory");
-			goto out_stats;
+			cause = strdup("out of memory");
+			goto fail;
 		}
 		for (uint32_t k = 0; k < b->n; k++) {
 			size_t n = per_row * b->reqs[k]->rows;
 
-			memcpy(ex->stage_in[i] + off, b->reqs[k]->in[i],
+			memcpy(x->stage_in[i] + off, b->reqs[k]->in[i],
 			    n * sizeof(float));
 			off += n;
 		}
-		ex->in[i] = ex->stage_in[i];
+		x->in[i] = x->stage_in[i];
 	}
-
-	if (engine_output_shapes(g, ex->in_shapes, ex->out_shapes, &cause) != 0) {
+	if (engine_output_shapes(g, x->in_shapes, x->out_shapes, &cause) != 0) {
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_SHAPE, cause);
-		goto out_stats;
+		x->failed = 1;
+		free(cause);
+		return;
 	}
 	for (uint32_t j = 0; j < g->noutputs; j++) {
-		if (executor_grow(&ex->out[j], &ex->out_cap[j],
-		    graph_shape_nelem(&ex->out_shapes[j])) != 0) {
-			executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
-			    "out of memory");
-			goto out_stats;
+		if (executor_grow(&x->out[j], &x->out_cap[j],
+		    graph_shape_nelem(&x->out_shapes[j])) != 0) {
+			cause = strdup("out of memory");
+			goto fail;
 		}
 	}
-	rc = engine_run(ex->engine, m->emodel, ex->in_shapes, ex->in, ex->out,
-	    &cause);
-	t1 = request_now_ns();
-	exec_us = (t1 - t0) / 1000;
-	if (rc != 0) {
+	if (engine_submit(ex->engine, x->model->emodel, x->in_shapes, x->in,
+	    x->out, &x->ticket, &cause) != 0) {
+		log_warn("model %s: batch of %u rows failed: %s", x->model->name,
+		    b->rows, cause);
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
+		    cause != NULL ? cause : "backend failure");
+		x->failed = 1;
+		free(cause);
+	}
+	return;
+
+fail:
+	executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
+	    cause != NULL ? cause : "out of memory");
+	x->failed = 1;
+	free(cause);
+}
+
+/* Waits for slot x's batch, then encodes every reply and records stats. */
+static void
+executor_end_batch(struct executor *ex, struct xslot *x)
+{
+	struct batch *b = &x->batch;
+	struct model *m = x->model;
+	const struct graph *g = m->graph;
+	uint32_t row = 0, timeouts = 0, errors = 0;
+	uint64_t t1, exec_us;
+	char *cause = NULL;
+
+	if (!x->failed && engine_finish(ex->engine, x->ticket, &cause) != 0) {
 		log_warn("model %s: batch of %u rows failed: %s", m->name,
 		    b->rows, cause);
-		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND, cause);
-		goto out_stats;
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
+		    cause != NULL ? cause : "backend failure");
+		x->failed = 1;
+		free(cause);
 	}
-	for (uint32_t k = 0; k < b->n; k++) {
+	t1 = request_now_ns();
+	exec_us = (t1 - x->t0) / 1000;
+	if (!x->failed && executor_reserve_tensors(ex, g->noutputs) != 0) {
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
+		    "out of memory");
+		x->failed = 1;
+	}
+	for (uint32_t k = 0; k < b->n && !x->failed; k++) {
 		struct request *r = b->reqs[k];
 
 		r->exec_us = exec_us;
@@ -278,16 +337,13 @@ executor_run_batch(struct executor *ex, struct batch *b)
 			    "request timed out: finished %llu us after its deadline",
 			    (unsigned long long)((t1 - r->deadline_ns) / 1000));
 			request_encode_error(r);
-		} else if (executor_encode(ex, g, r, row) != 0) {
+		} else if (executor_encode(ex, x, g, r, row) != 0) {
 			request_fail(r, AGXQ__ERROR_CODE__ERR_TOOBIG,
 			    "reply does not fit in one frame");
 			request_encode_error(r);
 		}
 		row += r->rows;
 	}
-
-out_stats:
-	free(cause);
 	for (uint32_t k = 0; k < b->n; k++) {
 		if (b->reqs[k]->status == AGXQ__ERROR_CODE__ERR_TIMEDOUT)
 			timeouts++;
@@ -300,8 +356,25 @@ out_stats:
 	m->stats.timeouts += timeouts;
 	m->stats.errors += errors;
 	for (uint32_t k = 0; k < b->n; k++)
-		models_record(m, b->reqs[k]->queue_us, b->reqs[k]->exec_us);
+		models_record(m, b->reqs[k]->queue_us, exec_us);
 	pthread_mutex_unlock(&ex->lock);
+}
+
+/* Finishes the oldest batch in flight and hands its replies to the loop. */
+static void
+executor_retire_oldest(struct executor *ex)
+{
+	struct xslot *x = &ex->slots[ex->head];
+	struct request_list out;
+
+	TAILQ_INIT(&out);
+	executor_end_batch(ex, x);
+	for (uint32_t k = 0; k < x->batch.n; k++)
+		TAILQ_INSERT_TAIL(&out, x->batch.reqs[k], entry);
+	x->batch.n = 0;
+	ex->head = (ex->head + 1) % ex->nslots;
+	ex->inflight--;
+	executor_post(ex, &out);
 }
 
 /* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
@@ -373,7 +446,29 @@ executor_wait(struct executor *ex, uint64_t wait_ns)
 	pthread_cond_timedwait(&ex->cond, &ex->lock, &ts);
 }
 
-/* The executor thread. */
+/* Allocates the in-flight slots once the backend says how many it takes. */
+static int
+executor_make_slots(struct executor *ex)
+{
+	uint32_t cap = ex->cfg.batch.max_batch > 0 ? ex->cfg.batch.max_batch : 1;
+
+	ex->nslots = (uint32_t)engine_slots(ex->engine);
+	if ((ex->slots = calloc(ex->nslots, sizeof *ex->slots)) == NULL)
+		return -1;
+	for (uint32_t i = 0; i < ex->nslots; i++) {
+		ex->slots[i].batch.cap = cap;
+		ex->slots[i].batch.reqs = calloc(cap, sizeof(struct request *));
+		if (ex->slots[i].batch.reqs == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * The executor thread. Control work runs first, once nothing is in flight.
+ * Otherwise, while a slot is free, the next batch is staged and submitted;
+ * with every slot busy (or nothing queued) the oldest batch is finished.
+ */
 static void *
 executor_main(void *arg)
 {
@@ -385,6 +480,16 @@ executor_main(void *arg)
 
 	rc = engine_open(ex->cfg.backend, ex->cfg.device, ENGINE_OWNER_ABORT,
 	    &ex->engine, &cause);
+	if (rc == 0 && executor_make_slots(ex) != 0) {
+		cause = strdup("out of memory");
+		rc = -1;
+	}
+	if (rc == 0) {
+		snprintf(ex->backend, sizeof ex->backend, "%s",
+		    engine_backend_name(ex->engine));
+		if (ex->cfg.cpu_threads > 0 && strcmp(ex->backend, "cpu") == 0)
+			engine_set_cpu_threads(ex->cfg.cpu_threads);
+	}
 	pthread_mutex_lock(&ex->lock);
 	ex->started = rc == 0 ? 1 : -1;
 	ex->start_cause = cause;
@@ -393,24 +498,59 @@ executor_main(void *arg)
 		pthread_mutex_unlock(&ex->lock);
 		return NULL;
 	}
-	snprintf(ex->backend, sizeof ex->backend, "%s",
-	    engine_backend_name(ex->engine));
-	if (ex->cfg.cpu_threads > 0 && strcmp(ex->backend, "cpu") == 0)
-		engine_set_cpu_threads(ex->cfg.cpu_threads);
 	TAILQ_INIT(&out);
 	TAILQ_INIT(&expired);
 	for (;;) {
-		uint64_t wait_ns;
+		uint64_t wait_ns = 0;
 
 		if ((r = TAILQ_FIRST(&ex->control)) != NULL) {
 			int stopping = ex->stopping;
 
+			pthread_mutex_unlock(&ex->lock);
+			if (ex->inflight > 0) {
+				executor_retire_oldest(ex);
+				pthread_mutex_lock(&ex->lock);
+				continue;
+			}
+			pthread_mutex_lock(&ex->lock);
 			TAILQ_REMOVE(&ex->control, r, entry);
 			pthread_mutex_unlock(&ex->lock);
 			if (executor_run_control(ex, r, stopping)) {
 				TAILQ_INSERT_TAIL(&out, r, entry);
 				executor_post(ex, &out);
 			}
+			pthread_mutex_lock(&ex->lock);
+			continue;
+		}
+		rc = 0;
+		if (!ex->stopping && ex->inflight < ex->nslots) {
+			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
+			    ex->nslots];
+
+			rc = batcher_next(ex->batcher, request_now_ns(),
+			    &x->batch, &expired, &wait_ns);
+			if (rc == 1)
+				x->batch.reqs[0]->model->stats.queued -=
+				    x->batch.n;
+		}
+		if (!TAILQ_EMPTY(&expired)) {
+			pthread_mutex_unlock(&ex->lock);
+			executor_expire(ex, &expired);
+			pthread_mutex_lock(&ex->lock);
+		}
+		if (rc == 1) {
+			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
+			    ex->nslots];
+
+			ex->inflight++;
+			pthread_mutex_unlock(&ex->lock);
+			executor_start_batch(ex, x);
+			pthread_mutex_lock(&ex->lock);
+			continue;
+		}
+		if (ex->inflight > 0) {
+			pthread_mutex_unlock(&ex->lock);
+			executor_retire_oldest(ex);
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}
@@ -422,23 +562,6 @@ executor_main(void *arg)
 				pthread_cond_broadcast(&ex->cond);
 			}
 			pthread_cond_wait(&ex->cond, &ex->lock);
-			continue;
-		}
-		rc = batcher_next(ex->batcher, request_now_ns(), &ex->batch,
-		    &expired, &wait_ns);
-		if (!TAILQ_EMPTY(&expired)) {
-			pthread_mutex_unlock(&ex->lock);
-			executor_expire(ex, &expired);
-			pthread_mutex_lock(&ex->lock);
-		}
-		if (rc == 1) {
-			ex->batch.reqs[0]->model->stats.queued -= ex->batch.n;
-			pthread_mutex_unlock(&ex->lock);
-			executor_run_batch(ex, &ex->batch);
-			for (uint32_t k = 0; k < ex->batch.n; k++)
-				TAILQ_INSERT_TAIL(&out, ex->batch.reqs[k], entry);
-			executor_post(ex, &out);
-			pthread_mutex_lock(&ex->lock);
 			continue;
 		}
 		if (TAILQ_EMPTY(&expired))
@@ -466,10 +589,6 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 	ex->done_arg = arg;
 	TAILQ_INIT(&ex->control);
 	TAILQ_INIT(&ex->done);
-	ex->batch.cap = cfg->batch.max_batch > 0 ? cfg->batch.max_batch : 1;
-	if ((ex->batch.reqs = calloc(ex->batch.cap, sizeof *ex->batch.reqs)) ==
-	    NULL)
-		goto fail_free;
 	if ((ex->batcher = batcher_new(&cfg->batch)) == NULL)
 		goto fail_free;
 	if ((ex->done_ev = event_new(base, -1, 0, executor_done_cb, ex)) == NULL)
@@ -505,7 +624,6 @@ fail_free:
 		if (ex->done_ev != NULL)
 			event_free(ex->done_ev);
 		batcher_free(ex->batcher);
-		free(ex->batch.reqs);
 		free(ex);
 	}
 	return -1;
@@ -579,21 +697,12 @@ executor_free(struct executor *ex)
 	batcher_free(ex->batcher);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);
-	for (uint32_t i = 0; i < ex->nin_cap; i++)
-		free(ex->stage_in[i]);
-	for (uint32_t j = 0; j < ex->nout_cap; j++)
-		free(ex->out[j]);
-	free(ex->in_shapes);
-	free(ex->out_shapes);
-	free(ex->in);
-	free(ex->stage_in);
-	free(ex->stage_in_cap);
-	free(ex->out);
-	free(ex->out_cap);
+	for (uint32_t i = 0; i < ex->nslots; i++)
+		executor_slot_free(&ex->slots[i]);
+	free(ex->slots);
 	free(ex->tens);
 	free(ex->tensp);
 	free(ex->tshape);
-	free(ex->batch.reqs);
 	free(ex->start_cause);
 	free(ex);
 }

@@ -30,7 +30,8 @@ usage(FILE *f)
 "                   [--cpu-threads N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
-"                   [--socket-mode OCTAL] [--foreground]\n"
+"                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
+"                   [--foreground]\n"
 "                   [--log-level error|warn|info|debug] [--log-file PATH]\n"
 "       agxqd stop [--socket PATH] [--timeout S]\n"
 "       agxqd status [--socket PATH] [--json]\n"
@@ -168,6 +169,7 @@ cmd_start(int argc, char **argv)
 		{ "max-inflight", required_argument, NULL, 'I' },
 		{ "max-connections", required_argument, NULL, 'C' },
 		{ "socket-mode", required_argument, NULL, 'm' },
+		{ "frame-timeout-ms", required_argument, NULL, 'F' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "log-file", required_argument, NULL, 'L' },
@@ -227,6 +229,15 @@ cmd_start(int argc, char **argv)
 		case 'm':
 			config.socket_mode = (mode_t)parse_num("--socket-mode",
 			    optarg, 0777, 8);
+			break;
+		case 'F':
+			config.frame_timeout_ms = (uint32_t)parse_num(
+			    "--frame-timeout-ms", optarg, 3600000, 10);
+			if (config.frame_timeout_ms == 0) {
+				fprintf(stderr, "agxqd: --frame-timeout-ms must "
+				    "be at least 1\n");
+				return 2;
+			}
 			break;
 		case 'f':
 			config.foreground = 1;

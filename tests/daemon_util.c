@@ -27,8 +27,8 @@
  */
 static struct {
 	volatile pid_t pid;
-	char files[4][PATH_MAX + 16];
-	char dir[PATH_MAX];
+	char files[4][96];
+	char dir[64];
 } du_reg[DU_MAX_DAEMONS];
 static volatile int du_nreg;
 

@@ -25,8 +25,8 @@
 #include "agxq_direct.h"
 
 struct du_daemon {
-	char dir[PATH_MAX];   /* private temporary directory */
-	char sock[PATH_MAX];  /* dir/s */
+	char dir[64];         /* private temporary directory */
+	char sock[80];        /* dir/s */
 	pid_t pid;            /* the daemon's pid (from its stats), or -1 */
 };
 
