@@ -48,6 +48,13 @@ struct backend_ops {
 	 * first.
 	 */
 	int slots;
+
+	/*
+	 * Optional: 0 when the device hit a fault that only closing and
+	 * reopening the backend can clear (engine_reset does that).
+	 */
+	int (*healthy)(void *state);
+
 	int (*submit)(void *state, void *bmodel,
 	    const struct graph_shape *shapes, const float *const *in,
 	    float *const *out, void **ticket, char **cause);

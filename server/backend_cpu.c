@@ -15,8 +15,18 @@
 
 #define CPU_ALIGN_FLOATS 16 /* 64-byte alignment of every arena slice */
 
+/*
+ * Fault injection for tests of the daemon's error paths:
+ * AGXQ_CPU_FAULT_EVERY=N makes every Nth run fail with "injected fault";
+ * with AGXQ_CPU_FAULT_KIND=lost the backend also reports itself unhealthy
+ * until it is closed and reopened, as a GPU does after a sticky fault.
+ */
 struct cpu_state {
 	int device;
+	unsigned long fault_every;
+	unsigned long runs;
+	int fault_lost;
+	int lost;
 };
 
 struct cpu_model {
@@ -39,6 +49,7 @@ static int
 cpu_open(int device, void **state, char **cause)
 {
 	struct cpu_state *s;
+	const char *env;
 
 	if ((s = calloc(1, sizeof *s)) == NULL) {
 		if (cause != NULL)
@@ -46,8 +57,19 @@ cpu_open(int device, void **state, char **cause)
 		return -1;
 	}
 	s->device = device;
+	if ((env = getenv("AGXQ_CPU_FAULT_EVERY")) != NULL)
+		s->fault_every = strtoul(env, NULL, 10);
+	env = getenv("AGXQ_CPU_FAULT_KIND");
+	s->fault_lost = env != NULL && strcmp(env, "lost") == 0;
 	*state = s;
 	return 0;
+}
+
+/* 0 after an injected "lost" fault, until the backend is reopened. */
+static int
+cpu_healthy(void *state)
+{
+	return !((struct cpu_state *)state)->lost;
 }
 
 /* Releases the backend state; accepts NULL. */
@@ -481,9 +503,17 @@ cpu_run(void *state, void *bmodel, const struct graph_shape *shapes,
 	struct cpu_model *m = bmodel;
 	const struct graph *g = m->g;
 	size_t need = 0, scratch = 0, off = 0;
+	struct cpu_state *s = state;
 	uint32_t i;
 
-	(void)state;
+	if (s->lost || (s->fault_every != 0 &&
+	    ++s->runs % s->fault_every == 0)) {
+		s->lost |= s->fault_lost;
+		if (cause != NULL)
+			*cause = strdup(s->lost ? "injected fault: device lost" :
+			    "injected fault");
+		return -1;
+	}
 	for (i = 0; i < g->nnodes; i++) {
 		const struct graph_node *n = &g->nodes[i];
 
@@ -551,4 +581,5 @@ const struct backend_ops backend_cpu_ops = {
 	.model_load = cpu_model_load,
 	.model_free = cpu_model_free,
 	.run = cpu_run,
+	.healthy = cpu_healthy,
 };

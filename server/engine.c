@@ -16,7 +16,9 @@
 
 struct engine {
 	const struct backend_ops *ops;
-	void *state;
+	void *state;                /* NULL after a failed reset */
+	int device;
+	struct engine_model *models; /* loaded models, for engine_reset */
 	pthread_t owner;
 	enum engine_owner_mode mode;
 	atomic_uint_fast64_t calls;
@@ -25,7 +27,8 @@ struct engine {
 
 struct engine_model {
 	const struct graph *g;
-	void *bmodel;
+	void *bmodel;               /* NULL when a reset could not reload it */
+	struct engine_model *prev, *next;
 	struct graph_shape *shapes; /* g->nvalues, reused by every run */
 };
 
@@ -77,6 +80,19 @@ engine_enter(struct engine *e, const char *what)
 	return -1;
 }
 
+/* Returns 1 (with *cause) when the device or m's copy on it is gone. */
+static int
+engine_lost(const struct engine *e, const struct engine_model *m,
+    char **cause)
+{
+	if (e->state != NULL && m->bmodel != NULL)
+		return 0;
+	if (cause != NULL)
+		*cause = strdup("the device was lost and could not be reopened; "
+		    "restart agxqd");
+	return 1;
+}
+
 /* Opens backend `name` on device `device`; the calling thread becomes owner. */
 int
 engine_open(const char *name, int device, enum engine_owner_mode mode,
@@ -102,6 +118,7 @@ engine_open(const char *name, int device, enum engine_owner_mode mode,
 		return -1;
 	}
 	e->ops = ops;
+	e->device = device;
 	e->owner = pthread_self();
 	e->mode = mode;
 	atomic_init(&e->calls, 0);
@@ -122,8 +139,53 @@ engine_close(struct engine *e)
 	if (e == NULL)
 		return;
 	engine_enter(e, "close");
-	e->ops->close(e->state);
+	if (e->state != NULL)
+		e->ops->close(e->state);
 	free(e);
+}
+
+/* Whether the backend still works (0 after a fault that needs engine_reset). */
+int
+engine_healthy(struct engine *e)
+{
+	if (e->state == NULL)
+		return 0;
+	if (e->ops->healthy == NULL)
+		return 1;
+	engine_enter(e, "healthy");
+	return e->ops->healthy(e->state);
+}
+
+/*
+ * Recovers from a lost device: closes the backend, opens it again and
+ * reloads every model (their engine_model handles stay valid).
+ */
+int
+engine_reset(struct engine *e, char **cause)
+{
+	struct engine_model *m;
+
+	engine_enter(e, "reset");
+	if (e->state != NULL) {
+		for (m = e->models; m != NULL; m = m->next) {
+			if (m->bmodel != NULL)
+				e->ops->model_free(e->state, m->bmodel);
+			m->bmodel = NULL;
+		}
+		e->ops->close(e->state);
+		e->state = NULL;
+	}
+	if (e->ops->open(e->device, &e->state, cause) != 0) {
+		e->state = NULL;
+		return -1;
+	}
+	for (m = e->models; m != NULL; m = m->next) {
+		if (e->ops->model_load(e->state, m->g, &m->bmodel, cause) != 0) {
+			m->bmodel = NULL;
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* Backend name of an open engine. */
@@ -147,13 +209,25 @@ engine_model_load(struct engine *e, const struct graph *g,
 	if ((m->shapes = calloc(g->nvalues, sizeof *m->shapes)) == NULL)
 		goto fail_free_model;
 	engine_enter(e, "model_load");
-	if (e->ops->model_load(e->state, g, &m->bmodel, cause) != 0) {
-		free(m->shapes);
-		free(m);
-		return -1;
+	if (e->state == NULL) {
+		if (cause != NULL)
+			*cause = strdup("the device was lost and could not be "
+			    "reopened; restart agxqd");
+		goto fail_free_shapes;
 	}
+	if (e->ops->model_load(e->state, g, &m->bmodel, cause) != 0)
+		goto fail_free_shapes;
+	m->next = e->models;
+	if (e->models != NULL)
+		e->models->prev = m;
+	e->models = m;
 	*out = m;
 	return 0;
+
+fail_free_shapes:
+	free(m->shapes);
+	free(m);
+	return -1;
 
 fail_free_model:
 	free(m);
@@ -170,7 +244,14 @@ engine_model_free(struct engine *e, struct engine_model *m)
 	if (m == NULL)
 		return;
 	engine_enter(e, "model_free");
-	e->ops->model_free(e->state, m->bmodel);
+	if (e->state != NULL && m->bmodel != NULL)
+		e->ops->model_free(e->state, m->bmodel);
+	if (m->prev != NULL)
+		m->prev->next = m->next;
+	else
+		e->models = m->next;
+	if (m->next != NULL)
+		m->next->prev = m->prev;
 	free(m->shapes);
 	free(m);
 }
@@ -190,6 +271,8 @@ engine_run(struct engine *e, struct engine_model *m,
 			*cause = strdup("engine_run called off the owner thread");
 		return -1;
 	}
+	if (engine_lost(e, m, cause))
+		return -1;
 	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
 		return -1;
 	return e->ops->run(e->state, m->bmodel, m->shapes, in, out, cause);
@@ -217,6 +300,8 @@ engine_submit(struct engine *e, struct engine_model *m,
 			*cause = strdup("engine_submit called off the owner thread");
 		return -1;
 	}
+	if (engine_lost(e, m, cause))
+		return -1;
 	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
 		return -1;
 	return e->ops->submit(e->state, m->bmodel, m->shapes, in, out, ticket,

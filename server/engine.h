@@ -33,6 +33,16 @@ int engine_open(const char *name, int device, enum engine_owner_mode mode,
 /* Closes the engine and its backend; accepts NULL. Owner thread only. */
 void engine_close(struct engine *e);
 
+/* Whether the backend still works; 0 after a fault that needs engine_reset. */
+int engine_healthy(struct engine *e);
+
+/*
+ * Recovers from a lost device: closes the backend, opens it again and
+ * reloads every loaded model; engine_model handles stay valid. Returns 0, or
+ * -1 with *cause (the engine then fails every run with a clear error).
+ */
+int engine_reset(struct engine *e, char **cause);
+
 /* Backend name of an open engine. */
 const char *engine_backend_name(const struct engine *e);
 

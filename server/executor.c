@@ -55,6 +55,7 @@ struct executor {
 	struct engine *engine;
 	struct xslot *slots;         /* nslots, used as a ring */
 	uint32_t nslots, head, inflight;
+	int check_health;            /* a batch failed: is the device still there? */
 	uint32_t nout_cap;           /* reply encoding scratch */
 	Agxq__Tensor *tens;
 	Agxq__Tensor **tensp;
@@ -291,6 +292,7 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
 		    cause != NULL ? cause : "backend failure");
 		x->failed = 1;
+		ex->check_health = 1;
 		free(cause);
 	}
 	return;
@@ -319,6 +321,7 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
 		    cause != NULL ? cause : "backend failure");
 		x->failed = 1;
+		ex->check_health = 1;
 		free(cause);
 	}
 	t1 = request_now_ns();
@@ -446,6 +449,32 @@ executor_wait(struct executor *ex, uint64_t wait_ns)
 	pthread_cond_timedwait(&ex->cond, &ex->lock, &ts);
 }
 
+/*
+ * After a failed batch: when the device needs it, reopens the backend and
+ * reloads every model (nothing may be in flight), so only the batches that
+ * hit the fault fail.
+ */
+static void
+executor_recover(struct executor *ex)
+{
+	char *cause = NULL;
+
+	ex->check_health = 0;
+	if (engine_healthy(ex->engine))
+		return;
+	log_warn("the %s device needs a reset; reopening it and reloading "
+	    "the models", ex->backend);
+	if (engine_reset(ex->engine, &cause) != 0) {
+		log_error("the %s device could not be reopened: %s; every "
+		    "request will fail until agxqd is restarted", ex->backend,
+		    cause != NULL ? cause : "unknown error");
+		free(cause);
+		return;
+	}
+	log_info("the %s device was reopened and its models reloaded",
+	    ex->backend);
+}
+
 /* Allocates the in-flight slots once the backend says how many it takes. */
 static int
 executor_make_slots(struct executor *ex)
@@ -519,6 +548,15 @@ executor_main(void *arg)
 				TAILQ_INSERT_TAIL(&out, r, entry);
 				executor_post(ex, &out);
 			}
+			pthread_mutex_lock(&ex->lock);
+			continue;
+		}
+		if (ex->check_health) {
+			pthread_mutex_unlock(&ex->lock);
+			if (ex->inflight > 0)
+				executor_retire_oldest(ex);
+			else
+				executor_recover(ex);
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}

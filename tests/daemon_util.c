@@ -394,12 +394,18 @@ int
 du_send_frame(int fd, uint32_t len, uint32_t flags, const void *payload,
     size_t plen)
 {
-	uint8_t hdr[CODEC_HEADER_SIZE];
+	uint8_t *buf;
+	int rc;
 
-	codec_header_write(hdr, len, flags);
-	if (du_send(fd, hdr, sizeof hdr) != 0)
+	/* One send, so a daemon that rejects the header cannot fail it. */
+	if ((buf = malloc(CODEC_HEADER_SIZE + plen)) == NULL)
 		return -1;
-	return plen > 0 ? du_send(fd, payload, plen) : 0;
+	codec_header_write(buf, len, flags);
+	if (plen > 0)
+		memcpy(buf + CODEC_HEADER_SIZE, payload, plen);
+	rc = du_send(fd, buf, CODEC_HEADER_SIZE + plen);
+	free(buf);
+	return rc;
 }
 
 /* Encodes and sends env. */

@@ -1,0 +1,152 @@
+/*
+ * test_recovery: a backend fault fails only the batch that hit it, with a
+ * clear error, and agxqd recovers without a restart. The CPU backend's
+ * fault injection (AGXQ_CPU_FAULT_EVERY / AGXQ_CPU_FAULT_KIND, see
+ * server/backend_cpu.c) stands in for a GPU fault, so this runs in CI; the
+ * CUDA backend's own injection is tested by test_cuda on a GPU.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agxq.h"
+#include "agxq_direct.h"
+#include "daemon_util.h"
+
+static int failed;
+
+#define CHECK(cond) do {						\
+	if (!(cond)) {							\
+		printf("  %s:%d: %s\n", __FILE__, __LINE__, #cond);	\
+		failed = 1;						\
+	}								\
+} while (0)
+
+/*
+ * Starts a daemon whose backend fails every `every` runs (lost: as a sticky
+ * device fault that needs a reopen), sends 12 sequential mlp requests and
+ * checks exactly every `every`-th fails with AGXQ_EBACKEND while every
+ * other result is right; then checks the stats and the log.
+ */
+static void
+fault_case(int every, int lost)
+{
+	static const char *const extra[] = { "--max-batch", "1", NULL };
+	struct du_daemon d;
+	agxq_direct *dh = NULL;
+	agxq_direct_model *dm = NULL;
+	agxq_graph *g = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	struct du_io io[12];
+	char buf[32], *json = NULL, log[256], *text = NULL;
+	int nfail = 0;
+	FILE *f;
+
+	memset(&d, 0, sizeof d);
+	memset(io, 0, sizeof io);
+	snprintf(buf, sizeof buf, "%d", every);
+	setenv("AGXQ_CPU_FAULT_EVERY", buf, 1);
+	setenv("AGXQ_CPU_FAULT_KIND", lost ? "lost" : "error", 1);
+	CHECK(du_start(&d, extra) == 0);
+	unsetenv("AGXQ_CPU_FAULT_EVERY");
+	unsetenv("AGXQ_CPU_FAULT_KIND");
+	if (failed)
+		goto out;
+	CHECK(agxq_reference_build(AGXQ_REF_MLP, 42, &g) == 0);
+	CHECK(agxq_direct_open("cpu", 0, &dh) == 0);
+	CHECK(agxq_direct_load(dh, g, &dm) == 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(agxq_model_load(c, g, "mlp", &m) == 0);
+	if (failed)
+		goto out;
+	for (int i = 0; i < 12; i++) {
+		agxq_result *r = NULL;
+		int rc;
+
+		CHECK(du_io_make(&io[i], AGXQ_REF_MLP, 4, 0, 500 + i, dm) == 0);
+		rc = agxq_infer(m, &io[i].in, 1, NULL, &r);
+		if ((i + 1) % every == 0) {
+			CHECK(rc == AGXQ_EBACKEND);
+			nfail++;
+		} else {
+			CHECK(rc == 0);
+			if (rc == 0)
+				CHECK(du_io_check(&io[i], r, 1e-5, 1e-6) == 0);
+		}
+		agxq_result_free(r);
+	}
+	CHECK(agxq_stats_json(c, &json) == 0);
+	if (json != NULL) {
+		CHECK(du_json_num(json, "errors") == nfail);
+		CHECK(du_json_num(json, "backend_foreign_calls") == 0);
+	}
+	/* The daemon logged the reset (lost) or nothing of the kind. */
+	snprintf(log, sizeof log, "%s.log", d.sock);
+	if ((f = fopen(log, "r")) != NULL) {
+		size_t len = 0;
+
+		text = calloc(1, 1 << 16);
+		if (text != NULL)
+			len = fread(text, 1, (1 << 16) - 1, f);
+		fclose(f);
+		(void)len;
+	}
+	CHECK(text != NULL);
+	if (text != NULL) {
+		CHECK(strstr(text, "injected fault") != NULL);
+		CHECK((du_count(text, "models reloaded") == nfail) == !!lost);
+		CHECK(lost || strstr(text, "needs a reset") == NULL);
+	}
+out:
+	free(text);
+	free(json);
+	agxq_model_unload(m);
+	agxq_close(c);
+	agxq_direct_unload(dm);
+	agxq_direct_close(dh);
+	agxq_graph_free(g);
+	for (int i = 0; i < 12; i++)
+		du_io_free(&io[i]);
+	if (d.sock[0] != '\0')
+		CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+}
+
+/* A plain error in one batch: that batch fails, the device is not reset. */
+static void
+case_batch_error(void)
+{
+	fault_case(3, 0);
+}
+
+/* A lost device: the batch fails, the backend is reopened, models reloaded. */
+static void
+case_device_lost(void)
+{
+	fault_case(4, 1);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} cases[] = {
+	{ "batch_error", case_batch_error },
+	{ "device_lost", case_device_lost },
+};
+
+int
+main(void)
+{
+	int any = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	du_watchdog(100);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		failed = 0;
+		cases[i].fn();
+		printf("%s %s\n", failed ? "FAIL" : "ok  ", cases[i].name);
+		any |= failed;
+	}
+	return any;
+}
