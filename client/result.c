@@ -29,6 +29,7 @@ static const char *const error_names[AGXQ_ERRNO_MAX + 1] = {
 	[17] = "resource limit reached",
 	[18] = "not supported",
 	[19] = "internal error",
+	[20] = "permission denied",
 };
 
 /* Returns a static description of an AGXQ_E* code. */

@@ -295,9 +295,14 @@ bench_plan(const struct bench_opts *o, struct bench_result *r)
 	for (int mi = 0; mi < o->nmodels; mi++) {
 		for (int m = 0; m < o->nmodes; m++) {
 			for (int c = 0; c < o->nclients; c++) {
-				for (int k = 0; k < BENCH_NKINDS; k++)
+				for (int k = 0; k < BENCH_NKINDS; k++) {
+					/* BLAS threads only tune the cpu backend */
+					if (k == BENCH_TUNED &&
+					    strcmp(o->backend, "cpu") != 0)
+						continue;
 					bench_plan_add(r, &n, o->models[mi],
 					    o->modes[m], k, o->clients[c]);
+				}
 			}
 		}
 		if (o->quick && o->nmodes == 1 &&

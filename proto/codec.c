@@ -33,6 +33,10 @@ static const char *const codec_body_names[] = {
 	[AGXQ__ENVELOPE__BODY_STATS_REQUEST] = "stats_request",
 	[AGXQ__ENVELOPE__BODY_STATS] = "stats",
 	[AGXQ__ENVELOPE__BODY_ERROR] = "error",
+	[AGXQ__ENVELOPE__BODY_REGISTER_REGION] = "register_region",
+	[AGXQ__ENVELOPE__BODY_REGISTER_REGION_REPLY] = "register_region_reply",
+	[AGXQ__ENVELOPE__BODY_RELEASE_REGION] = "release_region",
+	[AGXQ__ENVELOPE__BODY_RELEASE_REGION_REPLY] = "release_region_reply",
 };
 
 static void codec_fail(int *code, char **cause, int value, const char *fmt,

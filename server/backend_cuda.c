@@ -1,14 +1,26 @@
 /*
- * backend_cuda: the CUDA backend. CUDA runtime and cuBLAS on one stream that
- * the backend owns, FP32 by default (TF32 only when the model asks for it),
- * pinned host staging buffers and a device arena that grow and are reused,
- * constants uploaded once per model, and CUDA graphs replayed when a model
- * runs again with input shapes it has run with before.
+ * backend_cuda: the CUDA backend. CUDA runtime and cuBLAS, FP32 by default
+ * (TF32 only when the model asks for it), constants uploaded once per model.
+ *
+ * Runs are overlapped: the backend has CUDA_SLOTS lanes, each with its own
+ * stream, completion event, cuBLAS handle and workspace, device activation
+ * arena, mapped pinned staging buffer, and (per model) its own cache of CUDA
+ * graphs, since a captured graph is bound to its lane's buffers. submit
+ * copies the inputs into the lane's pinned buffer, enqueues H2D, the nodes
+ * and the output copies (or replays a graph), records the lane's event and
+ * returns; finish spins on the event briefly, then blocks on it, and copies
+ * the outputs out of the pinned buffer. Outputs made by a kernel of ours
+ * (elementwise, layer norm, a linear's bias add) are written straight into
+ * the mapped pinned buffer, saving a device-to-host copy. Lanes are used as
+ * a ring and finished oldest first; all calls come from one thread. run is
+ * submit then finish.
  *
  * Environment, read at open:
  *   AGXQ_CUDA_GRAPHS=0       never capture CUDA graphs (run eagerly)
- *   AGXQ_CUDA_FAULT_EVERY=N  every Nth run fails with "injected fault" before
- *                            launching anything (fault tests)
+ *   AGXQ_CUDA_ZEROCOPY=0     always copy outputs device-to-host
+ *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
+ *                            fault" (reported by its finish); nothing of it
+ *                            is launched; other runs in flight are unharmed
  *   AGXQ_CUDA_FAULT_KIND=trap  the Nth run instead launches a kernel that
  *                            traps: a sticky error; the context is lost and
  *                            only close (which resets the device) helps
@@ -26,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -36,7 +49,9 @@
 #define CUDA_ALIGN 256              /* arena alignment of each tensor */
 #define CUDA_PIN_ALIGN 64           /* staging alignment of each tensor */
 #define CUDA_BLAS_WORKSPACE (32u << 20)
-#define CUDA_GRAPH_SLOTS 8          /* cached CUDA graphs per model */
+#define CUDA_GRAPH_SLOTS 8          /* cached CUDA graphs per model and lane */
+#define CUDA_SLOTS 4                /* runs in flight */
+#define CUDA_SPIN_NS 200000         /* finish polls this long, then blocks */
 
 #if CUK_MAX_DIMS < GRAPH_MAX_DIMS
 #error "cuda_kernels supports fewer dims than the graph IR"
@@ -44,17 +59,35 @@
 
 struct cuda_model;
 
-struct cuda_state {
-	int device;
+/* One lane: a stream and the buffers of one run in flight. */
+struct cuda_lane {
+	int index;
 	cudaStream_t stream;
+	cudaEvent_t done;           /* recorded after the run's last copy */
 	cublasHandle_t blas;
 	void *blas_ws;
 	char *arena;                /* device scratch: inputs, node outputs, temporaries */
 	size_t arena_size;
-	char *pinned;               /* host staging for inputs and outputs */
+	char *pinned;               /* mapped host staging for inputs and outputs */
+	char *pinned_dev;           /* its device address */
 	size_t pinned_size;
 	uint64_t gen;               /* bumped when arena or pinned moves */
+
+	/* The run in flight, from submit to finish. */
+	int fault;                  /* injected fault: finish fails */
+	uint64_t run;
+	uint32_t nout, out_cap;
+	float **out;                /* the caller's output buffers */
+	size_t *out_off;            /* their staging offsets */
+	size_t *out_bytes;
+};
+
+struct cuda_state {
+	int device;
+	struct cuda_lane lane[CUDA_SLOTS];
+	uint32_t head, inflight;    /* ring of lanes in flight */
 	int use_graphs;
+	int zerocopy;
 	unsigned long fault_every;
 	int fault_trap;
 	uint64_t runs;
@@ -68,7 +101,7 @@ struct cuda_graph_slot {
 	struct graph_shape *shapes; /* ninputs input shapes */
 	unsigned hits;
 	int failed;                 /* capture failed: stay eager for these shapes */
-	uint64_t gen;               /* state->gen the graph was captured under */
+	uint64_t gen;               /* lane gen the graph was captured under */
 	uint64_t last;              /* for LRU eviction */
 	cudaGraphExec_t exec;
 };
@@ -79,10 +112,11 @@ struct cuda_model {
 	float *consts;              /* device block of every constant */
 	size_t *const_off;          /* nvalues: float offset of each constant */
 	size_t *val_off;            /* nvalues: arena byte offset (inputs, nodes) */
+	uint32_t *zc_out;           /* nvalues: j + 1 when output j is written to mapped memory */
 	size_t *pin_in;             /* ninputs: staging byte offsets */
 	size_t *pin_out;            /* noutputs: staging byte offsets */
 	size_t scratch_off;         /* arena byte offset of mha temporaries */
-	struct cuda_graph_slot slot[CUDA_GRAPH_SLOTS];
+	struct cuda_graph_slot slot[CUDA_SLOTS][CUDA_GRAPH_SLOTS];
 	struct graph_shape *slot_shapes;
 	uint64_t tick;
 	struct cuda_model *next;
@@ -143,32 +177,42 @@ cuda_env_ulong(const char *name, unsigned long def)
 	return v;
 }
 
+/* Monotonic nanoseconds. */
+static uint64_t
+cuda_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /*
- * After a failed run: ends a capture left open, clears a non-sticky error and
- * checks the stream still works. A sticky error marks the backend broken and
- * says so in *cause.
+ * After a failed run on lane l: ends a capture left open, clears a
+ * non-sticky error and checks the stream still works. A sticky error marks
+ * the backend broken and says so in *cause.
  */
 static void
-cuda_after_failure(struct cuda_state *st, char **cause)
+cuda_after_failure(struct cuda_state *st, struct cuda_lane *l, char **cause)
 {
 	enum cudaStreamCaptureStatus cs;
 	cudaGraph_t graph;
 	cudaError_t err;
 	char *old;
 
-	if (cudaStreamIsCapturing(st->stream, &cs) == cudaSuccess &&
+	if (cudaStreamIsCapturing(l->stream, &cs) == cudaSuccess &&
 	    cs != cudaStreamCaptureStatusNone) {
 		graph = NULL;
-		cudaStreamEndCapture(st->stream, &graph);
+		cudaStreamEndCapture(l->stream, &graph);
 		if (graph != NULL)
 			cudaGraphDestroy(graph);
 	}
 	(void)cudaGetLastError();
-	err = cudaStreamSynchronize(st->stream);
+	err = cudaStreamSynchronize(l->stream);
 	if (err == cudaSuccess)
 		return;
 	(void)cudaGetLastError();
-	if ((err = cudaStreamSynchronize(st->stream)) == cudaSuccess)
+	if ((err = cudaStreamSynchronize(l->stream)) == cudaSuccess)
 		return;
 	st->broken = 1;
 	if (st->broken_why == NULL &&
@@ -213,21 +257,82 @@ cuda_slot_clear(struct cuda_graph_slot *s)
 static void
 cuda_model_release(struct cuda_model *m)
 {
-	for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
-		cuda_slot_clear(&m->slot[i]);
+	for (int k = 0; k < CUDA_SLOTS; k++)
+		for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
+			cuda_slot_clear(&m->slot[k][i]);
 	if (m->consts != NULL)
 		cudaFree(m->consts);
 	m->consts = NULL;
 }
 
-/* Opens device `device`: stream, cuBLAS handle bound to it, workspace. */
+/* Releases a lane; safe on a partly opened one. */
+static void
+cuda_lane_close(struct cuda_lane *l, int broken)
+{
+	if (l->stream != NULL && !broken)
+		cudaStreamSynchronize(l->stream);
+	if (l->blas != NULL)
+		cublasDestroy(l->blas);
+	if (l->blas_ws != NULL)
+		cudaFree(l->blas_ws);
+	if (l->arena != NULL)
+		cudaFree(l->arena);
+	if (l->pinned != NULL)
+		cudaFreeHost(l->pinned);
+	if (l->done != NULL)
+		cudaEventDestroy(l->done);
+	if (l->stream != NULL)
+		cudaStreamDestroy(l->stream);
+	free(l->out);
+	free(l->out_off);
+	free(l->out_bytes);
+	memset(l, 0, sizeof *l);
+}
+
+/* Opens a lane: stream, event, cuBLAS handle bound to it, workspace. */
+static int
+cuda_lane_open(struct cuda_lane *l, int index, char **cause)
+{
+	cudaError_t err;
+	cublasStatus_t bs;
+
+	memset(l, 0, sizeof *l);
+	l->index = index;
+	if ((err = cudaStreamCreateWithFlags(&l->stream,
+	    cudaStreamNonBlocking)) != cudaSuccess)
+		return cuda_err(cause, "cudaStreamCreateWithFlags", err);
+	if ((err = cudaEventCreateWithFlags(&l->done,
+	    cudaEventDisableTiming)) != cudaSuccess)
+		return cuda_err(cause, "cudaEventCreateWithFlags", err);
+	if ((bs = cublasCreate(&l->blas)) != CUBLAS_STATUS_SUCCESS) {
+		l->blas = NULL;
+		return cuda_blas_err(cause, "cublasCreate", bs);
+	}
+	if ((bs = cublasSetStream(l->blas, l->stream)) != CUBLAS_STATUS_SUCCESS)
+		return cuda_blas_err(cause, "cublasSetStream", bs);
+	/* FP32 as PyTorch: no TF32 unless a model asks (set per run). */
+	if ((bs = cublasSetMathMode(l->blas, CUBLAS_DEFAULT_MATH)) !=
+	    CUBLAS_STATUS_SUCCESS)
+		return cuda_blas_err(cause, "cublasSetMathMode", bs);
+	/* Own workspace per lane, so cuBLAS never allocates during capture. */
+	if ((err = cudaMalloc(&l->blas_ws, CUDA_BLAS_WORKSPACE)) !=
+	    cudaSuccess) {
+		l->blas_ws = NULL;
+		return cuda_err(cause, "cudaMalloc (cuBLAS workspace)", err);
+	}
+	if ((bs = cublasSetWorkspace(l->blas, l->blas_ws,
+	    CUDA_BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS)
+		return cuda_blas_err(cause, "cublasSetWorkspace", bs);
+	return 0;
+}
+
+/* Opens device `device` and its lanes. */
 static int
 cuda_open(int device, void **state, char **cause)
 {
 	struct cuda_state *st;
 	cudaError_t err;
-	cublasStatus_t bs;
-	int count = 0;
+	int count = 0, k;
 	const char *kind;
 
 	if ((err = cudaGetDeviceCount(&count)) != cudaSuccess)
@@ -242,6 +347,7 @@ cuda_open(int device, void **state, char **cause)
 	}
 	st->device = device;
 	st->use_graphs = cuda_env_ulong("AGXQ_CUDA_GRAPHS", 1) != 0;
+	st->zerocopy = cuda_env_ulong("AGXQ_CUDA_ZEROCOPY", 1) != 0;
 	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
 	kind = getenv("AGXQ_CUDA_FAULT_KIND");
 	st->fault_trap = kind != NULL && strcmp(kind, "trap") == 0;
@@ -250,46 +356,15 @@ cuda_open(int device, void **state, char **cause)
 		cuda_err(cause, "cudaSetDevice", err);
 		goto fail_free_state;
 	}
-	if ((err = cudaStreamCreateWithFlags(&st->stream,
-	    cudaStreamNonBlocking)) != cudaSuccess) {
-		cuda_err(cause, "cudaStreamCreateWithFlags", err);
-		goto fail_free_state;
-	}
-	if ((bs = cublasCreate(&st->blas)) != CUBLAS_STATUS_SUCCESS) {
-		cuda_blas_err(cause, "cublasCreate", bs);
-		goto fail_destroy_stream;
-	}
-	if ((bs = cublasSetStream(st->blas, st->stream)) !=
-	    CUBLAS_STATUS_SUCCESS) {
-		cuda_blas_err(cause, "cublasSetStream", bs);
-		goto fail_destroy_blas;
-	}
-	/* FP32 as PyTorch: no TF32 unless a model asks (set per run). */
-	if ((bs = cublasSetMathMode(st->blas, CUBLAS_DEFAULT_MATH)) !=
-	    CUBLAS_STATUS_SUCCESS) {
-		cuda_blas_err(cause, "cublasSetMathMode", bs);
-		goto fail_destroy_blas;
-	}
-	/* Our own workspace, so cuBLAS never allocates during graph capture. */
-	if ((err = cudaMalloc(&st->blas_ws, CUDA_BLAS_WORKSPACE)) !=
-	    cudaSuccess) {
-		cuda_err(cause, "cudaMalloc (cuBLAS workspace)", err);
-		goto fail_destroy_blas;
-	}
-	if ((bs = cublasSetWorkspace(st->blas, st->blas_ws,
-	    CUDA_BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS) {
-		cuda_blas_err(cause, "cublasSetWorkspace", bs);
-		goto fail_free_ws;
-	}
+	for (k = 0; k < CUDA_SLOTS; k++)
+		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
+			goto fail_close_lanes;
 	*state = st;
 	return 0;
 
-fail_free_ws:
-	cudaFree(st->blas_ws);
-fail_destroy_blas:
-	cublasDestroy(st->blas);
-fail_destroy_stream:
-	cudaStreamDestroy(st->stream);
+fail_close_lanes:
+	for (; k >= 0; k--)
+		cuda_lane_close(&st->lane[k], 0);
 fail_free_state:
 	free(st);
 	return -1;
@@ -308,24 +383,66 @@ cuda_close(void *state)
 	if (st == NULL)
 		return;
 	cudaSetDevice(st->device);
-	if (!st->broken)
-		cudaStreamSynchronize(st->stream);
+	for (int k = 0; k < CUDA_SLOTS; k++)
+		if (!st->broken && st->lane[k].stream != NULL)
+			cudaStreamSynchronize(st->lane[k].stream);
 	for (m = st->models; m != NULL; m = m->next) {
 		cuda_model_release(m);
 		m->st = NULL;
 	}
-	cublasDestroy(st->blas);
-	cudaFree(st->blas_ws);
-	if (st->arena != NULL)
-		cudaFree(st->arena);
-	if (st->pinned != NULL)
-		cudaFreeHost(st->pinned);
-	cudaStreamDestroy(st->stream);
+	for (int k = 0; k < CUDA_SLOTS; k++)
+		cuda_lane_close(&st->lane[k], st->broken);
 	if (st->broken)
 		cudaDeviceReset();
 	(void)cudaGetLastError();
 	free(st->broken_why);
 	free(st);
+}
+
+/*
+ * Whether value v of g can be written by its producing kernel straight into
+ * mapped host memory: a node output that is a graph output exactly once,
+ * read by no node, made by a kernel of ours that writes it once (a linear's
+ * or attention's bias add included).
+ */
+static int
+cuda_zerocopy_ok(const struct graph *g, uint32_t v)
+{
+	const struct graph_node *p = NULL;
+	uint32_t seen = 0;
+
+	if (g->values[v].kind != GRAPH_VALUE_NODE)
+		return 0;
+	for (uint32_t j = 0; j < g->noutputs; j++)
+		if (g->outputs[j] == v)
+			seen++;
+	if (seen != 1)
+		return 0;
+	for (uint32_t i = 0; i < g->nnodes; i++) {
+		const struct graph_node *n = &g->nodes[i];
+
+		for (int k = 0; k < n->nin; k++)
+			if (n->in[k] == v)
+				return 0;
+		if (n->out == v)
+			p = n;
+	}
+	if (p == NULL)
+		return 0;
+	switch (p->op) {
+	case GRAPH_OP_ADD:
+	case GRAPH_OP_MUL:
+	case GRAPH_OP_RELU:
+	case GRAPH_OP_GELU:
+	case GRAPH_OP_SILU:
+	case GRAPH_OP_LAYER_NORM:
+	case GRAPH_OP_MHA:
+		return 1;
+	case GRAPH_OP_LINEAR:
+		return p->nin >= 3;
+	default:
+		return 0;
+	}
 }
 
 /* Uploads g's constants and prepares the per-run tables. */
@@ -388,15 +505,22 @@ cuda_model_load(void *state, const struct graph *g, void **bmodel,
 	m->val_off = calloc(g->nvalues, sizeof *m->val_off);
 	m->pin_in = calloc(g->ninputs + 1, sizeof *m->pin_in);
 	m->pin_out = calloc(g->noutputs + 1, sizeof *m->pin_out);
-	m->slot_shapes = calloc((size_t)CUDA_GRAPH_SLOTS * (g->ninputs + 1),
-	    sizeof *m->slot_shapes);
+	m->zc_out = calloc(g->nvalues, sizeof *m->zc_out);
+	m->slot_shapes = calloc((size_t)CUDA_SLOTS * CUDA_GRAPH_SLOTS *
+	    (g->ninputs + 1), sizeof *m->slot_shapes);
 	if (m->const_off == NULL || m->val_off == NULL || m->pin_in == NULL ||
-	    m->pin_out == NULL || m->slot_shapes == NULL) {
+	    m->pin_out == NULL || m->zc_out == NULL || m->slot_shapes == NULL) {
 		cuda_cause(cause, "cuda: out of memory");
 		goto fail_free_model;
 	}
-	for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
-		m->slot[i].shapes = m->slot_shapes + (size_t)i * (g->ninputs + 1);
+	for (int k = 0; k < CUDA_SLOTS; k++)
+		for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
+			m->slot[k][i].shapes = m->slot_shapes +
+			    ((size_t)k * CUDA_GRAPH_SLOTS + (size_t)i) *
+			    (g->ninputs + 1);
+	for (uint32_t j = 0; j < g->noutputs && st->zerocopy; j++)
+		if (cuda_zerocopy_ok(g, g->outputs[j]))
+			m->zc_out[g->outputs[j]] = j + 1;
 
 	/* One device block, each constant 64-float aligned. */
 	for (v = 0; v < g->nvalues; v++) {
@@ -409,7 +533,7 @@ cuda_model_load(void *state, const struct graph *g, void **bmodel,
 		if ((err = cudaMalloc((void **)&m->consts, total *
 		    sizeof(float))) != cudaSuccess) {
 			cuda_err(cause, "cudaMalloc (constants)", err);
-			cuda_after_failure(st, cause);
+			cuda_after_failure(st, &st->lane[0], cause);
 			goto fail_free_model;
 		}
 		for (v = 0; v < g->nvalues; v++) {
@@ -432,12 +556,13 @@ cuda_model_load(void *state, const struct graph *g, void **bmodel,
 
 fail_free_consts:
 	cudaFree(m->consts);
-	cuda_after_failure(st, cause);
+	cuda_after_failure(st, &st->lane[0], cause);
 fail_free_model:
 	free(m->const_off);
 	free(m->val_off);
 	free(m->pin_in);
 	free(m->pin_out);
+	free(m->zc_out);
 	free(m->slot_shapes);
 	free(m);
 	return -1;
@@ -466,17 +591,31 @@ cuda_model_free(void *state, void *bmodel)
 	free(m->val_off);
 	free(m->pin_in);
 	free(m->pin_out);
+	free(m->zc_out);
 	free(m->slot_shapes);
 	free(m);
 }
 
-/* Device pointer of value v for this run. */
+/* Arena pointer of non-constant value v on lane l. */
 static float *
-cuda_ptr(struct cuda_state *st, struct cuda_model *m, uint32_t v)
+cuda_arena_ptr(struct cuda_lane *l, struct cuda_model *m, uint32_t v)
+{
+	return (float *)(l->arena + m->val_off[v]);
+}
+
+/*
+ * Device pointer where value v is written and read on lane l: constants in
+ * the model's block, outputs written straight to mapped memory there, the
+ * rest in the arena.
+ */
+static float *
+cuda_ptr(struct cuda_lane *l, struct cuda_model *m, uint32_t v)
 {
 	if (m->g->values[v].kind == GRAPH_VALUE_CONST)
 		return m->consts + m->const_off[v];
-	return (float *)(st->arena + m->val_off[v]);
+	if (m->zc_out[v] != 0)
+		return (float *)(l->pinned_dev + m->pin_out[m->zc_out[v] - 1]);
+	return cuda_arena_ptr(l, m, v);
 }
 
 /* Floats of mha temporaries for a node: qkv, q/k/v by head, scores, o, merged. */
@@ -541,34 +680,44 @@ cuda_layout(struct cuda_model *m, const struct graph_shape *shapes,
 
 /* Grows the arena and the staging buffer to at least the given sizes. */
 static int
-cuda_reserve(struct cuda_state *st, size_t arena_need, size_t pinned_need,
+cuda_reserve(struct cuda_lane *l, size_t arena_need, size_t pinned_need,
     char **cause)
 {
 	cudaError_t err;
 	size_t n;
 
-	if (arena_need > st->arena_size) {
+	if (arena_need > l->arena_size) {
 		n = cuda_align(arena_need + arena_need / 2, 1u << 20);
-		if (st->arena != NULL)
-			cudaFree(st->arena);
-		st->arena = NULL;
-		st->arena_size = 0;
-		st->gen++;
-		if ((err = cudaMalloc((void **)&st->arena, n)) != cudaSuccess)
+		if (l->arena != NULL)
+			cudaFree(l->arena);
+		l->arena = NULL;
+		l->arena_size = 0;
+		l->gen++;
+		if ((err = cudaMalloc((void **)&l->arena, n)) != cudaSuccess) {
+			l->arena = NULL;
 			return cuda_err(cause, "cudaMalloc (arena)", err);
-		st->arena_size = n;
+		}
+		l->arena_size = n;
 	}
-	if (pinned_need > st->pinned_size) {
+	if (pinned_need > l->pinned_size) {
 		n = cuda_align(pinned_need + pinned_need / 2, 1u << 16);
-		if (st->pinned != NULL)
-			cudaFreeHost(st->pinned);
-		st->pinned = NULL;
-		st->pinned_size = 0;
-		st->gen++;
-		if ((err = cudaHostAlloc((void **)&st->pinned, n,
-		    cudaHostAllocDefault)) != cudaSuccess)
+		if (l->pinned != NULL)
+			cudaFreeHost(l->pinned);
+		l->pinned = NULL;
+		l->pinned_size = 0;
+		l->gen++;
+		if ((err = cudaHostAlloc((void **)&l->pinned, n,
+		    cudaHostAllocMapped)) != cudaSuccess) {
+			l->pinned = NULL;
 			return cuda_err(cause, "cudaHostAlloc (staging)", err);
-		st->pinned_size = n;
+		}
+		if ((err = cudaHostGetDevicePointer((void **)&l->pinned_dev,
+		    l->pinned, 0)) != cudaSuccess) {
+			cudaFreeHost(l->pinned);
+			l->pinned = NULL;
+			return cuda_err(cause, "cudaHostGetDevicePointer", err);
+		}
+		l->pinned_size = n;
 	}
 	return 0;
 }
@@ -582,7 +731,7 @@ cuda_fits_int(int64_t v)
 
 /* Row-major C[M,N] = alpha A[M,K] B[K,N], batched with element strides. */
 static int
-cuda_gemm_nn(struct cuda_state *st, const struct graph_node *n, int64_t M,
+cuda_gemm_nn(struct cuda_lane *l, const struct graph_node *n, int64_t M,
     int64_t N, int64_t K, const float *A, long long sa, const float *B,
     long long sb, float *C, long long sc, int64_t batch, char **cause)
 {
@@ -598,10 +747,10 @@ cuda_gemm_nn(struct cuda_state *st, const struct graph_node *n, int64_t M,
 		return 0;
 	/* Column-major: C^T[N,M] = B^T[N,K] A^T[K,M]. */
 	if (batch == 1)
-		bs = cublasSgemm(st->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)N,
+		bs = cublasSgemm(l->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)N,
 		    (int)M, (int)K, &one, B, (int)N, A, (int)K, &zero, C, (int)N);
 	else
-		bs = cublasSgemmStridedBatched(st->blas, CUBLAS_OP_N,
+		bs = cublasSgemmStridedBatched(l->blas, CUBLAS_OP_N,
 		    CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, B, (int)N, sb, A,
 		    (int)K, sa, &zero, C, (int)N, sc, (int)batch);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
@@ -612,13 +761,18 @@ cuda_gemm_nn(struct cuda_state *st, const struct graph_node *n, int64_t M,
 	return 0;
 }
 
-/* Row-major Y[rows,out] = X[rows,in] W[out,in]^T (+ b). */
+/*
+ * Row-major Y[rows,out] = X[rows,in] W[out,in]^T (+ b). With Yfinal not Y
+ * (an output written straight into mapped host memory) the product goes to
+ * Y and the bias kernel writes Y + b to Yfinal; that needs a bias.
+ */
 static int
-cuda_linear(struct cuda_state *st, const struct graph_node *n, int64_t rows,
+cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
     int64_t in, int64_t out, const float *X, const float *W, const float *b,
-    float *Y, char **cause)
+    float *Y, float *Yfinal, char **cause)
 {
 	const float one = 1.0f, zero = 0.0f;
+	struct cuk_bcast bc;
 	cublasStatus_t bs;
 	cudaError_t err;
 
@@ -628,7 +782,11 @@ cuda_linear(struct cuda_state *st, const struct graph_node *n, int64_t rows,
 	}
 	if (rows == 0 || out == 0)
 		return 0;
-	bs = cublasSgemm(st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out,
+	if (Yfinal != Y && b == NULL) {
+		cuda_cause(cause, "%s: direct output needs a bias", n->name);
+		return -1;
+	}
+	bs = cublasSgemm(l->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out,
 	    (int)rows, (int)in, &one, W, (int)in, X, (int)in, &zero, Y,
 	    (int)out);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
@@ -636,8 +794,23 @@ cuda_linear(struct cuda_state *st, const struct graph_node *n, int64_t rows,
 		    cublasGetStatusString(bs));
 		return -1;
 	}
-	if (b != NULL &&
-	    (err = cuk_bias_add(Y, b, rows, out, st->stream)) != cudaSuccess) {
+	if (b == NULL)
+		return 0;
+	if (Yfinal == Y)
+		err = cuk_bias_add(Y, b, rows, out, l->stream);
+	else {
+		memset(&bc, 0, sizeof bc);
+		bc.ndim = 2;
+		bc.dim[0] = rows;
+		bc.dim[1] = out;
+		bc.a_stride[0] = out;
+		bc.a_stride[1] = 1;
+		bc.b_stride[0] = 0;
+		bc.b_stride[1] = 1;
+		err = cuk_binary(CUK_ADD, Yfinal, Y, b, &bc, rows * out,
+		    l->stream);
+	}
+	if (err != cudaSuccess) {
 		cuda_cause(cause, "%s: bias kernel launch failed: %s", n->name,
 		    cudaGetErrorString(err));
 		return -1;
@@ -647,7 +820,7 @@ cuda_linear(struct cuda_state *st, const struct graph_node *n, int64_t rows,
 
 /* Matmul with PyTorch's rules: 1-D operands and broadcast batch dims. */
 static int
-cuda_matmul(struct cuda_state *st, const struct graph_node *n,
+cuda_matmul(struct cuda_lane *l, const struct graph_node *n,
     const struct graph_shape *sa, const struct graph_shape *sb,
     const struct graph_shape *so, const float *A, const float *B, float *C,
     char **cause)
@@ -669,13 +842,13 @@ cuda_matmul(struct cuda_state *st, const struct graph_node *n,
 		no *= so->dim[i];
 
 	if (nb == 1 && na == no)    /* b shared: one GEMM over all rows of a */
-		return cuda_gemm_nn(st, n, no * M, N, K, A, 0, B, 0, C, 0, 1,
+		return cuda_gemm_nn(l, n, no * M, N, K, A, 0, B, 0, C, 0, 1,
 		    cause);
 	if (na == no && nb == no)
-		return cuda_gemm_nn(st, n, M, N, K, A, M * K, B, K * N, C,
+		return cuda_gemm_nn(l, n, M, N, K, A, M * K, B, K * N, C,
 		    M * N, no, cause);
 	if (na == 1 && nb == no)
-		return cuda_gemm_nn(st, n, M, N, K, A, 0, B, K * N, C, M * N,
+		return cuda_gemm_nn(l, n, M, N, K, A, 0, B, K * N, C, M * N,
 		    no, cause);
 
 	/* General broadcasting of batch dims: one GEMM per output batch. */
@@ -701,7 +874,7 @@ cuda_matmul(struct cuda_state *st, const struct graph_node *n,
 			oa += c * ast[d];
 			ob += c * bst[d];
 		}
-		if (cuda_gemm_nn(st, n, M, N, K, A + oa, 0, B + ob, 0,
+		if (cuda_gemm_nn(l, n, M, N, K, A + oa, 0, B + ob, 0,
 		    C + bi * M * N, 0, 1, cause) != 0)
 			return -1;
 	}
@@ -739,15 +912,15 @@ cuda_bcast(const struct graph_shape *sa, const struct graph_shape *sb,
 
 /* Multi-head self-attention (nn.MultiheadAttention, batch_first). */
 static int
-cuda_mha(struct cuda_state *st, struct cuda_model *m,
+cuda_mha(struct cuda_lane *l, struct cuda_model *m,
     const struct graph_node *n, const struct graph_shape *sx, char **cause)
 {
-	const float *x = cuda_ptr(st, m, n->in[0]);
-	const float *in_w = cuda_ptr(st, m, n->in[1]);
-	const float *in_b = cuda_ptr(st, m, n->in[2]);
-	const float *out_w = cuda_ptr(st, m, n->in[3]);
-	const float *out_b = cuda_ptr(st, m, n->in[4]);
-	float *y = cuda_ptr(st, m, n->out);
+	const float *x = cuda_ptr(l, m, n->in[0]);
+	const float *in_w = cuda_ptr(l, m, n->in[1]);
+	const float *in_b = cuda_ptr(l, m, n->in[2]);
+	const float *out_w = cuda_ptr(l, m, n->in[3]);
+	const float *out_b = cuda_ptr(l, m, n->in[4]);
+	float *y = cuda_ptr(l, m, n->out);
 	float *qkv, *qkvh, *q, *k, *v, *sc, *o, *merged, zero = 0.0f, one = 1.0f;
 	float scale;
 	int64_t B, L, d, H = n->heads, hd;
@@ -770,7 +943,7 @@ cuda_mha(struct cuda_state *st, struct cuda_model *m,
 	}
 	if (B * L == 0)
 		return 0;
-	qkv = (float *)(st->arena + m->scratch_off);
+	qkv = (float *)(l->arena + m->scratch_off);
 	qkvh = qkv + cuda_align((size_t)(3 * B * L * d), 64);
 	sc = qkvh + cuda_align((size_t)(3 * B * L * d), 64);
 	o = sc + cuda_align((size_t)(B * H * L * L), 64);
@@ -780,33 +953,35 @@ cuda_mha(struct cuda_state *st, struct cuda_model *m,
 	v = qkvh + 2 * B * L * d;
 	scale = 1.0f / sqrtf((float)hd);
 
-	if (cuda_linear(st, n, B * L, d, 3 * d, x, in_w, in_b, qkv, cause) != 0)
+	if (cuda_linear(l, n, B * L, d, 3 * d, x, in_w, in_b, qkv, qkv,
+	    cause) != 0)
 		return -1;
 	what = "split kernel";
-	if ((err = cuk_mha_split(qkvh, qkv, B, L, H, hd, st->stream)) !=
+	if ((err = cuk_mha_split(qkvh, qkv, B, L, H, hd, l->stream)) !=
 	    cudaSuccess)
 		goto fail_kernel;
 	/* scores[bh] = scale * Q K^T; column-major S^T = K Q^T. */
-	bs = cublasSgemmStridedBatched(st->blas, CUBLAS_OP_T, CUBLAS_OP_N,
+	bs = cublasSgemmStridedBatched(l->blas, CUBLAS_OP_T, CUBLAS_OP_N,
 	    (int)L, (int)L, (int)hd, &scale, k, (int)hd, L * hd, q, (int)hd,
 	    L * hd, &zero, sc, (int)L, L * L, (int)(B * H));
 	if (bs != CUBLAS_STATUS_SUCCESS)
 		goto fail_blas;
 	what = "softmax kernel";
-	if ((err = cuk_attn_softmax(sc, B * H * L, L, n->causal, st->stream)) !=
+	if ((err = cuk_attn_softmax(sc, B * H * L, L, n->causal, l->stream)) !=
 	    cudaSuccess)
 		goto fail_kernel;
 	/* o[bh] = P V; column-major O^T = V^T P^T. */
-	bs = cublasSgemmStridedBatched(st->blas, CUBLAS_OP_N, CUBLAS_OP_N,
+	bs = cublasSgemmStridedBatched(l->blas, CUBLAS_OP_N, CUBLAS_OP_N,
 	    (int)hd, (int)L, (int)L, &one, v, (int)hd, L * hd, sc, (int)L,
 	    L * L, &zero, o, (int)hd, L * hd, (int)(B * H));
 	if (bs != CUBLAS_STATUS_SUCCESS)
 		goto fail_blas;
 	what = "merge kernel";
-	if ((err = cuk_mha_merge(merged, o, B, L, H, hd, st->stream)) !=
+	if ((err = cuk_mha_merge(merged, o, B, L, H, hd, l->stream)) !=
 	    cudaSuccess)
 		goto fail_kernel;
-	return cuda_linear(st, n, B * L, d, d, merged, out_w, out_b, y, cause);
+	return cuda_linear(l, n, B * L, d, d, merged, out_w, out_b,
+	    cuda_arena_ptr(l, m, n->out), y, cause);
 
 fail_blas:
 	cuda_cause(cause, "%s: cublasSgemmStridedBatched failed: %s", n->name,
@@ -820,14 +995,14 @@ fail_kernel:
 
 /* Enqueues one node on the stream. */
 static int
-cuda_node(struct cuda_state *st, struct cuda_model *m,
+cuda_node(struct cuda_lane *l, struct cuda_model *m,
     const struct graph_node *n, const struct graph_shape *shapes,
     char **cause)
 {
 	const struct graph_shape *so = &shapes[n->out];
 	const struct graph_shape *s0 = &shapes[n->in[0]];
-	float *y = cuda_ptr(st, m, n->out);
-	const float *x = cuda_ptr(st, m, n->in[0]);
+	float *y = cuda_ptr(l, m, n->out);
+	const float *x = cuda_ptr(l, m, n->in[0]);
 	int64_t nelem = (int64_t)graph_shape_nelem(so), cols, outer, inner;
 	const float *w, *b;
 	struct cuk_bcast bc;
@@ -840,28 +1015,29 @@ cuda_node(struct cuda_state *st, struct cuda_model *m,
 		int64_t in = sw->dim[1], out = sw->dim[0];
 		int64_t rows = in > 0 ? (int64_t)graph_shape_nelem(s0) / in : 0;
 
-		b = n->nin >= 3 ? cuda_ptr(st, m, n->in[2]) : NULL;
-		return cuda_linear(st, n, rows, in, out, x,
-		    cuda_ptr(st, m, n->in[1]), b, y, cause);
+		b = n->nin >= 3 ? cuda_ptr(l, m, n->in[2]) : NULL;
+		return cuda_linear(l, n, rows, in, out, x,
+		    cuda_ptr(l, m, n->in[1]), b, cuda_arena_ptr(l, m, n->out), y,
+		    cause);
 	}
 	case GRAPH_OP_MATMUL:
-		return cuda_matmul(st, n, s0, &shapes[n->in[1]], so, x,
-		    cuda_ptr(st, m, n->in[1]), y, cause);
+		return cuda_matmul(l, n, s0, &shapes[n->in[1]], so, x,
+		    cuda_ptr(l, m, n->in[1]), y, cause);
 	case GRAPH_OP_ADD:
 	case GRAPH_OP_MUL:
 		cuda_bcast(s0, &shapes[n->in[1]], so, &bc);
 		err = cuk_binary(n->op == GRAPH_OP_ADD ? CUK_ADD : CUK_MUL, y, x,
-		    cuda_ptr(st, m, n->in[1]), &bc, nelem, st->stream);
+		    cuda_ptr(l, m, n->in[1]), &bc, nelem, l->stream);
 		break;
 	case GRAPH_OP_RELU:
-		err = cuk_unary(CUK_RELU, y, x, nelem, st->stream);
+		err = cuk_unary(CUK_RELU, y, x, nelem, l->stream);
 		break;
 	case GRAPH_OP_GELU:
 		err = cuk_unary(n->gelu_tanh ? CUK_GELU_TANH : CUK_GELU_ERF, y, x,
-		    nelem, st->stream);
+		    nelem, l->stream);
 		break;
 	case GRAPH_OP_SILU:
-		err = cuk_unary(CUK_SILU, y, x, nelem, st->stream);
+		err = cuk_unary(CUK_SILU, y, x, nelem, l->stream);
 		break;
 	case GRAPH_OP_SOFTMAX:
 		outer = 1;
@@ -871,18 +1047,18 @@ cuda_node(struct cuda_state *st, struct cuda_model *m,
 		for (i = n->axis + 1; i < s0->ndim; i++)
 			inner *= s0->dim[i];
 		err = cuk_softmax(y, x, outer, s0->ndim > 0 ? s0->dim[n->axis] : 1,
-		    inner, st->stream);
+		    inner, l->stream);
 		break;
 	case GRAPH_OP_LAYER_NORM:
 		i = 1;
-		w = n->has_weight ? cuda_ptr(st, m, n->in[i++]) : NULL;
-		b = n->has_bias ? cuda_ptr(st, m, n->in[i++]) : NULL;
+		w = n->has_weight ? cuda_ptr(l, m, n->in[i++]) : NULL;
+		b = n->has_bias ? cuda_ptr(l, m, n->in[i++]) : NULL;
 		cols = s0->ndim > 0 ? s0->dim[s0->ndim - 1] : 1;
 		err = cuk_layer_norm(y, x, w, b, cols > 0 ? nelem / cols : 0, cols,
-		    n->eps, st->stream);
+		    n->eps, l->stream);
 		break;
 	case GRAPH_OP_MHA:
-		return cuda_mha(st, m, n, s0, cause);
+		return cuda_mha(l, m, n, s0, cause);
 	default:
 		cuda_cause(cause, "%s: op not supported by the cuda backend",
 		    n->name);
@@ -898,7 +1074,7 @@ cuda_node(struct cuda_state *st, struct cuda_model *m,
 
 /* Enqueues a whole run: inputs in, every node, outputs out. */
 static int
-cuda_enqueue(struct cuda_state *st, struct cuda_model *m,
+cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
     const struct graph_shape *shapes, char **cause)
 {
 	const struct graph *g = m->g;
@@ -909,36 +1085,36 @@ cuda_enqueue(struct cuda_state *st, struct cuda_model *m,
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes == 0)
 			continue;
-		if ((err = cudaMemcpyAsync(st->arena + m->val_off[i],
-		    st->pinned + m->pin_in[i], bytes, cudaMemcpyHostToDevice,
-		    st->stream)) != cudaSuccess)
+		if ((err = cudaMemcpyAsync(l->arena + m->val_off[i],
+		    l->pinned + m->pin_in[i], bytes, cudaMemcpyHostToDevice,
+		    l->stream)) != cudaSuccess)
 			return cuda_err(cause, "cudaMemcpyAsync (input)", err);
 	}
 	for (uint32_t i = 0; i < g->nnodes; i++)
-		if (cuda_node(st, m, &g->nodes[i], shapes, cause) != 0)
+		if (cuda_node(l, m, &g->nodes[i], shapes, cause) != 0)
 			return -1;
 	for (uint32_t j = 0; j < g->noutputs; j++) {
 		bytes = graph_shape_nelem(&shapes[g->outputs[j]]) * sizeof(float);
-		if (bytes == 0)
-			continue;
-		if ((err = cudaMemcpyAsync(st->pinned + m->pin_out[j],
-		    cuda_ptr(st, m, g->outputs[j]), bytes, cudaMemcpyDeviceToHost,
-		    st->stream)) != cudaSuccess)
+		if (bytes == 0 || m->zc_out[g->outputs[j]] == j + 1)
+			continue;   /* written straight into mapped memory */
+		if ((err = cudaMemcpyAsync(l->pinned + m->pin_out[j],
+		    cuda_ptr(l, m, g->outputs[j]), bytes, cudaMemcpyDeviceToHost,
+		    l->stream)) != cudaSuccess)
 			return cuda_err(cause, "cudaMemcpyAsync (output)", err);
 	}
 	return 0;
 }
 
-/* Finds the graph slot for these input shapes, or takes the LRU one. */
+/* Finds lane k's graph slot for these input shapes, or takes the LRU one. */
 static struct cuda_graph_slot *
-cuda_slot_find(struct cuda_model *m, const struct graph_shape *shapes,
+cuda_slot_find(struct cuda_model *m, int k, const struct graph_shape *shapes,
     int *found)
 {
 	struct cuda_graph_slot *s, *lru = NULL;
 	size_t sz = m->g->ninputs * sizeof *shapes;
 
 	for (int i = 0; i < CUDA_GRAPH_SLOTS; i++) {
-		s = &m->slot[i];
+		s = &m->slot[k][i];
 		if (s->used && memcmp(s->shapes, shapes, sz) == 0) {
 			*found = 1;
 			s->last = ++m->tick;
@@ -956,31 +1132,32 @@ cuda_slot_find(struct cuda_model *m, const struct graph_shape *shapes,
 }
 
 /*
- * Captures the run into a CUDA graph. Returns 0 with s->exec set, or 1 when
- * capture is not possible (s->failed set; the caller runs eagerly).
+ * Captures the run on lane l into a CUDA graph. Returns 0 with s->exec set,
+ * or 1 when capture is not possible (s->failed set; the caller runs
+ * eagerly).
  */
 static int
-cuda_capture(struct cuda_state *st, struct cuda_model *m,
+cuda_capture(struct cuda_lane *l, struct cuda_model *m,
     struct cuda_graph_slot *s, const struct graph_shape *shapes, char **cause)
 {
 	cudaGraph_t graph = NULL;
 	cudaError_t err;
 
-	if (cudaStreamBeginCapture(st->stream,
+	if (cudaStreamBeginCapture(l->stream,
 	    cudaStreamCaptureModeThreadLocal) != cudaSuccess)
 		goto fail_no_graph;
 	/* A failure while capturing: run eagerly, which reports a real error. */
-	if (cuda_enqueue(st, m, shapes, cause) != 0) {
+	if (cuda_enqueue(l, m, shapes, cause) != 0) {
 		if (cause != NULL) {
 			free(*cause);
 			*cause = NULL;
 		}
-		cudaStreamEndCapture(st->stream, &graph);
+		cudaStreamEndCapture(l->stream, &graph);
 		if (graph != NULL)
 			cudaGraphDestroy(graph);
 		goto fail_no_graph;
 	}
-	if ((err = cudaStreamEndCapture(st->stream, &graph)) != cudaSuccess ||
+	if ((err = cudaStreamEndCapture(l->stream, &graph)) != cudaSuccess ||
 	    graph == NULL)
 		goto fail_no_graph;
 	err = cudaGraphInstantiate(&s->exec, graph, 0);
@@ -989,7 +1166,7 @@ cuda_capture(struct cuda_state *st, struct cuda_model *m,
 		s->exec = NULL;
 		goto fail_no_graph;
 	}
-	s->gen = st->gen;
+	s->gen = l->gen;
 	return 0;
 
 fail_no_graph:
@@ -998,14 +1175,55 @@ fail_no_graph:
 	return 1;
 }
 
-/* Runs the model once on the stream and waits for its outputs. */
+/* Remembers where lane l's outputs go and how much of each to copy. */
 static int
-cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
-    const float *const *in, float *const *out, char **cause)
+cuda_lane_outputs(struct cuda_lane *l, struct cuda_model *m,
+    const struct graph_shape *shapes, float *const *out, char **cause)
+{
+	const struct graph *g = m->g;
+	uint32_t n = g->noutputs;
+	void *p;
+
+	if (n > l->out_cap) {
+		if ((p = reallocarray(l->out, n, sizeof *l->out)) == NULL)
+			goto fail_nomem;
+		l->out = p;
+		if ((p = reallocarray(l->out_off, n, sizeof *l->out_off)) == NULL)
+			goto fail_nomem;
+		l->out_off = p;
+		if ((p = reallocarray(l->out_bytes, n,
+		    sizeof *l->out_bytes)) == NULL)
+			goto fail_nomem;
+		l->out_bytes = p;
+		l->out_cap = n;
+	}
+	for (uint32_t j = 0; j < n; j++) {
+		l->out[j] = out[j];
+		l->out_off[j] = m->pin_out[j];
+		l->out_bytes[j] = graph_shape_nelem(&shapes[g->outputs[j]]) *
+		    sizeof(float);
+	}
+	l->nout = n;
+	return 0;
+
+fail_nomem:
+	cuda_cause(cause, "cuda: out of memory");
+	return -1;
+}
+
+/*
+ * Starts a run on the next free lane: stages the inputs, launches the graph
+ * (or the nodes), records the lane's event. Returns 0 and *ticket (the
+ * lane), or -1 with *cause and no ticket outstanding.
+ */
+static int
+cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
+    const float *const *in, float *const *out, void **ticket, char **cause)
 {
 	struct cuda_state *st = state;
 	struct cuda_model *m = bmodel;
 	const struct graph *g = m->g;
+	struct cuda_lane *l;
 	struct cuda_graph_slot *s;
 	size_t arena_need, pinned_need, bytes;
 	cublasStatus_t bs;
@@ -1014,28 +1232,33 @@ cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
 
 	if (cuda_check_broken(st, cause) != 0)
 		return -1;
-	st->runs++;
-	if (st->fault_every != 0 && st->runs % st->fault_every == 0) {
-		if (!st->fault_trap) {
-			cuda_cause(cause, "cuda: injected fault "
-			    "(AGXQ_CUDA_FAULT_EVERY=%lu, run %llu)", st->fault_every,
-			    (unsigned long long)st->runs);
-			return -1;
-		}
-		cuk_trap(st->stream);
-		err = cudaStreamSynchronize(st->stream);
-		cuda_err(cause, "cudaStreamSynchronize (injected trap)",
-		    err != cudaSuccess ? err : cudaErrorUnknown);
-		goto fail;
+	if (st->inflight >= CUDA_SLOTS) {
+		cuda_cause(cause, "cuda: all %d slots are in flight",
+		    CUDA_SLOTS);
+		return -1;
 	}
-	if ((err = cudaSetDevice(st->device)) != cudaSuccess) {
-		cuda_err(cause, "cudaSetDevice", err);
-		goto fail;
+	l = &st->lane[(st->head + st->inflight) % CUDA_SLOTS];
+	l->run = ++st->runs;
+	l->fault = 0;
+	l->nout = 0;
+	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
+		if (!st->fault_trap) {
+			l->fault = 1;   /* nothing launched; finish fails */
+			goto submitted;
+		}
+		if ((err = cuk_trap(l->stream)) != cudaSuccess ||
+		    (err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
+			cuda_err(cause, "injected trap", err);
+			goto fail;
+		}
+		goto submitted;
 	}
 	cuda_layout(m, shapes, &arena_need, &pinned_need);
-	if (cuda_reserve(st, arena_need, pinned_need, cause) != 0)
+	if (cuda_reserve(l, arena_need, pinned_need, cause) != 0)
 		goto fail;
-	bs = cublasSetMathMode(st->blas, g->precision == GRAPH_TF32 ?
+	if (cuda_lane_outputs(l, m, shapes, out, cause) != 0)
+		return -1;
+	bs = cublasSetMathMode(l->blas, g->precision == GRAPH_TF32 ?
 	    CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		cuda_blas_err(cause, "cublasSetMathMode", bs);
@@ -1044,42 +1267,117 @@ cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
 	for (uint32_t i = 0; i < g->ninputs; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes > 0)
-			memcpy(st->pinned + m->pin_in[i], in[i], bytes);
+			memcpy(l->pinned + m->pin_in[i], in[i], bytes);
 	}
 
 	s = NULL;
 	if (st->use_graphs) {
-		s = cuda_slot_find(m, shapes, &found);
-		if (s->exec != NULL && s->gen != st->gen) {
+		s = cuda_slot_find(m, l->index, shapes, &found);
+		if (s->exec != NULL && s->gen != l->gen) {
 			cudaGraphExecDestroy(s->exec);
 			s->exec = NULL;
 		}
 		/* Capture on the second run with these shapes, not the first. */
 		if (found && s->exec == NULL && !s->failed)
-			(void)cuda_capture(st, m, s, shapes, cause);
+			(void)cuda_capture(l, m, s, shapes, cause);
 		s->hits++;
 	}
 	if (s != NULL && s->exec != NULL) {
-		if ((err = cudaGraphLaunch(s->exec, st->stream)) != cudaSuccess) {
+		if ((err = cudaGraphLaunch(s->exec, l->stream)) != cudaSuccess) {
 			cuda_err(cause, "cudaGraphLaunch", err);
 			goto fail;
 		}
-	} else if (cuda_enqueue(st, m, shapes, cause) != 0)
+	} else if (cuda_enqueue(l, m, shapes, cause) != 0)
 		goto fail;
-	if ((err = cudaStreamSynchronize(st->stream)) != cudaSuccess) {
-		cuda_err(cause, "cudaStreamSynchronize", err);
+	if ((err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
+		cuda_err(cause, "cudaEventRecord", err);
 		goto fail;
 	}
-	for (uint32_t j = 0; j < g->noutputs; j++) {
-		bytes = graph_shape_nelem(&shapes[g->outputs[j]]) * sizeof(float);
-		if (bytes > 0)
-			memcpy(out[j], st->pinned + m->pin_out[j], bytes);
-	}
+
+submitted:
+	st->inflight++;
+	*ticket = l;
 	return 0;
 
 fail:
-	cuda_after_failure(st, cause);
+	l->nout = 0;
+	cuda_after_failure(st, l, cause);
 	return -1;
+}
+
+/* Waits for lane l's event: polls for CUDA_SPIN_NS, then blocks. */
+static cudaError_t
+cuda_wait(struct cuda_lane *l)
+{
+	cudaError_t err;
+	uint64_t t0 = 0;
+	unsigned n = 0;
+
+	while ((err = cudaEventQuery(l->done)) == cudaErrorNotReady) {
+		if (++n % 16 != 0)
+			continue;
+		if (t0 == 0)
+			t0 = cuda_now_ns();
+		else if (cuda_now_ns() - t0 > CUDA_SPIN_NS)
+			return cudaEventSynchronize(l->done);
+	}
+	return err;
+}
+
+/*
+ * Finishes the oldest run in flight, which must be ticket: waits for it and
+ * copies its outputs to the caller's buffers. The lane is free afterwards,
+ * failed or not.
+ */
+static int
+cuda_finish(void *state, void *ticket, char **cause)
+{
+	struct cuda_state *st = state;
+	struct cuda_lane *l = ticket;
+	cudaError_t err;
+
+	if (st->inflight == 0 || l != &st->lane[st->head]) {
+		cuda_cause(cause, "cuda: finish of a run that is not the oldest "
+		    "in flight");
+		return -1;
+	}
+	st->head = (st->head + 1) % CUDA_SLOTS;
+	st->inflight--;
+	if (l->fault) {
+		cuda_cause(cause, "cuda: injected fault (AGXQ_CUDA_FAULT_EVERY=%lu, "
+		    "run %llu)", st->fault_every, (unsigned long long)l->run);
+		return -1;
+	}
+	if ((err = cuda_wait(l)) != cudaSuccess) {
+		cuda_err(cause, "cudaEventSynchronize", err);
+		cuda_after_failure(st, l, cause);
+		return -1;
+	}
+	if (st->broken)
+		return cuda_check_broken(st, cause);
+	for (uint32_t j = 0; j < l->nout; j++)
+		if (l->out_bytes[j] > 0)
+			memcpy(l->out[j], l->pinned + l->out_off[j],
+			    l->out_bytes[j]);
+	return 0;
+}
+
+/* Runs the model once: submit, then finish. Nothing else may be in flight. */
+static int
+cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
+    const float *const *in, float *const *out, char **cause)
+{
+	struct cuda_state *st = state;
+	void *ticket;
+
+	if (st->inflight != 0) {
+		cuda_cause(cause, "cuda: run while %u runs are in flight",
+		    st->inflight);
+		return -1;
+	}
+	if (cuda_submit(state, bmodel, shapes, in, out, &ticket, cause) != 0)
+		return -1;
+	return cuda_finish(state, ticket, cause);
 }
 
 const struct backend_ops backend_cuda_ops = {
@@ -1089,4 +1387,7 @@ const struct backend_ops backend_cuda_ops = {
 	.model_load = cuda_model_load,
 	.model_free = cuda_model_free,
 	.run = cuda_run,
+	.slots = CUDA_SLOTS,
+	.submit = cuda_submit,
+	.finish = cuda_finish,
 };

@@ -2,6 +2,7 @@
  * config: the daemon's one global, its configuration, and its defaults.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -23,8 +24,31 @@ config_defaults(struct config *c)
 	c->max_outbuf = 64u << 20;
 	c->frame_timeout_ms = 30000;
 	c->compress_threshold = CODEC_DEFAULT_COMPRESS_THRESHOLD;
+	c->max_regions = 64;
+	c->max_shm_bytes = 64ull << 30;
 	c->socket_mode = 0600;
 	c->log_level = LOG_INFO;
+	c->max_models = 1024;
+	c->max_models_per_conn = 64;
+	c->max_weight_bytes = 16ull << 30;
+	c->max_weight_bytes_per_conn = 4ull << 30;
 	codec_limits_default(&c->limits);
 	graph_limits_default(&c->glimits);
+}
+
+/* Whether a peer may connect. */
+int
+config_peer_allowed(uid_t uid, gid_t gid)
+{
+	if (uid == geteuid())
+		return 1;
+	for (uint32_t i = 0; i < config.nallow_uids; i++) {
+		if (config.allow_uids[i] == uid)
+			return 1;
+	}
+	for (uint32_t i = 0; i < config.nallow_gids; i++) {
+		if (config.allow_gids[i] == gid)
+			return 1;
+	}
+	return 0;
 }

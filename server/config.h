@@ -14,6 +14,7 @@
 #include "graph.h"
 
 #define CONFIG_DEFAULT_SOCKET "/tmp/agxqd.sock"
+#define CONFIG_MAX_ALLOW 64     /* entries in --allow-uid / --allow-gid */
 
 struct config {
 	char socket_path[108];      /* sun_path size */
@@ -28,10 +29,21 @@ struct config {
 	size_t max_outbuf;          /* unsent reply bytes before a connection's reads pause */
 	uint32_t frame_timeout_ms;  /* time allowed to finish a partial frame */
 	size_t compress_threshold;  /* compress reply payloads at least this big */
+	uint32_t max_regions;       /* shared memory regions per connection; 0: none */
+	uint64_t max_shm_bytes;     /* bytes mapped for all regions together */
 	mode_t socket_mode;
 	int log_level;
 	int foreground;
 	char log_path[PATH_MAX];    /* empty: stderr */
+	uint32_t max_models;         /* distinct models loaded, in total */
+	uint32_t max_models_per_conn;
+	uint64_t max_weight_bytes;   /* weights of all models, in total */
+	uint64_t max_weight_bytes_per_conn;
+	uid_t allow_uids[CONFIG_MAX_ALLOW];
+	uint32_t nallow_uids;
+	gid_t allow_gids[CONFIG_MAX_ALLOW];
+	uint32_t nallow_gids;
+	int share_across_uids;       /* share identical models between users */
 	struct codec_limits limits;
 	struct graph_limits glimits;
 };
@@ -40,5 +52,11 @@ extern struct config config;
 
 /* Fills c with the defaults. */
 void config_defaults(struct config *c);
+
+/*
+ * Whether a peer with uid/gid may connect: always the daemon's own user;
+ * others only when --allow-uid or --allow-gid lists them.
+ */
+int config_peer_allowed(uid_t uid, gid_t gid);
 
 #endif

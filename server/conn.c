@@ -18,6 +18,7 @@
 #include "conn.h"
 #include "log.h"
 #include "models.h"
+#include "region.h"
 #include "request.h"
 #include "server.h"
 
@@ -28,7 +29,12 @@ static const char *const state_names[] = {
 	[CONN_CLOSED] = "closed",
 };
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
+/* Bytes read per callback at most, so one client cannot starve the rest. */
+#define CONN_READ_BUDGET (16u << 20)
+#define CONN_READ_MIN (64u << 10)
+#define CONN_READ_MAX (16u << 20)
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
@@ -88,21 +94,70 @@ conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id)
 	c->refs = 1;
 	c->pid = -1;
 	c->uid = (uid_t)-1;
+	c->gid = (gid_t)-1;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
 		c->pid = cred.pid;
 		c->uid = cred.uid;
+		c->gid = cred.gid;
 	}
 	evutil_make_socket_nonblocking(fd);
+	c->fd = fd;
+	c->next_region_id = 1;
+	if ((c->in = evbuffer_new()) == NULL)
+		goto fail_close_fd;
+	c->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	if (c->ev_read == NULL)
+		goto fail_free_in;
 	c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		close(fd);
+	if (c->bev == NULL)
+		goto fail_free_event;
+	bufferevent_setcb(c->bev, NULL, conn_write_cb, conn_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, config.max_outbuf / 2, 0);
+	bufferevent_enable(c->bev, EV_WRITE);
+	bufferevent_disable(c->bev, EV_READ);
+	if (event_add(c->ev_read, NULL) != 0) {
+		bufferevent_free(c->bev); /* closes fd */
+		event_free(c->ev_read);
+		evbuffer_free(c->in);
 		free(c);
 		return NULL;
 	}
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_WRITE, config.max_outbuf / 2, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	return c;
+
+fail_free_event:
+	event_free(c->ev_read);
+fail_free_in:
+	evbuffer_free(c->in);
+fail_close_fd:
+	close(fd);
+	free(c);
+	return NULL;
+}
+
+/* Stops reading from c's socket. */
+static void
+conn_read_stop(struct conn *c)
+{
+	if (c->ev_read != NULL)
+		event_del(c->ev_read);
+}
+
+/*
+ * (Re)starts reading; a partial frame in the input must complete within
+ * frame_timeout_ms.
+ */
+static void
+conn_read_start(struct conn *c)
+{
+	struct timeval tv = {
+		.tv_sec = config.frame_timeout_ms / 1000,
+		.tv_usec = (config.frame_timeout_ms % 1000) * 1000,
+	};
+
+	if (c->ev_read == NULL || c->reads_paused ||
+	    (c->state != CONN_HANDSHAKE && c->state != CONN_READY))
+		return;
+	event_add(c->ev_read, evbuffer_get_length(c->in) > 0 ? &tv : NULL);
 }
 
 /* Takes a reference. */
@@ -119,6 +174,7 @@ conn_unref(struct conn *c)
 	if (--c->refs > 0)
 		return;
 	free(c->models);
+	free(c->regions);
 	free(c);
 }
 
@@ -154,7 +210,7 @@ conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len)
 	/* A client that does not read its replies cannot grow the daemon. */
 	if (!c->reads_paused && evbuffer_get_length(out) > config.max_outbuf) {
 		c->reads_paused = 1;
-		bufferevent_disable(c->bev, EV_READ);
+		conn_read_stop(c);
 		log_debug("conn %llu: %zu bytes unsent, reads paused",
 		    (unsigned long long)c->id, evbuffer_get_length(out));
 	}
@@ -188,7 +244,7 @@ conn_drain(struct conn *c)
 	if (c->state == CONN_CLOSED || c->state == CONN_DRAINING)
 		return;
 	conn_set_state(c, CONN_DRAINING);
-	bufferevent_disable(c->bev, EV_READ);
+	conn_read_stop(c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		conn_close(c, "drained");
@@ -202,8 +258,14 @@ conn_close(struct conn *c, const char *why)
 		return;
 	log_debug("conn %llu: closing: %s", (unsigned long long)c->id, why);
 	conn_set_state(c, CONN_CLOSED);
-	/* bufferevent_free is safe inside the bufferevent's own callbacks. */
-	bufferevent_free(c->bev);
+	/* Freeing an event or bufferevent inside its own callback is safe. */
+	event_free(c->ev_read);
+	c->ev_read = NULL;
+	evbuffer_free(c->in);
+	c->in = NULL;
+	while (c->nfds > 0)
+		close(c->fds[--c->nfds].fd);
+	bufferevent_free(c->bev); /* closes the socket */
 	c->bev = NULL;
 	server_conn_closed(c->srv, c);
 }
@@ -219,15 +281,171 @@ conn_frame_error(struct conn *c, int code, char *cause)
 	conn_drain(c);
 }
 
-/* Reads as many whole frames as have arrived and dispatches them. */
+/* Queues a received descriptor, or closes it when it cannot be kept. */
 static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+conn_push_fd(struct conn *c, int fd, uint64_t from, uint64_t to)
 {
-	struct conn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	if (c->nfds == CONN_MAX_FDS ||
+	    (c->state != CONN_HANDSHAKE && c->state != CONN_READY)) {
+		log_info("conn %llu: descriptor dropped (%u waiting, limit %d)",
+		    (unsigned long long)c->id, c->nfds, CONN_MAX_FDS);
+		close(fd);
+		c->fds_dropped++;
+		return;
+	}
+	c->fds[c->nfds].fd = fd;
+	c->fds[c->nfds].from = from;
+	c->fds[c->nfds].to = to;
+	c->nfds++;
+}
+
+/* Removes the oldest queued descriptor and returns it. */
+static int
+conn_pop_fd(struct conn *c)
+{
+	int fd = c->fds[0].fd;
+
+	memmove(&c->fds[0], &c->fds[1], (c->nfds - 1) * sizeof c->fds[0]);
+	c->nfds--;
+	return fd;
+}
+
+/* Takes the descriptor that came with the frame being dispatched. */
+int
+conn_take_fd(struct conn *c)
+{
+	if (c->nfds == 0 || c->fds[0].from > c->frame_start ||
+	    c->fds[0].to <= c->frame_start)
+		return -1;
+	return conn_pop_fd(c);
+}
+
+/*
+ * Closes descriptors whose frames have all been dispatched without a
+ * RegisterRegion claiming them, and reports them.
+ */
+static void
+conn_close_stray_fds(struct conn *c)
+{
+	while (c->nfds > 0 && c->fds[0].to <= c->rx_used) {
+		close(conn_pop_fd(c));
+		log_info("conn %llu: descriptor received without a "
+		    "RegisterRegion message; closed", (unsigned long long)c->id);
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PROTO,
+		    "file descriptor received without a RegisterRegion "
+		    "message; closed");
+	}
+}
+
+/* Collects the descriptors of one recvmsg (stream bytes [from, to)). */
+static void
+conn_take_cmsgs(struct conn *c, struct msghdr *msg, uint64_t from,
+    uint64_t to)
+{
+	struct cmsghdr *cm;
+	size_t n;
+	int fd;
+
+	for (cm = CMSG_FIRSTHDR(msg); cm != NULL; cm = CMSG_NXTHDR(msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(0))
+			continue;
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t k = 0; k < n; k++) {
+			memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof fd);
+			conn_push_fd(c, fd, from, to);
+		}
+	}
+	if (msg->msg_flags & MSG_CTRUNC)
+		log_info("conn %llu: too many descriptors in one message; "
+		    "the rest were dropped", (unsigned long long)c->id);
+}
+
+/* Bytes to ask for next: the rest of a big frame in progress, bounded. */
+static size_t
+conn_read_size(struct conn *c)
+{
+	size_t avail = evbuffer_get_length(c->in), want = CONN_READ_MIN;
+	unsigned char *p;
+	uint32_t plen;
+
+	if (avail >= CODEC_HEADER_SIZE &&
+	    (p = evbuffer_pullup(c->in, CODEC_HEADER_SIZE)) != NULL) {
+		plen = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
+		    (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+		if (plen <= config.limits.max_frame &&
+		    CODEC_HEADER_SIZE + (size_t)plen > avail)
+			want = CODEC_HEADER_SIZE + (size_t)plen - avail;
+	}
+	if (want < CONN_READ_MIN)
+		want = CONN_READ_MIN;
+	if (want > CONN_READ_MAX)
+		want = CONN_READ_MAX;
+	return want;
+}
+
+/*
+ * Reads what the socket has (up to CONN_READ_BUDGET) into c->in, collecting
+ * descriptors. Returns 1 when the socket is still open, 0 at end of file, -1
+ * on an error (*err set).
+ */
+static int
+conn_recv(struct conn *c, int *err)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(CONN_MAX_FDS * sizeof(int))];
+	} cbuf;
+	struct evbuffer_iovec v;
+	struct msghdr msg;
+	struct iovec iov;
+	size_t total = 0;
+	ssize_t n;
+
+	for (;;) {
+		if (evbuffer_reserve_space(c->in, (ev_ssize_t)conn_read_size(c),
+		    &v, 1) < 1) {
+			*err = ENOMEM;
+			return -1;
+		}
+		iov.iov_base = v.iov_base;
+		iov.iov_len = v.iov_len;
+		memset(&msg, 0, sizeof msg);
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof cbuf.buf;
+		n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 1;
+			*err = errno;
+			return -1;
+		}
+		conn_take_cmsgs(c, &msg, c->rx_bytes, c->rx_bytes + (size_t)n);
+		if (n == 0)
+			return 0;
+		v.iov_len = (size_t)n;
+		if (evbuffer_commit_space(c->in, &v, 1) != 0) {
+			*err = ENOMEM;
+			return -1;
+		}
+		c->rx_bytes += (size_t)n;
+		total += (size_t)n;
+		if ((size_t)n < iov.iov_len || total >= CONN_READ_BUDGET)
+			return 1;
+	}
+}
+
+/* Decodes as many whole frames as have arrived and dispatches them. */
+static void
+conn_parse(struct conn *c)
+{
+	struct evbuffer *in = c->in;
 	struct server_counters *ctr = server_counters(c->srv);
 
-	conn_ref(c);
 	while (c->state == CONN_HANDSHAKE || c->state == CONN_READY) {
 		size_t avail = evbuffer_get_length(in);
 		uint32_t plen, flags;
@@ -257,6 +475,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 		ctr->bytes_in += CODEC_HEADER_SIZE + plen;
 		ctr->bytes_in_raw += CODEC_HEADER_SIZE +
 		    codec_raw_size(p + CODEC_HEADER_SIZE, plen, flags);
+		c->frame_start = c->rx_used;
+		c->rx_used += CODEC_HEADER_SIZE + (uint64_t)plen;
 		if (codec_decode(p + CODEC_HEADER_SIZE, plen, flags,
 		    &config.limits, &env, &code, &cause) != 0) {
 			evbuffer_drain(in, CODEC_HEADER_SIZE + plen);
@@ -265,21 +485,56 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 			    (unsigned long long)c->id, cause);
 			conn_send_error(c, 0, code, "%s", cause);
 			free(cause);
+			conn_close_stray_fds(c);
 			continue;
 		}
 		evbuffer_drain(in, CODEC_HEADER_SIZE + plen);
 		server_dispatch(c->srv, c, env);
+		if (c->state != CONN_CLOSED)
+			conn_close_stray_fds(c);
 	}
-	/* A partial frame must complete within frame_timeout_ms. */
-	if (c->state != CONN_CLOSED) {
-		struct timeval tv = {
-			.tv_sec = config.frame_timeout_ms / 1000,
-			.tv_usec = (config.frame_timeout_ms % 1000) * 1000,
-		};
+}
 
-		bufferevent_set_timeouts(bev,
-		    evbuffer_get_length(in) > 0 ? &tv : NULL, NULL);
+/* The socket is readable (or a partial frame timed out). */
+static void
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	size_t partial;
+	int rc, err = 0;
+
+	(void)fd;
+	conn_ref(c);
+	if (what & EV_TIMEOUT) {
+		partial = evbuffer_get_length(c->in);
+		log_info("conn %llu: partial frame (%zu bytes) not completed "
+		    "within %u ms", (unsigned long long)c->id, partial,
+		    config.frame_timeout_ms);
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PROTO,
+		    "partial frame not completed within %u ms",
+		    config.frame_timeout_ms);
+		conn_drain(c);
+		goto out;
 	}
+	rc = conn_recv(c, &err);
+	conn_parse(c);
+	if (c->state == CONN_CLOSED)
+		goto out;
+	if (rc == 0) {
+		partial = evbuffer_get_length(c->in);
+		if (partial > 0)
+			log_info("conn %llu: closed in the middle of a frame "
+			    "(%zu bytes of it received)",
+			    (unsigned long long)c->id, partial);
+		conn_close(c, "peer closed");
+		goto out;
+	}
+	if (rc < 0) {
+		conn_close(c, strerror(err));
+		goto out;
+	}
+	conn_read_start(c);
+out:
 	conn_unref(c);
 }
 
@@ -297,33 +552,19 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->reads_paused && left <= config.max_outbuf / 2) {
 		c->reads_paused = 0;
-		bufferevent_enable(bev, EV_READ);
+		conn_read_start(c);
 		log_debug("conn %llu: reads resumed", (unsigned long long)c->id);
 	}
 }
 
-/* End of file, error or timeout on the socket. */
+/* An error writing to the socket (reads are conn_read_cb's). */
 static void
 conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
-	size_t partial = evbuffer_get_length(bufferevent_get_input(bev));
 
-	if (what & BEV_EVENT_TIMEOUT) {
-		log_info("conn %llu: partial frame (%zu bytes) not completed "
-		    "within %u ms", (unsigned long long)c->id, partial,
-		    config.frame_timeout_ms);
-		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PROTO,
-		    "partial frame not completed within %u ms",
-		    config.frame_timeout_ms);
-		conn_drain(c);
-		return;
-	}
+	(void)bev;
 	if (what & BEV_EVENT_EOF) {
-		if (partial > 0)
-			log_info("conn %llu: closed in the middle of a frame "
-			    "(%zu bytes of it received)",
-			    (unsigned long long)c->id, partial);
 		conn_close(c, "peer closed");
 		return;
 	}
@@ -382,6 +623,50 @@ conn_remove_model(struct conn *c, uint64_t id)
 		if (--c->models[i].count == 0)
 			c->models[i] = c->models[--c->nmodels];
 		return m;
+	}
+	return NULL;
+}
+
+/* Finds region id on c. */
+struct region *
+conn_find_region(struct conn *c, uint64_t id)
+{
+	for (uint32_t i = 0; i < c->nregions; i++) {
+		if (c->regions[i]->id == id)
+			return c->regions[i];
+	}
+	return NULL;
+}
+
+/* Adds rg to c's table. */
+int
+conn_add_region(struct conn *c, struct region *rg)
+{
+	struct region **p;
+
+	if (c->nregions == c->regions_cap) {
+		uint32_t cap = c->regions_cap ? c->regions_cap * 2 : 4;
+
+		if ((p = realloc(c->regions, cap * sizeof *p)) == NULL)
+			return -1;
+		c->regions = p;
+		c->regions_cap = cap;
+	}
+	c->regions[c->nregions++] = rg;
+	return 0;
+}
+
+/* Removes region id from c's table. */
+struct region *
+conn_remove_region(struct conn *c, uint64_t id)
+{
+	for (uint32_t i = 0; i < c->nregions; i++) {
+		struct region *rg = c->regions[i];
+
+		if (rg->id != id)
+			continue;
+		c->regions[i] = c->regions[--c->nregions];
+		return rg;
 	}
 	return NULL;
 }

@@ -10,10 +10,26 @@
 #include <sys/queue.h>
 #include <sys/types.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 
 struct server;
 struct model;
+struct region;
+
+/* Received descriptors waiting for their RegisterRegion, per connection. */
+#define CONN_MAX_FDS 16
+
+/*
+ * A descriptor received with the stream bytes [from, to): it belongs to the
+ * frame that starts in that range (the sender attaches it to its frame's
+ * first byte).
+ */
+struct conn_fd {
+	int fd;
+	uint64_t from, to;
+};
 
 enum conn_state {
 	CONN_HANDSHAKE, /* waiting for Hello */
@@ -37,10 +53,31 @@ struct conn {
 	uint32_t inflight;             /* requests in flight */
 	pid_t pid;                     /* peer credentials */
 	uid_t uid;
+	gid_t gid;
 	struct conn_model *models;
 	uint32_t nmodels;
 	uint32_t models_cap;
 	int reads_paused;              /* output over max_outbuf */
+
+	/*
+	 * Input: read with recvmsg by our own event (a bufferevent cannot
+	 * deliver SCM_RIGHTS); the bufferevent only writes.
+	 */
+	int fd;
+	struct event *ev_read;
+	struct evbuffer *in;
+	uint64_t rx_bytes;             /* stream bytes received */
+	uint64_t rx_used;              /* stream bytes consumed as frames */
+	uint64_t frame_start;          /* offset of the frame being dispatched */
+	struct conn_fd fds[CONN_MAX_FDS]; /* FIFO of unclaimed descriptors */
+	uint32_t nfds;
+	uint32_t fds_dropped;          /* closed for want of room; not reported */
+
+	/* Shared memory regions registered on this connection. */
+	struct region **regions;
+	uint32_t nregions;
+	uint32_t regions_cap;
+	uint64_t next_region_id;
 };
 TAILQ_HEAD(conn_list, conn);
 
@@ -88,5 +125,20 @@ struct model *conn_remove_model(struct conn *c, uint64_t id);
 
 /* Returns the state's name. */
 const char *conn_state_name(enum conn_state s);
+
+/*
+ * Takes the descriptor that came with the frame being dispatched (a
+ * RegisterRegion); the caller owns it. Returns -1 when none came.
+ */
+int conn_take_fd(struct conn *c);
+
+/* Finds region id on c, or NULL. */
+struct region *conn_find_region(struct conn *c, uint64_t id);
+
+/* Adds rg to c's table (taking its reference). Returns 0 or -1 on OOM. */
+int conn_add_region(struct conn *c, struct region *rg);
+
+/* Removes region id from c's table; returns it (reference and all) or NULL. */
+struct region *conn_remove_region(struct conn *c, uint64_t id);
 
 #endif

@@ -29,6 +29,8 @@ struct xslot {
 	const float **in;
 	float **stage_in, **out;
 	size_t *stage_in_cap, *out_cap;
+	float **dst;                 /* where output j is written: out[j], or
+				        a lone request's shared memory */
 };
 
 struct executor {
@@ -59,6 +61,7 @@ struct executor {
 	uint32_t nout_cap;           /* reply encoding scratch */
 	Agxq__Tensor *tens;
 	Agxq__Tensor **tensp;
+	Agxq__ShmRef *trefs;
 	int64_t (*tshape)[GRAPH_MAX_DIMS];
 };
 
@@ -124,6 +127,7 @@ executor_reserve(struct xslot *x, uint32_t nin, uint32_t nout)
 	if (executor_array(&x->out_shapes, x->nout_cap, nout,
 	    sizeof *x->out_shapes) ||
 	    executor_array(&x->out, x->nout_cap, nout, sizeof *x->out) ||
+	    executor_array(&x->dst, x->nout_cap, nout, sizeof *x->dst) ||
 	    executor_array(&x->out_cap, x->nout_cap, nout, sizeof *x->out_cap))
 		return -1;
 	if (nout > x->nout_cap)
@@ -137,6 +141,7 @@ executor_reserve_tensors(struct executor *ex, uint32_t nout)
 {
 	if (executor_array(&ex->tens, ex->nout_cap, nout, sizeof *ex->tens) ||
 	    executor_array(&ex->tensp, ex->nout_cap, nout, sizeof *ex->tensp) ||
+	    executor_array(&ex->trefs, ex->nout_cap, nout, sizeof *ex->trefs) ||
 	    executor_array(&ex->tshape, ex->nout_cap, nout, sizeof *ex->tshape))
 		return -1;
 	if (nout > ex->nout_cap)
@@ -158,6 +163,7 @@ executor_slot_free(struct xslot *x)
 	free(x->stage_in);
 	free(x->stage_in_cap);
 	free(x->out);
+	free(x->dst);
 	free(x->out_cap);
 	free(x->batch.reqs);
 }
@@ -196,9 +202,22 @@ executor_encode(struct executor *ex, const struct xslot *x,
 		ex->tshape[j][0] = r->rows;
 		t->n_shape = (size_t)s->ndim;
 		t->shape = ex->tshape[j];
-		t->data.data = (uint8_t *)(x->out[j] + (size_t)row * per_row);
+		t->data.data = (uint8_t *)(x->dst[j] + (size_t)row * per_row);
 		t->data.len = (size_t)r->rows * per_row * sizeof(float);
 		ex->tensp[j] = t;
+		if (j < r->nouts && r->outs[j].cap >= t->data.len) {
+			/* Into the client's region: the reply only names it. */
+			if (r->outs[j].dst != (float *)(void *)t->data.data)
+				memcpy(r->outs[j].dst, t->data.data,
+				    t->data.len);
+			agxq__shm_ref__init(&ex->trefs[j]);
+			ex->trefs[j].region_id = r->outs[j].region_id;
+			ex->trefs[j].offset = r->outs[j].offset;
+			ex->trefs[j].length = t->data.len;
+			t->shm = &ex->trefs[j];
+			t->data.data = NULL;
+			t->data.len = 0;
+		}
 	}
 	rep.request_id = r->id;
 	rep.n_outputs = g->noutputs;
@@ -279,14 +298,22 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		return;
 	}
 	for (uint32_t j = 0; j < g->noutputs; j++) {
-		if (executor_grow(&x->out[j], &x->out_cap[j],
-		    graph_shape_nelem(&x->out_shapes[j])) != 0) {
+		size_t nelem = graph_shape_nelem(&x->out_shapes[j]);
+
+		/* A lone request with an output region gets it written there. */
+		if (b->n == 1 && j < r0->nouts &&
+		    r0->outs[j].cap >= nelem * sizeof(float)) {
+			x->dst[j] = r0->outs[j].dst;
+			continue;
+		}
+		if (executor_grow(&x->out[j], &x->out_cap[j], nelem) != 0) {
 			cause = strdup("out of memory");
 			goto fail;
 		}
+		x->dst[j] = x->out[j];
 	}
 	if (engine_submit(ex->engine, x->model->emodel, x->in_shapes, x->in,
-	    x->out, &x->ticket, &cause) != 0) {
+	    x->dst, &x->ticket, &cause) != 0) {
 		log_warn("model %s: batch of %u rows failed: %s", x->model->name,
 		    b->rows, cause);
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
@@ -740,6 +767,7 @@ executor_free(struct executor *ex)
 	free(ex->slots);
 	free(ex->tens);
 	free(ex->tensp);
+	free(ex->trefs);
 	free(ex->tshape);
 	free(ex->start_cause);
 	free(ex);

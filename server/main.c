@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +33,10 @@ usage(FILE *f)
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
-"                   [--foreground]\n"
+"                   [--allow-uid LIST] [--allow-gid LIST]\n"
+"                   [--share-models-across-users] [--max-models N]\n"
+"                   [--max-models-per-conn N] [--max-weight-bytes N[KMG]]\n"
+"                   [--max-weight-bytes-per-conn N[KMG]] [--foreground]\n"
 "                   [--log-level error|warn|info|debug] [--log-file PATH]\n"
 "       agxqd stop [--socket PATH] [--timeout S]\n"
 "       agxqd status [--socket PATH] [--json]\n"
@@ -53,6 +58,73 @@ parse_num(const char *opt, const char *s, unsigned long max, int base)
 		exit(2);
 	}
 	return v;
+}
+
+/* Parses a byte count with an optional K, M or G suffix, or exits. */
+static uint64_t
+parse_bytes(const char *opt, const char *s)
+{
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		shift = 10;
+	else if (*end == 'M' || *end == 'm')
+		shift = 20;
+	else if (*end == 'G' || *end == 'g')
+		shift = 30;
+	if (shift != 0)
+		end++;
+	if (errno != 0 || end == s || *end != '\0' || *s == '-' ||
+	    v > (UINT64_MAX >> shift)) {
+		fprintf(stderr, "agxqd: bad value for %s: %s\n", opt, s);
+		exit(2);
+	}
+	return (uint64_t)v << shift;
+}
+
+/* Adds a comma-separated list of users (uids) or groups (gids) to allow. */
+static int
+parse_ids(int users, const char *list)
+{
+	char *copy, *tok, *save = NULL;
+
+	if ((copy = strdup(list)) == NULL)
+		return -1;
+	for (tok = strtok_r(copy, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		char *end;
+		unsigned long id = strtoul(tok, &end, 10);
+
+		if (*tok == '\0' || *end != '\0') {
+			struct passwd *pw = users ? getpwnam(tok) : NULL;
+			struct group *gr = users ? NULL : getgrnam(tok);
+
+			if (pw == NULL && gr == NULL) {
+				fprintf(stderr, "agxqd: unknown %s %s\n",
+				    users ? "user" : "group", tok);
+				free(copy);
+				return -1;
+			}
+			id = pw != NULL ? pw->pw_uid : gr->gr_gid;
+		}
+		if ((users ? config.nallow_uids : config.nallow_gids) >=
+		    CONFIG_MAX_ALLOW) {
+			fprintf(stderr, "agxqd: at most %d entries in --allow-%s\n",
+			    CONFIG_MAX_ALLOW, users ? "uid" : "gid");
+			free(copy);
+			return -1;
+		}
+		if (users)
+			config.allow_uids[config.nallow_uids++] = (uid_t)id;
+		else
+			config.allow_gids[config.nallow_gids++] = (gid_t)id;
+	}
+	free(copy);
+	return 0;
 }
 
 /*
@@ -169,6 +241,13 @@ cmd_start(int argc, char **argv)
 		{ "max-inflight", required_argument, NULL, 'I' },
 		{ "max-connections", required_argument, NULL, 'C' },
 		{ "socket-mode", required_argument, NULL, 'm' },
+		{ "allow-uid", required_argument, NULL, 'u' },
+		{ "allow-gid", required_argument, NULL, 'g' },
+		{ "share-models-across-users", no_argument, NULL, 'S' },
+		{ "max-models", required_argument, NULL, 'M' },
+		{ "max-models-per-conn", required_argument, NULL, 'N' },
+		{ "max-weight-bytes", required_argument, NULL, 'W' },
+		{ "max-weight-bytes-per-conn", required_argument, NULL, 'X' },
 		{ "frame-timeout-ms", required_argument, NULL, 'F' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "log-level", required_argument, NULL, 'l' },
@@ -241,6 +320,30 @@ cmd_start(int argc, char **argv)
 			break;
 		case 'f':
 			config.foreground = 1;
+			break;
+		case 'u':
+		case 'g':
+			if (parse_ids(ch == 'u', optarg) != 0)
+				return 2;
+			break;
+		case 'S':
+			config.share_across_uids = 1;
+			break;
+		case 'M':
+			config.max_models = (uint32_t)parse_num("--max-models",
+			    optarg, 1u << 20, 10);
+			break;
+		case 'N':
+			config.max_models_per_conn = (uint32_t)parse_num(
+			    "--max-models-per-conn", optarg, 1u << 20, 10);
+			break;
+		case 'W':
+			config.max_weight_bytes = parse_bytes("--max-weight-bytes",
+			    optarg);
+			break;
+		case 'X':
+			config.max_weight_bytes_per_conn = parse_bytes(
+			    "--max-weight-bytes-per-conn", optarg);
 			break;
 		case 'l':
 			if ((level = log_level_parse(optarg)) < 0) {

@@ -44,12 +44,14 @@ models_free(struct models *reg)
 
 /* Finds a model identical to g. */
 struct model *
-models_find_equal(struct models *reg, const struct graph *g)
+models_find_equal(struct models *reg, const struct graph *g, int any_owner,
+    uid_t owner)
 {
 	struct model *m;
 
 	TAILQ_FOREACH(m, &reg->list, entry) {
-		if (m->state != MODEL_FAILED && m->graph->hash == g->hash &&
+		if (m->state != MODEL_FAILED && (any_owner || m->owner == owner) &&
+		    m->graph->hash == g->hash &&
 		    graph_equal(m->graph, g))
 			return m;
 	}
@@ -58,7 +60,7 @@ models_find_equal(struct models *reg, const struct graph *g)
 
 /* Creates a model for g and adds it to the registry. */
 struct model *
-models_add(struct models *reg, struct graph *g, const char *name)
+models_add(struct models *reg, struct graph *g, const char *name, uid_t owner)
 {
 	struct model *m;
 
@@ -67,6 +69,7 @@ models_add(struct models *reg, struct graph *g, const char *name)
 	m->id = reg->next_id++;
 	m->graph = g;
 	m->state = MODEL_LOADING;
+	m->owner = owner;
 	TAILQ_INIT(&m->waiters);
 	if (name != NULL && *name != '\0')
 		snprintf(m->name, sizeof m->name, "%s", name);
@@ -94,6 +97,18 @@ models_destroy(struct model *m)
 		return;
 	graph_free(m->graph);
 	free(m);
+}
+
+/* Weight bytes of every model in the registry. */
+uint64_t
+models_weight_bytes(const struct models *reg)
+{
+	const struct model *m;
+	uint64_t n = 0;
+
+	TAILQ_FOREACH(m, &reg->list, entry)
+		n += m->graph->weight_bytes;
+	return n;
 }
 
 /* First model in the registry. */

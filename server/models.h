@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include "graph.h"
 #include "request.h"
@@ -34,7 +35,7 @@ struct model {
 	struct engine_model *emodel;     /* executor thread only */
 	enum model_state state;
 	uint32_t refs;                   /* connections' references + requests holding it */
-	uint32_t conn_refs;              /* connections' references alone */
+	uid_t owner;                     /* uid of the peer that loaded it */
 	struct request_list waiters;     /* LOAD requests waiting for it to load */
 	TAILQ_ENTRY(model) entry;
 	struct model_stats stats;        /* under the executor's lock */
@@ -49,13 +50,18 @@ struct models *models_new(void);
 void models_free(struct models *reg);
 
 /*
- * Finds a model identical to g (loading or ready), or NULL. Does not take a
- * reference.
+ * Finds a model identical to g (loading or ready) loaded by owner (or by
+ * anyone when any_owner), or NULL. Does not take a reference.
  */
-struct model *models_find_equal(struct models *reg, const struct graph *g);
+struct model *models_find_equal(struct models *reg, const struct graph *g,
+    int any_owner, uid_t owner);
 
 /* Creates a model for g (takes ownership of g) in state LOADING and adds it. */
-struct model *models_add(struct models *reg, struct graph *g, const char *name);
+struct model *models_add(struct models *reg, struct graph *g, const char *name,
+    uid_t owner);
+
+/* Weight bytes of every model in the registry. */
+uint64_t models_weight_bytes(const struct models *reg);
 
 /* Removes m from the registry (it is freed by whoever holds it last). */
 void models_remove(struct models *reg, struct model *m);

@@ -40,6 +40,8 @@ request_free(struct request *r)
 	codec_envelope_free(r->env);
 	free(r->in_shapes);
 	free(r->in);
+	free(r->regions);
+	free(r->outs);
 	free(r->cause);
 	free(r->reply);
 	free(r);

@@ -13,6 +13,15 @@
 
 struct conn;
 struct model;
+struct region;
+
+/* Where the daemon writes output j of an Infer that named output regions. */
+struct request_out {
+	float *dst;                   /* in a mapped region; NULL: inline */
+	uint64_t cap;                 /* bytes at dst */
+	uint64_t region_id;
+	uint64_t offset;
+};
 
 enum request_kind {
 	REQUEST_INFER,
@@ -34,6 +43,10 @@ struct request {
 	struct graph_shape *in_shapes; /* ninputs concrete shapes */
 	const float **in;             /* ninputs, pointing into env */
 	Agxq__Envelope *env;          /* the decoded Infer; owns the input data */
+	struct region **regions;      /* loop thread: one reference to each */
+	uint32_t nregions;
+	uint32_t nouts;               /* output regions named (0: all inline) */
+	struct request_out *outs;     /* nouts */
 
 	/* Set by the executor. */
 	int status;                   /* 0 or an AGXQ__ERROR_CODE__* */
@@ -50,7 +63,10 @@ TAILQ_HEAD(request_list, request);
 /* Allocates a zeroed request of kind with room for ninputs inputs; NULL on OOM. */
 struct request *request_new(enum request_kind kind, uint32_t ninputs);
 
-/* Frees a request and what it owns (env, reply, cause); accepts NULL. Does not drop conn/model references. */
+/*
+ * Frees a request and what it owns (env, reply, cause); accepts NULL. Does
+ * not drop conn/model/region references (the regions array itself is freed).
+ */
 void request_free(struct request *r);
 
 /* Sets r's error status and message (printf format). */

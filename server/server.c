@@ -24,6 +24,7 @@
 #include "executor.h"
 #include "log.h"
 #include "models.h"
+#include "region.h"
 #include "request.h"
 #include "server.h"
 
@@ -39,6 +40,8 @@ struct server {
 	uint32_t nconns;
 	uint64_t next_conn_id;
 	struct server_counters ctr;
+	uint32_t shm_regions;         /* regions mapped, all connections */
+	uint64_t shm_bytes;           /* and their bytes */
 	uint64_t started_ns;
 	int lock_fd;
 	char lock_path[sizeof config.socket_path + 8];
@@ -124,6 +127,7 @@ server_hello(struct server *srv, struct conn *c, const Agxq__Hello *h)
 	rep.max_frame = config.limits.max_frame;
 	rep.max_batch = config.max_batch;
 	rep.pid = getpid();
+	rep.shm = config.max_regions > 0;
 	env.body_case = AGXQ__ENVELOPE__BODY_HELLO_REPLY;
 	env.hello_reply = &rep;
 	conn_set_state(c, CONN_READY);
@@ -173,6 +177,47 @@ server_load_finish(struct server *srv, struct request *r, int status,
 	request_free(r);
 }
 
+/*
+ * Checks the model limits for a new model g loaded by c; on a refusal
+ * sends the error and returns -1.
+ */
+static int
+server_load_limits(struct server *srv, struct conn *c, uint64_t id,
+    const struct graph *g)
+{
+	uint64_t conn_bytes = g->weight_bytes;
+
+	for (uint32_t i = 0; i < c->nmodels; i++)
+		conn_bytes += c->models[i].model->graph->weight_bytes;
+	if (c->nmodels >= config.max_models_per_conn) {
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "this connection already holds %u models (limit)",
+		    c->nmodels);
+		return -1;
+	}
+	if (conn_bytes > config.max_weight_bytes_per_conn) {
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "model weights of this connection would reach %" PRIu64
+		    " bytes (limit %" PRIu64 ")", conn_bytes,
+		    config.max_weight_bytes_per_conn);
+		return -1;
+	}
+	if (models_count(srv->models) >= config.max_models) {
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "agxqd already holds %u models (limit)",
+		    models_count(srv->models));
+		return -1;
+	}
+	if (models_weight_bytes(srv->models) + g->weight_bytes >
+	    config.max_weight_bytes) {
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "model weights would exceed agxqd's limit of %" PRIu64
+		    " bytes", config.max_weight_bytes);
+		return -1;
+	}
+	return 0;
+}
+
 /* Handles LoadModel: validate, share an identical model or load a new one. */
 static void
 server_load(struct server *srv, struct conn *c, const Agxq__LoadModel *lm)
@@ -196,11 +241,15 @@ server_load(struct server *srv, struct conn *c, const Agxq__LoadModel *lm)
 		free(cause);
 		return;
 	}
-	if ((m = models_find_equal(srv->models, g)) != NULL) {
+	if ((m = models_find_equal(srv->models, g, config.share_across_uids,
+	    c->uid)) != NULL) {
 		graph_free(g);
 		shared = 1;
+	} else if (server_load_limits(srv, c, lm->request_id, g) != 0) {
+		graph_free(g);
+		return;
 	} else {
-		if ((m = models_add(srv->models, g, lm->name)) == NULL)
+		if ((m = models_add(srv->models, g, lm->name, c->uid)) == NULL)
 			server_oom();
 		log_info("model %llu (%s): %u nodes, %zu weight bytes, loading",
 		    (unsigned long long)m->id, m->name, g->nnodes,
@@ -290,13 +339,63 @@ server_shape_str(const int64_t *dims, size_t n, char *buf, size_t len)
 	return buf;
 }
 
+/* Drops one reference to rg; the last one unmaps it. */
+static void
+server_region_unref(struct server *srv, struct region *rg)
+{
+	if (--rg->refs > 0)
+		return;
+	srv->shm_regions--;
+	srv->shm_bytes -= rg->size;
+	log_debug("region %llu unmapped (%llu bytes)",
+	    (unsigned long long)rg->id, (unsigned long long)rg->size);
+	region_free(rg);
+}
+
+/* Drops the region references r holds. */
+static void
+server_request_unref_regions(struct server *srv, struct request *r)
+{
+	while (r->nregions > 0)
+		server_region_unref(srv, r->regions[--r->nregions]);
+}
+
+/*
+ * Finds the region ref names on c, checks the slice (exactly want bytes
+ * unless want is 0) and takes a reference for r. Returns 0 with *out, or an
+ * error code with *msg set.
+ */
+static int
+server_ref_region(struct conn *c, struct request *r, const Agxq__ShmRef *ref,
+    uint64_t want, const char *what, struct region **out, char **msg)
+{
+	struct region *rg;
+	int code;
+
+	if ((rg = conn_find_region(c, ref->region_id)) == NULL) {
+		if (asprintf(msg, "%s: shared memory region %" PRIu64 " %s",
+		    what, ref->region_id, ref->region_id != 0 &&
+		    ref->region_id < c->next_region_id ? "was released" :
+		    "is not registered on this connection") < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_INVAL;
+	}
+	if ((code = region_check_ref(rg, ref, want, what, msg)) != 0)
+		return code;
+	/* server_infer made room for every input and output. */
+	rg->refs++;
+	r->regions[r->nregions++] = rg;
+	*out = rg;
+	return 0;
+}
+
 /*
  * Checks input i of an Infer against model m and fills r's shape and data
  * pointer. Returns 0, or an error code with *msg set.
  */
 static int
-server_check_input(const struct model *m, uint32_t i, const Agxq__Tensor *t,
-    struct request *r, char **msg)
+server_check_input(struct conn *c, const struct model *m, uint32_t i,
+    const Agxq__Tensor *t, struct request *r, char **msg)
 {
 	struct graph_shape *s = &r->in_shapes[i];
 	char sbuf[128];
@@ -338,7 +437,13 @@ server_check_input(const struct model *m, uint32_t i, const Agxq__Tensor *t,
 		*msg = cause;
 		return AGXQ__ERROR_CODE__ERR_SHAPE;
 	}
-	if (n * sizeof(float) != t->data.len) {
+	if (t->shm != NULL && t->data.len != 0) {
+		if (asprintf(msg, "input %u: both inline data and a shared "
+		    "memory slice", i) < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_INVAL;
+	}
+	if (t->shm == NULL && n * sizeof(float) != t->data.len) {
 		if (asprintf(msg, "input %u: %zu bytes of data for shape %s "
 		    "(%" PRIu64 " expected)", i, t->data.len,
 		    server_shape_str(t->shape, t->n_shape, sbuf, sizeof sbuf),
@@ -352,7 +457,85 @@ server_check_input(const struct model *m, uint32_t i, const Agxq__Tensor *t,
 			*msg = NULL;
 		return AGXQ__ERROR_CODE__ERR_SHAPE;
 	}
+	if (t->shm != NULL) {
+		struct region *rg;
+		char what[32];
+		int code;
+
+		snprintf(what, sizeof what, "input %u", i);
+		if ((code = server_ref_region(c, r, t->shm, n * sizeof(float),
+		    what, &rg, msg)) != 0)
+			return code;
+		r->in[i] = (const float *)(const void *)(rg->base +
+		    t->shm->offset);
+		return 0;
+	}
 	r->in[i] = (const float *)(const void *)t->data.data;
+	return 0;
+}
+
+/*
+ * Checks Infer's output regions, one per output of m, and fills r->outs.
+ * Returns 0, or an error code with *msg set.
+ */
+static int
+server_check_outputs(struct conn *c, const struct model *m,
+    const Agxq__Infer *in, struct request *r, char **msg)
+{
+	struct region *rg;
+	char what[32];
+	int code;
+
+	if (in->n_output_refs == 0)
+		return 0;
+	if (in->n_output_refs != m->graph->noutputs) {
+		if (asprintf(msg, "model %s has %u outputs, the request names "
+		    "%zu output regions", m->name, m->graph->noutputs,
+		    in->n_output_refs) < 0)
+			*msg = NULL;
+		return AGXQ__ERROR_CODE__ERR_INVAL;
+	}
+	if ((r->outs = calloc(in->n_output_refs, sizeof *r->outs)) == NULL)
+		server_oom();
+	r->nouts = (uint32_t)in->n_output_refs;
+	for (uint32_t j = 0; j < r->nouts; j++) {
+		const Agxq__ShmRef *o = in->output_refs[j];
+
+		snprintf(what, sizeof what, "output %u", j);
+		if ((code = server_ref_region(c, r, o, 0, what, &rg, msg)) != 0)
+			return code;
+		/* Writing over an input would corrupt the request itself. */
+		for (uint32_t i = 0; i < r->ninputs; i++) {
+			const Agxq__ShmRef *s = in->inputs[i]->shm;
+
+			if (s == NULL || s->region_id != o->region_id ||
+			    o->length == 0 || s->length == 0 ||
+			    o->offset >= s->offset + s->length ||
+			    s->offset >= o->offset + o->length)
+				continue;
+			if (asprintf(msg, "output %u: shared memory slice "
+			    "overlaps input %u", j, i) < 0)
+				*msg = NULL;
+			return AGXQ__ERROR_CODE__ERR_INVAL;
+		}
+		r->outs[j].dst = (float *)(void *)(rg->base + o->offset);
+		r->outs[j].cap = o->length;
+		r->outs[j].region_id = o->region_id;
+		r->outs[j].offset = o->offset;
+	}
+	return 0;
+}
+
+/* Whether an Infer names any shared memory. */
+static int
+server_infer_uses_shm(const Agxq__Infer *in)
+{
+	if (in->n_output_refs > 0)
+		return 1;
+	for (size_t i = 0; i < in->n_inputs; i++) {
+		if (in->inputs[i]->shm != NULL)
+			return 1;
+	}
 	return 0;
 }
 
@@ -387,16 +570,19 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	}
 	if ((r = request_new(REQUEST_INFER, m->graph->ninputs)) == NULL)
 		server_oom();
-	for (uint32_t i = 0; i < m->graph->ninputs; i++) {
-		if ((code = server_check_input(m, i, in->inputs[i], r,
-		    &msg)) != 0) {
-			conn_send_error(c, in->request_id, code, "%s",
-			    msg != NULL ? msg : "bad input");
-			free(msg);
-			request_free(r);
-			goto out_free;
-		}
+	if (server_infer_uses_shm(in)) {
+		r->regions = calloc(m->graph->ninputs + m->graph->noutputs,
+		    sizeof *r->regions);
+		if (r->regions == NULL)
+			server_oom();
 	}
+	for (uint32_t i = 0; i < m->graph->ninputs; i++) {
+		if ((code = server_check_input(c, m, i, in->inputs[i], r,
+		    &msg)) != 0)
+			goto fail_request;
+	}
+	if ((code = server_check_outputs(c, m, in, r, &msg)) != 0)
+		goto fail_request;
 	r->id = in->request_id;
 	r->priority = in->priority;
 	r->rows = (uint32_t)r->in_shapes[0].dim[0];
@@ -408,6 +594,7 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	r->model = m;
 	if (executor_submit(srv->ex, r) != 0) {
 		r->env = NULL;
+		server_request_unref_regions(srv, r);
 		request_free(r);
 		if (srv->shutting_down)
 			conn_send_error(c, in->request_id,
@@ -425,8 +612,94 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	c->inflight++;
 	return;
 
+fail_request:
+	conn_send_error(c, in->request_id, code, "%s",
+	    msg != NULL ? msg : "bad input");
+	free(msg);
+	server_request_unref_regions(srv, r);
+	request_free(r);
 out_free:
 	codec_envelope_free(env);
+}
+
+/* Handles RegisterRegion: maps the descriptor that came with the frame. */
+static void
+server_register_region(struct server *srv, struct conn *c,
+    const Agxq__RegisterRegion *rr)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__RegisterRegionReply rep = AGXQ__REGISTER_REGION_REPLY__INIT;
+	struct region *rg;
+	char *cause = NULL;
+	int fd, code;
+
+	if ((fd = conn_take_fd(c)) == -1) {
+		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
+		    "RegisterRegion without a file descriptor (send the memfd "
+		    "as SCM_RIGHTS with the frame)");
+		return;
+	}
+	if (c->nregions >= config.max_regions) {
+		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "this connection already has %u shared memory regions "
+		    "(limit %u)", c->nregions, config.max_regions);
+		goto out_close;
+	}
+	if (rr->size > config.max_shm_bytes - srv->shm_bytes) {
+		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "a region of %" PRIu64 " bytes would exceed agxqd's limit "
+		    "of %" PRIu64 " mapped bytes", rr->size,
+		    config.max_shm_bytes);
+		goto out_close;
+	}
+	if (region_map(fd, rr->size, c->next_region_id, &rg, &code,
+	    &cause) != 0) {
+		log_info("conn %llu: region refused: %s",
+		    (unsigned long long)c->id, cause);
+		conn_send_error(c, rr->request_id, code, "%s",
+		    cause != NULL ? cause : "region refused");
+		free(cause);
+		goto out_close;
+	}
+	if (conn_add_region(c, rg) != 0)
+		server_oom();
+	c->next_region_id++;
+	srv->shm_regions++;
+	srv->shm_bytes += rg->size;
+	log_debug("conn %llu: region %llu mapped (%llu bytes)",
+	    (unsigned long long)c->id, (unsigned long long)rg->id,
+	    (unsigned long long)rg->size);
+	rep.request_id = rr->request_id;
+	rep.region_id = rg->id;
+	env.body_case = AGXQ__ENVELOPE__BODY_REGISTER_REGION_REPLY;
+	env.register_region_reply = &rep;
+	server_reply(c, &env);
+out_close:
+	close(fd);
+}
+
+/* Handles ReleaseRegion: unmaps once the requests using it finish. */
+static void
+server_release_region(struct server *srv, struct conn *c,
+    const Agxq__ReleaseRegion *rr)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__ReleaseRegionReply rep = AGXQ__RELEASE_REGION_REPLY__INIT;
+	struct region *rg;
+
+	if ((rg = conn_remove_region(c, rr->region_id)) == NULL) {
+		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
+		    "release: shared memory region %" PRIu64 " %s",
+		    rr->region_id, rr->region_id != 0 &&
+		    rr->region_id < c->next_region_id ? "was released" :
+		    "is not registered on this connection");
+		return;
+	}
+	server_region_unref(srv, rg);
+	rep.request_id = rr->request_id;
+	env.body_case = AGXQ__ENVELOPE__BODY_RELEASE_REGION_REPLY;
+	env.release_region_reply = &rep;
+	server_reply(c, &env);
 }
 
 /* Answers a StatsRequest. */
@@ -480,6 +753,8 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.bytes_out = srv->ctr.bytes_out;
 	st.bytes_in_raw = srv->ctr.bytes_in_raw;
 	st.bytes_out_raw = srv->ctr.bytes_out_raw;
+	st.shm_regions = srv->shm_regions;
+	st.shm_bytes = srv->shm_bytes;
 	st.backend_calls = executor_backend_calls(srv->ex);
 	st.backend_foreign_calls = executor_foreign_calls(srv->ex);
 	st.max_batch = config.max_batch;
@@ -519,6 +794,12 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	case AGXQ__ENVELOPE__BODY_INFER:
 		server_infer(srv, c, env);
 		return; /* env is the request's now, or freed */
+	case AGXQ__ENVELOPE__BODY_REGISTER_REGION:
+		server_register_region(srv, c, env->register_region);
+		break;
+	case AGXQ__ENVELOPE__BODY_RELEASE_REGION:
+		server_release_region(srv, c, env->release_region);
+		break;
 	case AGXQ__ENVELOPE__BODY_STATS_REQUEST:
 		server_stats(srv, c, env->stats_request);
 		break;
@@ -549,6 +830,7 @@ server_done(struct request *r, void *arg)
 		r->reply = NULL;
 	}
 	c->inflight--;
+	server_request_unref_regions(srv, r);
 	server_model_unref(srv, r->model);
 	conn_unref(c);
 	request_free(r);
@@ -572,6 +854,9 @@ server_conn_closed(struct server *srv, struct conn *c)
 		while (conn_remove_model(c, m->id) == m)
 			server_model_unref(srv, m);
 	}
+	/* Requests still running keep their regions mapped until done. */
+	while (c->nregions > 0)
+		server_region_unref(srv, c->regions[--c->nregions]);
 	conn_unref(c); /* the list's reference */
 	if (srv->shutting_down && srv->nconns == 0 && !srv->finished)
 		event_base_once(srv->base, -1, EV_TIMEOUT, server_finish_cb,
@@ -595,6 +880,15 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	}
 	TAILQ_INSERT_TAIL(&srv->conns, c, entry);
 	srv->nconns++;
+	if (!config_peer_allowed(c->uid, c->gid)) {
+		log_warn("connection from pid %d refused: uid %d gid %d is not "
+		    "allowed (--allow-uid, --allow-gid)", (int)c->pid,
+		    (int)c->uid, (int)c->gid);
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_PERM,
+		    "uid %d is not allowed to use this agxqd", (int)c->uid);
+		conn_drain(c);
+		return;
+	}
 	if (srv->nconns > config.max_connections) {
 		log_warn("connection from pid %d refused: %u connections "
 		    "(limit)", (int)c->pid, config.max_connections);

@@ -265,6 +265,24 @@ du_daemon_pid(const char *sock)
 	return pid;
 }
 
+/* Counts the threads listed in /proc/pid/task. */
+static int
+du_task_count(pid_t pid)
+{
+	char path[64];
+	DIR *dp;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+	if ((dp = opendir(path)) == NULL)
+		return 0;
+	while ((de = readdir(dp)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(dp);
+	return n;
+}
+
 /* Returns 1 when pid exists and is not a zombie. */
 int
 du_alive(pid_t pid)
@@ -285,7 +303,13 @@ du_alive(pid_t pid)
 	buf[n] = '\0';
 	if ((p = strrchr(buf, ')')) == NULL || p[1] == '\0' || p[2] == '\0')
 		return 1;
-	return p[2] != 'Z' && p[2] != 'X';
+	if (p[2] != 'Z' && p[2] != 'X')
+		return 1;
+	/*
+	 * A zombie leader whose other threads are still exiting still holds
+	 * the process's files (its listening socket): alive until they go.
+	 */
+	return du_task_count(pid) > 1;
 }
 
 /* Waits for pid to exit. */

@@ -60,7 +60,7 @@ int du_start(struct du_daemon *d, const char *const *extra);
 /* Reads the daemon's pid through a Stats request; -1 on failure. */
 pid_t du_daemon_pid(const char *sock);
 
-/* Returns 1 when pid exists and is not a zombie. */
+/* Returns 1 when pid runs: exists, and is not a zombie with all its threads gone. */
 int du_alive(pid_t pid);
 
 /* Waits up to timeout_ms for pid to exit; returns 0 once it is gone. */

@@ -1,8 +1,10 @@
 /*
  * test_cuda: the cuda backend against the cpu backend and against a plain
  * double-precision reference written here, op by op and on the three
- * reference models; CUDA graph replay with fresh data; injected and sticky
- * faults; close and reopen; and the time a run takes with and without CUDA
+ * reference models; CUDA graph replay with fresh data; several runs in
+ * flight at once on different models and shapes (submit/finish) with an
+ * injected fault failing only its own batch; outputs with and without
+ * zero-copy; injected and sticky faults; close and reopen; and the time a run takes with and without CUDA
  * graphs. Exits 77 ("skipped: no GPU") where there is no GPU. The sticky
  * fault case runs last: it may leave CUDA unusable in this process.
  * AGXQ_TEST_DUMP=dir writes the reference models' weights, inputs and cuda
@@ -951,6 +953,230 @@ fail_unload:
 	return rc;
 }
 
+/* One batch of the in-flight cases: inputs, cuda outputs, cpu outputs. */
+struct flight {
+	struct tcase_graph *tg;
+	struct graph_shape is[8], os[8];
+	float *in[8], *oc[8], *op[8];
+	void *ticket;
+	int failed;         /* submit failed */
+};
+
+/* Prepares a batch of tg with random inputs and its cpu result. */
+static void
+flight_prep(struct flight *f, struct tcase_graph *tg, int64_t batch)
+{
+	const struct graph *g = tg->g;
+	char *cause = NULL;
+
+	memset(f, 0, sizeof *f);
+	f->tg = tg;
+	for (uint32_t i = 0; i < g->ninputs; i++) {
+		f->is[i] = g->values[i].shape;
+		f->is[i].dim[0] = batch;
+		if ((f->in[i] = malloc(graph_shape_nelem(&f->is[i]) *
+		    sizeof(float) + 4)) == NULL)
+			abort();
+		tg_rand_fill(f->in[i], graph_shape_nelem(&f->is[i]), 1.0f, &seed);
+	}
+	if (engine_output_shapes(g, f->is, f->os, &cause) != 0)
+		abort();
+	for (uint32_t j = 0; j < g->noutputs; j++) {
+		size_t n = graph_shape_nelem(&f->os[j]) * sizeof(float) + 4;
+
+		if ((f->oc[j] = malloc(n)) == NULL || (f->op[j] = malloc(n)) == NULL)
+			abort();
+		memset(f->oc[j], 0xff, n);
+	}
+	if (engine_run(ecpu, tg->mp, f->is, (const float *const *)f->in, f->op,
+	    &cause) != 0) {
+		printf("  cpu run: %s\n", cause);
+		abort();
+	}
+}
+
+/* Compares the cuda result with the cpu one; fails above tolerance. */
+static int
+flight_check(struct flight *f, struct cmp *c)
+{
+	struct cmp one = { 0, 0 };
+
+	for (uint32_t j = 0; j < f->tg->g->noutputs; j++)
+		cmp_addf(&one, f->oc[j], f->op[j], graph_shape_nelem(&f->os[j]),
+		    ATOL_MODEL);
+	if (one.max_abs > c->max_abs)
+		c->max_abs = one.max_abs;
+	if (one.max_ratio > c->max_ratio)
+		c->max_ratio = one.max_ratio;
+	return one.max_ratio <= 1 ? 0 : -1;
+}
+
+/* Frees a batch's buffers. */
+static void
+flight_free(struct flight *f)
+{
+	for (int i = 0; i < 8; i++) {
+		free(f->in[i]);
+		free(f->oc[i]);
+		free(f->op[i]);
+	}
+}
+
+/*
+ * Runs nf batches on ecuda keeping as many in flight as it takes, finished
+ * oldest first. want_fail[k] says batch k must fail with `want` in its
+ * cause (at submit or at finish); every other batch must match the cpu.
+ * Returns the number of batches that went wrong; *maxin is the most in
+ * flight at once.
+ */
+static int
+flight_run(struct flight *f, int nf, const int *want_fail, const char *want,
+    struct cmp *c, int *maxin)
+{
+	int slots = engine_slots(ecuda), head = 0, next = 0, bad = 0;
+
+	*maxin = 0;
+	while (head < nf) {
+		char *cause = NULL;
+		struct flight *x;
+		int rc;
+
+		if (next < nf && next - head < slots) {
+			x = &f[next];
+			rc = engine_submit(ecuda, x->tg->mc, x->is,
+			    (const float *const *)x->in, x->oc, &x->ticket, &cause);
+			if (rc != 0) {
+				x->failed = 1;
+				if (!want_fail[next] || strstr(cause, want) == NULL) {
+					printf("  batch %d: submit failed: %s\n", next,
+					    cause);
+					bad++;
+				}
+			}
+			free(cause);
+			next++;
+			if (next - head > *maxin)
+				*maxin = next - head;
+			continue;
+		}
+		x = &f[head];
+		rc = x->failed ? -1 : engine_finish(ecuda, x->ticket, &cause);
+		if (x->failed)
+			;
+		else if (rc != 0 && (!want_fail[head] ||
+		    strstr(cause, want) == NULL)) {
+			printf("  batch %d: failed: %s\n", head, cause);
+			bad++;
+		} else if (rc != 0)
+			printf("  batch %d failed as planned: %s\n", head, cause);
+		else if (want_fail[head]) {
+			printf("  batch %d succeeded, expected \"%s\"\n", head, want);
+			bad++;
+		} else if (flight_check(x, c) != 0) {
+			printf("  batch %d: wrong result\n", head);
+			bad++;
+		}
+		free(cause);
+		head++;
+	}
+	return bad;
+}
+
+static int
+t_inflight(void)
+{
+	static const struct {
+		int model;
+		int64_t batch;
+	} plan[] = {
+		{ 0, 3 }, { 1, 5 }, { 2, 2 }, { 0, 7 }, { 1, 3 }, { 2, 1 },
+		{ 0, 3 }, { 1, 5 }, { 2, 2 }, { 0, 1 }, { 1, 5 },
+	};
+	const int np = sizeof plan / sizeof plan[0], rounds = 4;
+	struct tcase_graph tg[3];
+	struct flight f[sizeof plan / sizeof plan[0] * 4];
+	int nofail[sizeof plan / sizeof plan[0] * 4] = { 0 };
+	struct cmp c = { 0, 0 };
+	int rc = 0, maxin, slots = engine_slots(ecuda);
+
+	if (tc_load(m_linear(), &tg[0]) != 0 || tc_load(m_mlp(), &tg[1]) != 0 ||
+	    tc_load(m_transformer(), &tg[2]) != 0)
+		abort();
+	/* Rounds repeat (lane, shape) pairs: graphs captured and replayed. */
+	for (int r = 0; r < rounds; r++)
+		for (int k = 0; k < np; k++)
+			flight_prep(&f[r * np + k], &tg[plan[k].model],
+			    plan[k].batch);
+	if (flight_run(f, np * rounds, nofail, "", &c, &maxin) != 0)
+		rc = -1;
+	printf("  %d batches of 3 models, %d slots, up to %d in flight: "
+	    "max|cuda-cpu| %.2e (%.3f of tol)\n", np * rounds, slots, maxin,
+	    c.max_abs, c.max_ratio);
+	if (!as_cpu && slots < 2) {
+		printf("  the cuda backend should overlap runs\n");
+		rc = -1;
+	}
+	for (int k = 0; k < np * rounds; k++)
+		flight_free(&f[k]);
+	for (int i = 0; i < 3; i++)
+		tc_unload(&tg[i]);
+	return rc;
+}
+
+static int
+t_inflight_fault(void)
+{
+	struct engine *saved = ecuda;
+	struct tcase_graph tg[2];
+	struct flight f[8];
+	int want[8] = { 0, 0, 1, 0, 0, 1, 0, 0 };
+	struct cmp c = { 0, 0 };
+	int rc = -1, maxin;
+
+	/* every 3rd submitted run fails */
+	if ((ecuda = open_cuda("3", NULL, NULL)) == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	if (tc_load(m_mlp(), &tg[0]) != 0 || tc_load(m_linear(), &tg[1]) != 0)
+		abort();
+	for (int k = 0; k < 8; k++)
+		flight_prep(&f[k], &tg[k % 2], 2 + k % 3);
+	if (flight_run(f, 8, want, "injected fault", &c, &maxin) == 0) {
+		printf("  batches 3 and 6 of 8 failed (up to %d in flight), "
+		    "the others were correct\n", maxin);
+		rc = 0;
+	}
+	for (int k = 0; k < 8; k++)
+		flight_free(&f[k]);
+	tc_unload(&tg[0]);
+	tc_unload(&tg[1]);
+	engine_close(ecuda);
+	ecuda = saved;
+	return rc;
+}
+
+static int
+t_no_zerocopy(void)
+{
+	struct engine *saved = ecuda;
+	int rc = 0;
+
+	/* outputs copied device-to-host instead of written to mapped memory */
+	setenv("AGXQ_CUDA_ZEROCOPY", "0", 1);
+	ecuda = open_cuda(NULL, NULL, NULL);
+	unsetenv("AGXQ_CUDA_ZEROCOPY");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	rc |= tc_check("no zerocopy linear", m_linear(), ATOL_MODEL);
+	rc |= tc_check("no zerocopy transformer", m_transformer(), ATOL_MODEL);
+	engine_close(ecuda);
+	ecuda = saved;
+	return rc;
+}
+
 /* Microseconds per run of model t at batch 4 on engine e. */
 static double
 time_runs(struct engine *e, struct tgraph *t, int n)
@@ -1041,7 +1267,10 @@ static const struct {
 	{ "models", t_models },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
+	{ "inflight", t_inflight },
+	{ "no_zerocopy", t_no_zerocopy },
 	{ "fault_injected", t_fault_injected },
+	{ "inflight_fault", t_inflight_fault },
 	{ "reopen", t_reopen },
 	{ "fault_sticky", t_fault_sticky },
 };

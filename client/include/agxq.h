@@ -50,7 +50,8 @@ extern "C" {
 #define AGXQ_ELIMIT (-17)       /* resource limit reached */
 #define AGXQ_EUNSUPPORTED (-18) /* not supported here */
 #define AGXQ_EINTERNAL (-19)    /* internal error */
-#define AGXQ_ERRNO_MAX 19
+#define AGXQ_EPERM (-20)        /* not allowed to connect or to use this */
+#define AGXQ_ERRNO_MAX 20
 
 /* Returns a static description of an AGXQ_E* code. */
 AGXQ_EXTERN const char *agxq_strerror(int code);

@@ -1,0 +1,194 @@
+/*
+ * test_access: who may connect. The socket is created 0600 by default; a
+ * peer of another user is refused at accept (peer credentials) unless
+ * --allow-uid or --allow-gid lists it, and models are shared only between
+ * peers of the same user unless --share-models-across-users. Needs root to
+ * act as another user; prints "skipped" for those cases otherwise.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agxq.h"
+#include "daemon_util.h"
+
+#define NOBODY 65534
+
+static int failed;
+
+#define CHECK(cond) do {						\
+	if (!(cond)) {							\
+		printf("  %s:%d: %s\n", __FILE__, __LINE__, #cond);	\
+		failed = 1;						\
+	}								\
+} while (0)
+
+/*
+ * In a child running as uid NOBODY: connects to sock and returns the
+ * agxq_connect result (0 or AGXQ_E*), or 100 when the child failed.
+ */
+static int
+connect_as_nobody(const char *sock)
+{
+	pid_t pid;
+	int status;
+
+	if ((pid = fork()) == 0) {
+		agxq_client *c;
+		int rc;
+
+		if (setgid(NOBODY) != 0 || setuid(NOBODY) != 0)
+			_exit(100);
+		rc = agxq_connect(sock, &c);
+		if (rc == 0)
+			agxq_close(c);
+		_exit(-rc);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return 100;
+	return WEXITSTATUS(status) == 100 ? 100 : -WEXITSTATUS(status);
+}
+
+/* The socket is 0600 unless --socket-mode says otherwise. */
+static void
+case_socket_mode(void)
+{
+	static const char *const extra[] = { "--socket-mode", "0660", NULL };
+	struct du_daemon d;
+	struct stat sb;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, NULL) == 0);
+	CHECK(stat(d.sock, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK(stat(d.sock, &sb) == 0 && (sb.st_mode & 0777) == 0660);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+}
+
+/* Another user is refused with AGXQ_EPERM, and allowed once listed. */
+static void
+case_allow_uid(void)
+{
+	static const char *const open_mode[] = { "--socket-mode", "0666", NULL };
+	static const char *const allowed[] = { "--socket-mode", "0666",
+	    "--allow-uid", "65534", NULL };
+	static const char *const allowed_gid[] = { "--socket-mode", "0666",
+	    "--allow-gid", "65534", NULL };
+	struct du_daemon d;
+	agxq_client *c;
+
+	if (geteuid() != 0) {
+		printf("  skipped: needs root to connect as another user\n");
+		return;
+	}
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, open_mode) == 0);
+	chmod(d.dir, 0711);
+	CHECK(connect_as_nobody(d.sock) == AGXQ_EPERM);
+	/* The daemon's own user still gets in, and the daemon still serves. */
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	agxq_close(c);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, allowed) == 0);
+	chmod(d.dir, 0711);
+	CHECK(connect_as_nobody(d.sock) == 0);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, allowed_gid) == 0);
+	chmod(d.dir, 0711);
+	CHECK(connect_as_nobody(d.sock) == 0);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+}
+
+/* Bad --allow-uid values are refused at the command line. */
+static void
+case_bad_options(void)
+{
+	static const char *const bad_user[] = { "start", "--socket",
+	    "/tmp/agxq-unused.sock", "--allow-uid", "no-such-user-xyz", NULL };
+	static const char *const bad_bytes[] = { "start", "--socket",
+	    "/tmp/agxq-unused.sock", "--max-weight-bytes", "12Q", NULL };
+	char out[512];
+
+	CHECK(du_run(bad_user, 5000, out, sizeof out) == 2);
+	CHECK(strstr(out, "unknown user no-such-user-xyz") != NULL);
+	CHECK(du_run(bad_bytes, 5000, out, sizeof out) == 2);
+	CHECK(strstr(out, "bad value for --max-weight-bytes") != NULL);
+}
+
+/* Model limits: per connection and in total, each a clear error. */
+static void
+case_model_limits(void)
+{
+	static const char *const extra[] = { "--max-models-per-conn", "2",
+	    "--max-weight-bytes", "300K", NULL };
+	struct du_daemon d;
+	agxq_client *c = NULL;
+	agxq_model *m[3] = { NULL, NULL, NULL };
+	agxq_graph *g;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	if (c == NULL)
+		goto out;
+	/* linear: 131 KB of weights; two fit in 300K, a third model does not. */
+	for (int i = 0; i < 3; i++) {
+		CHECK(agxq_reference_build(AGXQ_REF_LINEAR, 100 + i, &g) == 0);
+		CHECK(agxq_model_load(c, g, "lin", &m[i]) ==
+		    (i < 2 ? 0 : AGXQ_ELIMIT));
+		agxq_graph_free(g);
+	}
+	/* The mlp alone is over the total weight limit. */
+	CHECK(agxq_reference_build(AGXQ_REF_MLP, 1, &g) == 0);
+	agxq_model_unload(m[1]);
+	m[1] = NULL;
+	CHECK(agxq_model_load(c, g, "mlp", &m[2]) == AGXQ_ELIMIT);
+	agxq_graph_free(g);
+out:
+	for (int i = 0; i < 3; i++)
+		agxq_model_unload(m[i]);
+	agxq_close(c);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} cases[] = {
+	{ "socket_mode", case_socket_mode },
+	{ "allow_uid", case_allow_uid },
+	{ "bad_options", case_bad_options },
+	{ "model_limits", case_model_limits },
+};
+
+int
+main(void)
+{
+	int any = 0;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	du_watchdog(100);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		failed = 0;
+		cases[i].fn();
+		printf("%s %s\n", failed ? "FAIL" : "ok  ", cases[i].name);
+		any |= failed;
+	}
+	return any;
+}
