@@ -7,8 +7,17 @@
  * mutex; replies may arrive in any order. Synchronous calls wait on their
  * own condition variable, so a reply wakes exactly one thread. Asynchronous
  * callbacks run on the reader thread with no lock held.
+ *
+ * Shared memory: requests whose inputs reach shm_threshold bytes
+ * (AGXQ_SHM_THRESHOLD, default 64 KiB, 0: never) are copied once into a
+ * slice of the connection's pool of registered memfd regions and named by
+ * ShmRef; their outputs are written by agxqd into the same slice (sized from
+ * what earlier replies of the model returned), and the result's tensors
+ * point into it: the slice stays pinned until agxq_result_free. When memfd
+ * or registration is unavailable, requests go inline.
  */
 #include <sys/types.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -29,6 +38,7 @@
 #include "codec.h"
 #include "stats_json.h"
 #include "result.h"
+#include "shmpool.h"
 
 #ifndef MSG_NOSIGNAL
 #define MSG_NOSIGNAL 0 /* SO_NOSIGPIPE is set on the socket instead */
@@ -38,10 +48,36 @@
 #define CLIENT_READ_SIZE (64u << 10)
 #define CLIENT_MAX_INPUTS 1024
 #define CLIENT_MIN_BUCKETS 64
+#define CLIENT_SHM_THRESHOLD (64u << 10)
+#define CLIENT_SHM_MAX_IN 8         /* inputs of a request that can use shm */
+#define CLIENT_SHM_MAX_OUT 8        /* outputs of a model that can use shm */
+#define CLIENT_SHM_MIN_REGION (8u << 20)
+#define CLIENT_SHM_POOL_MAX ((size_t)4 << 30)
+#define CLIENT_OUTINFO 32           /* models whose output sizes are known */
+#define CLIENT_SHM_ALIGN 64u
 
 enum client_wait {
 	CLIENT_SYNC,
 	CLIENT_ASYNC
+};
+
+/* A request's slice of shared memory, pinned until its result is freed. */
+struct client_hold {
+	struct agxq_client *c;        /* for learning output sizes */
+	struct shmpool *pool;
+	struct shmpool_slice slice;
+	uint64_t model_id;
+	int64_t rows;
+	int nin, nout;
+	uint64_t in_off[CLIENT_SHM_MAX_IN], in_len[CLIENT_SHM_MAX_IN];
+	uint64_t out_off[CLIENT_SHM_MAX_OUT], out_len[CLIENT_SHM_MAX_OUT];
+};
+
+/* Output bytes per row a model returned, to size output slices. */
+struct client_outinfo {
+	uint64_t model_id;            /* 0: free */
+	int nout;
+	uint64_t row_bytes[CLIENT_SHM_MAX_OUT];
 };
 
 /* A request waiting for its reply. */
@@ -60,6 +96,7 @@ struct client_pending {
 	/* CLIENT_ASYNC: malloc'd, freed by whoever completes it. */
 	agxq_infer_cb cb;
 	void *arg;
+	struct client_hold *hold;     /* shared memory, or NULL */
 };
 
 /* The frame reader's buffer: data[off..len) is unparsed. */
@@ -88,6 +125,15 @@ struct agxq_client {
 	pthread_t reader;
 	int reader_started;
 	struct client_rbuf rb;
+
+	size_t compress_threshold;     /* AGXQ_COMPRESS_THRESHOLD */
+	size_t shm_threshold;          /* AGXQ_SHM_THRESHOLD; 0: off */
+	atomic_int shm_off;            /* unavailable: inline only */
+	struct shmpool *pool;
+	pthread_mutex_t grow_mu;       /* one registration at a time */
+	pthread_mutex_t info_mu;       /* outinfo */
+	struct client_outinfo outinfo[CLIENT_OUTINFO];
+	uint32_t outinfo_next;
 };
 
 struct agxq_model {
@@ -193,8 +239,14 @@ client_pending_cancel(agxq_client *c, struct client_pending *p)
  * down and the reader fails everything.
  */
 static int
-client_send(agxq_client *c, const uint8_t *frame, size_t len)
+client_send(agxq_client *c, const uint8_t *frame, size_t len, int pass_fd)
 {
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct msghdr msg;
+	struct iovec iov;
 	ssize_t n;
 	int rc = 0;
 
@@ -202,7 +254,26 @@ client_send(agxq_client *c, const uint8_t *frame, size_t len)
 		return AGXQ_EDISCONNECTED;
 	pthread_mutex_lock(&c->send_mu);
 	while (len > 0) {
-		n = send(c->fd, frame, len, MSG_NOSIGNAL);
+		if (pass_fd >= 0) {
+			/* The descriptor rides on the frame's first byte. */
+			memset(&msg, 0, sizeof msg);
+			memset(&cbuf, 0, sizeof cbuf);
+			iov.iov_base = (void *)(uintptr_t)frame;
+			iov.iov_len = len;
+			msg.msg_iov = &iov;
+			msg.msg_iovlen = 1;
+			msg.msg_control = cbuf.buf;
+			msg.msg_controllen = sizeof cbuf.buf;
+			CMSG_FIRSTHDR(&msg)->cmsg_level = SOL_SOCKET;
+			CMSG_FIRSTHDR(&msg)->cmsg_type = SCM_RIGHTS;
+			CMSG_FIRSTHDR(&msg)->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(CMSG_FIRSTHDR(&msg)), &pass_fd,
+			    sizeof pass_fd);
+			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+			if (n > 0)
+				pass_fd = -1;
+		} else
+			n = send(c->fd, frame, len, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -222,7 +293,7 @@ static int
 client_encode(agxq_client *c, const Agxq__Envelope *env, uint8_t **frame,
     size_t *len)
 {
-	if (codec_encode(env, CODEC_DEFAULT_COMPRESS_THRESHOLD, &c->lim, frame,
+	if (codec_encode(env, c->compress_threshold, &c->lim, frame,
 	    len, NULL) != 0) {
 		if (agxq__envelope__get_packed_size(env) > c->lim.max_message)
 			return AGXQ_ETOOBIG;
@@ -242,7 +313,7 @@ client_encode(agxq_client *c, const Agxq__Envelope *env, uint8_t **frame,
  */
 static int
 client_call_frame(agxq_client *c, uint8_t *frame, size_t len, uint64_t id,
-    int expect, Agxq__Envelope **reply)
+    int expect, Agxq__Envelope **reply, int pass_fd)
 {
 	struct client_pending p;
 	int rc;
@@ -256,7 +327,7 @@ client_call_frame(agxq_client *c, uint8_t *frame, size_t len, uint64_t id,
 		free(frame);
 		goto out;
 	}
-	rc = client_send(c, frame, len);
+	rc = client_send(c, frame, len, pass_fd);
 	free(frame);
 
 	pthread_mutex_lock(&c->mu);
@@ -291,7 +362,240 @@ client_call(agxq_client *c, const Agxq__Envelope *env, uint64_t id,
 		return AGXQ_EDISCONNECTED;
 	if ((rc = client_encode(c, env, &frame, &len)) != 0)
 		return rc;
-	return client_call_frame(c, frame, len, id, expect, reply);
+	return client_call_frame(c, frame, len, id, expect, reply, -1);
+}
+
+/* Rounds n up to the slice alignment. */
+static uint64_t
+client_align(uint64_t n)
+{
+	return (n + CLIENT_SHM_ALIGN - 1) & ~(uint64_t)(CLIENT_SHM_ALIGN - 1);
+}
+
+/* Gives a hold's slice back to the pool and frees it (a result release). */
+static void
+client_hold_release(void *arg)
+{
+	struct client_hold *h = arg;
+
+	if (h == NULL)
+		return;
+	shmpool_free(h->pool, &h->slice);
+	free(h);
+}
+
+/* Maps an output ShmRef of a reply to our mapping, inside h's slice only. */
+static const void *
+client_hold_resolve(void *arg, const Agxq__ShmRef *ref)
+{
+	struct client_hold *h = arg;
+	const struct shmpool_slice *sl = &h->slice;
+
+	if (ref->region_id != sl->region_id || ref->offset < sl->offset ||
+	    ref->offset - sl->offset > sl->len ||
+	    ref->length > sl->len - (ref->offset - sl->offset) ||
+	    ref->offset % sizeof(float) != 0)
+		return NULL;
+	return sl->p + (ref->offset - sl->offset);
+}
+
+/* Finds (or with create, makes) model_id's output info; info_mu held. */
+static struct client_outinfo *
+client_outinfo(agxq_client *c, uint64_t model_id, int create)
+{
+	struct client_outinfo *o;
+
+	for (uint32_t i = 0; i < CLIENT_OUTINFO; i++) {
+		if (c->outinfo[i].model_id == model_id)
+			return &c->outinfo[i];
+	}
+	if (!create)
+		return NULL;
+	o = &c->outinfo[c->outinfo_next++ % CLIENT_OUTINFO];
+	memset(o, 0, sizeof *o);
+	o->model_id = model_id;
+	return o;
+}
+
+/* Records the output sizes of a result of model_id for rows rows. */
+static void
+client_learn(agxq_client *c, uint64_t model_id, int64_t rows,
+    const agxq_result *r)
+{
+	struct client_outinfo *o;
+
+	if (r->n < 1 || r->n > CLIENT_SHM_MAX_OUT || rows < 1)
+		return;
+	pthread_mutex_lock(&c->info_mu);
+	o = client_outinfo(c, model_id, 1);
+	if (o->nout != r->n) {
+		memset(o->row_bytes, 0, sizeof o->row_bytes);
+		o->nout = r->n;
+	}
+	for (int j = 0; j < r->n; j++) {
+		uint64_t b = agxq_tensor_nelem(&r->out[j]) * sizeof(float);
+
+		b = (b + (uint64_t)rows - 1) / (uint64_t)rows;
+		if (b > o->row_bytes[j])
+			o->row_bytes[j] = b;
+	}
+	pthread_mutex_unlock(&c->info_mu);
+}
+
+/*
+ * Makes a result from an InferReply of a shared memory request, taking env;
+ * on success the result pins h's slice, otherwise h is released.
+ */
+static int
+client_hold_result(struct client_hold *h, Agxq__Envelope *env,
+    agxq_result **out)
+{
+	int rc;
+
+	rc = result_from_envelope_shm(env, client_hold_resolve, h, out);
+	if (rc != 0) {
+		client_hold_release(h);
+		return rc;
+	}
+	client_learn(h->c, h->model_id, h->rows, *out);
+	(*out)->release = client_hold_release;
+	(*out)->release_arg = h;
+	return 0;
+}
+
+/*
+ * Registers a new region big enough for len more bytes. Any failure turns
+ * shared memory off for the connection. Returns 0 or -1.
+ */
+static int
+client_shm_grow(agxq_client *c, size_t len)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__RegisterRegion rr = AGXQ__REGISTER_REGION__INIT;
+	size_t have, size;
+	uint8_t *frame;
+	size_t flen;
+	void *base;
+	int fd, rc;
+
+	have = shmpool_size(c->pool);
+	size = 2 * (size_t)client_align(len);
+	size = (size + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+	if (size < CLIENT_SHM_MIN_REGION)
+		size = CLIENT_SHM_MIN_REGION;
+	if (size < have)
+		size = have;
+	if (size > CLIENT_SHM_POOL_MAX - have)
+		size = CLIENT_SHM_POOL_MAX - have;
+	if (size < len)
+		return -1; /* pool full: this request goes inline */
+	if (shmpool_create(size, &fd, &base) != 0) {
+		atomic_store(&c->shm_off, 1);
+		return -1;
+	}
+	rr.request_id = atomic_fetch_add(&c->next_id, 1);
+	rr.size = size;
+	env.body_case = AGXQ__ENVELOPE__BODY_REGISTER_REGION;
+	env.register_region = &rr;
+	if ((rc = client_encode(c, &env, &frame, &flen)) == 0)
+		rc = client_call_frame(c, frame, flen, rr.request_id,
+		    AGXQ__ENVELOPE__BODY_REGISTER_REGION_REPLY, &reply, fd);
+	close(fd);
+	if (rc == 0 && shmpool_add(c->pool,
+	    reply->register_region_reply->region_id, base, size) != 0)
+		rc = AGXQ_ENOMEM;
+	codec_envelope_free(reply);
+	if (rc != 0) {
+		/* The daemon keeps an unused mapping until we disconnect. */
+		munmap(base, size);
+		atomic_store(&c->shm_off, 1);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Decides whether a request goes through shared memory; if so copies its
+ * inputs into a new slice and returns 1 with *out (the hold), else 0 (send
+ * inline: below the threshold, shared memory off, or no room).
+ */
+static int
+client_shm_prepare(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    struct client_hold **out)
+{
+	agxq_client *c = m->client;
+	struct client_hold *h;
+	struct client_outinfo *o;
+	uint64_t total = 0, len = 0;
+
+	*out = NULL;
+	if (c->shm_threshold == 0 || atomic_load(&c->shm_off) ||
+	    inputs == NULL || ninputs < 1 || ninputs > CLIENT_SHM_MAX_IN)
+		return 0;
+	for (int i = 0; i < ninputs; i++) {
+		const agxq_tensor *t = &inputs[i];
+		uint64_t n = 1;
+
+		if (t->dtype != AGXQ_FLOAT32 || t->ndim < 1 ||
+		    t->ndim > AGXQ_MAX_DIMS || t->data == NULL)
+			return 0; /* the inline path reports it */
+		for (int d = 0; d < t->ndim; d++) {
+			if (t->shape[d] <= 0 || t->shape[d] > (1LL << 32))
+				return 0;
+			n *= (uint64_t)t->shape[d];
+			if (n > ((uint64_t)UINT32_MAX >> 2))
+				return 0;
+		}
+		total += n * sizeof(float);
+	}
+	if (total < c->shm_threshold)
+		return 0;
+	if ((h = calloc(1, sizeof *h)) == NULL)
+		return 0;
+	h->c = c;
+	h->pool = c->pool;
+	h->model_id = m->model_id;
+	h->rows = inputs[0].shape[0];
+	h->nin = ninputs;
+	for (int i = 0; i < ninputs; i++) {
+		h->in_off[i] = len;
+		h->in_len[i] = agxq_tensor_nelem(&inputs[i]) * sizeof(float);
+		len += client_align(h->in_len[i]);
+	}
+	pthread_mutex_lock(&c->info_mu);
+	if ((o = client_outinfo(c, m->model_id, 0)) != NULL) {
+		h->nout = o->nout;
+		for (int j = 0; j < o->nout; j++) {
+			h->out_off[j] = len;
+			h->out_len[j] = o->row_bytes[j] * (uint64_t)h->rows;
+			len += client_align(h->out_len[j]);
+		}
+	}
+	pthread_mutex_unlock(&c->info_mu);
+	if (len > SIZE_MAX / 2)
+		goto fail_free;
+	if (shmpool_alloc(c->pool, (size_t)len, &h->slice) != 0) {
+		/* Growing waits for a reply: not on the reader thread. */
+		if (client_on_reader(c))
+			goto fail_free;
+		pthread_mutex_lock(&c->grow_mu);
+		if (shmpool_alloc(c->pool, (size_t)len, &h->slice) != 0 &&
+		    (client_shm_grow(c, (size_t)len) != 0 ||
+		    shmpool_alloc(c->pool, (size_t)len, &h->slice) != 0)) {
+			pthread_mutex_unlock(&c->grow_mu);
+			goto fail_free;
+		}
+		pthread_mutex_unlock(&c->grow_mu);
+	}
+	for (int i = 0; i < ninputs; i++)
+		memcpy(h->slice.p + h->in_off[i], inputs[i].data,
+		    (size_t)h->in_len[i]);
+	*out = h;
+	return 1;
+
+fail_free:
+	free(h);
+	return 0;
 }
 
 /* Maps a reply to a status: 0, the Error's code, or AGXQ_EPROTO. */
@@ -314,11 +618,15 @@ client_complete_async(struct client_pending *p, Agxq__Envelope *env,
 
 	if (env != NULL) {
 		status = client_reply_status(env, p->expect);
-		if (status == 0)
+		if (status == 0 && p->hold != NULL) {
+			status = client_hold_result(p->hold, env, &r);
+			p->hold = NULL;
+		} else if (status == 0)
 			status = result_from_envelope(env, &r);
 		else
 			codec_envelope_free(env);
 	}
+	client_hold_release(p->hold);
 	p->cb(p->arg, status, status == 0 ? r : NULL);
 	agxq_result_free(r);
 	free(p);
@@ -337,6 +645,10 @@ client_reply_id(const Agxq__Envelope *env)
 		return env->unload_model_reply->request_id;
 	case AGXQ__ENVELOPE__BODY_STATS:
 		return env->stats->request_id;
+	case AGXQ__ENVELOPE__BODY_REGISTER_REGION_REPLY:
+		return env->register_region_reply->request_id;
+	case AGXQ__ENVELOPE__BODY_RELEASE_REGION_REPLY:
+		return env->release_region_reply->request_id;
 	case AGXQ__ENVELOPE__BODY_ERROR:
 		return env->error->request_id;
 	default:
@@ -603,7 +915,7 @@ client_handshake(agxq_client *c)
 	env.hello = &hello;
 	if ((rc = client_encode(c, &env, &frame, &len)) != 0)
 		return rc;
-	rc = client_send(c, frame, len);
+	rc = client_send(c, frame, len, -1);
 	free(frame);
 	if (rc != 0)
 		return AGXQ_ECONNECT;
@@ -635,6 +947,8 @@ client_handshake(agxq_client *c)
 		}
 		if (hr->max_frame != 0)
 			c->lim.max_frame = hr->max_frame;
+		if (!hr->shm)
+			atomic_store(&c->shm_off, 1);
 		c->backend = client_strdup(hr->backend);
 		c->server_version = client_strdup(hr->server_version);
 		rc = c->backend == NULL || c->server_version == NULL ?
@@ -668,6 +982,23 @@ client_start_reader(agxq_client *c)
 	return 0;
 }
 
+/* Reads a byte count from environment variable name (def when unset or bad). */
+static size_t
+client_env_size(const char *name, size_t def)
+{
+	const char *v = getenv(name);
+	unsigned long long n;
+	char *end;
+
+	if (v == NULL || *v == '\0')
+		return def;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno != 0 || *end != '\0' || n > SIZE_MAX)
+		return def;
+	return (size_t)n;
+}
+
 /* Connects to agxqd, performs the handshake and starts the reader. */
 int
 agxq_connect(const char *socket_path, agxq_client **out)
@@ -691,6 +1022,17 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	}
 	pthread_mutex_init(&c->send_mu, NULL);
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_mutex_init(&c->grow_mu, NULL);
+	pthread_mutex_init(&c->info_mu, NULL);
+	c->compress_threshold = client_env_size("AGXQ_COMPRESS_THRESHOLD",
+	    CODEC_DEFAULT_COMPRESS_THRESHOLD);
+	c->shm_threshold = client_env_size("AGXQ_SHM_THRESHOLD",
+	    CLIENT_SHM_THRESHOLD);
+	atomic_init(&c->shm_off, 0);
+	if ((c->pool = shmpool_new()) == NULL) {
+		rc = AGXQ_ENOMEM;
+		goto fail_destroy_locks;
+	}
 
 	if ((rc = client_open(socket_path, &c->fd)) != 0)
 		goto fail_destroy_locks;
@@ -704,6 +1046,9 @@ agxq_connect(const char *socket_path, agxq_client **out)
 fail_close_socket:
 	close(c->fd);
 fail_destroy_locks:
+	shmpool_unref(c->pool);
+	pthread_mutex_destroy(&c->info_mu);
+	pthread_mutex_destroy(&c->grow_mu);
 	pthread_mutex_destroy(&c->mu);
 	pthread_mutex_destroy(&c->send_mu);
 	free(c->backend);
@@ -726,6 +1071,10 @@ agxq_close(agxq_client *c)
 		return; /* misuse: cannot join ourselves; the reader winds down */
 	pthread_join(c->reader, NULL);
 	close(c->fd);
+	/* Results still alive keep the pool's mappings until freed. */
+	shmpool_unref(c->pool);
+	pthread_mutex_destroy(&c->info_mu);
+	pthread_mutex_destroy(&c->grow_mu);
 	pthread_mutex_destroy(&c->mu);
 	pthread_mutex_destroy(&c->send_mu);
 	free(c->buckets);
@@ -807,14 +1156,17 @@ agxq_model_unload(agxq_model *m)
 /*
  * Checks the inputs and encodes an Infer for them into one frame (*frame,
  * *len; caller frees). The tensors are packed straight from the caller's
- * buffers.
+ * buffers, or named in h's shared memory slice when h is not NULL.
  */
 static int
 client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
-    const agxq_infer_opts *opts, uint64_t id, uint8_t **frame, size_t *len)
+    const agxq_infer_opts *opts, uint64_t id, const struct client_hold *h,
+    uint8_t **frame, size_t *len)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
 	Agxq__Infer inf = AGXQ__INFER__INIT;
+	Agxq__ShmRef inref[CLIENT_SHM_MAX_IN], outref[CLIENT_SHM_MAX_OUT];
+	Agxq__ShmRef *outrefp[CLIENT_SHM_MAX_OUT];
 	Agxq__Tensor tstack[8], *tps_stack[8], *ts = tstack, **tps = tps_stack;
 	int rc = AGXQ_EINVAL;
 
@@ -850,6 +1202,26 @@ client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		ts[i].data.len = (size_t)n * sizeof(float);
 		ts[i].data.data = t->data;
 		tps[i] = &ts[i];
+		if (h != NULL && i < h->nin) {
+			agxq__shm_ref__init(&inref[i]);
+			inref[i].region_id = h->slice.region_id;
+			inref[i].offset = h->slice.offset + h->in_off[i];
+			inref[i].length = h->in_len[i];
+			ts[i].shm = &inref[i];
+			ts[i].data.len = 0;
+			ts[i].data.data = NULL;
+		}
+	}
+	for (int j = 0; h != NULL && j < h->nout; j++) {
+		agxq__shm_ref__init(&outref[j]);
+		outref[j].region_id = h->slice.region_id;
+		outref[j].offset = h->slice.offset + h->out_off[j];
+		outref[j].length = h->out_len[j];
+		outrefp[j] = &outref[j];
+	}
+	if (h != NULL && h->nout > 0) {
+		inf.n_output_refs = (size_t)h->nout;
+		inf.output_refs = outrefp;
 	}
 	inf.request_id = id;
 	inf.model_id = m->model_id;
@@ -876,6 +1248,7 @@ agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
     const agxq_infer_opts *opts, agxq_result **out)
 {
 	Agxq__Envelope *reply = NULL;
+	struct client_hold *h;
 	agxq_client *c;
 	uint8_t *frame;
 	uint64_t id;
@@ -891,13 +1264,20 @@ agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	if (atomic_load(&c->dead))
 		return AGXQ_EDISCONNECTED;
 	id = atomic_fetch_add(&c->next_id, 1);
-	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, &frame,
+	client_shm_prepare(m, inputs, ninputs, &h);
+	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, h, &frame,
 	    &len)) != 0)
-		return rc;
+		goto fail_release;
 	if ((rc = client_call_frame(c, frame, len, id,
-	    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply)) != 0)
-		return rc;
+	    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1)) != 0)
+		goto fail_release;
+	if (h != NULL)
+		return client_hold_result(h, reply, out);
 	return result_from_envelope(reply, out);
+
+fail_release:
+	client_hold_release(h);
+	return rc;
 }
 
 /* Sends one request; cb fires exactly once unless this fails. */
@@ -923,14 +1303,15 @@ agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	p->kind = CLIENT_ASYNC;
 	p->cb = cb;
 	p->arg = arg;
-	if ((rc = client_infer_encode(m, inputs, ninputs, opts, p->id, &frame,
-	    &len)) != 0)
+	client_shm_prepare(m, inputs, ninputs, &p->hold);
+	if ((rc = client_infer_encode(m, inputs, ninputs, opts, p->id,
+	    p->hold, &frame, &len)) != 0)
 		goto fail_free_pending;
 	if ((rc = client_pending_add(c, p)) != 0) {
 		free(frame);
 		goto fail_free_pending;
 	}
-	rc = client_send(c, frame, len);
+	rc = client_send(c, frame, len, -1);
 	free(frame);
 	/*
 	 * If the send failed but the reader already took p (it saw the
@@ -942,6 +1323,7 @@ agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	return 0;
 
 fail_free_pending:
+	client_hold_release(p->hold);
 	free(p);
 	return rc;
 }

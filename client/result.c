@@ -108,6 +108,14 @@ result_take_output(agxq_result *r, int i, const int64_t *shape, int ndim,
 int
 result_from_envelope(Agxq__Envelope *env, agxq_result **out)
 {
+	return result_from_envelope_shm(env, NULL, NULL, out);
+}
+
+/* As result_from_envelope, resolving shared memory outputs through shm. */
+int
+result_from_envelope_shm(Agxq__Envelope *env, result_shm_fn shm, void *arg,
+    agxq_result **out)
+{
 	Agxq__InferReply *rep;
 	agxq_result *r;
 
@@ -144,10 +152,20 @@ result_from_envelope(Agxq__Envelope *env, agxq_result **out)
 				goto fail_proto;
 			t->shape[d] = pt->shape[d];
 		}
-		if (n * sizeof(float) != pt->data.len)
-			goto fail_proto;
 		t->dtype = AGXQ_FLOAT32;
 		t->ndim = (int)pt->n_shape;
+		if (pt->shm != NULL) {
+			const void *p;
+
+			if (shm == NULL || pt->data.len != 0 ||
+			    pt->shm->length != n * sizeof(float) ||
+			    (p = shm(arg, pt->shm)) == NULL)
+				goto fail_proto;
+			t->data = (void *)(uintptr_t)p;
+			continue;
+		}
+		if (n * sizeof(float) != pt->data.len)
+			goto fail_proto;
 		t->data = pt->data.data;
 	}
 	*out = r;
@@ -200,5 +218,7 @@ agxq_result_free(agxq_result *r)
 	free(r->owned);
 	free(r->out);
 	codec_envelope_free(r->env);
+	if (r->release != NULL)
+		r->release(r->release_arg);
 	free(r);
 }

@@ -16,7 +16,15 @@ struct agxq_result {
 	uint32_t batch_rows;
 	Agxq__Envelope *env;   /* when out[] points into a decoded reply */
 	void **owned;          /* otherwise: n buffers the result frees */
+	void (*release)(void *); /* called by agxq_result_free, when set */
+	void *release_arg;
 };
+
+/*
+ * Resolves a shared memory output to a pointer into the caller's mapping,
+ * or NULL when ref does not lie inside what the request handed out.
+ */
+typedef const void *(*result_shm_fn)(void *arg, const Agxq__ShmRef *ref);
 
 /*
  * Makes a result from a decoded InferReply envelope, taking ownership of env
@@ -25,6 +33,13 @@ struct agxq_result {
  * data length disagree) or AGXQ_ENOMEM.
  */
 int result_from_envelope(Agxq__Envelope *env, agxq_result **out);
+
+/*
+ * As result_from_envelope, but outputs that name shared memory are resolved
+ * through shm(arg, ref) (NULL: such outputs are AGXQ_EPROTO).
+ */
+int result_from_envelope_shm(Agxq__Envelope *env, result_shm_fn shm,
+    void *arg, agxq_result **out);
 
 /* Makes a result of n outputs whose buffers the caller will give it. */
 agxq_result *result_new(int n);

@@ -15,9 +15,14 @@
 #include "codec.h"
 
 /* Bytes compressed first to decide cheaply whether a big payload shrinks. */
-#define CODEC_SAMPLE_SIZE (64u << 10)
-/* Payloads above this are sampled before being compressed whole. */
-#define CODEC_SAMPLE_ABOVE (256u << 10)
+/*
+ * Payloads above CODEC_SAMPLE_ABOVE are compressed whole only when a
+ * CODEC_SAMPLE_SIZE sample from their middle (tensor data, past the message
+ * fields) shrinks: float tensors rarely do, and compressing a 128 KiB
+ * tensor only to throw the result away cost ~0.2 ms on each side.
+ */
+#define CODEC_SAMPLE_SIZE (8u << 10)
+#define CODEC_SAMPLE_ABOVE (32u << 10)
 #define CODEC_ZSTD_LEVEL 1
 
 static const char *const codec_body_names[] = {
@@ -253,11 +258,12 @@ codec_envelope_free(Agxq__Envelope *env)
 }
 
 /*
- * Returns whether the first CODEC_SAMPLE_SIZE bytes of payload shrink by at
- * least 1/8 (or 1 when the check itself cannot be made).
+ * Returns whether CODEC_SAMPLE_SIZE bytes from the middle of payload (size
+ * bytes, more than CODEC_SAMPLE_ABOVE) shrink by at least 1/8, or 1 when
+ * the check itself cannot be made.
  */
 static int
-codec_sample_shrinks(const uint8_t *payload)
+codec_sample_shrinks(const uint8_t *payload, size_t size)
 {
 	size_t bound, got;
 	uint8_t *tmp;
@@ -266,8 +272,8 @@ codec_sample_shrinks(const uint8_t *payload)
 	bound = ZSTD_compressBound(CODEC_SAMPLE_SIZE);
 	if ((tmp = malloc(bound)) == NULL)
 		return 1;
-	got = ZSTD_compress(tmp, bound, payload, CODEC_SAMPLE_SIZE,
-	    CODEC_ZSTD_LEVEL);
+	got = ZSTD_compress(tmp, bound, payload + size / 2 - CODEC_SAMPLE_SIZE / 2,
+	    CODEC_SAMPLE_SIZE, CODEC_ZSTD_LEVEL);
 	shrinks = ZSTD_isError(got) ||
 	    got <= CODEC_SAMPLE_SIZE - CODEC_SAMPLE_SIZE / 8;
 	free(tmp);
@@ -286,7 +292,7 @@ codec_deflate(const uint8_t *raw, size_t size, size_t *frame_len)
 	uint8_t *frame;
 
 	if (size > CODEC_SAMPLE_ABOVE &&
-	    !codec_sample_shrinks(raw + CODEC_HEADER_SIZE))
+	    !codec_sample_shrinks(raw + CODEC_HEADER_SIZE, size))
 		return NULL;
 	/*
 	 * Capacity is the largest size worth sending: zstd fails with

@@ -526,7 +526,8 @@ cpu_run(void *state, void *bmodel, const struct graph_shape *shapes,
 				scratch = sz;
 		}
 	}
-	if (cpu_arena(m, need + scratch, cause) != 0)
+	/* One float more, so the arena is never NULL (NULL + 0 is undefined). */
+	if (cpu_arena(m, need + scratch + 1, cause) != 0)
 		return -1;
 
 	for (i = 0; i < g->ninputs; i++)

@@ -20,7 +20,7 @@ struct config {
 	char socket_path[108];      /* sun_path size */
 	char backend[16];
 	int device;
-	int cpu_threads;             /* BLAS threads of the cpu backend; 0: library default */
+	int cpu_threads;             /* BLAS threads of the cpu backend; 0: automatic */
 	uint32_t max_batch;         /* rows per launch */
 	uint32_t max_delay_us;      /* wait for a fuller batch at most this long */
 	uint32_t max_queue;         /* queued requests, all models together */

@@ -158,6 +158,31 @@ ctl_hello(const char *path, int64_t *pid)
 	return fd;
 }
 
+/*
+ * Whether process pid has exited: gone, or a zombie waiting for its parent
+ * (which may never reap it when that is an init that does not).
+ */
+static int
+ctl_exited(int64_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	size_t n;
+
+	if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+		return 1;
+	snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+	if ((f = fopen(path, "re")) == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* "pid (comm) S ...": the state follows the last ')'. */
+	if ((p = strrchr(buf, ')')) == NULL || p[1] != ' ')
+		return 0;
+	return p[2] == 'Z' || p[2] == 'X';
+}
+
 /* Stops the daemon on path. */
 int
 ctl_stop(const char *path, int timeout_s)
@@ -176,7 +201,7 @@ ctl_stop(const char *path, int timeout_s)
 		return 1;
 	}
 	for (int i = 0; i < timeout_s * 50; i++) {
-		if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+		if (ctl_exited(pid)) {
 			printf("agxqd (pid %" PRId64 ") stopped\n", pid);
 			return 0;
 		}

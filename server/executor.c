@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "engine.h"
 #include "executor.h"
@@ -502,6 +503,27 @@ executor_recover(struct executor *ex)
 	    ex->backend);
 }
 
+/*
+ * Sets the cpu backend's BLAS threads: --cpu-threads, else
+ * $OPENBLAS_NUM_THREADS, else half the cores. The daemon shares the
+ * machine with its clients, and idle BLAS workers spin (sched_yield) in
+ * the way of the loop thread and the clients: measured on 2 cores, one
+ * BLAS thread doubled mlp throughput through agxqd (docs/BENCHMARKS.md).
+ */
+static void
+executor_cpu_threads(struct executor *ex)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int n = ex->cfg.cpu_threads;
+
+	if (n <= 0 && getenv("OPENBLAS_NUM_THREADS") != NULL)
+		return;
+	if (n <= 0)
+		n = cores > 2 ? (int)(cores / 2) : 1;
+	engine_set_cpu_threads(n);
+	log_info("cpu backend: %d BLAS thread%s", n, n == 1 ? "" : "s");
+}
+
 /* Allocates the in-flight slots once the backend says how many it takes. */
 static int
 executor_make_slots(struct executor *ex)
@@ -543,8 +565,8 @@ executor_main(void *arg)
 	if (rc == 0) {
 		snprintf(ex->backend, sizeof ex->backend, "%s",
 		    engine_backend_name(ex->engine));
-		if (ex->cfg.cpu_threads > 0 && strcmp(ex->backend, "cpu") == 0)
-			engine_set_cpu_threads(ex->cfg.cpu_threads);
+		if (strcmp(ex->backend, "cpu") == 0)
+			executor_cpu_threads(ex);
 	}
 	pthread_mutex_lock(&ex->lock);
 	ex->started = rc == 0 ? 1 : -1;

@@ -849,10 +849,11 @@ server_conn_closed(struct server *srv, struct conn *c)
 	if (srv->ex != NULL)
 		executor_cancel_conn(srv->ex, c);
 	while (c->nmodels > 0) {
-		struct model *m = c->models[0].model;
+		/* The last unref may free m (on the executor): no m->id after it. */
+		struct conn_model cm = c->models[--c->nmodels];
 
-		while (conn_remove_model(c, m->id) == m)
-			server_model_unref(srv, m);
+		while (cm.count-- > 0)
+			server_model_unref(srv, cm.model);
 	}
 	/* Requests still running keep their regions mapped until done. */
 	while (c->nregions > 0)

@@ -326,20 +326,26 @@ du_wait_gone(pid_t pid, int timeout_ms)
 	return 0;
 }
 
-/* Stops the daemon with `agxqd stop`. */
+/*
+ * Stops the daemon as `agxqd stop` does (SIGTERM), and waits for it to go.
+ * Not through the command itself: it counts a zombie as running, and
+ * reaping can be slow where init is not a real init (test_daemon covers
+ * the command).
+ */
 int
 du_stop(struct du_daemon *d)
 {
-	const char *args[] = { "stop", "--socket", d->sock, NULL };
-	char out[512];
-	int rc;
-
-	if ((rc = du_run(args, 15000, out, sizeof out)) != 0) {
-		printf("  agxqd stop failed (%d): %s\n", rc, out);
+	if (d->pid <= 0 || kill(d->pid, SIGTERM) != 0) {
+		printf("  cannot signal the daemon (pid %d)\n", (int)d->pid);
 		return -1;
 	}
 	if (du_wait_gone(d->pid, 10000) != 0) {
-		printf("  daemon %d still running after stop\n", (int)d->pid);
+		printf("  daemon %d still running 10 s after SIGTERM\n",
+		    (int)d->pid);
+		return -1;
+	}
+	if (access(d->sock, F_OK) == 0) {
+		printf("  the daemon left its socket behind\n");
 		return -1;
 	}
 	return 0;

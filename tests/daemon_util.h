@@ -3,7 +3,7 @@
  *
  * du_start runs `agxqd start --socket DIR/s EXTRA...` in a private mkdtemp
  * directory and returns once start has returned (the socket accepts
- * connections); du_stop runs `agxqd stop`; du_cleanup kills what is left
+ * connections); du_stop stops it with SIGTERM; du_cleanup kills what is left
  * and removes the directory. du_watchdog arms an alarm that SIGKILLs every
  * daemon started so far and exits the test, so no failure can hang or leak
  * a daemon.
@@ -66,7 +66,7 @@ int du_alive(pid_t pid);
 /* Waits up to timeout_ms for pid to exit; returns 0 once it is gone. */
 int du_wait_gone(pid_t pid, int timeout_ms);
 
-/* `agxqd stop`, then waits for the process to go. Returns 0 or -1. */
+/* SIGTERM, then waits for the process to go and checks the socket is gone. 0 or -1. */
 int du_stop(struct du_daemon *d);
 
 /* Kills the daemon if it still runs, removes the directory. Accepts an uninitialised (zeroed) d. */

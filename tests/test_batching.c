@@ -28,6 +28,18 @@ static const char *current;
 	}								\
 } while (0)
 
+/* CHECK for a call returning an AGXQ_E* code: prints the code's name. */
+#define CHECK_OK(call) do {						\
+	int rc_ = (call);						\
+									\
+	if (rc_ != 0) {							\
+		printf("  %s: %s:%d: %s: %s\n", current, __FILE__,	\
+		    __LINE__, #call, agxq_strerror(rc_));		\
+		failed = 1;						\
+		goto out;						\
+	}								\
+} while (0)
+
 /* Builds reference model which (seed 42) and loads it into c and/or d. */
 static int
 load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
@@ -213,8 +225,8 @@ t_batched_equals_unbatched(void)
 	/* Batched: all at once. */
 	CHECK(du_track_init(&t, N, 1e-6, 1e-6) == 0);
 	for (int i = 0; i < N; i++)
-		CHECK(agxq_infer_async(ma, &io[i].in, 1, NULL, du_track_cb,
-		    du_track_arg(&t, i, &io[i])) == 0);
+		CHECK_OK(agxq_infer_async(ma, &io[i].in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, &io[i])));
 	CHECK(du_track_wait(&t, N, 20000) == 0);
 	CHECK(t.ok == N && t.mismatch == 0 && t.dup == 0);
 	for (int i = 0; i < N; i++) {
@@ -271,8 +283,8 @@ t_shapes_never_mixed(void)
 	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
-		CHECK(agxq_infer_async(m, &io[i].in, 1, NULL, du_track_cb,
-		    du_track_arg(&t, i, &io[i])) == 0);
+		CHECK_OK(agxq_infer_async(m, &io[i].in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, &io[i])));
 	CHECK(du_track_wait(&t, N, 20000) == 0);
 	CHECK(t.ok == N && t.mismatch == 0 && t.dup == 0);
 	for (int i = 0; i < N; i++) {
@@ -301,7 +313,7 @@ out:
 static void
 t_no_starvation(void)
 {
-	enum { NLIN = 25 };
+	enum { NLIN = 20 };
 	struct du_daemon dd;
 	struct du_io lin, fio;
 	struct flood f;
@@ -409,13 +421,13 @@ t_timeout(void)
 	CHECK(du_track_init(&tf, NFLOOD, TOL, TOL) == 0);
 	CHECK(du_track_init(&tt, NTO + 1, TOL, TOL) == 0);
 	for (int i = 0; i < NFLOOD; i++)
-		CHECK(agxq_infer_async(mf, &fio.in, 1, NULL, du_track_cb,
-		    du_track_arg(&tf, i, &fio)) == 0);
+		CHECK_OK(agxq_infer_async(mf, &fio.in, 1, NULL, du_track_cb,
+		    du_track_arg(&tf, i, &fio)));
 	for (int i = 0; i < NTO; i++)
-		CHECK(agxq_infer_async(ml, &lin.in, 1, &o1, du_track_cb,
-		    du_track_arg(&tt, i, &lin)) == 0);
-	CHECK(agxq_infer_async(ml, &lin.in, 1, &olong, du_track_cb,
-	    du_track_arg(&tt, NTO, &lin)) == 0);
+		CHECK_OK(agxq_infer_async(ml, &lin.in, 1, &o1, du_track_cb,
+		    du_track_arg(&tt, i, &lin)));
+	CHECK_OK(agxq_infer_async(ml, &lin.in, 1, &olong, du_track_cb,
+	    du_track_arg(&tt, NTO, &lin)));
 	CHECK(du_track_wait(&tf, NFLOOD, 30000) == 0);
 	CHECK(du_track_wait(&tt, NTO + 1, 30000) == 0);
 	usleep(50000); /* a late second callback would show up here */
@@ -478,8 +490,8 @@ t_queue_full_busy(void)
 	CHECK(load_ref(c, NULL, AGXQ_REF_MLP, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
-		CHECK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
-		    du_track_arg(&t, i, &io)) == 0);
+		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, &io)));
 	CHECK(du_track_wait(&t, N, 30000) == 0);
 	usleep(50000);
 	CHECK(t.done == N && t.dup == 0 && t.mismatch == 0);
@@ -527,10 +539,10 @@ t_priority(void)
 	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N + 1, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
-		CHECK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
-		    du_track_arg(&t, i, &io)) == 0);
-	CHECK(agxq_infer_async(m, &io.in, 1, &hi, du_track_cb,
-	    du_track_arg(&t, N, &io)) == 0);
+		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, &io)));
+	CHECK_OK(agxq_infer_async(m, &io.in, 1, &hi, du_track_cb,
+	    du_track_arg(&t, N, &io)));
 	CHECK(du_track_wait(&t, N + 1, 30000) == 0);
 	CHECK(t.ok == N + 1 && t.mismatch == 0 && t.dup == 0);
 	printf("  priority 10 finished as number %d of %d\n", t.slots[N].order,

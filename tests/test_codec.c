@@ -772,7 +772,9 @@ t_body_name(void)
 	CHECK(strcmp(codec_body_name(AGXQ__ENVELOPE__BODY_INFER), "infer") == 0);
 	CHECK(strcmp(codec_body_name(AGXQ__ENVELOPE__BODY_ERROR), "error") == 0);
 	CHECK(strcmp(codec_body_name(-1), "unknown") == 0);
-	CHECK(strcmp(codec_body_name(12), "unknown") == 0);
+	CHECK(strcmp(codec_body_name(99), "unknown") == 0);
+	CHECK(strcmp(codec_body_name(AGXQ__ENVELOPE__BODY_REGISTER_REGION),
+	    "register_region") == 0);
 	return 0;
 out:
 	return -1;

@@ -35,6 +35,18 @@ static const char *current;
 	}								\
 } while (0)
 
+/* CHECK for a call returning an AGXQ_E* code: prints the code's name. */
+#define CHECK_OK(call) do {						\
+	int rc_ = (call);						\
+									\
+	if (rc_ != 0) {							\
+		printf("  %s: %s:%d: %s: %s\n", current, __FILE__,	\
+		    __LINE__, #call, agxq_strerror(rc_));		\
+		failed = 1;						\
+		goto out;						\
+	}								\
+} while (0)
+
 /* Loads reference model which (seed 42) into the daemon and direct mode. */
 static int
 load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
@@ -240,7 +252,7 @@ t_sigterm_inflight(void)
 	agxq_model *m = NULL;
 	agxq_tensor in;
 	float *data = NULL;
-	int rc, other;
+	int other;
 
 	memset(&d, 0, sizeof d);
 	memset(&t, 0, sizeof t);
@@ -253,9 +265,8 @@ t_sigterm_inflight(void)
 	agxq_reference_weights(7, 1.0f, data, agxq_tensor_nelem(&in));
 	in.data = data;
 	for (int i = 0; i < N; i++) {
-		rc = agxq_infer_async(m, &in, 1, NULL, du_track_cb,
-		    du_track_arg(&t, i, NULL));
-		CHECK(rc == 0);
+		CHECK_OK(agxq_infer_async(m, &in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, NULL)));
 	}
 	CHECK(kill(d.pid, SIGTERM) == 0);
 	CHECK(du_track_wait(&t, N, 15000) == 0);
@@ -561,9 +572,9 @@ t_disconnect_inflight(void)
 	CHECK(agxq_connect(d.sock, &c2) == 0);
 	CHECK(load_ref(c2, NULL, AGXQ_REF_TRANSFORMER, &m2, NULL) == 0);
 	for (int i = 0; i < N; i++) {
-		CHECK(agxq_infer_async(m2, &w.io[2][i % IO_TRANSFORMER].in, 1,
+		CHECK_OK(agxq_infer_async(m2, &w.io[2][i % IO_TRANSFORMER].in, 1,
 		    NULL, du_track_cb, du_track_arg(&t, i,
-		    &w.io[2][i % IO_TRANSFORMER])) == 0);
+		    &w.io[2][i % IO_TRANSFORMER])));
 	}
 	/* The unload reply comes at once; the requests stay in flight. */
 	agxq_model_unload(m2);

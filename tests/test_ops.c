@@ -729,6 +729,55 @@ test_outputs(void)
 	return ok;
 }
 
+/*
+ * Every node an output, so the CPU backend needs no scratch arena: found
+ * by fuzz_graph (clang UBSan: NULL + 0 in cpu_run); the input is
+ * tests/fuzz/corpus_graph/layer_norm_softmax.
+ */
+static int
+test_no_scratch(void)
+{
+	struct tgraph *t = tg_new();
+	struct graph_shape is = SHP(1, 3, 5), os[2];
+	float *x = rnd(15, 3), *out[2];
+	uint32_t w, v;
+	int ok;
+
+	tg_input(t, TG_DIMS(3, 5));
+	w = tg_const_fill(t, TG_DIMS(5), 2.0f);
+	v = tg_layer_norm(t, 0, w, TG_NONE, 1e-3f);
+	tg_output(t, tg_softmax(t, v, -2));
+	tg_output(t, v);
+	ok = run_graph(t, &is, &x, out, os);
+	if (!ok)
+		return 0;
+	for (int r = 0; r < 3; r++) {
+		double mean = 0, var = 0;
+
+		for (int i = 0; i < 5; i++)
+			mean += x[r * 5 + i] / 5.0;
+		for (int i = 0; i < 5; i++)
+			var += (x[r * 5 + i] - mean) * (x[r * 5 + i] - mean) / 5.0;
+		for (int i = 0; i < 5; i++) {
+			double want = 2.0 * (x[r * 5 + i] - mean) /
+			    sqrt(var + 1e-3);
+
+			ok &= fabs(out[1][r * 5 + i] - want) < 1e-4;
+		}
+	}
+	for (int i = 0; i < 5; i++) {
+		double sum = 0;
+
+		for (int r = 0; r < 3; r++)
+			sum += out[0][r * 5 + i];
+		ok &= fabs(sum - 1.0) < 1e-5;
+	}
+	free(out[0]);
+	free(out[1]);
+	free(x);
+	return ok;
+}
+
 static int
 test_run_errors(void)
 {
@@ -853,6 +902,7 @@ static const struct {
 	{ "encoder", test_encoder },
 	{ "batch_rows", test_batch_rows },
 	{ "outputs", test_outputs },
+	{ "no_scratch", test_no_scratch },
 	{ "run_errors", test_run_errors },
 	{ "owner", test_owner },
 	{ "threads", test_threads },
