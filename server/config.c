@@ -16,6 +16,7 @@ config_defaults(struct config *c)
 	memset(c, 0, sizeof *c);
 	strcpy(c->socket_path, CONFIG_DEFAULT_SOCKET);
 	strcpy(c->backend, "cpu");
+	c->spin_us = -1;
 	c->max_batch = 64;
 	c->max_delay_us = 0;
 	c->max_queue = 4096;

@@ -21,6 +21,7 @@ struct config {
 	char backend[16];
 	int device;
 	int cpu_threads;             /* BLAS threads of the cpu backend; 0: automatic */
+	int spin_us;                 /* executor polls for work before sleeping; -1: automatic */
 	uint32_t max_batch;         /* rows per launch */
 	uint32_t max_delay_us;      /* wait for a fuller batch at most this long */
 	uint32_t max_queue;         /* queued requests, all models together */

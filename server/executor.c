@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,8 @@ struct executor {
 	int quiet;                   /* under lock: stopping seen, no batch running */
 	int exiting;                 /* under lock: finish control work and exit */
 	int started;                 /* under lock: 1 opened, -1 failed */
+	int waiting;                 /* under lock: the executor sleeps on cond */
+	atomic_uint work_seq;        /* bumped (under lock) by each submission */
 	char *start_cause;
 
 	struct event *done_ev;       /* loop thread */
@@ -463,8 +466,10 @@ executor_wait(struct executor *ex, uint64_t wait_ns)
 {
 	struct timespec ts;
 
+	ex->waiting = 1;
 	if (wait_ns == 0) {
 		pthread_cond_wait(&ex->cond, &ex->lock);
+		ex->waiting = 0;
 		return;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -475,6 +480,31 @@ executor_wait(struct executor *ex, uint64_t wait_ns)
 		ts.tv_nsec -= 1000000000L;
 	}
 	pthread_cond_timedwait(&ex->cond, &ex->lock, &ts);
+	ex->waiting = 0;
+}
+
+/*
+ * Before sleeping with nothing queued, polls for new work for spin_us
+ * (lock released): a request arriving meanwhile starts without the wake-up
+ * of a sleeping thread, which costs more than a small model's batch. Only
+ * worth a core on machines that have cores to spare (see config.h).
+ * Returns 1 when work arrived.
+ */
+static int
+executor_spin(struct executor *ex)
+{
+	unsigned int seq = atomic_load(&ex->work_seq);
+	uint64_t end;
+
+	if (ex->cfg.spin_us == 0)
+		return 0;
+	pthread_mutex_unlock(&ex->lock);
+	end = request_now_ns() + (uint64_t)ex->cfg.spin_us * 1000;
+	while (atomic_load_explicit(&ex->work_seq, memory_order_relaxed) ==
+	    seq && request_now_ns() < end)
+		__builtin_ia32_pause();
+	pthread_mutex_lock(&ex->lock);
+	return atomic_load(&ex->work_seq) != seq;
 }
 
 /*
@@ -651,6 +681,8 @@ executor_main(void *arg)
 			pthread_cond_wait(&ex->cond, &ex->lock);
 			continue;
 		}
+		if (wait_ns == 0 && executor_spin(ex))
+			continue;
 		if (TAILQ_EMPTY(&expired))
 			executor_wait(ex, wait_ns);
 	}
@@ -806,7 +838,9 @@ executor_submit(struct executor *ex, struct request *r)
 	if (rc == 0) {
 		r->model->stats.requests++;
 		r->model->stats.queued++;
-		pthread_cond_broadcast(&ex->cond);
+		atomic_fetch_add(&ex->work_seq, 1);
+		if (ex->waiting)
+			pthread_cond_broadcast(&ex->cond);
 	} else
 		r->model->stats.rejected_busy++;
 	pthread_mutex_unlock(&ex->lock);
@@ -819,6 +853,7 @@ executor_control(struct executor *ex, struct request *r)
 {
 	pthread_mutex_lock(&ex->lock);
 	TAILQ_INSERT_TAIL(&ex->control, r, entry);
+	atomic_fetch_add(&ex->work_seq, 1);
 	pthread_cond_broadcast(&ex->cond);
 	pthread_mutex_unlock(&ex->lock);
 }

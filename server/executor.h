@@ -27,6 +27,7 @@ struct executor_config {
 	const char *backend;
 	int device;
 	int cpu_threads;       /* cpu backend BLAS threads; 0: default */
+	uint32_t spin_us;      /* poll for work this long before sleeping */
 	struct batcher_config batch;
 	size_t compress_threshold;
 	struct codec_limits limits;

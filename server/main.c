@@ -29,7 +29,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 "usage: agxqd start [--socket PATH] [--backend cpu|cuda] [--device N]\n"
-"                   [--cpu-threads N]\n"
+"                   [--cpu-threads N] [--spin-us N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
@@ -235,6 +235,7 @@ cmd_start(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "device", required_argument, NULL, 'd' },
 		{ "cpu-threads", required_argument, NULL, 'T' },
+		{ "spin-us", required_argument, NULL, 'P' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
 		{ "max-queue", required_argument, NULL, 'Q' },
@@ -279,6 +280,10 @@ cmd_start(int argc, char **argv)
 		case 'T':
 			config.cpu_threads = (int)parse_num("--cpu-threads",
 			    optarg, 1024, 10);
+			break;
+		case 'P':
+			config.spin_us = (int)parse_num("--spin-us", optarg,
+			    100000, 10);
 			break;
 		case 'B':
 			config.max_batch = (uint32_t)parse_num("--max-batch",

@@ -1092,6 +1092,14 @@ server_new(struct event_base *base, struct server **out, char **cause)
 	xc.backend = config.backend;
 	xc.device = config.device;
 	xc.cpu_threads = config.cpu_threads;
+	/*
+	 * Spinning pays only with cores to spare: on a small machine the
+	 * polling executor takes the core its clients need.
+	 */
+	if (config.spin_us >= 0)
+		xc.spin_us = (uint32_t)config.spin_us;
+	else
+		xc.spin_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 50 : 0;
 	xc.batch.max_batch = config.max_batch;
 	xc.batch.max_delay_us = config.max_delay_us;
 	xc.batch.max_queue = config.max_queue;
