@@ -255,7 +255,7 @@ int
 agxq_graph_const(agxq_graph *g, const int64_t *shape, int ndim,
     const float *data)
 {
-	float *buf;
+	float *buf = NULL;
 	int id;
 
 	if (g == NULL)
@@ -679,7 +679,7 @@ static int
 builder_seeded(agxq_graph *g, const int64_t *shape, int ndim, uint64_t seed,
     float scale, float add)
 {
-	float *data;
+	float *data = NULL;
 	size_t nelem;
 	int id;
 

@@ -42,6 +42,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 const char *
 conn_state_name(enum conn_state s)
 {
+	if ((unsigned)s >= sizeof state_names / sizeof state_names[0])
+		return "invalid";
 	return state_names[s];
 }
 
@@ -67,12 +69,12 @@ conn_set_state(struct conn *c, enum conn_state to)
 	}
 	if (!ok) {
 		log_error("conn %llu: bad state change %s -> %s",
-		    (unsigned long long)c->id, state_names[c->state],
-		    state_names[to]);
+		    (unsigned long long)c->id, conn_state_name(c->state),
+		    conn_state_name(to));
 		abort();
 	}
 	log_debug("conn %llu: %s -> %s", (unsigned long long)c->id,
-	    state_names[c->state], state_names[to]);
+	    conn_state_name(c->state), conn_state_name(to));
 	c->state = to;
 }
 
