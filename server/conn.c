@@ -22,6 +22,8 @@
 #include "request.h"
 #include "server.h"
 
+#define CONN_LINGER_MS 1000 /* how long a refused client may take to close */
+
 static const char *const state_names[] = {
 	[CONN_HANDSHAKE] = "handshake",
 	[CONN_READY] = "ready",
@@ -258,7 +260,29 @@ conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt, ...)
 	free(msg);
 }
 
-/* Stops reading, sends what is queued, then closes. */
+/*
+ * The last reply is sent: shuts the write side (the client sees the end of
+ * the stream after our error) and reads, discarding, until the client
+ * closes or CONN_LINGER_MS passes. Closing at once with the client's unread
+ * request still in our receive queue would reset the connection, and the
+ * client could lose the error we just sent.
+ */
+static void
+conn_linger(struct conn *c)
+{
+	struct timeval tv = { CONN_LINGER_MS / 1000,
+	    (CONN_LINGER_MS % 1000) * 1000 };
+
+	if (c->lingering)
+		return;
+	c->lingering = 1;
+	c->linger_until_ns = request_now_ns() + CONN_LINGER_MS * 1000000ull;
+	shutdown(c->fd, SHUT_WR);
+	evbuffer_drain(c->in, evbuffer_get_length(c->in));
+	event_add(c->ev_read, &tv);
+}
+
+/* Stops serving, sends what is queued, then closes. */
 void
 conn_drain(struct conn *c)
 {
@@ -268,7 +292,7 @@ conn_drain(struct conn *c)
 	conn_read_stop(c);
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		conn_close(c, "drained");
+		conn_linger(c);
 }
 
 /* Closes the socket now. */
@@ -382,7 +406,7 @@ conn_take_cmsgs(struct conn *c, struct msghdr *msg, uint64_t from,
 		    "the rest were dropped", (unsigned long long)c->id);
 }
 
-/* Bytes to ask for next: the rest of a big frame in progress, bounded. */
+/* Bytes to ask for next: the rest of a big frame in progress, or a chunk. */
 static size_t
 conn_read_size(struct conn *c)
 {
@@ -400,8 +424,6 @@ conn_read_size(struct conn *c)
 	}
 	if (want < CONN_READ_MIN)
 		want = CONN_READ_MIN;
-	if (want > CONN_READ_MAX)
-		want = CONN_READ_MAX;
 	return want;
 }
 
@@ -424,8 +446,20 @@ conn_recv(struct conn *c, int *err)
 	ssize_t n;
 
 	for (;;) {
-		if (evbuffer_reserve_space(c->in, (ev_ssize_t)conn_read_size(c),
-		    &v, 1) < 1) {
+		size_t want = conn_read_size(c);
+
+		/*
+		 * Room for the whole rest of a big frame in one chain, made
+		 * once: reserving a fresh chain per read would allocate it
+		 * again and again.
+		 */
+		if (want > CONN_READ_MIN && evbuffer_expand(c->in, want) != 0) {
+			*err = ENOMEM;
+			return -1;
+		}
+		if (want > CONN_READ_MAX)
+			want = CONN_READ_MAX;
+		if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1) {
 			*err = ENOMEM;
 			return -1;
 		}
@@ -526,6 +560,21 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	conn_ref(c);
+	if (c->state == CONN_DRAINING) {
+		/* Lingering: discard input until the client closes. */
+		rc = (what & EV_TIMEOUT) ? 0 : conn_recv(c, &err);
+		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		if (rc <= 0 || request_now_ns() >= c->linger_until_ns) {
+			conn_close(c, "drained");
+		} else {
+			uint64_t left = c->linger_until_ns - request_now_ns();
+			struct timeval tv = { (time_t)(left / 1000000000ull),
+			    (suseconds_t)(left % 1000000000ull / 1000) };
+
+			event_add(c->ev_read, &tv);
+		}
+		goto out;
+	}
 	if (what & EV_TIMEOUT) {
 		partial = evbuffer_get_length(c->in);
 		log_info("conn %llu: partial frame (%zu bytes) not completed "
@@ -568,7 +617,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 
 	if (c->state == CONN_DRAINING) {
 		if (left == 0)
-			conn_close(c, "drained");
+			conn_linger(c);
 		return;
 	}
 	if (c->reads_paused && left <= config.max_outbuf / 2) {

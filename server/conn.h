@@ -57,7 +57,9 @@ struct conn {
 	struct conn_model *models;
 	uint32_t nmodels;
 	uint32_t models_cap;
-	int reads_paused;              /* output over max_outbuf */
+	int reads_paused;
+	int lingering;                 /* draining done: write side shut, reading to EOF */
+	uint64_t linger_until_ns;      /* then closed regardless */              /* output over max_outbuf */
 
 	/*
 	 * Input: read with recvmsg by our own event (a bufferevent cannot

@@ -353,8 +353,14 @@ daemon_models(agxq_client *c)
 }
 
 #define KILL_WARMUP_ROUNDS 4
-#define KILL_MS (SANITIZED ? 3000 : 6000)
-#define RSS_MARGIN_KB (8 * 1024)
+#define KILL_MS (SANITIZED ? 3000 : 5000)
+/*
+ * malloc keeps some freed memory (arenas, the mmap threshold rises after
+ * the 5 MB transformer uploads), so the baseline is approximate: a margin
+ * of 16 MiB + 10 %. Small leaks are LeakSanitizer's to find (the ASan run
+ * checks the daemon when it stops).
+ */
+#define RSS_MARGIN_KB(base) (16 * 1024 + (base) / 10)
 
 /*
  * Victims SIGKILLed at random moments; two good clients lose nothing and
@@ -421,7 +427,7 @@ t_sigkill_clients(void)
 		usleep(100000);
 		fds = proc_fd_count(d.pid);
 		rss = proc_rss_kb(d.pid);
-	} while ((fds != fd0 || rss > rss0 + RSS_MARGIN_KB) &&
+	} while ((fds != fd0 || rss > rss0 + RSS_MARGIN_KB(rss0)) &&
 	    du_now_ms() - t0 < 5000);
 	printf("  %d rounds, %d clients killed; good clients: %d+%d sent, "
 	    "%d+%d ok, %d wrong, %d lost\n", rounds, kills, g[0].sent,
@@ -435,7 +441,7 @@ t_sigkill_clients(void)
 		CHECK(g[i].ok == g[i].sent && g[i].sent > 0);
 	}
 	CHECK(fds == fd0);
-	CHECK(SANITIZED || rss <= rss0 + RSS_MARGIN_KB);
+	CHECK(SANITIZED || rss <= rss0 + RSS_MARGIN_KB(rss0));
 	CHECK(daemon_models(g[0].c) == 3);
 out:
 	atomic_store(&stop, 1);
@@ -557,7 +563,7 @@ timed_requests(struct world *w, agxq_model *m, uint64_t *lat, int n)
 
 /*
  * With --max-inflight 8 a flooding client gets AGXQ_EBUSY while a polite
- * client's p99 latency stays within a bound of its unloaded p99.
+ * client's p99 latency stays within 4 x its unloaded p99 + 100 ms.
  */
 static void
 t_flood_busy(void)
@@ -607,7 +613,7 @@ t_flood_busy(void)
 	pthread_mutex_lock(&f->mu);
 	f99 = pctl_ms(f->lat, f->nlat, 0.99);
 	pthread_mutex_unlock(&f->mu);
-	bound = 4 * b99 + 50;
+	bound = 4 * b99 + 100;
 	printf("  polite client p50/p99: alone %.2f/%.2f ms, during the flood "
 	    "%.2f/%.2f ms (bound %.1f ms)\n", b50, b99, l50, l99, bound);
 	printf("  flooder: %d sent, %d ok (p99 %.2f ms), %d busy, %d other, "
