@@ -117,7 +117,8 @@ struct agxq_client {
 
 	pthread_mutex_t send_mu;       /* held while a whole frame is written */
 
-	pthread_mutex_t mu;            /* protects the pending table */
+	pthread_mutex_t mu;            /* protects the pending table and models */
+	struct agxq_model *models;     /* open model handles, freed by agxq_close */
 	struct client_pending **buckets;
 	size_t nbuckets;               /* power of two */
 	size_t npending;
@@ -139,6 +140,7 @@ struct agxq_client {
 struct agxq_model {
 	agxq_client *client;
 	uint64_t model_id;
+	struct agxq_model *prev, *next; /* the client's open handles */
 };
 
 /* Returns the monotonic clock in milliseconds. */
@@ -1071,6 +1073,13 @@ agxq_close(agxq_client *c)
 		return; /* misuse: cannot join ourselves; the reader winds down */
 	pthread_join(c->reader, NULL);
 	close(c->fd);
+	/* The daemon released their models with the connection. */
+	while (c->models != NULL) {
+		agxq_model *m = c->models;
+
+		c->models = m->next;
+		free(m);
+	}
 	/* Results still alive keep the pool's mappings until freed. */
 	shmpool_unref(c->pool);
 	pthread_mutex_destroy(&c->info_mu);
@@ -1122,6 +1131,12 @@ agxq_model_load(agxq_client *c, const agxq_graph *g, const char *name,
 	if (rc != 0)
 		goto fail_free_model;
 	m->client = c;
+	pthread_mutex_lock(&c->mu);
+	m->next = c->models;
+	if (c->models != NULL)
+		c->models->prev = m;
+	c->models = m;
+	pthread_mutex_unlock(&c->mu);
 	m->model_id = reply->load_model_reply->model_id;
 	codec_envelope_free(reply);
 	*out = m;
@@ -1149,6 +1164,14 @@ agxq_model_unload(agxq_model *m)
 	rc = client_call(m->client, &env, um.request_id,
 	    AGXQ__ENVELOPE__BODY_UNLOAD_MODEL_REPLY, &reply);
 	codec_envelope_free(reply);
+	pthread_mutex_lock(&m->client->mu);
+	if (m->prev != NULL)
+		m->prev->next = m->next;
+	else
+		m->client->models = m->next;
+	if (m->next != NULL)
+		m->next->prev = m->prev;
+	pthread_mutex_unlock(&m->client->mu);
 	free(m);
 	return rc;
 }

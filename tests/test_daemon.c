@@ -675,6 +675,47 @@ out:
 	du_cleanup(&d);
 }
 
+/*
+ * Closing a client with model handles still open frees the handles and the
+ * daemon releases the models (leaks would show under ASan in CI).
+ */
+static void
+t_close_with_models(void)
+{
+	struct du_daemon d;
+	agxq_client *a = NULL, *b = NULL;
+	agxq_model *ma = NULL, *mb = NULL;
+	char *json = NULL;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, NULL) == 0);
+	CHECK(agxq_connect(d.sock, &a) == 0);
+	CHECK(agxq_connect(d.sock, &b) == 0);
+	if (a == NULL || b == NULL)
+		goto out;
+	CHECK(load_ref(a, NULL, AGXQ_REF_LINEAR, &ma, NULL) == 0);
+	CHECK(load_ref(a, NULL, AGXQ_REF_MLP, &mb, NULL) == 0);
+	agxq_close(a);
+	a = NULL;
+	/* The daemon notices the close on its next loop turn. */
+	for (int i = 0; i < 100; i++) {
+		free(json);
+		json = NULL;
+		CHECK(agxq_stats_json(b, &json) == 0);
+		if (json == NULL || du_count(json, "\"model_id\"") == 0)
+			break;
+		usleep(10000);
+	}
+	CHECK(json != NULL && du_count(json, "\"model_id\"") == 0);
+out:
+	free(json);
+	agxq_close(a);
+	agxq_close(b);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		failed = 1;
+	du_cleanup(&d);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -687,6 +728,7 @@ static const struct {
 	{ "threads_and_processes", t_threads_and_processes },
 	{ "disconnect_inflight", t_disconnect_inflight },
 	{ "shared_models", t_shared_models },
+	{ "close_with_models", t_close_with_models },
 };
 
 int

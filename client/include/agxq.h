@@ -174,9 +174,10 @@ typedef struct agxq_model agxq_model;
 AGXQ_EXTERN int agxq_connect(const char *socket_path, agxq_client **out);
 /*
  * Closes the connection; requests still in flight complete with
- * AGXQ_EDISCONNECTED (async callbacks fire before this returns). Models
- * loaded through the client must be unloaded or are released by the daemon.
- * Accepts NULL. Must not be called from a callback.
+ * AGXQ_EDISCONNECTED (async callbacks fire before this returns). Model
+ * handles still open are freed (the daemon releases their models with the
+ * connection): do not use them afterwards. Accepts NULL. Must not be called
+ * from a callback.
  */
 AGXQ_EXTERN void agxq_close(agxq_client *c);
 
