@@ -59,6 +59,12 @@ struct backend_ops {
 	    const struct graph_shape *shapes, const float *const *in,
 	    float *const *out, void **ticket, char **cause);
 	int (*finish)(void *state, void *ticket, char **cause);
+
+	/*
+	 * Optional with submit: 1 when finish(ticket) would not wait (the
+	 * run is over, or failed), 0 while the device still works on it.
+	 */
+	int (*poll)(void *state, void *ticket);
 };
 
 extern const struct backend_ops backend_cpu_ops;

@@ -1324,6 +1324,16 @@ cuda_wait(struct cuda_lane *l)
 	return err;
 }
 
+/* Whether the run of ticket is over (finish would not wait). */
+static int
+cuda_poll(void *state, void *ticket)
+{
+	struct cuda_lane *l = ticket;
+
+	(void)state;
+	return l->fault || cudaEventQuery(l->done) != cudaErrorNotReady;
+}
+
 /*
  * Finishes the oldest run in flight, which must be ticket: waits for it and
  * copies its outputs to the caller's buffers. The lane is free afterwards,
@@ -1390,4 +1400,5 @@ const struct backend_ops backend_cuda_ops = {
 	.slots = CUDA_SLOTS,
 	.submit = cuda_submit,
 	.finish = cuda_finish,
+	.poll = cuda_poll,
 };

@@ -308,6 +308,16 @@ engine_submit(struct engine *e, struct engine_model *m,
 	    cause);
 }
 
+/* Whether engine_finish(ticket) would return without waiting. */
+int
+engine_poll(struct engine *e, void *ticket)
+{
+	if (e->ops->finish == NULL || e->ops->poll == NULL || e->state == NULL)
+		return 1;
+	engine_enter(e, "poll");
+	return e->ops->poll(e->state, ticket);
+}
+
 /* Waits for a ticket of engine_submit. */
 int
 engine_finish(struct engine *e, void *ticket, char **cause)

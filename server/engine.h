@@ -78,6 +78,9 @@ int engine_submit(struct engine *e, struct engine_model *m,
     const struct graph_shape *in_shapes, const float *const *in,
     float *const *out, void **ticket, char **cause);
 
+/* 1 when engine_finish(ticket) would not wait; 0 while the device works. */
+int engine_poll(struct engine *e, void *ticket);
+
 /*
  * Waits for a ticket of engine_submit (oldest first) and returns 0 when its
  * outputs are written, or -1 with *cause.

@@ -35,6 +35,9 @@ struct xslot {
 				        a lone request's shared memory */
 };
 
+/* Longest the executor polls a running batch before it blocks on it. */
+#define EXECUTOR_AWAIT_NS 200000
+
 struct executor {
 	struct executor_config cfg;
 	char backend[16];
@@ -554,6 +557,34 @@ executor_cpu_threads(struct executor *ex)
 	log_info("cpu backend: %d BLAS thread%s", n, n == 1 ? "" : "s");
 }
 
+/*
+ * Polls the oldest batch in flight until it is done (returns 1) or new
+ * work is submitted (returns 0), for at most EXECUTOR_AWAIT_NS; then
+ * returns 1 and finish blocks. Called without the lock.
+ */
+static int
+executor_await(struct executor *ex)
+{
+	unsigned int seq = atomic_load(&ex->work_seq);
+	void *ticket = ex->slots[ex->head].ticket;
+	uint64_t end = 0;
+
+	if (ex->slots[ex->head].failed)
+		return 1;
+	for (;;) {
+		if (engine_poll(ex->engine, ticket))
+			return 1;
+		if (atomic_load_explicit(&ex->work_seq, memory_order_relaxed) !=
+		    seq)
+			return 0;
+		if (end == 0)
+			end = request_now_ns() + EXECUTOR_AWAIT_NS;
+		else if (request_now_ns() >= end)
+			return 1;
+		__builtin_ia32_pause();
+	}
+}
+
 /* Allocates the in-flight slots once the backend says how many it takes. */
 static int
 executor_make_slots(struct executor *ex)
@@ -667,7 +698,14 @@ executor_main(void *arg)
 		}
 		if (ex->inflight > 0) {
 			pthread_mutex_unlock(&ex->lock);
-			executor_retire_oldest(ex);
+			/*
+			 * With a slot free, wait for the oldest batch by
+			 * polling, so work that arrives meanwhile is submitted
+			 * at once and overlaps it on the device.
+			 */
+			if (ex->inflight == ex->nslots ||
+			    executor_await(ex))
+				executor_retire_oldest(ex);
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}

@@ -263,19 +263,41 @@ victim_cb(void *arg, int status, agxq_result *r)
 }
 
 /*
- * A client to be killed: connects, loads a few models (one unique to it, so
- * the daemon allocates and must free its weights) and sends requests until
- * it is killed. Exits at once when the daemon is unreachable.
+ * A client to be killed, run as `test_faults --victim SOCKET SEED` in a
+ * fresh process (exec'd, not only forked: the test process has threads,
+ * and TSan does not allow threads after a multi-threaded fork). Makes its
+ * own inputs, connects, loads a few models (the MLP now and then with a
+ * seed unique to it, so the daemon allocates and must free its weights)
+ * and sends requests until it is killed. Exits when the daemon is
+ * unreachable.
  */
 static int
-victim_main(struct world *w, unsigned int seed)
+victim_main(const char *sock, unsigned int seed)
 {
 	agxq_client *c = NULL;
 	agxq_model *m[3] = { NULL, NULL, NULL };
+	agxq_tensor in[3][4];
 	int n = 0;
 
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i < 4; i++) {
+			size_t ne;
+
+			if (agxq_reference_input_shape((agxq_reference)(k + 1),
+			    1 + i, &in[k][i]) != 0)
+				return 1;
+			if (k == 2)
+				in[k][i].shape[1] = 8;
+			ne = agxq_tensor_nelem(&in[k][i]);
+			if ((in[k][i].data = malloc(ne * sizeof(float))) ==
+			    NULL)
+				return 1;
+			agxq_reference_weights(seed + (unsigned int)i, 1.0f,
+			    in[k][i].data, ne);
+		}
+	}
 	for (;;) {
-		if (agxq_connect(w->sock, &c) != 0)
+		if (agxq_connect(sock, &c) != 0)
 			return 1;
 		if (load_ref(c, NULL, AGXQ_REF_LINEAR, 42, &m[0], NULL) != 0 ||
 		    load_ref(c, NULL, AGXQ_REF_MLP, rand_r(&seed) % 2 ? 42 :
@@ -292,12 +314,10 @@ victim_main(struct world *w, unsigned int seed)
 			if (m[2] != NULL && rand_r(&seed) % 8 == 0)
 				k = 2;
 			for (int i = 0; i < burst; i++, n++)
-				if (agxq_infer_async(m[k],
-				    &w->io[k][n % w->nio[k]].in, 1, NULL,
-				    victim_cb, NULL) != 0)
+				if (agxq_infer_async(m[k], &in[k][n % 4], 1,
+				    NULL, victim_cb, NULL) != 0)
 					return 1;
-			if (agxq_infer(m[k], &w->io[k][n % w->nio[k]].in, 1,
-			    NULL, &r) != 0)
+			if (agxq_infer(m[k], &in[k][n % 4], 1, NULL, &r) != 0)
 				return 1;
 			agxq_result_free(r);
 		}
@@ -323,8 +343,14 @@ kill_round(struct world *w, int nkids, unsigned int *seed)
 		unsigned int s = rand_r(seed);
 		pid_t pid = fork();
 
-		if (pid == 0)
-			_exit(victim_main(w, s));
+		if (pid == 0) {
+			char sb[16];
+
+			snprintf(sb, sizeof sb, "%u", s);
+			execl("/proc/self/exe", "test_faults", "--victim",
+			    w->sock, sb, (char *)NULL);
+			_exit(127);
+		}
 		if (pid < 0)
 			break;
 		kids[n++] = pid;
@@ -660,6 +686,9 @@ main(int argc, char **argv)
 {
 	int any = 0;
 
+	if (argc == 4 && strcmp(argv[1], "--victim") == 0)
+		return victim_main(argv[2], (unsigned int)strtoul(argv[3],
+		    NULL, 10));
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	du_watchdog(110);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
