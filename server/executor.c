@@ -37,6 +37,8 @@ struct xslot {
 
 /* Longest the executor polls a running batch before it blocks on it. */
 #define EXECUTOR_AWAIT_NS 200000
+/* cpu backend batches above this many flops use every BLAS thread. */
+#define EXECUTOR_THREADED_FLOPS 50e6
 
 struct executor {
 	struct executor_config cfg;
@@ -65,12 +67,17 @@ struct executor {
 	struct xslot *slots;         /* nslots, used as a ring */
 	uint32_t nslots, head, inflight;
 	int check_health;            /* a batch failed: is the device still there? */
+	int cpu_cap;                 /* cpu backend: most BLAS threads; 0: not cpu */
+	int cpu_now;                 /* cpu backend: BLAS threads set now */
 	uint32_t nout_cap;           /* reply encoding scratch */
 	Agxq__Tensor *tens;
 	Agxq__Tensor **tensp;
 	Agxq__ShmRef *trefs;
 	int64_t (*tshape)[GRAPH_MAX_DIMS];
 };
+
+static void executor_batch_threads(struct executor *ex,
+    const struct xslot *x);
 
 /* Hands finished requests to the loop thread. */
 static void
@@ -319,6 +326,7 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		}
 		x->dst[j] = x->out[j];
 	}
+	executor_batch_threads(ex, x);
 	if (engine_submit(ex->engine, x->model->emodel, x->in_shapes, x->in,
 	    x->dst, &x->ticket, &cause) != 0) {
 		log_warn("model %s: batch of %u rows failed: %s", x->model->name,
@@ -537,24 +545,53 @@ executor_recover(struct executor *ex)
 }
 
 /*
- * Sets the cpu backend's BLAS threads: --cpu-threads, else
- * $OPENBLAS_NUM_THREADS, else half the cores. The daemon shares the
- * machine with its clients, and idle BLAS workers spin (sched_yield) in
- * the way of the loop thread and the clients: measured on 2 cores, one
- * BLAS thread doubled mlp throughput through agxqd (docs/BENCHMARKS.md).
+ * Decides the cpu backend's BLAS threads: at most --cpu-threads, else
+ * $OPENBLAS_NUM_THREADS, else every core; each batch then uses them all
+ * only when it is big enough to gain (executor_batch_threads). The daemon
+ * shares the machine with its clients, and BLAS workers woken for a small
+ * GEMM spin (sched_yield) in the way of the loop thread and the clients.
  */
 static void
 executor_cpu_threads(struct executor *ex)
 {
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	const char *env = getenv("OPENBLAS_NUM_THREADS");
 	int n = ex->cfg.cpu_threads;
 
-	if (n <= 0 && getenv("OPENBLAS_NUM_THREADS") != NULL)
-		return;
+	if (n <= 0 && env != NULL)
+		n = atoi(env);
 	if (n <= 0)
-		n = cores > 2 ? (int)(cores / 2) : 1;
-	engine_set_cpu_threads(n);
-	log_info("cpu backend: %d BLAS thread%s", n, n == 1 ? "" : "s");
+		n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	ex->cpu_cap = n > 0 ? n : 1;
+	ex->cpu_now = 1;
+	engine_set_cpu_threads(1);
+	log_info("cpu backend: up to %d BLAS thread%s, for batches of more "
+	    "than %d MFLOP", ex->cpu_cap, ex->cpu_cap == 1 ? "" : "s",
+	    (int)(EXECUTOR_THREADED_FLOPS / 1000000));
+}
+
+/*
+ * Gives batch x every BLAS thread when its work is large enough to gain
+ * from them, else one. The work is estimated as two flops per weight per
+ * token (a token: one position of input 0 along its last dim), which is
+ * what matmul-dominated models cost.
+ */
+static void
+executor_batch_threads(struct executor *ex, const struct xslot *x)
+{
+	const struct graph *g = x->model->graph;
+	const struct graph_shape *s = &x->in_shapes[0];
+	double tokens, flops;
+	int want;
+
+	if (ex->cpu_cap <= 1 || s->ndim < 1 || s->dim[s->ndim - 1] <= 0)
+		return;
+	tokens = (double)graph_shape_nelem(s) / (double)s->dim[s->ndim - 1];
+	flops = 2.0 * tokens * (double)(g->weight_bytes / sizeof(float));
+	want = flops > EXECUTOR_THREADED_FLOPS ? ex->cpu_cap : 1;
+	if (want != ex->cpu_now) {
+		engine_set_cpu_threads(want);
+		ex->cpu_now = want;
+	}
 }
 
 /*
