@@ -29,6 +29,7 @@ struct config {
 	uint32_t max_connections;
 	size_t max_outbuf;          /* unsent reply bytes before a connection's reads pause */
 	uint32_t frame_timeout_ms;  /* time allowed to finish a partial frame */
+	uint32_t idle_timeout_s;    /* close connections idle this long; 0: never */
 	size_t compress_threshold;  /* compress reply payloads at least this big */
 	uint32_t max_regions;       /* shared memory regions per connection; 0: none */
 	uint64_t max_shm_bytes;     /* bytes mapped for all regions together */

@@ -148,7 +148,8 @@ conn_read_stop(struct conn *c)
 
 /*
  * (Re)starts reading; a partial frame in the input must complete within
- * frame_timeout_ms.
+ * frame_timeout_ms, and with --idle-timeout-s a connection with nothing in
+ * flight must send something within that time.
  */
 static void
 conn_read_start(struct conn *c)
@@ -157,11 +158,25 @@ conn_read_start(struct conn *c)
 		.tv_sec = config.frame_timeout_ms / 1000,
 		.tv_usec = (config.frame_timeout_ms % 1000) * 1000,
 	};
+	struct timeval idle = { .tv_sec = config.idle_timeout_s };
 
 	if (c->ev_read == NULL || c->reads_paused ||
 	    (c->state != CONN_HANDSHAKE && c->state != CONN_READY))
 		return;
-	event_add(c->ev_read, evbuffer_get_length(c->in) > 0 ? &tv : NULL);
+	if (evbuffer_get_length(c->in) > 0)
+		event_add(c->ev_read, &tv);
+	else if (config.idle_timeout_s > 0 && c->inflight == 0)
+		event_add(c->ev_read, &idle);
+	else
+		event_add(c->ev_read, NULL);
+}
+
+/* The last request in flight finished: the idle timeout starts again. */
+void
+conn_idle(struct conn *c)
+{
+	if (config.idle_timeout_s > 0 && c->inflight == 0)
+		conn_read_start(c);
 }
 
 /* Takes a reference. */
@@ -573,6 +588,19 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 			event_add(c->ev_read, &tv);
 		}
+		goto out;
+	}
+	if ((what & EV_TIMEOUT) && evbuffer_get_length(c->in) == 0) {
+		if (c->inflight > 0) {
+			conn_read_start(c); /* busy, not idle: wait on */
+			goto out;
+		}
+		log_info("conn %llu: idle for %u s; closing",
+		    (unsigned long long)c->id, config.idle_timeout_s);
+		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "connection idle for %u s (--idle-timeout-s); closing",
+		    config.idle_timeout_s);
+		conn_drain(c);
 		goto out;
 	}
 	if (what & EV_TIMEOUT) {

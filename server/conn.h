@@ -103,6 +103,9 @@ void conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len);
 void conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt,
     ...) __attribute__((format(printf, 4, 5)));
 
+/* Tells c its last request in flight finished (restarts the idle timeout). */
+void conn_idle(struct conn *c);
+
 /* Stops reading, sends what is queued, then closes. */
 void conn_drain(struct conn *c);
 

@@ -29,7 +29,7 @@ usage(FILE *f)
 {
 	fprintf(f,
 "usage: agxqd start [--socket PATH] [--backend cpu|cuda] [--device N]\n"
-"                   [--cpu-threads N] [--spin-us N]\n"
+"                   [--cpu-threads N] [--spin-us N] [--idle-timeout-s N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
@@ -235,6 +235,7 @@ cmd_start(int argc, char **argv)
 		{ "backend", required_argument, NULL, 'b' },
 		{ "device", required_argument, NULL, 'd' },
 		{ "cpu-threads", required_argument, NULL, 'T' },
+		{ "idle-timeout-s", required_argument, NULL, 'i' },
 		{ "spin-us", required_argument, NULL, 'P' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
@@ -280,6 +281,10 @@ cmd_start(int argc, char **argv)
 		case 'T':
 			config.cpu_threads = (int)parse_num("--cpu-threads",
 			    optarg, 1024, 10);
+			break;
+		case 'i':
+			config.idle_timeout_s = (uint32_t)parse_num(
+			    "--idle-timeout-s", optarg, 86400 * 365, 10);
 			break;
 		case 'P':
 			config.spin_us = (int)parse_num("--spin-us", optarg,

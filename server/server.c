@@ -829,7 +829,8 @@ server_done(struct request *r, void *arg)
 		    r->reply_raw_len : 0);
 		r->reply = NULL;
 	}
-	c->inflight--;
+	if (--c->inflight == 0 && c->state == CONN_READY)
+		conn_idle(c);
 	server_request_unref_regions(srv, r);
 	server_model_unref(srv, r->model);
 	conn_unref(c);

@@ -167,6 +167,47 @@ out:
 	du_cleanup(&d);
 }
 
+/*
+ * --idle-timeout-s: a connection with nothing in flight that sends nothing
+ * is closed with a clear error; a busy or chatty one is not.
+ */
+static void
+case_idle_timeout(void)
+{
+	static const char *const extra[] = { "--idle-timeout-s", "1", NULL };
+	struct du_daemon d;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	agxq_graph *g = NULL;
+	int fd;
+
+	memset(&d, 0, sizeof d);
+	CHECK(du_start(&d, extra) == 0);
+	if ((fd = du_connect_hello(d.sock)) >= 0) {
+		CHECK(du_expect_error(fd, 3000, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "idle for 1 s") == 0);
+		CHECK(du_expect_closed(fd, 3000) == 0);
+		close(fd);
+	} else
+		CHECK(fd >= 0);
+	/* A client that keeps sending stays connected past the timeout. */
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(agxq_reference_build(AGXQ_REF_LINEAR, 1, &g) == 0);
+	CHECK(c != NULL && agxq_model_load(c, g, "lin", &m) == 0);
+	for (int i = 0; i < 6 && m != NULL; i++) {
+		char *json = NULL;
+
+		usleep(400 * 1000);
+		CHECK(agxq_stats_json(c, &json) == 0);
+		free(json);
+	}
+	agxq_graph_free(g);
+	agxq_model_unload(m);
+	agxq_close(c);
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -175,6 +216,7 @@ static const struct {
 	{ "allow_uid", case_allow_uid },
 	{ "bad_options", case_bad_options },
 	{ "model_limits", case_model_limits },
+	{ "idle_timeout", case_idle_timeout },
 };
 
 int
