@@ -90,11 +90,11 @@ bench_mode_name(enum bench_mode m)
 	return m == BENCH_THREADS ? "threads" : "processes";
 }
 
-/* Prints the usage to stderr. */
+/* Prints the usage to f. */
 static void
-bench_usage(void)
+bench_usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 "usage: agxq-bench [--models linear,mlp,transformer] [--clients 1,2,4,8]\n"
 "                  [--modes threads,processes] [--backend cpu|cuda]\n"
 "                  [--agxqd PATH] [--window-ms N] [--warmup-ms N]\n"
@@ -185,7 +185,10 @@ bench_parse(int argc, char **argv, struct bench_opts *o)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		int takes = 1, bad = 0;
 
-		if (strcmp(a, "--quick") == 0) {
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			bench_usage(stdout);
+			exit(0);
+		} else if (strcmp(a, "--quick") == 0) {
 			o->quick = 1;
 			takes = 0;
 		} else if (strcmp(a, "--probe-only") == 0) {
@@ -236,7 +239,7 @@ bench_parse(int argc, char **argv, struct bench_opts *o)
 			fprintf(stderr, "agxq-bench: bad argument: %s%s%s\n", a,
 			    takes && v != NULL ? " " : "",
 			    takes && v != NULL ? v : "");
-			bench_usage();
+			bench_usage(stderr);
 			return -1;
 		}
 		i += takes;
