@@ -781,8 +781,12 @@ client_rbuf_reserve(struct client_rbuf *rb, size_t need)
 		rb->len -= rb->off;
 		rb->off = 0;
 	}
-	/* Give back a buffer that grew for one big frame. */
-	if (rb->len == 0 && rb->cap > 4 * CLIENT_READ_SIZE &&
+	/*
+	 * Give back a buffer that grew for a very big frame; keep one of up
+	 * to 16 MiB, since freeing and growing it again for every large reply
+	 * costs a page fault per 4 KiB of it.
+	 */
+	if (rb->len == 0 && rb->cap > (16u << 20) &&
 	    need <= CLIENT_READ_SIZE) {
 		free(rb->data);
 		rb->data = NULL;
