@@ -80,13 +80,35 @@ conn_set_state(struct conn *c, enum conn_state to)
 	c->state = to;
 }
 
+/* Records the peer's credentials (pid where the system tells it). */
+static void
+conn_peer(struct conn *c, int fd)
+{
+#ifdef SO_PEERCRED
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+		c->pid = cred.pid;
+		c->uid = cred.uid;
+		c->gid = cred.gid;
+	}
+#else
+	uid_t uid;
+	gid_t gid;
+
+	if (getpeereid(fd, &uid, &gid) == 0) {
+		c->uid = uid;
+		c->gid = gid;
+	}
+#endif
+}
+
 /* Wraps an accepted socket in a connection. */
 struct conn *
 conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id)
 {
 	struct conn *c;
-	struct ucred cred;
-	socklen_t len = sizeof cred;
 
 	if ((c = calloc(1, sizeof *c)) == NULL) {
 		close(fd);
@@ -99,11 +121,7 @@ conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id)
 	c->pid = -1;
 	c->uid = (uid_t)-1;
 	c->gid = (gid_t)-1;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-		c->pid = cred.pid;
-		c->uid = cred.uid;
-		c->gid = cred.gid;
-	}
+	conn_peer(c, fd);
 	evutil_make_socket_nonblocking(fd);
 	c->fd = fd;
 	c->next_region_id = 1;
