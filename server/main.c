@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#ifdef __GLIBC__
 #include <malloc.h>
+#endif
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -460,8 +462,10 @@ main(int argc, char **argv)
 	 * 1 MiB inline requests 17.5 ms -> 6.7 ms each with only the daemon
 	 * tuned (docs/SHM.md). Costs at most this much retained free memory.
 	 */
+#ifdef __GLIBC__
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
 	config_defaults(&config);
 	if ((env = getenv("AGXQ_SOCKET")) != NULL && *env != '\0')
 		snprintf(config.socket_path, sizeof config.socket_path, "%s",
