@@ -871,3 +871,59 @@ du_track_wait(struct du_track *t, int n, int timeout_ms)
 		    timeout_ms);
 	return rc;
 }
+
+/* Builds reference model which (seed) and loads it into c and/or d. */
+int
+du_load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
+    uint64_t seed, agxq_model **m, agxq_direct_model **dm)
+{
+	agxq_graph *g = NULL;
+	int rc;
+
+	if ((rc = agxq_reference_build(which, seed, &g)) != 0)
+		return rc;
+	if (c != NULL && (rc = agxq_model_load(c, g,
+	    agxq_reference_name(which), m)) != 0)
+		goto out;
+	if (d != NULL && (rc = agxq_direct_load(d, g, dm)) != 0)
+		goto out;
+out:
+	agxq_graph_free(g);
+	return rc;
+}
+
+/* VmRSS of pid in kB, or -1. */
+long
+du_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+/* Number of open descriptors of pid, or -1. */
+int
+du_fd_count(pid_t pid)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *dp;
+	int n = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	if ((dp = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(dp)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(dp);
+	return n;
+}

@@ -148,6 +148,20 @@ int du_io_make(struct du_io *io, agxq_reference which, int64_t batch,
 void du_io_free(struct du_io *io);
 
 /*
+ * Builds reference model which from seed and loads it into client c as
+ * *m when c is not NULL and into direct handle d as *dm when d is not
+ * NULL. 0 or an AGXQ_E* code.
+ */
+int du_load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
+    uint64_t seed, agxq_model **m, agxq_direct_model **dm);
+
+/* VmRSS of pid in kB, or -1. */
+long du_rss_kb(pid_t pid);
+
+/* Number of open descriptors of pid, or -1. */
+int du_fd_count(pid_t pid);
+
+/*
  * Checks result r against io: one output of the expected shape, each value
  * within atol + rtol * |want|. 0 or -1 (printing the first mismatch).
  */
@@ -199,5 +213,20 @@ void du_track_unsent(struct du_track *t, int idx);
 
 /* Waits until n callbacks have fired; 0, or -1 after timeout_ms. */
 int du_track_wait(struct du_track *t, int n, int timeout_ms);
+
+/*
+ * CHECK (testlib.h) for a call returning an AGXQ_E* code: prints the code's
+ * name. Only for files that include testlib.h.
+ */
+#define CHECK_OK(call) do {						\
+	int rc_ = (call);						\
+									\
+	if (rc_ != 0) {							\
+		printf("  %s: %s:%d: %s: %s\n", testlib_current,	\
+		    __FILE__, __LINE__, #call, agxq_strerror(rc_));	\
+		testlib_failed = 1;					\
+		goto out;						\
+	}								\
+} while (0)
 
 #endif

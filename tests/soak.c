@@ -91,24 +91,6 @@ struct soak_client {
 	struct soak_counts n;
 };
 
-/* Builds reference model which (seed 42) into a graph and loads it. */
-static int
-soak_load(agxq_client *c, agxq_direct *d, agxq_reference which,
-    agxq_model **m, agxq_direct_model **dm)
-{
-	agxq_graph *g = NULL;
-	int rc;
-
-	if ((rc = agxq_reference_build(which, 42, &g)) != 0)
-		return rc;
-	if (c != NULL)
-		rc = agxq_model_load(c, g, agxq_reference_name(which), m);
-	else
-		rc = agxq_direct_load(d, g, dm);
-	agxq_graph_free(g);
-	return rc;
-}
-
 /* Makes the inputs and expected outputs of the three models. */
 static int
 soak_world_make(struct soak_world *w)
@@ -120,7 +102,7 @@ soak_world_make(struct soak_world *w)
 	if (agxq_direct_open("cpu", 0, &d) != 0)
 		return -1;
 	for (int k = 0; k < 3; k++) {
-		if (soak_load(NULL, d, (agxq_reference)(k + 1), NULL,
+		if (du_load_ref(NULL, d, (agxq_reference)(k + 1), 42, NULL,
 		    &dm[k]) != 0)
 			goto out;
 		w->nio[k] = k == 2 ? 2 : SOAK_NIO;
@@ -212,7 +194,7 @@ soak_client_main(void *arg)
 		return NULL;
 	}
 	for (int k = 0; k < 3; k++) {
-		if (soak_load(c, NULL, (agxq_reference)(k + 1), &m[k],
+		if (du_load_ref(c, NULL, (agxq_reference)(k + 1), 42, &m[k],
 		    NULL) != 0) {
 			cl->n.connect_failed++;
 			goto out;
@@ -328,24 +310,6 @@ soak_child(struct soak_world *w, int first_id, int nthreads, int fd)
 	free(cl);
 	free(th);
 	return 0;
-}
-
-/* VmRSS of pid in kB, or -1. */
-static long
-soak_rss_kb(pid_t pid)
-{
-	char path[64], line[256];
-	long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
 }
 
 /* Prints usage and exits 2. */
@@ -539,7 +503,7 @@ main(int argc, char **argv)
 			continue;
 		}
 		if (now >= next) {
-			long rss = soak_rss_kb(dpid);
+			long rss = du_rss_kb(dpid);
 			uint64_t s = (now - t0) / 1000;
 
 			if (rss_first < 0)

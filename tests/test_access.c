@@ -15,17 +15,9 @@
 
 #include "agxq.h"
 #include "daemon_util.h"
+#include "testlib.h"
 
 #define NOBODY 65534
-
-static int failed;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s:%d: %s\n", __FILE__, __LINE__, #cond);	\
-		failed = 1;						\
-	}								\
-} while (0)
 
 /*
  * In a child running as uid NOBODY: connects to sock and returns the
@@ -62,14 +54,14 @@ case_socket_mode(void)
 	struct stat sb;
 
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, NULL) == 0);
-	CHECK(stat(d.sock, &sb) == 0 && (sb.st_mode & 0777) == 0600);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(du_start(&d, NULL) == 0);
+	EXPECT(stat(d.sock, &sb) == 0 && (sb.st_mode & 0777) == 0600);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, extra) == 0);
-	CHECK(stat(d.sock, &sb) == 0 && (sb.st_mode & 0777) == 0660);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(du_start(&d, extra) == 0);
+	EXPECT(stat(d.sock, &sb) == 0 && (sb.st_mode & 0777) == 0660);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 }
 
@@ -90,27 +82,27 @@ case_allow_uid(void)
 		return;
 	}
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, open_mode) == 0);
+	EXPECT(du_start(&d, open_mode) == 0);
 	chmod(d.dir, 0711);
-	CHECK(connect_as_nobody(d.sock) == AGXQ_EPERM);
+	EXPECT(connect_as_nobody(d.sock) == AGXQ_EPERM);
 	/* The daemon's own user still gets in, and the daemon still serves. */
-	CHECK(agxq_connect(d.sock, &c) == 0);
+	EXPECT(agxq_connect(d.sock, &c) == 0);
 	agxq_close(c);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, allowed) == 0);
+	EXPECT(du_start(&d, allowed) == 0);
 	chmod(d.dir, 0711);
-	CHECK(connect_as_nobody(d.sock) == 0);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(connect_as_nobody(d.sock) == 0);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, allowed_gid) == 0);
+	EXPECT(du_start(&d, allowed_gid) == 0);
 	chmod(d.dir, 0711);
-	CHECK(connect_as_nobody(d.sock) == 0);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(connect_as_nobody(d.sock) == 0);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 }
 
@@ -124,10 +116,10 @@ case_bad_options(void)
 	    "/tmp/agxq-unused.sock", "--max-weight-bytes", "12Q", NULL };
 	char out[512];
 
-	CHECK(du_run(bad_user, 5000, out, sizeof out) == 2);
-	CHECK(strstr(out, "unknown user no-such-user-xyz") != NULL);
-	CHECK(du_run(bad_bytes, 5000, out, sizeof out) == 2);
-	CHECK(strstr(out, "bad value for --max-weight-bytes") != NULL);
+	EXPECT(du_run(bad_user, 5000, out, sizeof out) == 2);
+	EXPECT(strstr(out, "unknown user no-such-user-xyz") != NULL);
+	EXPECT(du_run(bad_bytes, 5000, out, sizeof out) == 2);
+	EXPECT(strstr(out, "bad value for --max-weight-bytes") != NULL);
 }
 
 /* Model limits: per connection and in total, each a clear error. */
@@ -142,28 +134,28 @@ case_model_limits(void)
 	agxq_graph *g;
 
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, extra) == 0);
-	CHECK(agxq_connect(d.sock, &c) == 0);
+	EXPECT(du_start(&d, extra) == 0);
+	EXPECT(agxq_connect(d.sock, &c) == 0);
 	if (c == NULL)
 		goto out;
 	/* linear: 131 KB of weights; two fit in 300K, a third model does not. */
 	for (int i = 0; i < 3; i++) {
-		CHECK(agxq_reference_build(AGXQ_REF_LINEAR, 100 + i, &g) == 0);
-		CHECK(agxq_model_load(c, g, "lin", &m[i]) ==
+		EXPECT(agxq_reference_build(AGXQ_REF_LINEAR, 100 + i, &g) == 0);
+		EXPECT(agxq_model_load(c, g, "lin", &m[i]) ==
 		    (i < 2 ? 0 : AGXQ_ELIMIT));
 		agxq_graph_free(g);
 	}
 	/* The mlp alone is over the total weight limit. */
-	CHECK(agxq_reference_build(AGXQ_REF_MLP, 1, &g) == 0);
+	EXPECT(agxq_reference_build(AGXQ_REF_MLP, 1, &g) == 0);
 	agxq_model_unload(m[1]);
 	m[1] = NULL;
-	CHECK(agxq_model_load(c, g, "mlp", &m[2]) == AGXQ_ELIMIT);
+	EXPECT(agxq_model_load(c, g, "mlp", &m[2]) == AGXQ_ELIMIT);
 	agxq_graph_free(g);
 out:
 	for (int i = 0; i < 3; i++)
 		agxq_model_unload(m[i]);
 	agxq_close(c);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 }
 
@@ -182,36 +174,33 @@ case_idle_timeout(void)
 	int fd;
 
 	memset(&d, 0, sizeof d);
-	CHECK(du_start(&d, extra) == 0);
+	EXPECT(du_start(&d, extra) == 0);
 	if ((fd = du_connect_hello(d.sock)) >= 0) {
-		CHECK(du_expect_error(fd, 3000, AGXQ__ERROR_CODE__ERR_LIMIT,
+		EXPECT(du_expect_error(fd, 3000, AGXQ__ERROR_CODE__ERR_LIMIT,
 		    "idle for 1 s") == 0);
-		CHECK(du_expect_closed(fd, 3000) == 0);
+		EXPECT(du_expect_closed(fd, 3000) == 0);
 		close(fd);
 	} else
-		CHECK(fd >= 0);
+		EXPECT(fd >= 0);
 	/* A client that keeps sending stays connected past the timeout. */
-	CHECK(agxq_connect(d.sock, &c) == 0);
-	CHECK(agxq_reference_build(AGXQ_REF_LINEAR, 1, &g) == 0);
-	CHECK(c != NULL && agxq_model_load(c, g, "lin", &m) == 0);
+	EXPECT(agxq_connect(d.sock, &c) == 0);
+	EXPECT(agxq_reference_build(AGXQ_REF_LINEAR, 1, &g) == 0);
+	EXPECT(c != NULL && agxq_model_load(c, g, "lin", &m) == 0);
 	for (int i = 0; i < 6 && m != NULL; i++) {
 		char *json = NULL;
 
 		usleep(400 * 1000);
-		CHECK(agxq_stats_json(c, &json) == 0);
+		EXPECT(agxq_stats_json(c, &json) == 0);
 		free(json);
 	}
 	agxq_graph_free(g);
 	agxq_model_unload(m);
 	agxq_close(c);
-	CHECK(du_stop(&d) == 0);
+	EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "socket_mode", case_socket_mode },
 	{ "allow_uid", case_allow_uid },
 	{ "bad_options", case_bad_options },
@@ -220,17 +209,9 @@ static const struct {
 };
 
 int
-main(void)
+main(int argc, char **argv)
 {
-	int any = 0;
-
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	du_watchdog(100);
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		failed = 0;
-		cases[i].fn();
-		printf("%s %s\n", failed ? "FAIL" : "ok  ", cases[i].name);
-		any |= failed;
-	}
-	return any;
+	return testlib_run(cases, TESTLIB_N(cases), argc, argv);
 }

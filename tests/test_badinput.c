@@ -15,26 +15,15 @@
 #include "codec.h"
 #include "daemon_util.h"
 #include "tgraph.h"
+#include "testlib.h"
 
 #define TOL 1e-4
-
-static int failed;
-static const char *current;
 
 /* The daemon and the well-behaved client every case checks afterwards. */
 static struct du_daemon daemon_;
 static agxq_client *good;
 static agxq_model *good_model;
 static struct du_io good_io;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
 
 /* Returns 0 when the good client still gets a correct result. */
 static int
@@ -545,10 +534,7 @@ out:
 		close(fd);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "truncated_frame", t_truncated_frame },
 	{ "too_big", t_too_big },
 	{ "empty_frame", t_empty_frame },
@@ -598,6 +584,17 @@ out:
 	return rc;
 }
 
+/* After each case: fails it, and stops the run, when the daemon died. */
+static int
+daemon_check(void)
+{
+	if (du_alive(daemon_.pid))
+		return 0;
+	printf("  %s: the daemon died\n", testlib_current);
+	testlib_failed = 1;
+	return -1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -607,28 +604,15 @@ main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	du_watchdog(100);
-	current = "setup";
+	testlib_current = "setup";
 	if (setup() != 0) {
 		printf("FAIL setup\n");
 		any = 1;
 		goto out;
 	}
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		cases[i].fn();
-		if (!du_alive(daemon_.pid)) {
-			printf("  %s: the daemon died\n", current);
-			failed = 1;
-		}
-		printf("%s %s\n", failed ? "FAIL" : "ok  ", cases[i].name);
-		any |= failed;
-		if (!du_alive(daemon_.pid))
-			break;
-	}
-	current = "stats";
+	any = testlib_run_table(cases, NULL, TESTLIB_N(cases), argc, argv,
+	    daemon_check);
+	testlib_current = "stats";
 	if (agxq_stats_json(good, &json) != 0 ||
 	    du_json_num(json, "backend_foreign_calls") != 0) {
 		printf("FAIL stats\n");

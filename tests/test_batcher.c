@@ -8,18 +8,7 @@
 
 #include "batcher.h"
 #include "request.h"
-
-static int failed;
-static const char *current;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
+#include "testlib.h"
 
 static char dummy_models[4];
 static char dummy_conns[2];
@@ -332,10 +321,7 @@ out:
 	fix_free(&f);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "shape_grouping", t_shape_grouping },
 	{ "max_batch_rows", t_max_batch_rows },
 	{ "round_robin", t_round_robin },
@@ -348,16 +334,7 @@ static const struct {
 };
 
 int
-main(void)
+main(int argc, char **argv)
 {
-	int any = 0;
-
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		current = cases[i].name;
-		failed = 0;
-		cases[i].fn();
-		printf("%s %s\n", failed ? "FAIL" : "ok  ", cases[i].name);
-		any |= failed;
-	}
-	return any ? 1 : 0;
+	return testlib_run(cases, TESTLIB_N(cases), argc, argv);
 }

@@ -13,52 +13,9 @@
 #include "agxq.h"
 #include "agxq_direct.h"
 #include "daemon_util.h"
+#include "testlib.h"
 
 #define TOL 1e-4
-
-static int failed;
-static const char *current;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
-
-/* CHECK for a call returning an AGXQ_E* code: prints the code's name. */
-#define CHECK_OK(call) do {						\
-	int rc_ = (call);						\
-									\
-	if (rc_ != 0) {							\
-		printf("  %s: %s:%d: %s: %s\n", current, __FILE__,	\
-		    __LINE__, #call, agxq_strerror(rc_));		\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
-
-/* Builds reference model which (seed 42) and loads it into c and/or d. */
-static int
-load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
-    agxq_model **m, agxq_direct_model **dm)
-{
-	agxq_graph *g = NULL;
-	int rc;
-
-	if ((rc = agxq_reference_build(which, 42, &g)) != 0)
-		return rc;
-	if (c != NULL && (rc = agxq_model_load(c, g,
-	    agxq_reference_name(which), m)) != 0)
-		goto out;
-	if (d != NULL && (rc = agxq_direct_load(d, g, dm)) != 0)
-		goto out;
-out:
-	agxq_graph_free(g);
-	return rc;
-}
 
 /* Replaces io's expected output with result r's. */
 static int
@@ -200,7 +157,7 @@ t_batched_equals_unbatched(void)
 	memset(io, 0, sizeof io);
 	memset(&t, 0, sizeof t);
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_MLP, NULL, &dm) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_MLP, 42, NULL, &dm) == 0);
 	for (int i = 0; i < N; i++)
 		CHECK(du_io_make(&io[i], AGXQ_REF_MLP, 4, 0, 500 + (uint64_t)i,
 		    dm) == 0);
@@ -208,8 +165,8 @@ t_batched_equals_unbatched(void)
 	CHECK(du_start(&db, one) == 0);
 	CHECK(agxq_connect(da.sock, &ca) == 0);
 	CHECK(agxq_connect(db.sock, &cb) == 0);
-	CHECK(load_ref(ca, NULL, AGXQ_REF_MLP, &ma, NULL) == 0);
-	CHECK(load_ref(cb, NULL, AGXQ_REF_MLP, &mb, NULL) == 0);
+	CHECK(du_load_ref(ca, NULL, AGXQ_REF_MLP, 42, &ma, NULL) == 0);
+	CHECK(du_load_ref(cb, NULL, AGXQ_REF_MLP, 42, &mb, NULL) == 0);
 
 	/* Unbatched: one at a time; these become the expected outputs. */
 	for (int i = 0; i < N; i++) {
@@ -249,9 +206,9 @@ out:
 	agxq_direct_unload(dm);
 	agxq_direct_close(d);
 	if (da.pid > 0 && du_stop(&da) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	if (db.pid > 0 && du_stop(&db) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&da);
 	du_cleanup(&db);
 }
@@ -274,13 +231,13 @@ t_shapes_never_mixed(void)
 	memset(io, 0, sizeof io);
 	memset(&t, 0, sizeof t);
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_TRANSFORMER, NULL, &dm) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_TRANSFORMER, 42, NULL, &dm) == 0);
 	for (int i = 0; i < N; i++)
 		CHECK(du_io_make(&io[i], AGXQ_REF_TRANSFORMER, ROWS,
 		    i % 2 ? 16 : 8, 700 + (uint64_t)i, dm) == 0);
 	CHECK(du_start(&dd, NULL) == 0);
 	CHECK(agxq_connect(dd.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 42, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
 		CHECK_OK(agxq_infer_async(m, &io[i].in, 1, NULL, du_track_cb,
@@ -305,7 +262,7 @@ out:
 	agxq_direct_unload(dm);
 	agxq_direct_close(d);
 	if (dd.pid > 0 && du_stop(&dd) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&dd);
 }
 
@@ -330,15 +287,15 @@ t_no_starvation(void)
 	memset(&fio, 0, sizeof fio);
 	memset(&f, 0, sizeof f);
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_LINEAR, NULL, &dl) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_TRANSFORMER, NULL, &dt) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_LINEAR, 42, NULL, &dl) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_TRANSFORMER, 42, NULL, &dt) == 0);
 	CHECK(du_io_make(&lin, AGXQ_REF_LINEAR, 4, 0, 31, dl) == 0);
 	CHECK(du_io_make(&fio, AGXQ_REF_TRANSFORMER, 1, 16, 32, dt) == 0);
 	CHECK(du_start(&dd, NULL) == 0);
 	CHECK(agxq_connect(dd.sock, &cf) == 0);
 	CHECK(agxq_connect(dd.sock, &cl) == 0);
-	CHECK(load_ref(cf, NULL, AGXQ_REF_TRANSFORMER, &mf, NULL) == 0);
-	CHECK(load_ref(cl, NULL, AGXQ_REF_LINEAR, &ml, NULL) == 0);
+	CHECK(du_load_ref(cf, NULL, AGXQ_REF_TRANSFORMER, 42, &mf, NULL) == 0);
+	CHECK(du_load_ref(cl, NULL, AGXQ_REF_LINEAR, 42, &ml, NULL) == 0);
 	CHECK(flood_start(&f, mf, &fio.in, 256) == 0);
 	usleep(100000); /* let the flood build a backlog */
 	for (int i = 0; i < NLIN; i++) {
@@ -363,11 +320,11 @@ t_no_starvation(void)
 out:
 	agxq_result_free(r);
 	if (flood_stop(&f, 30000) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	if (f.m != NULL && (f.errors != 0 || f.completed == 0)) {
 		printf("  flood: %d completed, %d errors\n", f.completed,
 		    f.errors);
-		failed = 1;
+		testlib_failed = 1;
 	}
 	flood_free(&f);
 	agxq_model_unload(mf);
@@ -380,7 +337,7 @@ out:
 	agxq_direct_unload(dt);
 	agxq_direct_close(d);
 	if (dd.pid > 0 && du_stop(&dd) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&dd);
 }
 
@@ -410,14 +367,14 @@ t_timeout(void)
 	memset(&tf, 0, sizeof tf);
 	memset(&tt, 0, sizeof tt);
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_LINEAR, NULL, &dl) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_TRANSFORMER, NULL, &dt) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_LINEAR, 42, NULL, &dl) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_TRANSFORMER, 42, NULL, &dt) == 0);
 	CHECK(du_io_make(&lin, AGXQ_REF_LINEAR, 4, 0, 41, dl) == 0);
 	CHECK(du_io_make(&fio, AGXQ_REF_TRANSFORMER, 4, 0, 42, dt) == 0);
 	CHECK(du_start(&dd, one) == 0);
 	CHECK(agxq_connect(dd.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &mf, NULL) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_LINEAR, &ml, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 42, &mf, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, 42, &ml, NULL) == 0);
 	CHECK(du_track_init(&tf, NFLOOD, TOL, TOL) == 0);
 	CHECK(du_track_init(&tt, NTO + 1, TOL, TOL) == 0);
 	for (int i = 0; i < NFLOOD; i++)
@@ -460,7 +417,7 @@ out:
 	agxq_direct_unload(dt);
 	agxq_direct_close(d);
 	if (dd.pid > 0 && du_stop(&dd) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&dd);
 }
 
@@ -483,11 +440,11 @@ t_queue_full_busy(void)
 	memset(&io, 0, sizeof io);
 	memset(&t, 0, sizeof t);
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_MLP, NULL, &dm) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_MLP, 42, NULL, &dm) == 0);
 	CHECK(du_io_make(&io, AGXQ_REF_MLP, 4, 0, 51, dm) == 0);
 	CHECK(du_start(&dd, small) == 0);
 	CHECK(agxq_connect(dd.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_MLP, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
 		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
@@ -509,7 +466,7 @@ out:
 	agxq_direct_unload(dm);
 	agxq_direct_close(d);
 	if (dd.pid > 0 && du_stop(&dd) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&dd);
 }
 
@@ -532,11 +489,11 @@ t_priority(void)
 	memset(&io, 0, sizeof io);
 	memset(&t, 0, sizeof t);
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(load_ref(NULL, d, AGXQ_REF_TRANSFORMER, NULL, &dm) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_TRANSFORMER, 42, NULL, &dm) == 0);
 	CHECK(du_io_make(&io, AGXQ_REF_TRANSFORMER, 4, 0, 61, dm) == 0);
 	CHECK(du_start(&dd, one) == 0);
 	CHECK(agxq_connect(dd.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 42, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N + 1, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
 		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
@@ -556,14 +513,11 @@ out:
 	agxq_direct_unload(dm);
 	agxq_direct_close(d);
 	if (dd.pid > 0 && du_stop(&dd) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&dd);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "batched_equals_unbatched", t_batched_equals_unbatched },
 	{ "shapes_never_mixed", t_shapes_never_mixed },
 	{ "no_starvation", t_no_starvation },
@@ -575,22 +529,7 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int any = 0;
-
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	du_watchdog(110);
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		uint64_t t0;
-
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		t0 = du_now_ms();
-		cases[i].fn();
-		printf("%s %s (%llu ms)\n", failed ? "FAIL" : "ok  ",
-		    cases[i].name, (unsigned long long)(du_now_ms() - t0));
-		any |= failed;
-	}
-	return any ? 1 : 0;
+	return testlib_run(cases, TESTLIB_N(cases), argc, argv);
 }

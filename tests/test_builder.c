@@ -9,18 +9,7 @@
 
 #include "agxq.h"
 #include "builder.h"
-
-static int failed;
-static const char *current;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
+#include "testlib.h"
 
 /* Packs pb, unpacks it and checks it packs to the same bytes again. */
 static int
@@ -341,7 +330,8 @@ bad_call(int which)
 	builder_proto_free(pb);
 	agxq_graph_free(g);
 	if (r != AGXQ_EINVAL || r2 != AGXQ_EINVAL || r3 != AGXQ_EINVAL) {
-		printf("  %s: bad call %d: %d %d %d\n", current, which, r, r2, r3);
+		printf("  %s: bad call %d: %d %d %d\n", testlib_current, which,
+		    r, r2, r3);
 		return 1;
 	}
 	return 0;
@@ -705,10 +695,7 @@ out:
 	return 0;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} cases[] = {
+static const struct testlib_icase cases[] = {
 	{ "numbering", t_numbering },
 	{ "no_forward_refs", t_no_forward_refs },
 	{ "ops", t_ops },
@@ -724,18 +711,5 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int bad = 0;
-
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		if (cases[i].fn() != 0 || failed) {
-			printf("FAIL %s\n", cases[i].name);
-			bad++;
-		} else
-			printf("ok   %s\n", cases[i].name);
-	}
-	return bad ? 1 : 0;
+	return testlib_run_int(cases, TESTLIB_N(cases), argc, argv);
 }

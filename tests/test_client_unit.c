@@ -20,6 +20,7 @@
 
 #include "agxq.h"
 #include "codec.h"
+#include "testlib.h"
 
 enum fake_mode {
 	FAKE_ECHO,          /* every infer: output = 2 * input 0, at once */
@@ -44,18 +45,6 @@ struct fake {
 	atomic_int loads;
 	int hello_version;
 };
-
-static const char *current;
-static int failed;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
 
 /* Reads exactly n bytes; -1 on EOF or error. */
 static int
@@ -550,7 +539,7 @@ t_handshake_ok(void)
 	m = NULL;
 	CHECK(rc == 0);
 out:
-	if (failed)
+	if (testlib_failed)
 		rc = -1;
 	free(json);
 	agxq_result_free(r);
@@ -1070,10 +1059,7 @@ out:
 	return rc;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} cases[] = {
+static const struct testlib_icase cases[] = {
 	{ "handshake_ok", t_handshake_ok },
 	{ "version_mismatch", t_version_mismatch },
 	{ "sync_out_of_order", t_sync_out_of_order },
@@ -1090,20 +1076,6 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int bad = 0;
-
 	alarm(90); /* a hang fails the test instead of stalling ctest */
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		if (cases[i].fn() != 0 || failed) {
-			printf("FAIL %s\n", cases[i].name);
-			bad++;
-		} else
-			printf("ok   %s\n", cases[i].name);
-		fflush(stdout);
-	}
-	return bad ? 1 : 0;
+	return testlib_run_int(cases, TESTLIB_N(cases), argc, argv);
 }

@@ -12,19 +12,9 @@
 #include <zstd.h>
 
 #include "codec.h"
+#include "testlib.h"
 
-static int failed;
-static const char *current;
 static unsigned int corpus_seq;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
 
 /* Writes frame to $AGXQ_CODEC_CORPUS when set. */
 static void
@@ -37,7 +27,7 @@ corpus_save(const uint8_t *frame, size_t len)
 	if (dir == NULL || *dir == '\0' || len > (64u << 10))
 		return;
 	snprintf(path, sizeof path, "%s/seed-%02u-%s", dir, corpus_seq++,
-	    current);
+	    testlib_current);
 	if ((f = fopen(path, "wb")) == NULL)
 		return;
 	fwrite(frame, 1, len, f);
@@ -77,24 +67,25 @@ round_trip(const Agxq__Envelope *env, size_t threshold, uint32_t *flags_out,
 	codec_limits_default(&lim);
 	if (codec_encode(env, threshold, &lim, &frame, &frame_len,
 	    &raw_len) != 0) {
-		printf("  %s: encode failed\n", current);
+		printf("  %s: encode failed\n", testlib_current);
 		return NULL;
 	}
 	corpus_save(frame, frame_len);
 	if (codec_header_parse(frame, frame_len, &lim, &plen, &flags, &code,
 	    &cause) != CODEC_OK || plen + CODEC_HEADER_SIZE != frame_len) {
-		printf("  %s: header: %s\n", current, cause ? cause : "?");
+		printf("  %s: header: %s\n", testlib_current,
+		    cause ? cause : "?");
 		goto out;
 	}
 	if (codec_decode(frame + CODEC_HEADER_SIZE, plen, flags, &lim, &dec,
 	    &code, &cause) != 0) {
-		printf("  %s: decode: %d %s\n", current, code, cause);
+		printf("  %s: decode: %d %s\n", testlib_current, code, cause);
 		goto out;
 	}
 	a = pack(env, &alen);
 	b = pack(dec, &blen);
 	if (alen != raw_len || alen != blen || memcmp(a, b, alen) != 0) {
-		printf("  %s: round trip differs\n", current);
+		printf("  %s: round trip differs\n", testlib_current);
 		codec_envelope_free(dec);
 		dec = NULL;
 		goto out;
@@ -780,10 +771,7 @@ out:
 	return -1;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} cases[] = {
+static const struct testlib_icase cases[] = {
 	{ "hello", t_hello },
 	{ "load_model", t_load_model },
 	{ "unload", t_unload },
@@ -805,18 +793,5 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int bad = 0;
-
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		if (cases[i].fn() != 0 || failed) {
-			printf("FAIL %s\n", cases[i].name);
-			bad++;
-		} else
-			printf("ok   %s\n", cases[i].name);
-	}
-	return bad ? 1 : 0;
+	return testlib_run_int(cases, TESTLIB_N(cases), argc, argv);
 }

@@ -20,52 +20,9 @@
 #include "agxq.h"
 #include "agxq_direct.h"
 #include "daemon_util.h"
+#include "testlib.h"
 
 #define TOL 1e-4
-
-static int failed;
-static const char *current;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
-
-/* CHECK for a call returning an AGXQ_E* code: prints the code's name. */
-#define CHECK_OK(call) do {						\
-	int rc_ = (call);						\
-									\
-	if (rc_ != 0) {							\
-		printf("  %s: %s:%d: %s: %s\n", current, __FILE__,	\
-		    __LINE__, #call, agxq_strerror(rc_));		\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
-
-/* Loads reference model which (seed 42) into the daemon and direct mode. */
-static int
-load_ref(agxq_client *c, agxq_direct *d, agxq_reference which,
-    agxq_model **m, agxq_direct_model **dm)
-{
-	agxq_graph *g = NULL;
-	int rc;
-
-	if ((rc = agxq_reference_build(which, 42, &g)) != 0)
-		return rc;
-	if (c != NULL && (rc = agxq_model_load(c, g,
-	    agxq_reference_name(which), m)) != 0)
-		goto out;
-	if (d != NULL && (rc = agxq_direct_load(d, g, dm)) != 0)
-		goto out;
-out:
-	agxq_graph_free(g);
-	return rc;
-}
 
 /* Returns the permission bits of path, or -1. */
 static int
@@ -259,7 +216,7 @@ t_sigterm_inflight(void)
 	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
 	CHECK(du_start(&d, extra) == 0);
 	CHECK(agxq_connect(d.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_TRANSFORMER, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 42, &m, NULL) == 0);
 	CHECK(agxq_reference_input_shape(AGXQ_REF_TRANSFORMER, 4, &in) == 0);
 	CHECK((data = malloc(agxq_tensor_nelem(&in) * sizeof *data)) != NULL);
 	agxq_reference_weights(7, 1.0f, data, agxq_tensor_nelem(&in));
@@ -385,7 +342,8 @@ child_main(struct world *w, int id)
 	if (agxq_connect(w->sock, &wk.c) != 0)
 		return 1;
 	for (int k = 0; k < 3; k++) {
-		if (load_ref(wk.c, NULL, (agxq_reference)(k + 1), &wk.m[k],
+		if (du_load_ref(wk.c, NULL, (agxq_reference)(k + 1), 42,
+		    &wk.m[k],
 		    NULL) != 0)
 			goto out;
 	}
@@ -411,7 +369,7 @@ world_make(struct world *w, const char *sock)
 	if (agxq_direct_open("cpu", 0, &d) != 0)
 		return -1;
 	for (int k = 0; k < 3; k++) {
-		if (load_ref(NULL, d, (agxq_reference)(k + 1), NULL,
+		if (du_load_ref(NULL, d, (agxq_reference)(k + 1), 42, NULL,
 		    &dm[k]) != 0)
 			goto out;
 		w->nio[k] = k == 2 ? IO_TRANSFORMER : IO_PER_MODEL;
@@ -471,7 +429,7 @@ t_threads_and_processes(void)
 	CHECK(agxq_connect(d.sock, &c) == 0);
 	CHECK(strcmp(agxq_server_backend(c), "cpu") == 0);
 	for (int k = 0; k < 3; k++)
-		CHECK(load_ref(c, NULL, (agxq_reference)(k + 1), &m[k],
+		CHECK(du_load_ref(c, NULL, (agxq_reference)(k + 1), 42, &m[k],
 		    NULL) == 0);
 	for (int i = 0; i < NTHREADS; i++) {
 		memset(&wk[i], 0, sizeof wk[i]);
@@ -492,22 +450,23 @@ out:
 	for (int p = 0; p < nkids; p++) {
 		if (waitpid(kids[p], &status, 0) != kids[p] ||
 		    !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-			printf("  %s: child process %d failed\n", current, p);
-			failed = 1;
+			printf("  %s: child process %d failed\n",
+			    testlib_current, p);
+			testlib_failed = 1;
 		}
 	}
 	if (nth == NTHREADS) {
 		if (errors != 0 || checked != NTHREADS * 48) {
 			printf("  %s: %d errors, %d of %d results checked\n",
-			    current, errors, checked, NTHREADS * 48);
-			failed = 1;
+			    testlib_current, errors, checked, NTHREADS * 48);
+			testlib_failed = 1;
 		}
 	}
 	if (c != NULL && agxq_stats_json(c, &json) == 0) {
 		if (du_json_num(json, "backend_foreign_calls") != 0) {
 			printf("  %s: backend calls off the executor thread\n",
-			    current);
-			failed = 1;
+			    testlib_current);
+			testlib_failed = 1;
 		}
 		free(json);
 	}
@@ -515,7 +474,7 @@ out:
 		agxq_model_unload(m[k]);
 	agxq_close(c);
 	if (d.pid > 0 && du_stop(&d) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&d);
 	world_free(&w);
 }
@@ -549,7 +508,7 @@ t_disconnect_inflight(void)
 		agxq_model *cm;
 
 		if (agxq_connect(d.sock, &cc) != 0 ||
-		    load_ref(cc, NULL, AGXQ_REF_MLP, &cm, NULL) != 0)
+		    du_load_ref(cc, NULL, AGXQ_REF_MLP, 42, &cm, NULL) != 0)
 			_exit(1);
 		for (int i = 0; i < N; i++)
 			if (agxq_infer_async(cm, &w.io[1][i % IO_PER_MODEL].in,
@@ -560,7 +519,7 @@ t_disconnect_inflight(void)
 	}
 	CHECK(pid > 0);
 	CHECK(agxq_connect(d.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_MLP, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
 	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
 	    WEXITSTATUS(status) == 0);
 	CHECK(agxq_infer(m, &w.io[1][0].in, 1, NULL, &r) == 0);
@@ -570,7 +529,7 @@ t_disconnect_inflight(void)
 
 	/* In this process: 200 transformer requests, then agxq_close. */
 	CHECK(agxq_connect(d.sock, &c2) == 0);
-	CHECK(load_ref(c2, NULL, AGXQ_REF_TRANSFORMER, &m2, NULL) == 0);
+	CHECK(du_load_ref(c2, NULL, AGXQ_REF_TRANSFORMER, 42, &m2, NULL) == 0);
 	for (int i = 0; i < N; i++) {
 		CHECK_OK(agxq_infer_async(m2, &w.io[2][i % IO_TRANSFORMER].in, 1,
 		    NULL, du_track_cb, du_track_arg(&t, i,
@@ -607,7 +566,7 @@ out:
 	agxq_model_unload(m);
 	agxq_close(c);
 	if (d.pid > 0 && du_stop(&d) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&d);
 	du_track_free(&t);
 	world_free(&w);
@@ -626,8 +585,8 @@ t_shared_models(void)
 	CHECK(du_start(&d, NULL) == 0);
 	CHECK(agxq_connect(d.sock, &a) == 0);
 	CHECK(agxq_connect(d.sock, &b) == 0);
-	CHECK(load_ref(a, NULL, AGXQ_REF_MLP, &ma, NULL) == 0);
-	CHECK(load_ref(b, NULL, AGXQ_REF_MLP, &mb, NULL) == 0);
+	CHECK(du_load_ref(a, NULL, AGXQ_REF_MLP, 42, &ma, NULL) == 0);
+	CHECK(du_load_ref(b, NULL, AGXQ_REF_MLP, 42, &mb, NULL) == 0);
 	CHECK(agxq_stats_json(a, &json) == 0);
 	CHECK(du_count(json, "\"model_id\"") == 1);
 	CHECK(du_json_num(json, "refs") == 2);
@@ -671,7 +630,7 @@ out:
 	agxq_close(a);
 	agxq_close(b);
 	if (d.pid > 0 && du_stop(&d) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&d);
 }
 
@@ -693,8 +652,8 @@ t_close_with_models(void)
 	CHECK(agxq_connect(d.sock, &b) == 0);
 	if (a == NULL || b == NULL)
 		goto out;
-	CHECK(load_ref(a, NULL, AGXQ_REF_LINEAR, &ma, NULL) == 0);
-	CHECK(load_ref(a, NULL, AGXQ_REF_MLP, &mb, NULL) == 0);
+	CHECK(du_load_ref(a, NULL, AGXQ_REF_LINEAR, 42, &ma, NULL) == 0);
+	CHECK(du_load_ref(a, NULL, AGXQ_REF_MLP, 42, &mb, NULL) == 0);
 	agxq_close(a);
 	a = NULL;
 	/* The daemon notices the close on its next loop turn. */
@@ -712,14 +671,11 @@ out:
 	agxq_close(a);
 	agxq_close(b);
 	if (d.pid > 0 && du_stop(&d) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&d);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "cli_basic", t_cli_basic },
 	{ "cli_usage", t_cli_usage },
 	{ "cli_socket_mode", t_cli_socket_mode },
@@ -734,24 +690,7 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int any = 0;
-
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	du_watchdog(110);
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		int before = failed;
-		uint64_t t0;
-
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		t0 = du_now_ms();
-		cases[i].fn();
-		printf("%s %s (%llu ms)\n", failed ? "FAIL" : "ok  ",
-		    cases[i].name, (unsigned long long)(du_now_ms() - t0));
-		any |= failed;
-		failed = before;
-	}
-	return any ? 1 : 0;
+	return testlib_run(cases, TESTLIB_N(cases), argc, argv);
 }

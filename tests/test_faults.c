@@ -19,6 +19,7 @@
 #include "agxq.h"
 #include "agxq_direct.h"
 #include "daemon_util.h"
+#include "testlib.h"
 
 #define TOL 1e-4
 #define NIO 8
@@ -39,44 +40,12 @@
 #define SANITIZED 0
 #endif
 
-static int failed;
-static const char *current;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
-
 /* Inputs and expected outputs of the linear, MLP and transformer models. */
 struct world {
 	const char *sock;
 	struct du_io io[3][NIO];
 	int nio[3];
 };
-
-/* Loads reference model which (seed) into the daemon and/or direct mode. */
-static int
-load_ref(agxq_client *c, agxq_direct *d, agxq_reference which, uint64_t seed,
-    agxq_model **m, agxq_direct_model **dm)
-{
-	agxq_graph *g = NULL;
-	int rc;
-
-	if ((rc = agxq_reference_build(which, seed, &g)) != 0)
-		return rc;
-	if (c != NULL && (rc = agxq_model_load(c, g,
-	    agxq_reference_name(which), m)) != 0)
-		goto out;
-	if (d != NULL && (rc = agxq_direct_load(d, g, dm)) != 0)
-		goto out;
-out:
-	agxq_graph_free(g);
-	return rc;
-}
 
 /* Makes every model's inputs and expected outputs (seed 42) in direct mode. */
 static int
@@ -91,7 +60,7 @@ world_make(struct world *w, const char *sock)
 	if (agxq_direct_open("cpu", 0, &d) != 0)
 		return -1;
 	for (int k = 0; k < 3; k++) {
-		if (load_ref(NULL, d, (agxq_reference)(k + 1), 42, NULL,
+		if (du_load_ref(NULL, d, (agxq_reference)(k + 1), 42, NULL,
 		    &dm[k]) != 0)
 			goto out;
 		w->nio[k] = k == 2 ? 2 : NIO;
@@ -117,42 +86,6 @@ world_free(struct world *w)
 	for (int k = 0; k < 3; k++)
 		for (int i = 0; i < NIO; i++)
 			du_io_free(&w->io[k][i]);
-}
-
-/* VmRSS of pid in kB, or -1. */
-static long
-proc_rss_kb(pid_t pid)
-{
-	char path[64], line[256];
-	long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return -1;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
-}
-
-/* Number of open descriptors of pid, or -1. */
-static int
-proc_fd_count(pid_t pid)
-{
-	char path[64];
-	struct dirent *de;
-	DIR *dp;
-	int n = 0;
-
-	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-	if ((dp = opendir(path)) == NULL)
-		return -1;
-	while ((de = readdir(dp)) != NULL)
-		n += de->d_name[0] != '.';
-	closedir(dp);
-	return n;
 }
 
 /* Sorts latencies and returns percentile p (0..1) in ms. */
@@ -299,11 +232,12 @@ victim_main(const char *sock, unsigned int seed)
 	for (;;) {
 		if (agxq_connect(sock, &c) != 0)
 			return 1;
-		if (load_ref(c, NULL, AGXQ_REF_LINEAR, 42, &m[0], NULL) != 0 ||
-		    load_ref(c, NULL, AGXQ_REF_MLP, rand_r(&seed) % 2 ? 42 :
+		if (du_load_ref(c, NULL, AGXQ_REF_LINEAR, 42, &m[0],
+		    NULL) != 0 ||
+		    du_load_ref(c, NULL, AGXQ_REF_MLP, rand_r(&seed) % 2 ? 42 :
 		    1000 + (uint64_t)getpid(), &m[1], NULL) != 0)
 			return 1;
-		if (rand_r(&seed) % 4 == 0 && load_ref(c, NULL,
+		if (rand_r(&seed) % 4 == 0 && du_load_ref(c, NULL,
 		    AGXQ_REF_TRANSFORMER, 42, &m[2], NULL) != 0)
 			return 1;
 		for (int round = 0; round < 20; round++) {
@@ -416,7 +350,7 @@ t_sigkill_clients(void)
 		g[i].id = i;
 		CHECK(agxq_connect(d.sock, &g[i].c) == 0);
 		for (int k = 0; k < 3; k++)
-			CHECK(load_ref(g[i].c, NULL, (agxq_reference)(k + 1),
+			CHECK(du_load_ref(g[i].c, NULL, (agxq_reference)(k + 1),
 			    42, &g[i].m[k], NULL) == 0);
 	}
 	for (int i = 0; i < 2; i++) {
@@ -429,8 +363,8 @@ t_sigkill_clients(void)
 		CHECK(kill_round(&w, 4, &seed) == 0);
 	usleep(300000);
 	CHECK(daemon_models(g[0].c) == 3);
-	CHECK((rss0 = proc_rss_kb(d.pid)) > 0);
-	CHECK((fd0 = proc_fd_count(d.pid)) > 0);
+	CHECK((rss0 = du_rss_kb(d.pid)) > 0);
+	CHECK((fd0 = du_fd_count(d.pid)) > 0);
 
 	t0 = du_now_ms();
 	while (du_now_ms() - t0 < KILL_MS) {
@@ -439,7 +373,7 @@ t_sigkill_clients(void)
 		CHECK(kill_round(&w, 4, &seed) == 0);
 		rounds++;
 		kills += 4;
-		if ((r = proc_rss_kb(d.pid)) > rss_max)
+		if ((r = du_rss_kb(d.pid)) > rss_max)
 			rss_max = r;
 	}
 	CHECK(du_alive(d.pid));
@@ -451,8 +385,8 @@ t_sigkill_clients(void)
 	t0 = du_now_ms();
 	do {
 		usleep(100000);
-		fds = proc_fd_count(d.pid);
-		rss = proc_rss_kb(d.pid);
+		fds = du_fd_count(d.pid);
+		rss = du_rss_kb(d.pid);
 	} while ((fds != fd0 || rss > rss0 + RSS_MARGIN_KB(rss0)) &&
 	    du_now_ms() - t0 < 5000);
 	printf("  %d rounds, %d clients killed; good clients: %d+%d sent, "
@@ -479,7 +413,7 @@ out:
 		agxq_close(g[i].c);
 	}
 	if (d.pid > 0 && du_stop(&d) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&d);
 	world_free(&w);
 }
@@ -614,9 +548,9 @@ t_flood_busy(void)
 	CHECK(du_start(&d, extra) == 0);
 	CHECK(world_make(&w, d.sock) == 0);
 	CHECK(agxq_connect(d.sock, &c) == 0);
-	CHECK(load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
 	CHECK(agxq_connect(d.sock, &fc) == 0);
-	CHECK(load_ref(fc, NULL, AGXQ_REF_MLP, 42, &f->m, NULL) == 0);
+	CHECK(du_load_ref(fc, NULL, AGXQ_REF_MLP, 42, &f->m, NULL) == 0);
 	f->w = &w;
 
 	CHECK(timed_requests(&w, m, base, 20) == 0); /* warm-up */
@@ -668,15 +602,12 @@ out:
 		pthread_mutex_destroy(&f->mu);
 	free(f);
 	if (d.pid > 0 && du_stop(&d) != 0)
-		failed = 1;
+		testlib_failed = 1;
 	du_cleanup(&d);
 	world_free(&w);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "sigkill_clients", t_sigkill_clients },
 	{ "flood_busy", t_flood_busy },
 };
@@ -684,27 +615,10 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int any = 0;
-
 	if (argc == 4 && strcmp(argv[1], "--victim") == 0)
 		return victim_main(argv[2], (unsigned int)strtoul(argv[3],
 		    NULL, 10));
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	du_watchdog(110);
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		int before = failed;
-		uint64_t t0;
-
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		t0 = du_now_ms();
-		cases[i].fn();
-		printf("%s %s (%llu ms)\n", failed ? "FAIL" : "ok  ",
-		    cases[i].name, (unsigned long long)(du_now_ms() - t0));
-		any |= failed;
-		failed = before;
-	}
-	return any ? 1 : 0;
+	return testlib_run(cases, TESTLIB_N(cases), argc, argv);
 }

@@ -23,6 +23,7 @@
 
 #include "agxq.h"
 #include "agxq_direct.h"
+#include "testlib.h"
 
 #define FIXTURE_MAX_BYTES (64u << 20)
 #define FIXTURE_MAX_TENSORS 256
@@ -36,18 +37,6 @@
  * far more).
  */
 #define GOLDEN_TOLERANCE 1e-4
-
-static int failed;
-static const char *current;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
 
 struct ftensor {
 	char name[64];
@@ -99,24 +88,27 @@ fixture_parse(char *text, const char *what)
 
 		if (strcmp(tok, "tensor") != 0) {
 			printf("  %s: %s: expected 'tensor', got '%.20s'\n",
-			    current, what, tok);
+			    testlib_current, what, tok);
 			goto fail;
 		}
 		if (fx->n == FIXTURE_MAX_TENSORS) {
-			printf("  %s: %s: too many tensors\n", current, what);
+			printf("  %s: %s: too many tensors\n", testlib_current,
+			    what);
 			goto fail;
 		}
 		t = &fx->t[fx->n];
 		if ((tok = strtok_r(NULL, " \t\r\n", &save)) == NULL ||
 		    strlen(tok) >= sizeof t->name) {
-			printf("  %s: %s: bad tensor name\n", current, what);
+			printf("  %s: %s: bad tensor name\n", testlib_current,
+			    what);
 			goto fail;
 		}
 		strcpy(t->name, tok);
 		tok = strtok_r(NULL, " \t\r\n", &save);
 		v = tok == NULL ? -1 : strtol(tok, &end, 10);
 		if (tok == NULL || *end != '\0' || v < 1 || v > AGXQ_MAX_DIMS) {
-			printf("  %s: %s: %s: bad ndim\n", current, what, t->name);
+			printf("  %s: %s: %s: bad ndim\n", testlib_current,
+			    what, t->name);
 			goto fail;
 		}
 		t->ndim = (int)v;
@@ -125,14 +117,16 @@ fixture_parse(char *text, const char *what)
 			v = tok == NULL ? -1 : strtol(tok, &end, 10);
 			if (tok == NULL || *end != '\0' || v < 1 ||
 			    v > (1L << 24)) {
-				printf("  %s: %s: %s: bad dim\n", current, what,
+				printf("  %s: %s: %s: bad dim\n",
+				    testlib_current, what,
 				    t->name);
 				goto fail;
 			}
 			t->shape[i] = v;
 			n *= (uint64_t)v;
 			if (n > (1u << 26)) {
-				printf("  %s: %s: %s: too big\n", current,
+				printf("  %s: %s: %s: too big\n",
+				    testlib_current,
 				    what, t->name);
 				goto fail;
 			}
@@ -145,13 +139,14 @@ fixture_parse(char *text, const char *what)
 			tok = strtok_r(NULL, " \t\r\n", &save);
 			if (tok == NULL) {
 				printf("  %s: %s: %s: %zu of %zu values\n",
-				    current, what, t->name, i, t->nelem);
+				    testlib_current, what, t->name, i,
+				    t->nelem);
 				goto fail;
 			}
 			t->data[i] = strtof(tok, &end);
 			if (*end != '\0' || end == tok) {
 				printf("  %s: %s: %s: bad value '%.20s'\n",
-				    current, what, t->name, tok);
+				    testlib_current, what, t->name, tok);
 				goto fail;
 			}
 		}
@@ -176,26 +171,28 @@ fixture_load(const char *file)
 
 	if (dir == NULL || *dir == '\0') {
 		printf("  %s: AGXQ_TEST_DATA is not set (run through ctest, or "
-		    "set it to the tests/ source directory)\n", current);
+		    "set it to the tests/ source directory)\n",
+		    testlib_current);
 		return NULL;
 	}
 	snprintf(path, sizeof path, "%s/golden/%s", dir, file);
 	if ((f = fopen(path, "rb")) == NULL) {
 		printf("  %s: golden fixture %s is missing (%s): generate it "
 		    "with 'python3 tests/golden/make_golden.py tests/golden' "
-		    "where PyTorch is installed\n", current, path,
+		    "where PyTorch is installed\n", testlib_current, path,
 		    strerror(errno));
 		return NULL;
 	}
 	if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 ||
 	    (unsigned long)len > FIXTURE_MAX_BYTES || fseek(f, 0, SEEK_SET) != 0) {
-		printf("  %s: %s: unreadable or too big\n", current, path);
+		printf("  %s: %s: unreadable or too big\n", testlib_current,
+		    path);
 		goto out;
 	}
 	if ((text = malloc((size_t)len + 1)) == NULL)
 		abort();
 	if (fread(text, 1, (size_t)len, f) != (size_t)len) {
-		printf("  %s: %s: short read\n", current, path);
+		printf("  %s: %s: short read\n", testlib_current, path);
 		goto out;
 	}
 	text[len] = '\0';
@@ -214,7 +211,7 @@ fixture_get(const struct fixture *fx, const char *name)
 		if (strcmp(fx->t[i].name, name) == 0)
 			return &fx->t[i];
 	}
-	printf("  %s: fixture has no tensor '%s'\n", current, name);
+	printf("  %s: fixture has no tensor '%s'\n", testlib_current, name);
 	return NULL;
 }
 
@@ -249,11 +246,13 @@ run_and_compare(const agxq_graph *g, const float *x, const int64_t *shape,
 	int err, ok = 0;
 
 	if ((err = agxq_direct_open("cpu", 0, &d)) != 0) {
-		printf("  %s: direct open: %s\n", current, agxq_strerror(err));
+		printf("  %s: direct open: %s\n", testlib_current,
+		    agxq_strerror(err));
 		goto out;
 	}
 	if ((err = agxq_direct_load(d, g, &m)) != 0) {
-		printf("  %s: direct load: %s\n", current, agxq_strerror(err));
+		printf("  %s: direct load: %s\n", testlib_current,
+		    agxq_strerror(err));
 		goto out;
 	}
 	memset(&in, 0, sizeof in);
@@ -262,16 +261,17 @@ run_and_compare(const agxq_graph *g, const float *x, const int64_t *shape,
 	memcpy(in.shape, shape, (size_t)ndim * sizeof *shape);
 	in.data = (void *)x;
 	if ((err = agxq_direct_infer(m, &in, 1, &r)) != 0) {
-		printf("  %s: direct infer: %s\n", current, agxq_strerror(err));
+		printf("  %s: direct infer: %s\n", testlib_current,
+		    agxq_strerror(err));
 		goto out;
 	}
 	if (agxq_result_noutputs(r) != 1 || (o = agxq_result_output(r, 0)) == NULL) {
-		printf("  %s: expected one output\n", current);
+		printf("  %s: expected one output\n", testlib_current);
 		goto out;
 	}
 	if (o->dtype != AGXQ_FLOAT32 || o->ndim != want->ndim ||
 	    memcmp(o->shape, want->shape, (size_t)o->ndim * sizeof o->shape[0]) != 0) {
-		printf("  %s: output shape differs from %s\n", current,
+		printf("  %s: output shape differs from %s\n", testlib_current,
 		    want->name);
 		goto out;
 	}
@@ -286,7 +286,7 @@ run_and_compare(const agxq_graph *g, const float *x, const int64_t *shape,
 		}
 	}
 	printf("  %s: %s: %zu values, max abs error %.3g (at %zu: %.9g vs %.9g)\n",
-	    current, want->name, want->nelem, maxerr, worst,
+	    testlib_current, want->name, want->nelem, maxerr, worst,
 	    (double)((const float *)o->data)[worst], (double)want->data[worst]);
 	ok = maxerr <= GOLDEN_TOLERANCE;
 out:
@@ -569,7 +569,8 @@ t_loader(void)
 	CHECK((fx = fixture_parse(empty, "empty")) != NULL && fx->n == 0);
 	fixture_free(fx);
 	fx = NULL;
-	printf("  %s: (the next five messages are expected)\n", current);
+	printf("  %s: (the next five messages are expected)\n",
+	    testlib_current);
 	CHECK(fixture_parse(short_, "short") == NULL);
 	CHECK(fixture_parse(junk, "junk") == NULL);
 	CHECK(fixture_parse(nottensor, "nottensor") == NULL);
@@ -623,7 +624,7 @@ t_small_streams(void)
 		for (size_t j = 0; j < t->nelem; j++)
 			ref[j] = small_params[i].add + ref[j];
 		if (memcmp(ref, t->data, t->nelem * sizeof(float)) != 0)
-			printf("  %s: %s differs\n", current, name);
+			printf("  %s: %s differs\n", testlib_current, name);
 		CHECK(memcmp(ref, t->data, t->nelem * sizeof(float)) == 0);
 		free(ref);
 		ref = NULL;
@@ -724,10 +725,7 @@ t_ref_transformer(void)
 	return reference(AGXQ_REF_TRANSFORMER);
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} cases[] = {
+static const struct testlib_icase cases[] = {
 	{ "loader", t_loader },
 	{ "direct_errors", t_direct_errors },
 	{ "direct_thread", t_direct_thread },
@@ -743,18 +741,5 @@ static const struct {
 int
 main(int argc, char **argv)
 {
-	int bad = 0;
-
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-			continue;
-		current = cases[i].name;
-		failed = 0;
-		if (cases[i].fn() != 0 || failed) {
-			printf("FAIL %s\n", cases[i].name);
-			bad++;
-		} else
-			printf("ok   %s\n", cases[i].name);
-	}
-	return bad ? 1 : 0;
+	return testlib_run_int(cases, TESTLIB_N(cases), argc, argv);
 }

@@ -12,15 +12,7 @@
 #include "agxq.h"
 #include "agxq_direct.h"
 #include "daemon_util.h"
-
-static int failed;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s:%d: %s\n", __FILE__, __LINE__, #cond);	\
-		failed = 1;						\
-	}								\
-} while (0)
+#include "testlib.h"
 
 /*
  * Starts a daemon whose backend fails every `every` runs (lost: as a sticky
@@ -48,38 +40,39 @@ fault_case(int every, int lost)
 	snprintf(buf, sizeof buf, "%d", every);
 	setenv("AGXQ_CPU_FAULT_EVERY", buf, 1);
 	setenv("AGXQ_CPU_FAULT_KIND", lost ? "lost" : "error", 1);
-	CHECK(du_start(&d, extra) == 0);
+	EXPECT(du_start(&d, extra) == 0);
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
 	unsetenv("AGXQ_CPU_FAULT_KIND");
-	if (failed)
+	if (testlib_failed)
 		goto out;
-	CHECK(agxq_reference_build(AGXQ_REF_MLP, 42, &g) == 0);
-	CHECK(agxq_direct_open("cpu", 0, &dh) == 0);
-	CHECK(agxq_direct_load(dh, g, &dm) == 0);
-	CHECK(agxq_connect(d.sock, &c) == 0);
-	CHECK(agxq_model_load(c, g, "mlp", &m) == 0);
-	if (failed)
+	EXPECT(agxq_reference_build(AGXQ_REF_MLP, 42, &g) == 0);
+	EXPECT(agxq_direct_open("cpu", 0, &dh) == 0);
+	EXPECT(agxq_direct_load(dh, g, &dm) == 0);
+	EXPECT(agxq_connect(d.sock, &c) == 0);
+	EXPECT(agxq_model_load(c, g, "mlp", &m) == 0);
+	if (testlib_failed)
 		goto out;
 	for (int i = 0; i < 12; i++) {
 		agxq_result *r = NULL;
 		int rc;
 
-		CHECK(du_io_make(&io[i], AGXQ_REF_MLP, 4, 0, 500 + i, dm) == 0);
+		EXPECT(du_io_make(&io[i], AGXQ_REF_MLP, 4, 0, 500 + i,
+		    dm) == 0);
 		rc = agxq_infer(m, &io[i].in, 1, NULL, &r);
 		if ((i + 1) % every == 0) {
-			CHECK(rc == AGXQ_EBACKEND);
+			EXPECT(rc == AGXQ_EBACKEND);
 			nfail++;
 		} else {
-			CHECK(rc == 0);
+			EXPECT(rc == 0);
 			if (rc == 0)
-				CHECK(du_io_check(&io[i], r, 1e-5, 1e-6) == 0);
+				EXPECT(du_io_check(&io[i], r, 1e-5, 1e-6) == 0);
 		}
 		agxq_result_free(r);
 	}
-	CHECK(agxq_stats_json(c, &json) == 0);
+	EXPECT(agxq_stats_json(c, &json) == 0);
 	if (json != NULL) {
-		CHECK(du_json_num(json, "errors") == nfail);
-		CHECK(du_json_num(json, "backend_foreign_calls") == 0);
+		EXPECT(du_json_num(json, "errors") == nfail);
+		EXPECT(du_json_num(json, "backend_foreign_calls") == 0);
 	}
 	/* The daemon logged the reset (lost) or nothing of the kind. */
 	snprintf(log, sizeof log, "%s.log", d.sock);
@@ -92,11 +85,11 @@ fault_case(int every, int lost)
 		fclose(f);
 		(void)len;
 	}
-	CHECK(text != NULL);
+	EXPECT(text != NULL);
 	if (text != NULL) {
-		CHECK(strstr(text, "injected fault") != NULL);
-		CHECK((du_count(text, "models reloaded") == nfail) == !!lost);
-		CHECK(lost || strstr(text, "needs a reset") == NULL);
+		EXPECT(strstr(text, "injected fault") != NULL);
+		EXPECT((du_count(text, "models reloaded") == nfail) == !!lost);
+		EXPECT(lost || strstr(text, "needs a reset") == NULL);
 	}
 out:
 	free(text);
@@ -109,7 +102,7 @@ out:
 	for (int i = 0; i < 12; i++)
 		du_io_free(&io[i]);
 	if (d.sock[0] != '\0')
-		CHECK(du_stop(&d) == 0);
+		EXPECT(du_stop(&d) == 0);
 	du_cleanup(&d);
 }
 
@@ -127,26 +120,15 @@ case_device_lost(void)
 	fault_case(4, 1);
 }
 
-static const struct {
-	const char *name;
-	void (*fn)(void);
-} cases[] = {
+static const struct testlib_case cases[] = {
 	{ "batch_error", case_batch_error },
 	{ "device_lost", case_device_lost },
 };
 
 int
-main(void)
+main(int argc, char **argv)
 {
-	int any = 0;
-
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	du_watchdog(100);
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		failed = 0;
-		cases[i].fn();
-		printf("%s %s\n", failed ? "FAIL" : "ok  ", cases[i].name);
-		any |= failed;
-	}
-	return any;
+	return testlib_run(cases, TESTLIB_N(cases), argc, argv);
 }

@@ -22,43 +22,20 @@
 #include "agxq.h"
 #include "codec.h"
 #include "daemon_util.h"
+#include "testlib.h"
 
 #define N 4096                   /* floats per row of the test model */
 #define MEMFD_NAME "agxq-test"
 
-static int failed;
-static const char *current;
 static struct du_daemon daemon_;
 static agxq_client *good;        /* an unrelated client, checked after each case */
 static agxq_model *good_model;
-
-#define CHECK(cond) do {						\
-	if (!(cond)) {							\
-		printf("  %s: %s:%d: %s\n", current, __FILE__, __LINE__, \
-		    #cond);						\
-		failed = 1;						\
-		goto out;						\
-	}								\
-} while (0)
 
 /* Counts the daemon's open descriptors. */
 static int
 daemon_fds(void)
 {
-	char path[64];
-	struct dirent *de;
-	DIR *d;
-	int n = 0;
-
-	snprintf(path, sizeof path, "/proc/%d/fd", (int)daemon_.pid);
-	if ((d = opendir(path)) == NULL)
-		return -1;
-	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] != '.')
-			n++;
-	}
-	closedir(d);
-	return n;
+	return du_fd_count(daemon_.pid);
 }
 
 /* Counts the daemon's mappings whose line contains needle. */
@@ -95,7 +72,7 @@ leak_check(int base_fds)
 		usleep(10000);
 	} while (du_now_ms() < deadline);
 	printf("  %s: daemon holds %d descriptors (baseline %d) and %d test "
-	    "mappings\n", current, fds, base_fds, maps);
+	    "mappings\n", testlib_current, fds, base_fds, maps);
 	return -1;
 }
 
@@ -307,7 +284,7 @@ done:
 	agxq_result_free(r);
 	if (rc != 0)
 		printf("  %s: the unrelated client got a wrong result\n",
-		    current);
+		    testlib_current);
 	return rc;
 }
 
@@ -413,7 +390,7 @@ t_bad_refs(void)
 		}
 		CHECK(send_infer(fd, 10 + k, model, &in, &o) == 0);
 		if (du_expect_error(fd, 2000, cases[k].code, cases[k].msg) != 0) {
-			printf("  %s: case %zu\n", current, k);
+			printf("  %s: case %zu\n", testlib_current, k);
 			CHECK(0);
 		}
 	}
@@ -757,10 +734,7 @@ out:
 	return rc;
 }
 
-static const struct {
-	const char *name;
-	int (*fn)(void);
-} tests[] = {
+static const struct testlib_icase tests[] = {
 	{ "raw_roundtrip", t_raw_roundtrip },
 	{ "bad_refs", t_bad_refs },
 	{ "bad_register", t_bad_register },
@@ -770,8 +744,17 @@ static const struct {
 	{ "compress_stats", t_compress_stats },
 };
 
+/* After each case: fails it when the unrelated client got a wrong result. */
+static int
+good_after(void)
+{
+	if (!testlib_failed && good_check() != 0)
+		testlib_failed = 1;
+	return 0;
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
 	agxq_graph *g = NULL;
 	int rc;
@@ -793,20 +776,8 @@ main(void)
 		return 1;
 	}
 	agxq_graph_free(g);
-	int bad = 0;
-
-	for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-		current = tests[i].name;
-		failed = 0;
-		rc = tests[i].fn();
-		if (rc == 0 && !failed && good_check() == 0)
-			printf("ok %s\n", current);
-		else {
-			printf("FAIL %s\n", current);
-			bad = 1;
-		}
-	}
-	rc = bad ? -1 : 0;
+	rc = testlib_run_table(NULL, tests, TESTLIB_N(tests), argc, argv,
+	    good_after) != 0 ? -1 : 0;
 	agxq_model_unload(good_model);
 	agxq_close(good);
 	if (du_stop(&daemon_) != 0)
