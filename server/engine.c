@@ -257,6 +257,26 @@ engine_model_free(struct engine *e, struct engine_model *m)
 }
 
 /*
+ * Checks a run of m may start (on the owner thread, device and model
+ * present) and infers every value's shape into m->shapes. 0, or -1 with
+ * *cause.
+ */
+static int
+engine_prepare(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const char *what, char **cause)
+{
+	if (engine_enter(e, what) != 0) {
+		if (cause != NULL && asprintf(cause,
+		    "%s called off the owner thread", what) == -1)
+			*cause = NULL;
+		return -1;
+	}
+	if (engine_lost(e, m, cause))
+		return -1;
+	return graph_infer(m->g, in_shapes, m->shapes, cause);
+}
+
+/*
  * Runs one batch. Off the owner thread (possible only in ENGINE_OWNER_COUNT
  * mode or builds without AGXQ_OWNER_CHECK) the call is counted and refused
  * with -1 "called off the owner thread": the backend is never entered.
@@ -266,14 +286,7 @@ engine_run(struct engine *e, struct engine_model *m,
     const struct graph_shape *in_shapes, const float *const *in,
     float *const *out, char **cause)
 {
-	if (engine_enter(e, "run") != 0) {
-		if (cause != NULL)
-			*cause = strdup("engine_run called off the owner thread");
-		return -1;
-	}
-	if (engine_lost(e, m, cause))
-		return -1;
-	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
+	if (engine_prepare(e, m, in_shapes, "engine_run", cause) != 0)
 		return -1;
 	return e->ops->run(e->state, m->bmodel, m->shapes, in, out, cause);
 }
@@ -295,14 +308,7 @@ engine_submit(struct engine *e, struct engine_model *m,
 		*ticket = NULL;
 		return engine_run(e, m, in_shapes, in, out, cause);
 	}
-	if (engine_enter(e, "submit") != 0) {
-		if (cause != NULL)
-			*cause = strdup("engine_submit called off the owner thread");
-		return -1;
-	}
-	if (engine_lost(e, m, cause))
-		return -1;
-	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
+	if (engine_prepare(e, m, in_shapes, "engine_submit", cause) != 0)
 		return -1;
 	return e->ops->submit(e->state, m->bmodel, m->shapes, in, out, ticket,
 	    cause);
