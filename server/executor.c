@@ -499,7 +499,10 @@ executor_wait(struct executor *ex, uint64_t wait_ns)
  * (lock released): a request arriving meanwhile starts without the wake-up
  * of a sleeping thread, which costs more than a small model's batch. Only
  * worth a core on machines that have cores to spare (see config.h).
- * Returns 1 when work arrived.
+ * Returns 1 when work arrived. Whoever changes what the executor waits for
+ * (work, control, stopping) bumps work_seq under the lock, since a
+ * broadcast while the executor spins would otherwise be missed and the
+ * executor would then sleep through it.
  */
 static int
 executor_spin(struct executor *ex)
@@ -863,6 +866,7 @@ executor_quiesce(struct executor *ex)
 	batcher_drain(ex->batcher, &list);
 	executor_unqueue(&list);
 	ex->stopping = 1;
+	atomic_fetch_add(&ex->work_seq, 1); /* ends a spin, see executor_spin */
 	pthread_cond_broadcast(&ex->cond);
 	pthread_mutex_unlock(&ex->lock);
 	executor_finish_all(ex, &list, AGXQ__ERROR_CODE__ERR_SHUTDOWN,
@@ -883,6 +887,7 @@ executor_free(struct executor *ex)
 	pthread_mutex_lock(&ex->lock);
 	ex->stopping = 1;
 	ex->exiting = 1;
+	atomic_fetch_add(&ex->work_seq, 1);
 	pthread_cond_broadcast(&ex->cond);
 	pthread_mutex_unlock(&ex->lock);
 	pthread_join(ex->thread, NULL);

@@ -675,6 +675,69 @@ out:
 	du_cleanup(&d);
 }
 
+/*
+ * The polling paths (agxqd --spin-us, AGXQ_SPIN_US in the client) are on by
+ * default only on machines with more than 4 cores: force them here so they
+ * run in CI too (and under TSan), with every result checked.
+ */
+static void
+t_spin_paths(void)
+{
+	static const char *const extra[] = { "--spin-us", "200", NULL };
+	enum { N = 60 };
+	struct du_daemon d;
+	struct du_io io[N];
+	struct du_track t;
+	agxq_direct *dh = NULL;
+	agxq_direct_model *dm = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	agxq_result *r = NULL;
+
+	memset(&d, 0, sizeof d);
+	memset(io, 0, sizeof io);
+	memset(&t, 0, sizeof t);
+	setenv("AGXQ_SPIN_US", "200", 1);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK(agxq_direct_open("cpu", 0, &dh) == 0);
+	CHECK(du_load_ref(NULL, dh, AGXQ_REF_MLP, 42, NULL, &dm) == 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
+	for (int i = 0; i < N; i++)
+		CHECK(du_io_make(&io[i], AGXQ_REF_MLP, 4, 0, 900 + (uint64_t)i,
+		    dm) == 0);
+	/* Synchronous: the client polls for each reply. */
+	for (int i = 0; i < N; i++) {
+		CHECK(agxq_infer(m, &io[i].in, 1, NULL, &r) == 0);
+		CHECK(du_io_check(&io[i], r, 1e-4, 1e-5) == 0);
+		agxq_result_free(r);
+		r = NULL;
+	}
+	/* Asynchronous bursts: the executor polls between them. */
+	CHECK(du_track_init(&t, N, 1e-4, 1e-5) == 0);
+	for (int i = 0; i < N; i++) {
+		CHECK(agxq_infer_async(m, &io[i].in, 1, NULL, du_track_cb,
+		    du_track_arg(&t, i, &io[i])) == 0);
+		if (i % 10 == 9)
+			usleep(300);
+	}
+	CHECK(du_track_wait(&t, N, 20000) == 0);
+	CHECK(t.ok == N && t.mismatch == 0 && t.dup == 0);
+out:
+	unsetenv("AGXQ_SPIN_US");
+	agxq_result_free(r);
+	agxq_model_unload(m);
+	agxq_close(c);
+	du_track_free(&t);
+	for (int i = 0; i < N; i++)
+		du_io_free(&io[i]);
+	agxq_direct_unload(dm);
+	agxq_direct_close(dh);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+}
+
 static const struct testlib_case cases[] = {
 	{ "cli_basic", t_cli_basic },
 	{ "cli_usage", t_cli_usage },
@@ -685,6 +748,7 @@ static const struct testlib_case cases[] = {
 	{ "disconnect_inflight", t_disconnect_inflight },
 	{ "shared_models", t_shared_models },
 	{ "close_with_models", t_close_with_models },
+	{ "spin_paths", t_spin_paths },
 };
 
 int
