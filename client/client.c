@@ -15,6 +15,15 @@
  * what earlier replies of the model returned), and the result's tensors
  * point into it: the slice stays pinned until agxq_result_free. When memfd
  * or registration is unavailable, requests go inline.
+ *
+ * Reconnecting: a lost connection fails everything pending once (the
+ * reader's last act is to set dead). The next call joins that reader,
+ * connects again, sends each open model's saved LoadModel frame with a new
+ * request id, swaps in the new ids and socket and bumps gen, the
+ * connection number. Every request reads gen before its model id and is
+ * sent only while gen is unchanged, so an old id never reaches the new
+ * daemon. Shared memory stays off afterwards: the pool's regions were
+ * registered with the old connection. Lock order: conn_mu, mu, send_mu.
  */
 #include <sys/types.h>
 #include <sys/mman.h>
@@ -55,6 +64,7 @@
 #define CLIENT_SHM_POOL_MAX ((size_t)4 << 30)
 #define CLIENT_OUTINFO 32           /* models whose output sizes are known */
 #define CLIENT_SHM_ALIGN 64u
+#define CLIENT_RECONNECT_MS 100      /* least time between reconnects */
 
 enum client_wait {
 	CLIENT_SYNC,
@@ -125,7 +135,7 @@ struct agxq_client {
 	size_t npending;
 
 	pthread_t reader;
-	int reader_started;
+	atomic_int reader_started;     /* reader runs or awaits a join */
 	struct client_rbuf rb;
 
 	size_t compress_threshold;     /* AGXQ_COMPRESS_THRESHOLD */
@@ -136,11 +146,21 @@ struct agxq_client {
 	pthread_mutex_t info_mu;       /* outinfo */
 	struct client_outinfo outinfo[CLIENT_OUTINFO];
 	uint32_t outinfo_next;
+
+	/* Reconnecting (see agxq_connect in agxq.h). */
+	char *path;                    /* the socket path */
+	int reconnect;                 /* AGXQ_RECONNECT is not 0 */
+	atomic_uint gen;               /* connection number; mu and send_mu */
+	pthread_mutex_t conn_mu;       /* one reconnect at a time */
+	int64_t last_try_ms;           /* last attempt; conn_mu */
 };
 
 struct agxq_model {
 	agxq_client *client;
-	uint64_t model_id;
+	atomic_uint_fast64_t model_id; /* changes when reconnected */
+	uint8_t *load_frame;           /* its LoadModel, to send again */
+	size_t load_len;
+	uint64_t new_id;               /* while reconnecting */
 	struct agxq_model *prev, *next; /* the client's open handles */
 };
 
@@ -165,7 +185,8 @@ client_strdup(const char *s)
 static int
 client_on_reader(const agxq_client *c)
 {
-	return c->reader_started && pthread_equal(pthread_self(), c->reader);
+	return atomic_load(&c->reader_started) &&
+	    pthread_equal(pthread_self(), c->reader);
 }
 
 /* Adds p to the pending table, growing it; fails once the client is dead. */
@@ -236,13 +257,9 @@ client_pending_cancel(agxq_client *c, struct client_pending *p)
 	return q != NULL;
 }
 
-/*
- * Writes a whole frame under the send mutex, looping on partial writes. A
- * failed write leaves the stream broken mid-frame, so the socket is shut
- * down and the reader fails everything.
- */
+/* Writes a whole frame to fd, looping on partial writes; 0 or -1. */
 static int
-client_send(agxq_client *c, const uint8_t *frame, size_t len, int pass_fd)
+client_write(int fd, const uint8_t *frame, size_t len, int pass_fd)
 {
 	union {
 		struct cmsghdr align;
@@ -251,11 +268,7 @@ client_send(agxq_client *c, const uint8_t *frame, size_t len, int pass_fd)
 	struct msghdr msg;
 	struct iovec iov;
 	ssize_t n;
-	int rc = 0;
 
-	if (atomic_load(&c->dead))
-		return AGXQ_EDISCONNECTED;
-	pthread_mutex_lock(&c->send_mu);
 	while (len > 0) {
 		if (pass_fd >= 0) {
 			/* The descriptor rides on the frame's first byte. */
@@ -272,20 +285,43 @@ client_send(agxq_client *c, const uint8_t *frame, size_t len, int pass_fd)
 			CMSG_FIRSTHDR(&msg)->cmsg_len = CMSG_LEN(sizeof(int));
 			memcpy(CMSG_DATA(CMSG_FIRSTHDR(&msg)), &pass_fd,
 			    sizeof pass_fd);
-			n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+			n = sendmsg(fd, &msg, MSG_NOSIGNAL);
 			if (n > 0)
 				pass_fd = -1;
 		} else
-			n = send(c->fd, frame, len, MSG_NOSIGNAL);
+			n = send(fd, frame, len, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			shutdown(c->fd, SHUT_RDWR);
-			rc = AGXQ_EDISCONNECTED;
-			break;
+			return -1;
 		}
 		frame += n;
 		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Writes a whole frame under the send mutex, if the connection is still
+ * number gen: a frame made for an earlier connection (its model ids and
+ * shared memory belong to that one) is never sent on a later one. A failed
+ * write leaves the stream broken mid-frame, so the socket is shut down and
+ * the reader fails everything.
+ */
+static int
+client_send(agxq_client *c, unsigned gen, const uint8_t *frame, size_t len,
+    int pass_fd)
+{
+	int rc = 0;
+
+	if (atomic_load(&c->dead))
+		return AGXQ_EDISCONNECTED;
+	pthread_mutex_lock(&c->send_mu);
+	if (atomic_load(&c->gen) != gen || c->fd < 0)
+		rc = AGXQ_EDISCONNECTED;
+	else if (client_write(c->fd, frame, len, pass_fd) != 0) {
+		shutdown(c->fd, SHUT_RDWR);
+		rc = AGXQ_EDISCONNECTED;
 	}
 	pthread_mutex_unlock(&c->send_mu);
 	return rc;
@@ -359,8 +395,8 @@ client_spin(const agxq_client *c, const struct client_pending *p)
  * its code.
  */
 static int
-client_call_frame(agxq_client *c, uint8_t *frame, size_t len, uint64_t id,
-    int expect, Agxq__Envelope **reply, int pass_fd)
+client_call_frame(agxq_client *c, unsigned gen, uint8_t *frame, size_t len,
+    uint64_t id, int expect, Agxq__Envelope **reply, int pass_fd)
 {
 	struct client_pending p;
 	int rc;
@@ -374,7 +410,7 @@ client_call_frame(agxq_client *c, uint8_t *frame, size_t len, uint64_t id,
 		free(frame);
 		goto out;
 	}
-	rc = client_send(c, frame, len, pass_fd);
+	rc = client_send(c, gen, frame, len, pass_fd);
 	free(frame);
 
 	if (rc == 0)
@@ -396,10 +432,10 @@ out:
 	return rc;
 }
 
-/* Encodes env (request id id), sends it and waits for the reply. */
+/* Encodes env (request id id), sends it on connection gen and waits. */
 static int
-client_call(agxq_client *c, const Agxq__Envelope *env, uint64_t id,
-    int expect, Agxq__Envelope **reply)
+client_call(agxq_client *c, unsigned gen, const Agxq__Envelope *env,
+    uint64_t id, int expect, Agxq__Envelope **reply)
 {
 	uint8_t *frame;
 	size_t len;
@@ -407,11 +443,9 @@ client_call(agxq_client *c, const Agxq__Envelope *env, uint64_t id,
 
 	if (client_on_reader(c))
 		return AGXQ_EINVAL;
-	if (atomic_load(&c->dead))
-		return AGXQ_EDISCONNECTED;
 	if ((rc = client_encode(c, env, &frame, &len)) != 0)
 		return rc;
-	return client_call_frame(c, frame, len, id, expect, reply, -1);
+	return client_call_frame(c, gen, frame, len, id, expect, reply, -1);
 }
 
 /* Rounds n up to the slice alignment. */
@@ -517,7 +551,7 @@ client_hold_result(struct client_hold *h, Agxq__Envelope *env,
  * shared memory off for the connection. Returns 0 or -1.
  */
 static int
-client_shm_grow(agxq_client *c, size_t len)
+client_shm_grow(agxq_client *c, unsigned gen, size_t len)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
 	Agxq__RegisterRegion rr = AGXQ__REGISTER_REGION__INIT;
@@ -547,7 +581,7 @@ client_shm_grow(agxq_client *c, size_t len)
 	env.body_case = AGXQ__ENVELOPE__BODY_REGISTER_REGION;
 	env.register_region = &rr;
 	if ((rc = client_encode(c, &env, &frame, &flen)) == 0)
-		rc = client_call_frame(c, frame, flen, rr.request_id,
+		rc = client_call_frame(c, gen, frame, flen, rr.request_id,
 		    AGXQ__ENVELOPE__BODY_REGISTER_REGION_REPLY, &reply, fd);
 	close(fd);
 	if (rc == 0 && shmpool_add(c->pool,
@@ -569,8 +603,8 @@ client_shm_grow(agxq_client *c, size_t len)
  * inline: below the threshold, shared memory off, or no room).
  */
 static int
-client_shm_prepare(agxq_model *m, const agxq_tensor *inputs, int ninputs,
-    struct client_hold **out)
+client_shm_prepare(agxq_model *m, unsigned gen, const agxq_tensor *inputs,
+    int ninputs, struct client_hold **out)
 {
 	agxq_client *c = m->client;
 	struct client_hold *h;
@@ -603,7 +637,7 @@ client_shm_prepare(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		return 0;
 	h->c = c;
 	h->pool = c->pool;
-	h->model_id = m->model_id;
+	h->model_id = atomic_load(&m->model_id);
 	h->rows = inputs[0].shape[0];
 	h->nin = ninputs;
 	for (int i = 0; i < ninputs; i++) {
@@ -612,7 +646,7 @@ client_shm_prepare(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		len += client_align(h->in_len[i]);
 	}
 	pthread_mutex_lock(&c->info_mu);
-	if ((o = client_outinfo(c, m->model_id, 0)) != NULL) {
+	if ((o = client_outinfo(c, h->model_id, 0)) != NULL) {
 		h->nout = o->nout;
 		for (int j = 0; j < o->nout; j++) {
 			h->out_off[j] = len;
@@ -629,7 +663,7 @@ client_shm_prepare(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 			goto fail_free;
 		pthread_mutex_lock(&c->grow_mu);
 		if (shmpool_alloc(c->pool, (size_t)len, &h->slice) != 0 &&
-		    (client_shm_grow(c, (size_t)len) != 0 ||
+		    (client_shm_grow(c, gen, (size_t)len) != 0 ||
 		    shmpool_alloc(c->pool, (size_t)len, &h->slice) != 0)) {
 			pthread_mutex_unlock(&c->grow_mu);
 			goto fail_free;
@@ -896,10 +930,6 @@ client_open(const char *path, int *fdp)
 	struct sockaddr_un sun;
 	int fd;
 
-	if (path == NULL)
-		path = getenv("AGXQ_SOCKET");
-	if (path == NULL || *path == '\0')
-		path = AGXQ_DEFAULT_SOCKET;
 	memset(&sun, 0, sizeof sun);
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof sun.sun_path)
@@ -946,38 +976,22 @@ client_progname(void)
 }
 
 /*
- * Sends Hello and waits up to CLIENT_HANDSHAKE_MS for the reply, so that a
- * wrong or stuck server never hangs the app. Leftover bytes stay in c->rb.
+ * Waits until deadline for the next frame on fd (nothing else reads it yet:
+ * no reader thread) and decodes it into *reply. Leftover bytes stay in c->rb.
  */
 static int
-client_handshake(agxq_client *c)
+client_wait_frame(agxq_client *c, int fd, int64_t deadline,
+    Agxq__Envelope **reply)
 {
-	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
-	Agxq__Hello hello = AGXQ__HELLO__INIT;
-	Agxq__HelloReply *hr;
 	struct pollfd pfd;
-	int64_t deadline, left;
+	int64_t left;
 	size_t want;
-	uint8_t *frame;
-	size_t len;
 	int rc;
 
-	hello.protocol_version = CODEC_PROTOCOL_VERSION;
-	hello.client_name = (char *)client_progname();
-	env.body_case = AGXQ__ENVELOPE__BODY_HELLO;
-	env.hello = &hello;
-	if ((rc = client_encode(c, &env, &frame, &len)) != 0)
-		return rc;
-	rc = client_send(c, frame, len, -1);
-	free(frame);
-	if (rc != 0)
-		return AGXQ_ECONNECT;
-
-	deadline = client_now_ms() + CLIENT_HANDSHAKE_MS;
-	while ((rc = client_next_frame(&c->lim, &c->rb, &reply, &want)) == 0) {
+	while ((rc = client_next_frame(&c->lim, &c->rb, reply, &want)) == 0) {
 		if ((left = deadline - client_now_ms()) <= 0)
 			return AGXQ_ETIMEDOUT;
-		pfd.fd = c->fd;
+		pfd.fd = fd;
 		pfd.events = POLLIN;
 		pfd.revents = 0;
 		rc = poll(&pfd, 1, (int)left);
@@ -985,11 +999,41 @@ client_handshake(agxq_client *c)
 			return AGXQ_ECONNECT;
 		if (rc <= 0)
 			continue;
-		if (client_fill(c->fd, &c->rb, want) != 0)
+		if (client_fill(fd, &c->rb, want) != 0)
 			return AGXQ_ECONNECT;
 	}
-	if (rc < 0)
-		return AGXQ_EPROTO;
+	return rc < 0 ? AGXQ_EPROTO : 0;
+}
+
+/*
+ * Sends Hello on fd and waits up to CLIENT_HANDSHAKE_MS for the reply, so
+ * that a wrong or stuck server never hangs the app. On success *backend
+ * and *version hold the server's names (caller frees).
+ */
+static int
+client_handshake(agxq_client *c, int fd, char **backend, char **version)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__Hello hello = AGXQ__HELLO__INIT;
+	Agxq__HelloReply *hr;
+	uint8_t *frame;
+	size_t len;
+	int rc;
+
+	*backend = *version = NULL;
+	hello.protocol_version = CODEC_PROTOCOL_VERSION;
+	hello.client_name = (char *)client_progname();
+	env.body_case = AGXQ__ENVELOPE__BODY_HELLO;
+	env.hello = &hello;
+	if ((rc = client_encode(c, &env, &frame, &len)) != 0)
+		return rc;
+	rc = client_write(fd, frame, len, -1);
+	free(frame);
+	if (rc != 0)
+		return AGXQ_ECONNECT;
+	if ((rc = client_wait_frame(c, fd, client_now_ms() +
+	    CLIENT_HANDSHAKE_MS, &reply)) != 0)
+		return rc;
 
 	switch (reply->body_case) {
 	case AGXQ__ENVELOPE__BODY_HELLO_REPLY:
@@ -998,14 +1042,13 @@ client_handshake(agxq_client *c)
 			rc = AGXQ_EVERSION;
 			break;
 		}
-		if (hr->max_frame != 0)
+		if (hr->max_frame != 0 && hr->max_frame != c->lim.max_frame)
 			c->lim.max_frame = hr->max_frame;
 		if (!hr->shm)
 			atomic_store(&c->shm_off, 1);
-		c->backend = client_strdup(hr->backend);
-		c->server_version = client_strdup(hr->server_version);
-		rc = c->backend == NULL || c->server_version == NULL ?
-		    AGXQ_ENOMEM : 0;
+		*backend = client_strdup(hr->backend);
+		*version = client_strdup(hr->server_version);
+		rc = *backend == NULL || *version == NULL ? AGXQ_ENOMEM : 0;
 		break;
 	case AGXQ__ENVELOPE__BODY_ERROR:
 		rc = result_error_from_wire(reply->error->code);
@@ -1015,6 +1058,11 @@ client_handshake(agxq_client *c)
 		break;
 	}
 	codec_envelope_free(reply);
+	if (rc != 0) {
+		free(*backend);
+		free(*version);
+		*backend = *version = NULL;
+	}
 	return rc;
 }
 
@@ -1031,7 +1079,7 @@ client_start_reader(agxq_client *c)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0)
 		return AGXQ_ENOMEM;
-	c->reader_started = 1;
+	atomic_store(&c->reader_started, 1);
 	return 0;
 }
 
@@ -1052,21 +1100,185 @@ client_env_size(const char *name, size_t def)
 	return (size_t)n;
 }
 
+/*
+ * Loads m again on fd, a new connection with no reader yet: its LoadModel
+ * frame is decoded, given a new request id and sent. Sets m->new_id (0
+ * when the daemon refuses it: the handle then gets AGXQ_ENOMODEL). Returns
+ * 0, or AGXQ_EDISCONNECTED when the connection failed.
+ */
+static int
+client_reload(agxq_client *c, int fd, agxq_model *m)
+{
+	Agxq__Envelope *env = NULL, *reply = NULL;
+	uint32_t plen, flags;
+	uint8_t *frame;
+	size_t len;
+	uint64_t id;
+	char *cause = NULL;
+	int code, rc;
+
+	m->new_id = 0;
+	if (m->load_frame == NULL ||
+	    codec_header_parse(m->load_frame, m->load_len, &c->lim, &plen,
+	    &flags, &code, &cause) != CODEC_OK ||
+	    (size_t)plen > m->load_len - CODEC_HEADER_SIZE ||
+	    codec_decode(m->load_frame + CODEC_HEADER_SIZE, plen, flags,
+	    &c->lim, &env, &code, &cause) != 0 ||
+	    env->body_case != AGXQ__ENVELOPE__BODY_LOAD_MODEL) {
+		free(cause);
+		codec_envelope_free(env);
+		return 0;
+	}
+	id = atomic_fetch_add(&c->next_id, 1);
+	env->load_model->request_id = id;
+	rc = client_encode(c, env, &frame, &len);
+	codec_envelope_free(env);
+	if (rc != 0)
+		return 0;
+	rc = client_write(fd, frame, len, -1);
+	free(frame);
+	if (rc != 0)
+		return AGXQ_EDISCONNECTED;
+	if (client_wait_frame(c, fd, client_now_ms() + CLIENT_HANDSHAKE_MS,
+	    &reply) != 0)
+		return AGXQ_EDISCONNECTED;
+	if (client_reply_id(reply) != id) {
+		codec_envelope_free(reply);
+		return AGXQ_EDISCONNECTED;
+	}
+	if (reply->body_case == AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY)
+		m->new_id = reply->load_model_reply->model_id;
+	codec_envelope_free(reply);
+	return 0;
+}
+
+/*
+ * Reconnects a client whose connection was lost: joins the old reader,
+ * connects and shakes hands again, loads every open model handle again and
+ * gives it its new id, turns shared memory off (the pool's regions were
+ * registered with the old connection) and starts a new reader. At most one
+ * attempt per CLIENT_RECONNECT_MS. Returns 0 or AGXQ_EDISCONNECTED.
+ */
+static int
+client_reconnect(agxq_client *c)
+{
+	char *backend = NULL, *version = NULL;
+	agxq_model *m;
+	int64_t now;
+	int fd = -1, rc = AGXQ_EDISCONNECTED;
+
+	pthread_mutex_lock(&c->conn_mu);
+	if (!atomic_load(&c->dead)) {
+		rc = 0; /* another thread did it */
+		goto out;
+	}
+	if (client_on_reader(c))
+		goto out; /* a callback: cannot join ourselves */
+	now = client_now_ms();
+	if (c->last_try_ms != 0 && now - c->last_try_ms < CLIENT_RECONNECT_MS)
+		goto out;
+	c->last_try_ms = now;
+
+	/* dead is set last thing in the reader: this join is quick. */
+	if (atomic_load(&c->reader_started)) {
+		pthread_join(c->reader, NULL);
+		atomic_store(&c->reader_started, 0);
+	}
+	pthread_mutex_lock(&c->send_mu);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	pthread_mutex_unlock(&c->send_mu);
+
+	c->rb.off = c->rb.len = 0;
+	if (client_open(c->path, &fd) != 0)
+		goto out;
+	if (client_handshake(c, fd, &backend, &version) != 0)
+		goto fail_close;
+	free(backend);
+	free(version);
+
+	pthread_mutex_lock(&c->mu);
+	for (m = c->models; m != NULL; m = m->next) {
+		if (client_reload(c, fd, m) != 0) {
+			pthread_mutex_unlock(&c->mu);
+			goto fail_close;
+		}
+	}
+	/* Requests read gen before model ids: they see old or new of both. */
+	atomic_store(&c->shm_off, 1);
+	pthread_mutex_lock(&c->info_mu);
+	memset(c->outinfo, 0, sizeof c->outinfo);
+	pthread_mutex_unlock(&c->info_mu);
+	for (m = c->models; m != NULL; m = m->next)
+		atomic_store(&m->model_id, m->new_id);
+	pthread_mutex_lock(&c->send_mu);
+	c->fd = fd;
+	atomic_fetch_add(&c->gen, 1);
+	atomic_store(&c->dead, 0);
+	pthread_mutex_unlock(&c->send_mu);
+	pthread_mutex_unlock(&c->mu);
+
+	if (client_start_reader(c) != 0) {
+		/* As a lost connection: fail what was sent meanwhile. */
+		shutdown(fd, SHUT_RDWR);
+		client_fail_all(c);
+	}
+	rc = 0;
+	goto out;
+
+fail_close:
+	close(fd);
+out:
+	pthread_mutex_unlock(&c->conn_mu);
+	return rc;
+}
+
+/*
+ * Makes sure c is connected, reconnecting if it was lost and allowed, and
+ * returns in *gen the connection number a request must be sent on. Read
+ * before the model id that goes into the request.
+ */
+static int
+client_ready(agxq_client *c, unsigned *gen)
+{
+	if (atomic_load(&c->dead)) {
+		if (!c->reconnect || client_on_reader(c) ||
+		    client_reconnect(c) != 0)
+			return AGXQ_EDISCONNECTED;
+	}
+	*gen = atomic_load(&c->gen);
+	return 0;
+}
+
 /* Connects to agxqd, performs the handshake and starts the reader. */
 int
 agxq_connect(const char *socket_path, agxq_client **out)
 {
 	agxq_client *c;
+	const char *env;
 	int rc;
 
 	if (out == NULL)
 		return AGXQ_EINVAL;
 	*out = NULL;
+	if (socket_path == NULL)
+		socket_path = getenv("AGXQ_SOCKET");
+	if (socket_path == NULL || *socket_path == '\0')
+		socket_path = AGXQ_DEFAULT_SOCKET;
 	if ((c = calloc(1, sizeof *c)) == NULL)
 		return AGXQ_ENOMEM;
 	c->fd = -1;
 	atomic_init(&c->dead, 0);
 	atomic_init(&c->next_id, 1);
+	atomic_init(&c->gen, 1);
+	atomic_init(&c->reader_started, 0);
+	env = getenv("AGXQ_RECONNECT");
+	c->reconnect = env == NULL || strcmp(env, "0") != 0;
+	if ((c->path = strdup(socket_path)) == NULL) {
+		free(c);
+		return AGXQ_ENOMEM;
+	}
 	codec_limits_default(&c->lim);
 	c->spin_us = client_spin_default();
 	c->nbuckets = CLIENT_MIN_BUCKETS;
@@ -1078,6 +1290,7 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_mutex_init(&c->grow_mu, NULL);
 	pthread_mutex_init(&c->info_mu, NULL);
+	pthread_mutex_init(&c->conn_mu, NULL);
 	c->compress_threshold = client_env_size("AGXQ_COMPRESS_THRESHOLD",
 	    CODEC_DEFAULT_COMPRESS_THRESHOLD);
 	c->shm_threshold = client_env_size("AGXQ_SHM_THRESHOLD",
@@ -1088,9 +1301,10 @@ agxq_connect(const char *socket_path, agxq_client **out)
 		goto fail_destroy_locks;
 	}
 
-	if ((rc = client_open(socket_path, &c->fd)) != 0)
+	if ((rc = client_open(c->path, &c->fd)) != 0)
 		goto fail_destroy_locks;
-	if ((rc = client_handshake(c)) != 0)
+	if ((rc = client_handshake(c, c->fd, &c->backend,
+	    &c->server_version)) != 0)
 		goto fail_close_socket;
 	if ((rc = client_start_reader(c)) != 0)
 		goto fail_close_socket;
@@ -1101,6 +1315,7 @@ fail_close_socket:
 	close(c->fd);
 fail_destroy_locks:
 	shmpool_unref(c->pool);
+	pthread_mutex_destroy(&c->conn_mu);
 	pthread_mutex_destroy(&c->info_mu);
 	pthread_mutex_destroy(&c->grow_mu);
 	pthread_mutex_destroy(&c->mu);
@@ -1110,6 +1325,7 @@ fail_destroy_locks:
 	free(c->rb.data);
 fail_free_client:
 	free(c->buckets);
+	free(c->path);
 	free(c);
 	return rc;
 }
@@ -1120,20 +1336,25 @@ agxq_close(agxq_client *c)
 {
 	if (c == NULL)
 		return;
-	shutdown(c->fd, SHUT_RDWR);
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
 	if (client_on_reader(c))
 		return; /* misuse: cannot join ourselves; the reader winds down */
-	pthread_join(c->reader, NULL);
-	close(c->fd);
+	if (atomic_load(&c->reader_started))
+		pthread_join(c->reader, NULL);
+	if (c->fd >= 0)
+		close(c->fd);
 	/* The daemon released their models with the connection. */
 	while (c->models != NULL) {
 		agxq_model *m = c->models;
 
 		c->models = m->next;
+		free(m->load_frame);
 		free(m);
 	}
 	/* Results still alive keep the pool's mappings until freed. */
 	shmpool_unref(c->pool);
+	pthread_mutex_destroy(&c->conn_mu);
 	pthread_mutex_destroy(&c->info_mu);
 	pthread_mutex_destroy(&c->grow_mu);
 	pthread_mutex_destroy(&c->mu);
@@ -1142,6 +1363,7 @@ agxq_close(agxq_client *c)
 	free(c->backend);
 	free(c->server_version);
 	free(c->rb.data);
+	free(c->path);
 	free(c);
 }
 
@@ -1161,6 +1383,9 @@ agxq_model_load(agxq_client *c, const agxq_graph *g, const char *name,
 	Agxq__LoadModel lm = AGXQ__LOAD_MODEL__INIT;
 	Agxq__Graph *pg = NULL;
 	agxq_model *m;
+	uint8_t *frame;
+	size_t len;
+	unsigned gen;
 	int rc;
 
 	if (c == NULL || g == NULL || out == NULL)
@@ -1168,8 +1393,11 @@ agxq_model_load(agxq_client *c, const agxq_graph *g, const char *name,
 	*out = NULL;
 	if (client_on_reader(c))
 		return AGXQ_EINVAL;
+	if ((rc = client_ready(c, &gen)) != 0)
+		return rc;
 	if ((m = calloc(1, sizeof *m)) == NULL)
 		return AGXQ_ENOMEM;
+	atomic_init(&m->model_id, 0);
 	if ((rc = builder_to_proto(g, &pg)) != 0)
 		goto fail_free_model;
 	lm.request_id = atomic_fetch_add(&c->next_id, 1);
@@ -1177,24 +1405,43 @@ agxq_model_load(agxq_client *c, const agxq_graph *g, const char *name,
 	lm.name = (char *)(name != NULL ? name : "");
 	env.body_case = AGXQ__ENVELOPE__BODY_LOAD_MODEL;
 	env.load_model = &lm;
-	rc = client_call(c, &env, lm.request_id,
-	    AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY, &reply);
+	rc = client_encode(c, &env, &frame, &len);
 	builder_proto_free(pg);
 	if (rc != 0)
 		goto fail_free_model;
+	/* Kept to load the model again after a reconnect. */
+	if (c->reconnect) {
+		if ((m->load_frame = malloc(len)) == NULL) {
+			free(frame);
+			rc = AGXQ_ENOMEM;
+			goto fail_free_model;
+		}
+		memcpy(m->load_frame, frame, len);
+		m->load_len = len;
+	}
+	if ((rc = client_call_frame(c, gen, frame, len, lm.request_id,
+	    AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY, &reply, -1)) != 0)
+		goto fail_free_model;
 	m->client = c;
+	atomic_store(&m->model_id, reply->load_model_reply->model_id);
+	codec_envelope_free(reply);
 	pthread_mutex_lock(&c->mu);
+	if (atomic_load(&c->gen) != gen) {
+		/* Reconnected since: the id is the old daemon's. */
+		pthread_mutex_unlock(&c->mu);
+		rc = AGXQ_EDISCONNECTED;
+		goto fail_free_model;
+	}
 	m->next = c->models;
 	if (c->models != NULL)
 		c->models->prev = m;
 	c->models = m;
 	pthread_mutex_unlock(&c->mu);
-	m->model_id = reply->load_model_reply->model_id;
-	codec_envelope_free(reply);
 	*out = m;
 	return 0;
 
 fail_free_model:
+	free(m->load_frame);
 	free(m);
 	return rc;
 }
@@ -1205,17 +1452,21 @@ agxq_model_unload(agxq_model *m)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
 	Agxq__UnloadModel um = AGXQ__UNLOAD_MODEL__INIT;
+	unsigned gen;
 	int rc;
 
 	if (m == NULL)
 		return 0;
-	um.request_id = atomic_fetch_add(&m->client->next_id, 1);
-	um.model_id = m->model_id;
-	env.body_case = AGXQ__ENVELOPE__BODY_UNLOAD_MODEL;
-	env.unload_model = &um;
-	rc = client_call(m->client, &env, um.request_id,
-	    AGXQ__ENVELOPE__BODY_UNLOAD_MODEL_REPLY, &reply);
-	codec_envelope_free(reply);
+	/* Not connected: the daemon holds nothing of it to unload. */
+	if ((rc = client_ready(m->client, &gen)) == 0) {
+		um.request_id = atomic_fetch_add(&m->client->next_id, 1);
+		um.model_id = atomic_load(&m->model_id);
+		env.body_case = AGXQ__ENVELOPE__BODY_UNLOAD_MODEL;
+		env.unload_model = &um;
+		rc = client_call(m->client, gen, &env, um.request_id,
+		    AGXQ__ENVELOPE__BODY_UNLOAD_MODEL_REPLY, &reply);
+		codec_envelope_free(reply);
+	}
 	pthread_mutex_lock(&m->client->mu);
 	if (m->prev != NULL)
 		m->prev->next = m->next;
@@ -1224,6 +1475,7 @@ agxq_model_unload(agxq_model *m)
 	if (m->next != NULL)
 		m->next->prev = m->prev;
 	pthread_mutex_unlock(&m->client->mu);
+	free(m->load_frame);
 	free(m);
 	return rc;
 }
@@ -1299,7 +1551,7 @@ client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		inf.output_refs = outrefp;
 	}
 	inf.request_id = id;
-	inf.model_id = m->model_id;
+	inf.model_id = atomic_load(&m->model_id);
 	inf.n_inputs = (size_t)ninputs;
 	inf.inputs = tps;
 	if (opts != NULL) {
@@ -1328,6 +1580,7 @@ agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	uint8_t *frame;
 	uint64_t id;
 	size_t len;
+	unsigned gen;
 	int rc;
 
 	if (m == NULL || m->client == NULL || out == NULL)
@@ -1336,14 +1589,14 @@ agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	c = m->client;
 	if (client_on_reader(c))
 		return AGXQ_EINVAL;
-	if (atomic_load(&c->dead))
-		return AGXQ_EDISCONNECTED;
+	if ((rc = client_ready(c, &gen)) != 0)
+		return rc;
 	id = atomic_fetch_add(&c->next_id, 1);
-	client_shm_prepare(m, inputs, ninputs, &h);
+	client_shm_prepare(m, gen, inputs, ninputs, &h);
 	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, h, &frame,
 	    &len)) != 0)
 		goto fail_release;
-	if ((rc = client_call_frame(c, frame, len, id,
+	if ((rc = client_call_frame(c, gen, frame, len, id,
 	    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1)) != 0)
 		goto fail_release;
 	if (h != NULL)
@@ -1364,13 +1617,14 @@ agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	agxq_client *c;
 	uint8_t *frame;
 	size_t len;
+	unsigned gen;
 	int rc;
 
 	if (m == NULL || m->client == NULL || cb == NULL)
 		return AGXQ_EINVAL;
 	c = m->client;
-	if (atomic_load(&c->dead))
-		return AGXQ_EDISCONNECTED;
+	if ((rc = client_ready(c, &gen)) != 0)
+		return rc;
 	if ((p = calloc(1, sizeof *p)) == NULL)
 		return AGXQ_ENOMEM;
 	p->id = atomic_fetch_add(&c->next_id, 1);
@@ -1378,7 +1632,7 @@ agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	p->kind = CLIENT_ASYNC;
 	p->cb = cb;
 	p->arg = arg;
-	client_shm_prepare(m, inputs, ninputs, &p->hold);
+	client_shm_prepare(m, gen, inputs, ninputs, &p->hold);
 	if ((rc = client_infer_encode(m, inputs, ninputs, opts, p->id,
 	    p->hold, &frame, &len)) != 0)
 		goto fail_free_pending;
@@ -1386,7 +1640,7 @@ agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		free(frame);
 		goto fail_free_pending;
 	}
-	rc = client_send(c, frame, len, -1);
+	rc = client_send(c, gen, frame, len, -1);
 	free(frame);
 	/*
 	 * If the send failed but the reader already took p (it saw the
@@ -1409,15 +1663,20 @@ agxq_stats_json(agxq_client *c, char **json)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
 	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	unsigned gen;
 	int rc;
 
 	if (c == NULL || json == NULL)
 		return AGXQ_EINVAL;
 	*json = NULL;
+	if (client_on_reader(c))
+		return AGXQ_EINVAL;
+	if ((rc = client_ready(c, &gen)) != 0)
+		return rc;
 	sr.request_id = atomic_fetch_add(&c->next_id, 1);
 	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
 	env.stats_request = &sr;
-	if ((rc = client_call(c, &env, sr.request_id,
+	if ((rc = client_call(c, gen, &env, sr.request_id,
 	    AGXQ__ENVELOPE__BODY_STATS, &reply)) != 0)
 		return rc;
 	*json = stats_json_render(reply->stats);

@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +37,9 @@ struct server {
 	struct event *ev_term;
 	struct event *ev_int;
 	struct event *ev_deadline;    /* shutdown: forced close of stragglers */
+	struct event *ev_idle;        /* once a second: give memory back when idle */
+	uint64_t idle_frames;         /* frames_in at the last idle check */
+	int trimmed;                  /* memory given back since the last frame */
 	struct executor *ex;
 	struct models *models;
 	struct conn_list conns;
@@ -912,6 +918,32 @@ server_accept_error_cb(struct evconnlistener *l, void *arg)
 	log_warn("accept: %s", strerror(EVUTIL_SOCKET_ERROR()));
 }
 
+/*
+ * Once a second: after a second without a frame, gives the memory freed
+ * since the last burst back to the system. agxqd keeps freed large blocks
+ * while it is busy (main.c: mallopt), so its resident size would otherwise
+ * stay at its high-water mark after a burst of large requests.
+ */
+static void
+server_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	if (srv->ctr.frames_in != srv->idle_frames) {
+		srv->idle_frames = srv->ctr.frames_in;
+		srv->trimmed = 0;
+		return;
+	}
+	if (srv->trimmed)
+		return;
+	srv->trimmed = 1;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
 /* SIGTERM or SIGINT. */
 static void
 server_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -1118,6 +1150,14 @@ server_new(struct event_base *base, struct server **out, char **cause)
 	    evsignal_add(srv->ev_term, NULL) != 0 ||
 	    evsignal_add(srv->ev_int, NULL) != 0)
 		server_oom();
+	{
+		static const struct timeval second = { 1, 0 };
+
+		srv->ev_idle = event_new(base, -1, EV_PERSIST, server_idle_cb,
+		    srv);
+		if (srv->ev_idle == NULL || event_add(srv->ev_idle, &second) != 0)
+			server_oom();
+	}
 	evconnlistener_enable(srv->listener);
 	log_info("agxqd %s listening on %s (backend %s, max batch %u, "
 	    "max delay %u us)", AGXQ_VERSION_STRING, config.socket_path,
@@ -1155,6 +1195,8 @@ server_free(struct server *srv)
 		event_free(srv->ev_int);
 	if (srv->ev_deadline != NULL)
 		event_free(srv->ev_deadline);
+	if (srv->ev_idle != NULL)
+		event_free(srv->ev_idle);
 	models_free(srv->models);
 	if (srv->lock_fd >= 0) {
 		unlink(srv->lock_path);

@@ -243,6 +243,33 @@ du_start(struct du_daemon *d, const char *const *extra)
 	return 0;
 }
 
+/* Starts a daemon again on d->sock, where the last one is gone. */
+int
+du_restart(struct du_daemon *d, const char *const *extra)
+{
+	const char *args[32];
+	char out[1024];
+	int n = 0, rc;
+
+	args[n++] = "start";
+	args[n++] = "--socket";
+	args[n++] = d->sock;
+	for (; extra != NULL && *extra != NULL && n < 30; extra++)
+		args[n++] = *extra;
+	args[n] = NULL;
+	d->pid = -1;
+	if ((rc = du_run(args, 20000, out, sizeof out)) != 0) {
+		printf("  agxqd restart failed (%d): %s\n", rc, out);
+		return -1;
+	}
+	if ((d->pid = du_daemon_pid(d->sock)) <= 0) {
+		printf("  cannot read the restarted daemon's pid\n");
+		return -1;
+	}
+	du_register_pid(d);
+	return 0;
+}
+
 /* Asks the daemon for its pid through Stats. */
 pid_t
 du_daemon_pid(const char *sock)

@@ -57,6 +57,12 @@ int du_init(struct du_daemon *d);
  */
 int du_start(struct du_daemon *d, const char *const *extra);
 
+/*
+ * Starts a daemon again on d->sock (set up by du_start; the last daemon
+ * gone) with extra options; finds its pid. Returns 0 or -1.
+ */
+int du_restart(struct du_daemon *d, const char *const *extra);
+
 /* Reads the daemon's pid through a Stats request; -1 on failure. */
 pid_t du_daemon_pid(const char *sock);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agxq.h"
 #include "agxq_direct.h"
@@ -74,16 +75,29 @@ fault_case(int every, int lost)
 		EXPECT(du_json_num(json, "errors") == nfail);
 		EXPECT(du_json_num(json, "backend_foreign_calls") == 0);
 	}
-	/* The daemon logged the reset (lost) or nothing of the kind. */
+	/*
+	 * The daemon logged the reset (lost) or nothing of the kind. The
+	 * executor reopens the device after the failed reply is on its way,
+	 * so the last reopen's line may come a moment after that reply: read
+	 * the log until it has every line expected, for up to 3 s.
+	 */
 	snprintf(log, sizeof log, "%s.log", d.sock);
-	if ((f = fopen(log, "r")) != NULL) {
-		size_t len = 0;
+	for (int tries = 0; tries < 30; tries++) {
+		free(text);
+		text = NULL;
+		if ((f = fopen(log, "r")) != NULL) {
+			size_t len = 0;
 
-		text = calloc(1, 1 << 16);
-		if (text != NULL)
-			len = fread(text, 1, (1 << 16) - 1, f);
-		fclose(f);
-		(void)len;
+			text = calloc(1, 1 << 16);
+			if (text != NULL)
+				len = fread(text, 1, (1 << 16) - 1, f);
+			fclose(f);
+			(void)len;
+		}
+		if (text == NULL || !lost ||
+		    du_count(text, "models reloaded") >= nfail)
+			break;
+		usleep(100000);
 	}
 	EXPECT(text != NULL);
 	if (text != NULL) {

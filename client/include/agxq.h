@@ -170,6 +170,24 @@ typedef struct agxq_model agxq_model;
 /*
  * Connects to agxqd at socket_path (NULL: $AGXQ_SOCKET, else
  * AGXQ_DEFAULT_SOCKET) and performs the handshake. Starts one reader thread.
+ *
+ * Reconnecting: when the connection is lost (agxqd killed or restarted),
+ * every request in flight completes exactly once with AGXQ_EDISCONNECTED
+ * (sync calls return it, async callbacks fire with it); none is resent. The
+ * next agxq_model_load, agxq_model_unload, agxq_infer, agxq_infer_async or
+ * agxq_stats_json on the client, from any thread but not from an async
+ * callback, reconnects to the same socket path (one thread does it, the
+ * others wait for it), shakes hands again and loads every model handle
+ * still open again, so the handles stay valid (a model the new daemon
+ * refuses gets AGXQ_ENOMODEL). Each handle keeps a copy of its encoded
+ * LoadModel for this. If the daemon is not back, the call returns
+ * AGXQ_EDISCONNECTED at once; a later call tries again, at most every
+ * 100 ms. A request prepared for the old connection is never sent on the
+ * new one (it fails with AGXQ_EDISCONNECTED). After a reconnect, shared
+ * memory is off for the client (requests go inline); results still alive
+ * keep their mappings. AGXQ_RECONNECT=0 in the environment at connect time
+ * turns reconnecting off: once lost, every call fails with
+ * AGXQ_EDISCONNECTED.
  */
 AGXQ_EXTERN int agxq_connect(const char *socket_path, agxq_client **out);
 /*
