@@ -65,6 +65,8 @@
 #define CLIENT_OUTINFO 32           /* models whose output sizes are known */
 #define CLIENT_SHM_ALIGN 64u
 #define CLIENT_RECONNECT_MS 100      /* least time between reconnects */
+#define CLIENT_RETRY_MS 10000        /* AGXQ_RETRY_MS default */
+#define CLIENT_RETRY_PAUSE_MS 100    /* longest pause between retries */
 
 enum client_wait {
 	CLIENT_SYNC,
@@ -150,6 +152,8 @@ struct agxq_client {
 	/* Reconnecting (see agxq_connect in agxq.h). */
 	char *path;                    /* the socket path */
 	int reconnect;                 /* AGXQ_RECONNECT is not 0 */
+	int64_t retry_ms;              /* AGXQ_RETRY_MS: resend AGXQ_EAGAIN this long */
+	atomic_int goaway;             /* the daemon said nothing more will run */
 	atomic_uint gen;               /* connection number; mu and send_mu */
 	pthread_mutex_t conn_mu;       /* one reconnect at a time */
 	int64_t last_try_ms;           /* last attempt; conn_mu */
@@ -746,8 +750,14 @@ client_dispatch(agxq_client *c, Agxq__Envelope *env)
 	struct client_pending *p;
 	uint64_t id;
 
-	/* Connection-level errors (id 0) are followed by EOF; drop them. */
+	/*
+	 * Connection-level errors (id 0) are followed by EOF; drop them, but
+	 * remember ERR_AGAIN: what is unanswered at EOF was not run.
+	 */
 	if ((id = client_reply_id(env)) == 0) {
+		if (env->body_case == AGXQ__ENVELOPE__BODY_ERROR &&
+		    env->error->code == AGXQ__ERROR_CODE__ERR_AGAIN)
+			atomic_store(&c->goaway, 1);
 		codec_envelope_free(env);
 		return;
 	}
@@ -771,13 +781,15 @@ client_dispatch(agxq_client *c, Agxq__Envelope *env)
 }
 
 /*
- * Marks c dead and completes every pending request with AGXQ_EDISCONNECTED:
- * waiters are woken under the lock, callbacks fire after it is dropped.
+ * Marks c dead and completes every pending request with AGXQ_EDISCONNECTED,
+ * or AGXQ_EAGAIN after the daemon said it runs nothing more: waiters are
+ * woken under the lock, callbacks fire after it is dropped.
  */
 static void
 client_fail_all(agxq_client *c)
 {
 	struct client_pending *p, *next, *async = NULL;
+	int code = atomic_load(&c->goaway) ? AGXQ_EAGAIN : AGXQ_EDISCONNECTED;
 
 	pthread_mutex_lock(&c->mu);
 	atomic_store(&c->dead, 1);
@@ -785,7 +797,7 @@ client_fail_all(agxq_client *c)
 		for (p = c->buckets[i]; p != NULL; p = next) {
 			next = p->next;
 			if (p->kind == CLIENT_SYNC) {
-				p->status = AGXQ_EDISCONNECTED;
+				p->status = code;
 				p->done = 1;
 				pthread_cond_signal(&p->cv);
 			} else {
@@ -799,7 +811,7 @@ client_fail_all(agxq_client *c)
 	pthread_mutex_unlock(&c->mu);
 	for (p = async; p != NULL; p = next) {
 		next = p->next;
-		client_complete_async(p, NULL, AGXQ_EDISCONNECTED);
+		client_complete_async(p, NULL, code);
 	}
 }
 
@@ -1215,6 +1227,7 @@ client_reconnect(agxq_client *c)
 	pthread_mutex_lock(&c->send_mu);
 	c->fd = fd;
 	atomic_fetch_add(&c->gen, 1);
+	atomic_store(&c->goaway, 0);
 	atomic_store(&c->dead, 0);
 	pthread_mutex_unlock(&c->send_mu);
 	pthread_mutex_unlock(&c->mu);
@@ -1275,6 +1288,11 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	atomic_init(&c->reader_started, 0);
 	env = getenv("AGXQ_RECONNECT");
 	c->reconnect = env == NULL || strcmp(env, "0") != 0;
+	env = getenv("AGXQ_RETRY_MS");
+	c->retry_ms = env != NULL && *env != '\0' ? strtoll(env, NULL, 10) :
+	    CLIENT_RETRY_MS;
+	if (c->retry_ms < 0)
+		c->retry_ms = 0;
 	if ((c->path = strdup(socket_path)) == NULL) {
 		free(c);
 		return AGXQ_ENOMEM;
@@ -1569,9 +1587,9 @@ out:
 	return rc;
 }
 
-/* Runs one request and waits for it. */
-int
-agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+/* Runs one request and waits for it, once. */
+static int
+client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
     const agxq_infer_opts *opts, agxq_result **out)
 {
 	Agxq__Envelope *reply = NULL;
@@ -1606,6 +1624,41 @@ agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 fail_release:
 	client_hold_release(h);
 	return rc;
+}
+
+/*
+ * Runs one request and waits for it. A request the daemon did not run
+ * because it was resetting its device (AGXQ_EAGAIN) is sent again, on the
+ * new connection once there is one, until c->retry_ms have passed (and
+ * never past the request's own timeout).
+ */
+int
+agxq_infer(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    const agxq_infer_opts *opts, agxq_result **out)
+{
+	int64_t end = 0, budget;
+	int rc, pause_ms = 1;
+
+	for (;;) {
+		rc = client_infer_once(m, inputs, ninputs, opts, out);
+		/* After AGXQ_EAGAIN, the new daemon may not be back yet. */
+		if (rc != AGXQ_EAGAIN && (rc != AGXQ_EDISCONNECTED || end == 0))
+			return rc;
+		if (!m->client->reconnect || m->client->retry_ms == 0)
+			return rc;
+		if (end == 0) {
+			budget = m->client->retry_ms;
+			if (opts != NULL && opts->timeout_us != 0 &&
+			    (int64_t)(opts->timeout_us / 1000) < budget)
+				budget = (int64_t)(opts->timeout_us / 1000);
+			end = client_now_ms() + budget;
+		}
+		if (client_now_ms() >= end)
+			return AGXQ_EAGAIN;
+		usleep((useconds_t)pause_ms * 1000);
+		if ((pause_ms *= 2) > CLIENT_RETRY_PAUSE_MS)
+			pause_ms = CLIENT_RETRY_PAUSE_MS;
+	}
 }
 
 /* Sends one request; cb fires exactly once unless this fails. */

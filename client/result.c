@@ -30,6 +30,7 @@ static const char *const error_names[AGXQ_ERRNO_MAX + 1] = {
 	[18] = "not supported",
 	[19] = "internal error",
 	[20] = "permission denied",
+	[21] = "not run: agxqd is resetting its device; safe to retry",
 };
 
 /* Returns a static description of an AGXQ_E* code. */

@@ -7,6 +7,7 @@
  */
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,15 +20,32 @@
  * Fault injection for tests of the daemon's error paths:
  * AGXQ_CPU_FAULT_EVERY=N makes every Nth run fail with "injected fault";
  * with AGXQ_CPU_FAULT_KIND=lost the backend also reports itself unhealthy
- * until it is closed and reopened, as a GPU does after a sticky fault.
+ * until it is closed and reopened. AGXQ_CPU_FAULT_KIND=sticky is `lost`
+ * plus what a sticky GPU fault does to the CUDA driver: once it has fired,
+ * every later open in this process fails, so only a new process (a new
+ * agxqd worker) gets a working device again.
  */
+enum cpu_fault_kind {
+	CPU_FAULT_ERROR,	/* the run fails, the device stays healthy */
+	CPU_FAULT_LOST,		/* unhealthy until closed and reopened */
+	CPU_FAULT_STICKY	/* lost, and no reopen in this process */
+};
+
 struct cpu_state {
 	int device;
 	unsigned long fault_every;
 	unsigned long runs;
-	int fault_lost;
+	enum cpu_fault_kind fault_kind;
 	int lost;
 };
+
+/*
+ * Set by an injected sticky fault, read by every later cpu_open: it stands
+ * for the driver's per-process state, so it is process-global by design
+ * (the only such flag in the backend; runs and opens may be on different
+ * threads, hence atomic).
+ */
+static atomic_int cpu_sticky_fault;
 
 struct cpu_model {
 	const struct graph *g;
@@ -51,6 +69,12 @@ cpu_open(int device, void **state, char **cause)
 	struct cpu_state *s;
 	const char *env;
 
+	if (atomic_load(&cpu_sticky_fault)) {
+		if (cause != NULL)
+			*cause = strdup("injected fault: the device cannot be "
+			    "reopened in this process");
+		return -1;
+	}
 	if ((s = calloc(1, sizeof *s)) == NULL) {
 		if (cause != NULL)
 			*cause = strdup("out of memory");
@@ -59,13 +83,18 @@ cpu_open(int device, void **state, char **cause)
 	s->device = device;
 	if ((env = getenv("AGXQ_CPU_FAULT_EVERY")) != NULL)
 		s->fault_every = strtoul(env, NULL, 10);
-	env = getenv("AGXQ_CPU_FAULT_KIND");
-	s->fault_lost = env != NULL && strcmp(env, "lost") == 0;
+	s->fault_kind = CPU_FAULT_ERROR;
+	if ((env = getenv("AGXQ_CPU_FAULT_KIND")) != NULL) {
+		if (strcmp(env, "lost") == 0)
+			s->fault_kind = CPU_FAULT_LOST;
+		else if (strcmp(env, "sticky") == 0)
+			s->fault_kind = CPU_FAULT_STICKY;
+	}
 	*state = s;
 	return 0;
 }
 
-/* 0 after an injected "lost" fault, until the backend is reopened. */
+/* 0 after an injected "lost" or "sticky" fault, until reopened. */
 static int
 cpu_healthy(void *state)
 {
@@ -508,7 +537,10 @@ cpu_run(void *state, void *bmodel, const struct graph_shape *shapes,
 
 	if (s->lost || (s->fault_every != 0 &&
 	    ++s->runs % s->fault_every == 0)) {
-		s->lost |= s->fault_lost;
+		if (s->fault_kind != CPU_FAULT_ERROR)
+			s->lost = 1;
+		if (s->fault_kind == CPU_FAULT_STICKY)
+			atomic_store(&cpu_sticky_fault, 1);
 		if (cause != NULL)
 			*cause = strdup(s->lost ? "injected fault: device lost" :
 			    "injected fault");

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "supervise.h"
 
 struct config config;
 
@@ -26,6 +27,7 @@ config_defaults(struct config *c)
 	c->frame_timeout_ms = 30000;
 	c->compress_threshold = CODEC_DEFAULT_COMPRESS_THRESHOLD;
 	c->max_regions = 64;
+	c->max_restarts = SUPERVISE_MAX_RESTARTS;
 	c->max_shm_bytes = 64ull << 30;
 	c->socket_mode = 0600;
 	c->log_level = LOG_INFO;

@@ -48,6 +48,9 @@ struct config {
 	int share_across_uids;       /* share identical models between users */
 	struct codec_limits limits;
 	struct graph_limits glimits;
+	uint32_t max_restarts;       /* worker starts allowed within a minute */
+	pid_t supervisor_pid;        /* set by supervise_run; inherited */
+	uint32_t worker_restarts;    /* workers started after the first */
 };
 
 extern struct config config;

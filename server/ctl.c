@@ -221,8 +221,9 @@ ctl_stop(const char *path, int timeout_s)
 static void
 ctl_print_table(const Agxq__Stats *st)
 {
-	printf("agxqd %s  pid %" PRId64 "  backend %s  up %.1f s  "
-	    "connections %u\n", st->server_version, st->pid, st->backend,
+	printf("agxqd %s  pid %" PRId64 " (worker %" PRId64 ", %u restarts)"
+	    "  backend %s  up %.1f s  connections %u\n", st->server_version,
+	    st->pid, st->worker_pid, st->worker_restarts, st->backend,
 	    (double)st->uptime_us / 1e6, st->connections);
 	printf("max batch %u rows, max delay %u us; frames in %" PRIu64
 	    ", out %" PRIu64 "; backend calls %" PRIu64 " (%" PRIu64

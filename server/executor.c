@@ -55,10 +55,12 @@ struct executor {
 	int exiting;                 /* under lock: finish control work and exit */
 	int started;                 /* under lock: 1 opened, -1 failed */
 	int waiting;                 /* under lock: the executor sleeps on cond */
+	int lost;                    /* under lock: the device is gone for good */
 	atomic_uint work_seq;        /* bumped (under lock) by each submission */
 	char *start_cause;
 
 	struct event *done_ev;       /* loop thread */
+	struct event *lost_ev;       /* loop thread: calls cfg.lost */
 	executor_done_fn done_fn;
 	void *done_arg;
 
@@ -109,6 +111,17 @@ executor_done_cb(evutil_socket_t fd, short what, void *arg)
 		TAILQ_REMOVE(&list, r, entry);
 		ex->done_fn(r, ex->done_arg);
 	}
+}
+
+/* Loop thread: tells the server the device is lost. */
+static void
+executor_lost_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct executor *ex = arg;
+
+	(void)fd;
+	(void)what;
+	ex->cfg.lost(ex->done_arg);
 }
 
 /* Grows array *p of *cap elements of size sz to n; 0 or -1 on OOM. */
@@ -537,10 +550,21 @@ executor_recover(struct executor *ex)
 	log_warn("the %s device needs a reset; reopening it and reloading "
 	    "the models", ex->backend);
 	if (engine_reset(ex->engine, &cause) != 0) {
-		log_error("the %s device could not be reopened: %s; every "
-		    "request will fail until agxqd is restarted", ex->backend,
-		    cause != NULL ? cause : "unknown error");
+		if (ex->cfg.lost == NULL) {
+			log_error("the %s device could not be reopened: %s; "
+			    "every request will fail until agxqd is restarted",
+			    ex->backend, cause != NULL ? cause : "unknown error");
+			free(cause);
+			return;
+		}
+		/* Only a new process can open it again: stop taking work. */
+		log_error("the %s device could not be reopened in this process: "
+		    "%s", ex->backend, cause != NULL ? cause : "unknown error");
 		free(cause);
+		pthread_mutex_lock(&ex->lock);
+		ex->lost = 1;
+		pthread_mutex_unlock(&ex->lock);
+		event_active(ex->lost_ev, EV_READ, 0);
 		return;
 	}
 	log_info("the %s device was reopened and its models reloaded",
@@ -711,7 +735,7 @@ executor_main(void *arg)
 			continue;
 		}
 		rc = 0;
-		if (!ex->stopping && ex->inflight < ex->nslots) {
+		if (!ex->stopping && !ex->lost && ex->inflight < ex->nslots) {
 			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
 			    ex->nslots];
 
@@ -790,6 +814,9 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 		goto fail_free;
 	if ((ex->done_ev = event_new(base, -1, 0, executor_done_cb, ex)) == NULL)
 		goto fail_free;
+	if (cfg->lost != NULL && (ex->lost_ev = event_new(base, -1, 0,
+	    executor_lost_cb, ex)) == NULL)
+		goto fail_free;
 	pthread_mutex_init(&ex->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -820,6 +847,8 @@ fail_free:
 	if (ex != NULL) {
 		if (ex->done_ev != NULL)
 			event_free(ex->done_ev);
+		if (ex->lost_ev != NULL)
+			event_free(ex->lost_ev);
 		batcher_free(ex->batcher);
 		free(ex);
 	}
@@ -857,7 +886,7 @@ executor_finish_all(struct executor *ex, struct request_list *list, int code,
 
 /* Stops inference work and waits for the running batch. */
 void
-executor_quiesce(struct executor *ex)
+executor_quiesce(struct executor *ex, int code, const char *msg)
 {
 	struct request_list list;
 
@@ -869,8 +898,7 @@ executor_quiesce(struct executor *ex)
 	atomic_fetch_add(&ex->work_seq, 1); /* ends a spin, see executor_spin */
 	pthread_cond_broadcast(&ex->cond);
 	pthread_mutex_unlock(&ex->lock);
-	executor_finish_all(ex, &list, AGXQ__ERROR_CODE__ERR_SHUTDOWN,
-	    "agxqd is shutting down");
+	executor_finish_all(ex, &list, code, msg);
 	pthread_mutex_lock(&ex->lock);
 	while (!ex->quiet)
 		pthread_cond_wait(&ex->cond, &ex->lock);
@@ -893,6 +921,8 @@ executor_free(struct executor *ex)
 	pthread_join(ex->thread, NULL);
 	executor_done_cb(-1, 0, ex);
 	event_free(ex->done_ev);
+	if (ex->lost_ev != NULL)
+		event_free(ex->lost_ev);
 	batcher_free(ex->batcher);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);

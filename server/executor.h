@@ -23,6 +23,13 @@ struct model;
 /* Called on the loop thread with each finished request; takes ownership. */
 typedef void (*executor_done_fn)(struct request *r, void *arg);
 
+/*
+ * Called on the loop thread once the device is lost beyond what reopening
+ * it in this process can mend; arg is the done function's. The executor
+ * takes no more batches; the server should quiesce and end the process.
+ */
+typedef void (*executor_lost_fn)(void *arg);
+
 struct executor_config {
 	const char *backend;
 	int device;
@@ -31,6 +38,7 @@ struct executor_config {
 	struct batcher_config batch;
 	size_t compress_threshold;
 	struct codec_limits limits;
+	executor_lost_fn lost;  /* NULL: a lost device fails every request */
 };
 
 /*
@@ -42,12 +50,12 @@ int executor_start(struct event_base *base, const struct executor_config *cfg,
     executor_done_fn done, void *arg, struct executor **out, char **cause);
 
 /*
- * Stops inference work: queued requests finish with ERR_SHUTDOWN, later
+ * Stops inference work: queued requests finish with code and msg, later
  * submissions are refused, and this waits for the batch running now, whose
  * results are delivered through done before it returns. Loads and frees
  * still run until executor_free. Loop thread only.
  */
-void executor_quiesce(struct executor *ex);
+void executor_quiesce(struct executor *ex, int code, const char *msg);
 
 /*
  * Runs the remaining loads (which fail with ERR_SHUTDOWN) and frees, closes

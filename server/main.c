@@ -25,6 +25,7 @@
 #include "engine.h"
 #include "log.h"
 #include "server.h"
+#include "supervise.h"
 
 /* Prints usage to f. */
 static void
@@ -40,7 +41,8 @@ usage(FILE *f)
 "                   [--share-models-across-users] [--max-models N]\n"
 "                   [--max-models-per-conn N] [--max-weight-bytes N[KMG]]\n"
 "                   [--max-weight-bytes-per-conn N[KMG]] [--foreground]\n"
-"                   [--log-level error|warn|info|debug] [--log-file PATH]\n"
+"                   [--max-restarts N] [--log-level error|warn|info|debug]\n"
+"                   [--log-file PATH]\n"
 "       agxqd stop [--socket PATH] [--timeout S]\n"
 "       agxqd status [--socket PATH] [--json]\n"
 "       agxqd --version | --help\n"
@@ -131,45 +133,57 @@ parse_ids(int users, const char *list)
 }
 
 /*
- * Runs the daemon until it is stopped. ready_fd, when >= 0, receives "OK"
- * once the socket accepts connections, or the error message.
+ * A worker process (supervise.c): serves listen_fd until it is stopped or
+ * its device is lost. notify_fd receives "OK" once it serves, or the error
+ * message. Returns the exit status.
  */
 static int
-run_daemon(int ready_fd)
+run_worker(int listen_fd, int notify_fd)
 {
 	struct event_base *base;
 	struct server *srv = NULL;
 	char *cause = NULL;
 	int rc = 1;
 
-	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() != 0 || (base = event_base_new()) == NULL) {
 		cause = strdup("cannot initialise libevent");
 		goto out_report;
 	}
-	if (server_new(base, &srv, &cause) != 0) {
+	if (server_new(base, listen_fd, &srv, &cause) != 0) {
 		event_base_free(base);
 		goto out_report;
 	}
-	if (ready_fd >= 0) {
-		(void)!write(ready_fd, "OK", 2);
-		close(ready_fd);
-		ready_fd = -1;
-	}
+	(void)!write(notify_fd, "OK", 2);
+	close(notify_fd);
 	event_base_dispatch(base);
+	rc = server_exit_code(srv);
 	server_free(srv);
 	event_base_free(base);
 	log_close();
-	return 0;
+	return rc;
 
 out_report:
 	log_error("cannot start: %s", cause != NULL ? cause : "out of memory");
-	if (ready_fd >= 0) {
-		(void)!write(ready_fd, cause != NULL ? cause : "out of memory",
-		    strlen(cause != NULL ? cause : "out of memory"));
-		close(ready_fd);
-	}
+	(void)!write(notify_fd, cause != NULL ? cause : "out of memory",
+	    strlen(cause != NULL ? cause : "out of memory"));
+	close(notify_fd);
 	free(cause);
+	log_close();
+	return rc;
+}
+
+/*
+ * Runs the daemon until it is stopped: a supervisor and its worker (see
+ * supervise.h). ready_fd, when >= 0, receives "OK" once the socket accepts
+ * connections, or the error message.
+ */
+static int
+run_daemon(int ready_fd)
+{
+	int rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	rc = supervise_run(ready_fd, run_worker);
 	log_close();
 	return rc;
 }
@@ -240,6 +254,7 @@ cmd_start(int argc, char **argv)
 		{ "cpu-threads", required_argument, NULL, 'T' },
 		{ "idle-timeout-s", required_argument, NULL, 'i' },
 		{ "spin-us", required_argument, NULL, 'P' },
+		{ "max-restarts", required_argument, NULL, 'R' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
 		{ "max-queue", required_argument, NULL, 'Q' },
@@ -292,6 +307,11 @@ cmd_start(int argc, char **argv)
 		case 'P':
 			config.spin_us = (int)parse_num("--spin-us", optarg,
 			    100000, 10);
+			break;
+		case 'R':
+			config.max_restarts = (uint32_t)parse_num(
+			    "--max-restarts", optarg, SUPERVISE_MAX_RESTARTS * 4,
+			    10);
 			break;
 		case 'B':
 			config.max_batch = (uint32_t)parse_num("--max-batch",

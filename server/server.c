@@ -12,10 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -30,6 +27,7 @@
 #include "region.h"
 #include "request.h"
 #include "server.h"
+#include "supervise.h"
 
 struct server {
 	struct event_base *base;
@@ -49,13 +47,13 @@ struct server {
 	uint32_t shm_regions;         /* regions mapped, all connections */
 	uint64_t shm_bytes;           /* and their bytes */
 	uint64_t started_ns;
-	int lock_fd;
-	char lock_path[sizeof config.socket_path + 8];
 	int shutting_down;
+	int exit_code;                /* 0, or SUPERVISE_EXIT_LOST */
 	int finished;
 };
 
 static void server_finish_cb(evutil_socket_t fd, short what, void *arg);
+static void server_device_lost(void *arg);
 
 /* Aborts: the daemon may die on its own out-of-memory (STYLE.md rule 5). */
 static void
@@ -132,7 +130,7 @@ server_hello(struct server *srv, struct conn *c, const Agxq__Hello *h)
 	rep.backend = (char *)executor_backend(srv->ex);
 	rep.max_frame = config.limits.max_frame;
 	rep.max_batch = config.max_batch;
-	rep.pid = getpid();
+	rep.pid = config.supervisor_pid;
 	rep.shm = config.max_regions > 0;
 	env.body_case = AGXQ__ENVELOPE__BODY_HELLO_REPLY;
 	env.hello_reply = &rep;
@@ -750,7 +748,9 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.request_id = sr->request_id;
 	st.server_version = (char *)AGXQ_VERSION_STRING;
 	st.backend = (char *)executor_backend(srv->ex);
-	st.pid = getpid();
+	st.pid = config.supervisor_pid;
+	st.worker_pid = getpid();
+	st.worker_restarts = config.worker_restarts;
 	st.uptime_us = (request_now_ns() - srv->started_ns) / 1000;
 	st.connections = srv->nconns;
 	st.frames_in = srv->ctr.frames_in;
@@ -919,7 +919,8 @@ server_accept_error_cb(struct evconnlistener *l, void *arg)
 }
 
 /*
- * Once a second: after a second without a frame, gives the memory freed
+ * Once a second: ends the worker if its supervisor is gone; after a second
+ * without a frame, gives the memory freed
  * since the last burst back to the system. agxqd keeps freed large blocks
  * while it is busy (main.c: mallopt), so its resident size would otherwise
  * stay at its high-water mark after a burst of large requests.
@@ -931,6 +932,11 @@ server_idle_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/* Where the kernel cannot kill us with the supervisor (supervise.c). */
+	if (getppid() != config.supervisor_pid && !srv->shutting_down) {
+		server_shutdown(srv, "the supervisor is gone");
+		return;
+	}
 	if (srv->ctr.frames_in != srv->idle_frames) {
 		srv->idle_frames = srv->ctr.frames_in;
 		srv->trimmed = 0;
@@ -968,27 +974,32 @@ server_finish_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "shutdown");
 	executor_free(srv->ex);
 	srv->ex = NULL;
-	log_info("agxqd stopped");
+	if (srv->exit_code == 0)
+		log_info("agxqd stopped");
+	else
+		log_info("worker %d exiting for a new one", (int)getpid());
 	event_base_loopexit(srv->base, NULL);
 }
 
-/* Begins a clean shutdown. */
-void
-server_shutdown(struct server *srv, const char *why)
+/*
+ * Stops serving: no new connections, queued requests answered with code and
+ * msg, connections drained (each first told code and msg as a connection
+ * error when notice is set), then the loop exits.
+ */
+static void
+server_wind_down(struct server *srv, int code, const char *msg, int notice)
 {
 	struct conn *c, *next;
 	struct timeval tv = { 2, 0 };
 
-	if (srv->shutting_down)
-		return;
 	srv->shutting_down = 1;
-	log_info("shutting down (%s)", why);
 	evconnlistener_free(srv->listener);
 	srv->listener = NULL;
-	unlink(config.socket_path);
-	executor_quiesce(srv->ex);
+	executor_quiesce(srv->ex, code, msg);
 	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
+		if (notice && c->state == CONN_READY)
+			conn_send_error(c, 0, code, "%s", msg);
 		conn_drain(c);
 	}
 	if (srv->nconns == 0) {
@@ -1000,113 +1011,67 @@ server_shutdown(struct server *srv, const char *why)
 	evtimer_add(srv->ev_deadline, &tv);
 }
 
-/* Takes the lock file beside the socket; fails when a daemon holds it. */
-static int
-server_lock(struct server *srv, char **cause)
+/* Begins a clean shutdown. */
+void
+server_shutdown(struct server *srv, const char *why)
 {
-	snprintf(srv->lock_path, sizeof srv->lock_path, "%s.lock",
-	    config.socket_path);
-	srv->lock_fd = open(srv->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (srv->lock_fd < 0) {
-		if (asprintf(cause, "cannot open %s: %s", srv->lock_path,
+	if (srv->shutting_down)
+		return;
+	log_info("shutting down (%s)", why);
+	/* New connections fail at once while the old ones drain. */
+	unlink(config.socket_path);
+	server_wind_down(srv, AGXQ__ERROR_CODE__ERR_SHUTDOWN,
+	    "agxqd is shutting down", 0);
+}
+
+/*
+ * The executor's device is lost beyond repair in this process: ends the
+ * worker so that the supervisor starts a new one on the same socket. What
+ * has not run is answered ERR_AGAIN (clients may send it again), and every
+ * connection is told so before it closes.
+ */
+static void
+server_device_lost(void *arg)
+{
+	struct server *srv = arg;
+
+	if (srv->shutting_down)
+		return;
+	log_warn("the device is lost: ending worker %d; the supervisor starts "
+	    "a new one", (int)getpid());
+	srv->exit_code = SUPERVISE_EXIT_LOST;
+	server_wind_down(srv, AGXQ__ERROR_CODE__ERR_AGAIN,
+	    "not run: agxqd is resetting the device; safe to retry", 1);
+}
+
+/* The worker's exit status once the loop has exited. */
+int
+server_exit_code(const struct server *srv)
+{
+	return srv->exit_code;
+}
+
+/* Serves connections on listen_fd (the supervisor's socket). */
+static int
+server_listen(struct server *srv, int listen_fd, char **cause)
+{
+	/* Closing our copy on free leaves the supervisor's open. */
+	srv->listener = evconnlistener_new(srv->base, server_accept_cb, srv,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, listen_fd);
+	if (srv->listener == NULL) {
+		if (asprintf(cause, "cannot serve %s: %s", config.socket_path,
 		    strerror(errno)) < 0)
 			*cause = NULL;
 		return -1;
 	}
-	if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		if (asprintf(cause, "agxqd is already running on %s",
-		    config.socket_path) < 0)
-			*cause = NULL;
-		close(srv->lock_fd);
-		srv->lock_fd = -1;
-		return -1;
-	}
-	return 0;
-}
-
-/* Removes a stale socket at path; refuses a live one or a non-socket. */
-static int
-server_clear_stale(const char *path, char **cause)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	struct stat sb;
-	int fd, rc;
-
-	if (lstat(path, &sb) != 0)
-		return 0;
-	if (!S_ISSOCK(sb.st_mode)) {
-		if (asprintf(cause, "%s exists and is not a socket", path) < 0)
-			*cause = NULL;
-		return -1;
-	}
-	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
-		return 0;
-	rc = connect(fd, (struct sockaddr *)&sun, sizeof sun);
-	close(fd);
-	if (rc == 0) {
-		if (asprintf(cause, "agxqd is already running on %s", path) < 0)
-			*cause = NULL;
-		return -1;
-	}
-	log_info("removing stale socket %s", path);
-	unlink(path);
-	return 0;
-}
-
-/* Creates, binds and listens on the Unix socket with the configured mode. */
-static int
-server_listen(struct server *srv, char **cause)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	mode_t old;
-	int fd;
-
-	if (strlen(config.socket_path) >= sizeof sun.sun_path) {
-		if (asprintf(cause, "socket path too long: %s",
-		    config.socket_path) < 0)
-			*cause = NULL;
-		return -1;
-	}
-	if (server_lock(srv, cause) != 0)
-		return -1;
-	if (server_clear_stale(config.socket_path, cause) != 0)
-		return -1;
-	strcpy(sun.sun_path, config.socket_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		goto fail_errno;
-	/* Never let the socket exist with a wider mode than configured. */
-	old = umask(~config.socket_mode & 0777);
-	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
-		umask(old);
-		goto fail_close;
-	}
-	umask(old);
-	if (chmod(config.socket_path, config.socket_mode) != 0 ||
-	    listen(fd, 511) != 0)
-		goto fail_unlink;
-	srv->listener = evconnlistener_new(srv->base, server_accept_cb, srv,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (srv->listener == NULL)
-		goto fail_unlink;
 	evconnlistener_set_error_cb(srv->listener, server_accept_error_cb);
 	return 0;
-
-fail_unlink:
-	unlink(config.socket_path);
-fail_close:
-	close(fd);
-fail_errno:
-	if (asprintf(cause, "cannot listen on %s: %s", config.socket_path,
-	    strerror(errno)) < 0)
-		*cause = NULL;
-	return -1;
 }
 
-/* Opens the socket, starts the executor and the signal handlers. */
+/* Serves listen_fd: starts the executor and the signal handlers. */
 int
-server_new(struct event_base *base, struct server **out, char **cause)
+server_new(struct event_base *base, int listen_fd, struct server **out,
+    char **cause)
 {
 	struct server *srv;
 	struct executor_config xc;
@@ -1114,7 +1079,6 @@ server_new(struct event_base *base, struct server **out, char **cause)
 	if ((srv = calloc(1, sizeof *srv)) == NULL)
 		server_oom();
 	srv->base = base;
-	srv->lock_fd = -1;
 	srv->next_conn_id = 1;
 	srv->started_ns = request_now_ns();
 	TAILQ_INIT(&srv->conns);
@@ -1138,8 +1102,8 @@ server_new(struct event_base *base, struct server **out, char **cause)
 	xc.batch.max_queue = config.max_queue;
 	xc.compress_threshold = config.compress_threshold;
 	xc.limits = config.limits;
-	/* Take the socket first: a second daemon must not touch the device. */
-	if (server_listen(srv, cause) != 0)
+	xc.lost = server_device_lost;
+	if (server_listen(srv, listen_fd, cause) != 0)
 		goto fail_free;
 	evconnlistener_disable(srv->listener);
 	if (executor_start(base, &xc, server_done, srv, &srv->ex, cause) != 0)
@@ -1168,7 +1132,6 @@ server_new(struct event_base *base, struct server **out, char **cause)
 fail_unlisten:
 	evconnlistener_free(srv->listener);
 	srv->listener = NULL;
-	unlink(config.socket_path);
 fail_free:
 	server_free(srv);
 	return -1;
@@ -1182,10 +1145,8 @@ server_free(struct server *srv)
 
 	if (srv == NULL)
 		return;
-	if (srv->listener != NULL) {
+	if (srv->listener != NULL)
 		evconnlistener_free(srv->listener);
-		unlink(config.socket_path);
-	}
 	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
 		conn_close(c, "server freed");
 	executor_free(srv->ex);
@@ -1198,9 +1159,5 @@ server_free(struct server *srv)
 	if (srv->ev_idle != NULL)
 		event_free(srv->ev_idle);
 	models_free(srv->models);
-	if (srv->lock_fd >= 0) {
-		unlink(srv->lock_path);
-		close(srv->lock_fd);
-	}
 	free(srv);
 }

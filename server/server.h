@@ -22,11 +22,18 @@ struct server_counters {
 };
 
 /*
- * Opens the listening socket at config.socket_path (refusing when a daemon
- * already serves it, removing a stale one), starts the executor and the
- * signal handlers. Returns 0 and *out, or -1 with *cause.
+ * Serves the listening socket listen_fd (the supervisor's; see supervise.h):
+ * starts the executor and the signal handlers. Returns 0 and *out, or -1
+ * with *cause.
  */
-int server_new(struct event_base *base, struct server **out, char **cause);
+int server_new(struct event_base *base, int listen_fd, struct server **out,
+    char **cause);
+
+/*
+ * After the loop has exited: 0 when stopped, SUPERVISE_EXIT_LOST when the
+ * device was lost and a new worker must take over.
+ */
+int server_exit_code(const struct server *srv);
 
 /* Frees the server after the loop has exited; accepts NULL. */
 void server_free(struct server *srv);

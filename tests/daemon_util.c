@@ -270,9 +270,12 @@ du_restart(struct du_daemon *d, const char *const *extra)
 	return 0;
 }
 
-/* Asks the daemon for its pid through Stats. */
-pid_t
-du_daemon_pid(const char *sock)
+/*
+ * Asks the daemon for a pid through Stats: the supervisor's (pid) or,
+ * when worker is set, the serving worker's (worker_pid).
+ */
+static pid_t
+du_stats_pid(const char *sock, int worker)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
 	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
@@ -286,10 +289,25 @@ du_daemon_pid(const char *sock)
 	env.stats_request = &sr;
 	if (du_send_env(fd, &env) == 0 && du_recv(fd, 5000, &rep) == 1 &&
 	    rep->body_case == AGXQ__ENVELOPE__BODY_STATS)
-		pid = (pid_t)rep->stats->pid;
+		pid = (pid_t)(worker ? rep->stats->worker_pid :
+		    rep->stats->pid);
 	codec_envelope_free(rep);
 	close(fd);
-	return pid;
+	return pid > 0 ? pid : -1;
+}
+
+/* Asks the daemon for its (supervisor's) pid through Stats. */
+pid_t
+du_daemon_pid(const char *sock)
+{
+	return du_stats_pid(sock, 0);
+}
+
+/* Asks the daemon for its serving worker's pid through Stats. */
+pid_t
+du_worker_pid(const char *sock)
+{
+	return du_stats_pid(sock, 1);
 }
 
 /* Counts the threads listed in /proc/pid/task. */

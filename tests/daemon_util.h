@@ -63,8 +63,17 @@ int du_start(struct du_daemon *d, const char *const *extra);
  */
 int du_restart(struct du_daemon *d, const char *const *extra);
 
-/* Reads the daemon's pid through a Stats request; -1 on failure. */
+/*
+ * Reads the daemon's pid (the supervisor: the process `agxqd stop`
+ * signals) through a Stats request; -1 on failure.
+ */
 pid_t du_daemon_pid(const char *sock);
+
+/*
+ * Reads the pid of the daemon's serving worker (Stats worker_pid: the
+ * process that holds the device, connections and models); -1 on failure.
+ */
+pid_t du_worker_pid(const char *sock);
 
 /* Returns 1 when pid runs: exists, and is not a zombie with all its threads gone. */
 int du_alive(pid_t pid);

@@ -2,10 +2,10 @@
  * agxq-soak: a bounded soak of agxqd. N clients (each its own connection;
  * threads spread over several processes) send requests to all three
  * reference models for a given time, sync and async, and check every result
- * against direct mode. Meanwhile the daemon's resident memory is sampled
- * every second. Prints a summary; exits 1 on any lost request (a callback
- * that never fired), wrong result, failed request, or RSS growth after the
- * warm-up beyond the threshold.
+ * against direct mode. Meanwhile the resident memory of the daemon's
+ * serving worker is sampled every second. Prints a summary; exits 1 on any
+ * lost request (a callback that never fired), wrong result, failed request,
+ * a replaced worker, or RSS growth after the warm-up beyond the threshold.
  *
  *	agxq-soak [--seconds 60] [--clients 64] [--procs 4] [--warmup s]
  *	    [--rss-growth-mb 32] [--transformer-every 100]
@@ -415,7 +415,7 @@ main(int argc, char **argv)
 	struct soak_world w;
 	struct du_daemon d;
 	struct soak_counts sum;
-	pid_t kids[SOAK_MAX_PROCS], dpid;
+	pid_t kids[SOAK_MAX_PROCS], dpid, wpid = -1;
 	int pipes[SOAK_MAX_PROCS][2], nkids = 0, id = 0, bad = 0;
 	long rss_first = -1, rss_warm = -1, rss_last = -1, rss_max = -1;
 	uint64_t t0, next;
@@ -435,7 +435,8 @@ main(int argc, char **argv)
 		w.sock = o.socket;
 		dpid = du_daemon_pid(o.socket);
 	}
-	if (dpid <= 0) {
+	/* RSS is the serving worker's; dpid (the supervisor) only watches it. */
+	if (dpid <= 0 || (wpid = du_worker_pid(w.sock)) <= 0) {
 		printf("agxq-soak: cannot find the daemon\n");
 		bad = 1;
 		goto out;
@@ -447,8 +448,8 @@ main(int argc, char **argv)
 	}
 	w.transformer_every = o.transformer_every;
 	printf("agxq-soak: %d clients in %d processes for %d s (warm-up %d s), "
-	    "daemon pid %d\n", o.clients, o.procs, o.seconds, o.warmup,
-	    (int)dpid);
+	    "daemon pid %d, worker pid %d\n", o.clients, o.procs, o.seconds,
+	    o.warmup, (int)dpid, (int)wpid);
 	t0 = du_now_ms();
 	w.deadline_ms = t0 + (uint64_t)o.seconds * 1000;
 	fflush(stdout);
@@ -503,7 +504,7 @@ main(int argc, char **argv)
 			continue;
 		}
 		if (now >= next) {
-			long rss = du_rss_kb(dpid);
+			long rss = du_rss_kb(wpid);
 			uint64_t s = (now - t0) / 1000;
 
 			if (rss_first < 0)
@@ -539,6 +540,11 @@ main(int argc, char **argv)
 		bad = 1;
 	if (o.socket == NULL && !du_alive(dpid)) {
 		printf("agxq-soak: the daemon died\n");
+		bad = 1;
+	}
+	if (!du_alive(wpid) || du_worker_pid(w.sock) != wpid) {
+		printf("agxq-soak: the daemon's worker %d died and was "
+		    "replaced\n", (int)wpid);
 		bad = 1;
 	}
 out:

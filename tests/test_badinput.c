@@ -21,6 +21,7 @@
 
 /* The daemon and the well-behaved client every case checks afterwards. */
 static struct du_daemon daemon_;
+static pid_t worker_;            /* the serving process; must not change */
 static agxq_client *good;
 static agxq_model *good_model;
 static struct du_io good_io;
@@ -566,7 +567,8 @@ setup(void)
 	agxq_graph *g = NULL;
 	int rc = -1;
 
-	if (du_start(&daemon_, extra) != 0)
+	if (du_start(&daemon_, extra) != 0 ||
+	    (worker_ = du_worker_pid(daemon_.sock)) <= 0)
 		return -1;
 	if (agxq_reference_build(AGXQ_REF_LINEAR, 42, &g) != 0 ||
 	    agxq_direct_open("cpu", 0, &d) != 0 ||
@@ -584,11 +586,14 @@ out:
 	return rc;
 }
 
-/* After each case: fails it, and stops the run, when the daemon died. */
+/*
+ * After each case: fails it, and stops the run, when the daemon died (or
+ * its worker did: the supervisor would replace a crashed one).
+ */
 static int
 daemon_check(void)
 {
-	if (du_alive(daemon_.pid))
+	if (du_alive(daemon_.pid) && du_alive(worker_))
 		return 0;
 	printf("  %s: the daemon died\n", testlib_current);
 	testlib_failed = 1;

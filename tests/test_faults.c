@@ -337,6 +337,7 @@ t_sigkill_clients(void)
 	unsigned int seed = 12345;
 	long rss0, rss = -1, rss_max = 0;
 	int nth = 0, fd0, fds = -1, rounds = 0, kills = 0;
+	pid_t wpid = -1;
 	uint64_t t0;
 
 	memset(&d, 0, sizeof d);
@@ -363,8 +364,10 @@ t_sigkill_clients(void)
 		CHECK(kill_round(&w, 4, &seed) == 0);
 	usleep(300000);
 	CHECK(daemon_models(g[0].c) == 3);
-	CHECK((rss0 = du_rss_kb(d.pid)) > 0);
-	CHECK((fd0 = du_fd_count(d.pid)) > 0);
+	/* The worker serves (and holds connections); d.pid only supervises. */
+	CHECK((wpid = du_worker_pid(d.sock)) > 0);
+	CHECK((rss0 = du_rss_kb(wpid)) > 0);
+	CHECK((fd0 = du_fd_count(wpid)) > 0);
 
 	t0 = du_now_ms();
 	while (du_now_ms() - t0 < KILL_MS) {
@@ -373,10 +376,11 @@ t_sigkill_clients(void)
 		CHECK(kill_round(&w, 4, &seed) == 0);
 		rounds++;
 		kills += 4;
-		if ((r = du_rss_kb(d.pid)) > rss_max)
+		if ((r = du_rss_kb(wpid)) > rss_max)
 			rss_max = r;
 	}
 	CHECK(du_alive(d.pid));
+	CHECK(du_alive(wpid));
 	atomic_store(&stop, 1);
 	for (; nth > 0; nth--)
 		pthread_join(th[nth - 1], NULL);
@@ -385,8 +389,8 @@ t_sigkill_clients(void)
 	t0 = du_now_ms();
 	do {
 		usleep(100000);
-		fds = du_fd_count(d.pid);
-		rss = du_rss_kb(d.pid);
+		fds = du_fd_count(wpid);
+		rss = du_rss_kb(wpid);
 	} while ((fds != fd0 || rss > rss0 + RSS_MARGIN_KB(rss0)) &&
 	    du_now_ms() - t0 < 5000);
 	printf("  %d rounds, %d clients killed; good clients: %d+%d sent, "
@@ -403,6 +407,8 @@ t_sigkill_clients(void)
 	CHECK(fds == fd0);
 	CHECK(SANITIZED || rss <= rss0 + RSS_MARGIN_KB(rss0));
 	CHECK(daemon_models(g[0].c) == 3);
+	/* Not a replaced worker: the killed clients must not crash it. */
+	CHECK(du_worker_pid(d.sock) == wpid);
 out:
 	atomic_store(&stop, 1);
 	for (; nth > 0; nth--)

@@ -28,6 +28,7 @@
 #define MEMFD_NAME "agxq-test"
 
 static struct du_daemon daemon_;
+static pid_t worker_;            /* the process that maps and serves */
 static agxq_client *good;        /* an unrelated client, checked after each case */
 static agxq_model *good_model;
 
@@ -35,7 +36,7 @@ static agxq_model *good_model;
 static int
 daemon_fds(void)
 {
-	return du_fd_count(daemon_.pid);
+	return du_fd_count(worker_);
 }
 
 /* Counts the daemon's mappings whose line contains needle. */
@@ -46,7 +47,7 @@ daemon_maps(const char *needle)
 	FILE *f;
 	int n = 0;
 
-	snprintf(path, sizeof path, "/proc/%d/maps", (int)daemon_.pid);
+	snprintf(path, sizeof path, "/proc/%d/maps", (int)worker_);
 	if ((f = fopen(path, "r")) == NULL)
 		return -1;
 	while (fgets(line, sizeof line, f) != NULL) {
@@ -762,8 +763,10 @@ main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	du_watchdog(90);
-	if (du_start(&daemon_, NULL) != 0) {
+	if (du_start(&daemon_, NULL) != 0 ||
+	    (worker_ = du_worker_pid(daemon_.sock)) <= 0) {
 		printf("FAIL cannot start agxqd\n");
+		du_cleanup(&daemon_);
 		return 1;
 	}
 	setenv("AGXQ_SHM_THRESHOLD", "0", 1);

@@ -51,7 +51,8 @@ extern "C" {
 #define AGXQ_EUNSUPPORTED (-18) /* not supported here */
 #define AGXQ_EINTERNAL (-19)    /* internal error */
 #define AGXQ_EPERM (-20)        /* not allowed to connect or to use this */
-#define AGXQ_ERRNO_MAX 20
+#define AGXQ_EAGAIN (-21)       /* not run: agxqd is resetting its device; safe to retry */
+#define AGXQ_ERRNO_MAX 21
 
 /* Returns a static description of an AGXQ_E* code. */
 AGXQ_EXTERN const char *agxq_strerror(int code);
@@ -188,6 +189,16 @@ typedef struct agxq_model agxq_model;
  * keep their mappings. AGXQ_RECONNECT=0 in the environment at connect time
  * turns reconnecting off: once lost, every call fails with
  * AGXQ_EDISCONNECTED.
+ *
+ * Device resets: when agxqd's device fails beyond repair in its process (a
+ * sticky GPU fault), agxqd replaces the process that drives it. Requests in
+ * the batches that hit the fault fail with AGXQ_EBACKEND; every other
+ * request that was sent but not run completes with AGXQ_EAGAIN, also those
+ * the daemon had not read yet when it closed the connection. agxq_infer
+ * sends such a request again by itself (after reconnecting as above) for
+ * up to $AGXQ_RETRY_MS milliseconds (default 10000; 0: never), so a
+ * synchronous caller sees a result or AGXQ_EBACKEND; async callbacks get
+ * AGXQ_EAGAIN and may resubmit.
  */
 AGXQ_EXTERN int agxq_connect(const char *socket_path, agxq_client **out);
 /*

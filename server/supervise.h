@@ -1,0 +1,37 @@
+/*
+ * supervise: agxqd's outer process. It takes the lock file and the listening
+ * socket, then keeps one worker process serving on that socket and replaces
+ * it when it ends abnormally: a worker whose device was lost beyond repair
+ * in its own process (a sticky GPU fault) exits with SUPERVISE_EXIT_LOST,
+ * and one that crashes dies of a signal. The socket stays open throughout,
+ * so clients reconnect to the same path and the daemon's pid never changes.
+ */
+#ifndef AGXQ_SUPERVISE_H
+#define AGXQ_SUPERVISE_H
+
+#include <sys/types.h>
+
+/* A worker's exit status after its device was lost. */
+#define SUPERVISE_EXIT_LOST 75
+
+/* Worker starts allowed within SUPERVISE_WINDOW_S seconds by default. */
+#define SUPERVISE_MAX_RESTARTS 10
+#define SUPERVISE_WINDOW_S 60
+
+/*
+ * Runs a worker in the child: serve on listen_fd and write "OK" to
+ * notify_fd once serving (or the reason it cannot); returns the exit
+ * status (0 when stopped, SUPERVISE_EXIT_LOST).
+ */
+typedef int (*supervise_worker_fn)(int listen_fd, int notify_fd);
+
+/*
+ * Takes the lock and the socket at config.socket_path, then runs workers
+ * until one stops cleanly, SIGTERM/SIGINT arrive (they are forwarded), or
+ * more than config.max_restarts workers start within SUPERVISE_WINDOW_S.
+ * ready_fd, when >= 0, receives "OK" once the first worker serves, or the
+ * error. Returns the exit status for the process.
+ */
+int supervise_run(int ready_fd, supervise_worker_fn worker);
+
+#endif
