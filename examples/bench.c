@@ -11,7 +11,7 @@
  *       [--modes threads,processes] [--backend cpu|cuda] [--agxqd PATH]
  *       [--window-ms N] [--warmup-ms N] [--max-windows N] [--csv FILE]
  *       [--svg FILE] [--md FILE] [--quick] [--probe-only] [--no-probe]
- *       [--max-batch N] [--max-delay-us N]
+ *       [--max-batch N] [--max-delay-us N] [--kinds naive,tuned,proxy]
  *
  * Progress goes to stderr, the markdown table to stdout. Exits 1 when any
  * request failed or agxqd could not be started.
@@ -35,6 +35,7 @@ struct bench_opts {
 	int models[3], nmodels;
 	int clients[BENCH_MAX_CLIENTS], nclients;
 	int modes[BENCH_NMODES], nmodes;
+	int kinds[BENCH_NKINDS], nkinds;
 	const char *backend;
 	char *agxqd;
 	struct bench_timing tm;
@@ -100,7 +101,7 @@ bench_usage(FILE *f)
 "                  [--agxqd PATH] [--window-ms N] [--warmup-ms N]\n"
 "                  [--max-windows N] [--csv FILE] [--svg FILE] [--md FILE]\n"
 "                  [--quick] [--probe-only] [--no-probe] [--max-batch N]\n"
-"                  [--max-delay-us N]\n");
+"                  [--max-delay-us N] [--kinds naive,tuned,proxy]\n");
 }
 
 /* Parses a decimal in [lo, hi]; -1 when invalid. */
@@ -171,6 +172,32 @@ bench_parse_mode(const char *s)
 	return -1;
 }
 
+/* One element of --kinds. */
+static int
+bench_parse_kind(const char *s)
+{
+	if (strcmp(s, "naive") == 0)
+		return BENCH_NAIVE;
+	if (strcmp(s, "tuned") == 0)
+		return BENCH_TUNED;
+	if (strcmp(s, "proxy") == 0)
+		return BENCH_PROXY;
+	return -1;
+}
+
+/* Whether --kinds asks for kind k (all kinds when not given). */
+static int
+bench_wants_kind(const struct bench_opts *o, int k)
+{
+	if (o->nkinds == 0)
+		return 1;
+	for (int i = 0; i < o->nkinds; i++) {
+		if (o->kinds[i] == k)
+			return 1;
+	}
+	return 0;
+}
+
 /* Parses argv into o; 0, or -1 after printing why. */
 static int
 bench_parse(int argc, char **argv, struct bench_opts *o)
@@ -211,6 +238,9 @@ bench_parse(int argc, char **argv, struct bench_opts *o)
 			bad = (o->nmodes = bench_parse_list(v, o->modes,
 			    BENCH_NMODES, bench_parse_mode)) < 0;
 			modes_set = 1;
+		} else if (strcmp(a, "--kinds") == 0) {
+			bad = (o->nkinds = bench_parse_list(v, o->kinds,
+			    BENCH_NKINDS, bench_parse_kind)) < 0;
 		} else if (strcmp(a, "--backend") == 0) {
 			o->backend = v;
 			bad = strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0;
@@ -300,8 +330,9 @@ bench_plan(const struct bench_opts *o, struct bench_result *r)
 			for (int c = 0; c < o->nclients; c++) {
 				for (int k = 0; k < BENCH_NKINDS; k++) {
 					/* BLAS threads only tune the cpu backend */
-					if (k == BENCH_TUNED &&
-					    strcmp(o->backend, "cpu") != 0)
+					if ((k == BENCH_TUNED &&
+					    strcmp(o->backend, "cpu") != 0) ||
+					    !bench_wants_kind(o, k))
 						continue;
 					bench_plan_add(r, &n, o->models[mi],
 					    o->modes[m], k, o->clients[c]);
@@ -310,9 +341,11 @@ bench_plan(const struct bench_opts *o, struct bench_result *r)
 		}
 		if (o->quick && o->nmodes == 1 &&
 		    o->models[mi] == AGXQ_REF_MLP) {
-			for (int k = 0; k < BENCH_NKINDS; k++)
-				bench_plan_add(r, &n, o->models[mi],
-				    BENCH_PROCESSES, k, 2);
+			for (int k = 0; k < BENCH_NKINDS; k++) {
+				if (bench_wants_kind(o, k))
+					bench_plan_add(r, &n, o->models[mi],
+					    BENCH_PROCESSES, k, 2);
+			}
 		}
 	}
 	return n;

@@ -241,6 +241,13 @@ cuda_check_broken(struct cuda_state *st, char **cause)
 	return -1;
 }
 
+/* 0 after a sticky error: the executor must reopen the backend. */
+static int
+cuda_healthy(void *state)
+{
+	return !((struct cuda_state *)state)->broken;
+}
+
 /* Destroys a graph slot's executable graph and forgets it. */
 static void
 cuda_slot_clear(struct cuda_graph_slot *s)
@@ -1398,6 +1405,7 @@ const struct backend_ops backend_cuda_ops = {
 	.model_free = cuda_model_free,
 	.run = cuda_run,
 	.slots = CUDA_SLOTS,
+	.healthy = cuda_healthy,
 	.submit = cuda_submit,
 	.finish = cuda_finish,
 	.poll = cuda_poll,

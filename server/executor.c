@@ -681,6 +681,9 @@ executor_main(void *arg)
 	char *cause = NULL;
 	int rc;
 
+#ifdef __linux__
+	pthread_setname_np(pthread_self(), "agxqd-exec"); /* for top -H */
+#endif
 	rc = engine_open(ex->cfg.backend, ex->cfg.device, ENGINE_OWNER_ABORT,
 	    &ex->engine, &cause);
 	if (rc == 0 && executor_make_slots(ex) != 0) {

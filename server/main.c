@@ -155,7 +155,7 @@ run_worker(int listen_fd, int notify_fd)
 	}
 	(void)!write(notify_fd, "OK", 2);
 	close(notify_fd);
-	event_base_dispatch(base);
+	server_run(srv);
 	rc = server_exit_code(srv);
 	server_free(srv);
 	event_base_free(base);

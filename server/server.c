@@ -47,6 +47,7 @@ struct server {
 	uint32_t shm_regions;         /* regions mapped, all connections */
 	uint64_t shm_bytes;           /* and their bytes */
 	uint64_t started_ns;
+	uint32_t spin_us;             /* the loop polls this long after traffic */
 	int shutting_down;
 	int exit_code;                /* 0, or SUPERVISE_EXIT_LOST */
 	int finished;
@@ -1044,6 +1045,34 @@ server_device_lost(void *arg)
 	    "not run: agxqd is resetting the device; safe to retry", 1);
 }
 
+/*
+ * Runs the loop until it exits. With spin_us set (cores to spare), after
+ * each frame in or out it polls for events without sleeping for spin_us,
+ * so the next request, or the executor's next completion, is taken without
+ * a wake-up from the kernel (10-20 us on a VM; measured in docs/GPU.md).
+ */
+void
+server_run(struct server *srv)
+{
+	struct event_base *base = srv->base;
+	uint64_t seen = 0, now, until = 0;
+
+	if (srv->spin_us == 0) {
+		event_base_dispatch(base);
+		return;
+	}
+	while (!event_base_got_exit(base) && !event_base_got_break(base)) {
+		now = request_now_ns();
+		if (event_base_loop(base, now < until ? EVLOOP_NONBLOCK :
+		    EVLOOP_ONCE) != 0)
+			break;
+		if (srv->ctr.frames_in + srv->ctr.frames_out != seen) {
+			seen = srv->ctr.frames_in + srv->ctr.frames_out;
+			until = request_now_ns() + (uint64_t)srv->spin_us * 1000;
+		}
+	}
+}
+
 /* The worker's exit status once the loop has exited. */
 int
 server_exit_code(const struct server *srv)
@@ -1097,6 +1126,7 @@ server_new(struct event_base *base, int listen_fd, struct server **out,
 		xc.spin_us = (uint32_t)config.spin_us;
 	else
 		xc.spin_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 50 : 0;
+	srv->spin_us = xc.spin_us;
 	xc.batch.max_batch = config.max_batch;
 	xc.batch.max_delay_us = config.max_delay_us;
 	xc.batch.max_queue = config.max_queue;

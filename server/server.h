@@ -29,6 +29,9 @@ struct server_counters {
 int server_new(struct event_base *base, int listen_fd, struct server **out,
     char **cause);
 
+/* Runs the event loop until the server stops (polling briefly when idle). */
+void server_run(struct server *srv);
+
 /*
  * After the loop has exited: 0 when stopped, SUPERVISE_EXIT_LOST when the
  * device was lost and a new worker must take over.
