@@ -67,6 +67,7 @@
 #define CLIENT_RECONNECT_MS 100      /* least time between reconnects */
 #define CLIENT_RETRY_MS 10000        /* AGXQ_RETRY_MS default */
 #define CLIENT_RETRY_PAUSE_MS 100    /* longest pause between retries */
+#define CLIENT_BROKEN 1              /* client_send: the write failed */
 
 enum client_wait {
 	CLIENT_SYNC,
@@ -154,6 +155,7 @@ struct agxq_client {
 	int reconnect;                 /* AGXQ_RECONNECT is not 0 */
 	int64_t retry_ms;              /* AGXQ_RETRY_MS: resend AGXQ_EAGAIN this long */
 	atomic_int goaway;             /* the daemon said nothing more will run */
+	atomic_uint goaway_gen;        /* the last connection that said so */
 	atomic_uint gen;               /* connection number; mu and send_mu */
 	pthread_mutex_t conn_mu;       /* one reconnect at a time */
 	int64_t last_try_ms;           /* last attempt; conn_mu */
@@ -308,9 +310,12 @@ client_write(int fd, const uint8_t *frame, size_t len, int pass_fd)
 /*
  * Writes a whole frame under the send mutex, if the connection is still
  * number gen: a frame made for an earlier connection (its model ids and
- * shared memory belong to that one) is never sent on a later one. A failed
- * write leaves the stream broken mid-frame, so the socket is shut down and
- * the reader fails everything.
+ * shared memory belong to that one) is never sent on a later one: that
+ * returns AGXQ_EDISCONNECTED, or AGXQ_EAGAIN when the daemon said it would
+ * run nothing more on it. A failed write returns CLIENT_BROKEN: the request
+ * stays pending: the write left the stream broken mid-frame, so the
+ * socket is shut down and the reader, at the end of the stream, fails
+ * everything pending.
  */
 static int
 client_send(agxq_client *c, unsigned gen, const uint8_t *frame, size_t len,
@@ -319,13 +324,15 @@ client_send(agxq_client *c, unsigned gen, const uint8_t *frame, size_t len,
 	int rc = 0;
 
 	if (atomic_load(&c->dead))
-		return AGXQ_EDISCONNECTED;
+		return atomic_load(&c->goaway) ? AGXQ_EAGAIN :
+		    AGXQ_EDISCONNECTED;
 	pthread_mutex_lock(&c->send_mu);
 	if (atomic_load(&c->gen) != gen || c->fd < 0)
-		rc = AGXQ_EDISCONNECTED;
+		rc = atomic_load(&c->goaway_gen) == gen ? AGXQ_EAGAIN :
+		    AGXQ_EDISCONNECTED;
 	else if (client_write(c->fd, frame, len, pass_fd) != 0) {
 		shutdown(c->fd, SHUT_RDWR);
-		rc = AGXQ_EDISCONNECTED;
+		rc = CLIENT_BROKEN;
 	}
 	pthread_mutex_unlock(&c->send_mu);
 	return rc;
@@ -417,7 +424,9 @@ client_call_frame(agxq_client *c, unsigned gen, uint8_t *frame, size_t len,
 	rc = client_send(c, gen, frame, len, pass_fd);
 	free(frame);
 
-	if (rc == 0)
+	if (rc == CLIENT_BROKEN)
+		rc = 0;           /* the reader fails it at the end of the stream */
+	else if (rc == 0)
 		client_spin(c, &p);
 	pthread_mutex_lock(&c->mu);
 	if (rc != 0 && client_pending_take(c, id) != NULL) {
@@ -756,8 +765,10 @@ client_dispatch(agxq_client *c, Agxq__Envelope *env)
 	 */
 	if ((id = client_reply_id(env)) == 0) {
 		if (env->body_case == AGXQ__ENVELOPE__BODY_ERROR &&
-		    env->error->code == AGXQ__ERROR_CODE__ERR_AGAIN)
+		    env->error->code == AGXQ__ERROR_CODE__ERR_AGAIN) {
+			atomic_store(&c->goaway_gen, atomic_load(&c->gen));
 			atomic_store(&c->goaway, 1);
+		}
 		codec_envelope_free(env);
 		return;
 	}
@@ -1169,7 +1180,9 @@ client_reload(agxq_client *c, int fd, agxq_model *m)
  * connects and shakes hands again, loads every open model handle again and
  * gives it its new id, turns shared memory off (the pool's regions were
  * registered with the old connection) and starts a new reader. At most one
- * attempt per CLIENT_RECONNECT_MS. Returns 0 or AGXQ_EDISCONNECTED.
+ * attempt per CLIENT_RECONNECT_MS. Returns 0 or AGXQ_EDISCONNECTED; after
+ * the daemon's ERR_AGAIN notice (goaway), AGXQ_EAGAIN while it is not back
+ * yet, or AGXQ_ECONNECT when nothing listens any more.
  */
 static int
 client_reconnect(agxq_client *c)
@@ -1177,7 +1190,8 @@ client_reconnect(agxq_client *c)
 	char *backend = NULL, *version = NULL;
 	agxq_model *m;
 	int64_t now;
-	int fd = -1, rc = AGXQ_EDISCONNECTED;
+	int fd = -1, goaway = atomic_load(&c->goaway);
+	int rc = goaway ? AGXQ_EAGAIN : AGXQ_EDISCONNECTED;
 
 	pthread_mutex_lock(&c->conn_mu);
 	if (!atomic_load(&c->dead)) {
@@ -1203,8 +1217,12 @@ client_reconnect(agxq_client *c)
 	pthread_mutex_unlock(&c->send_mu);
 
 	c->rb.off = c->rb.len = 0;
-	if (client_open(c->path, &fd) != 0)
+	if (client_open(c->path, &fd) != 0) {
+		/* Told to retry, but nothing listens: agxqd gave up. */
+		if (goaway)
+			rc = AGXQ_ECONNECT;
 		goto out;
+	}
 	if (client_handshake(c, fd, &backend, &version) != 0)
 		goto fail_close;
 	free(backend);
@@ -1255,10 +1273,13 @@ out:
 static int
 client_ready(agxq_client *c, unsigned *gen)
 {
+	int rc;
+
 	if (atomic_load(&c->dead)) {
-		if (!c->reconnect || client_on_reader(c) ||
-		    client_reconnect(c) != 0)
+		if (!c->reconnect || client_on_reader(c))
 			return AGXQ_EDISCONNECTED;
+		if ((rc = client_reconnect(c)) != 0)
+			return rc;
 	}
 	*gen = atomic_load(&c->gen);
 	return 0;
@@ -1285,6 +1306,7 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	atomic_init(&c->dead, 0);
 	atomic_init(&c->next_id, 1);
 	atomic_init(&c->gen, 1);
+	atomic_init(&c->goaway_gen, 0); /* gen starts at 1: matches none */
 	atomic_init(&c->reader_started, 0);
 	env = getenv("AGXQ_RECONNECT");
 	c->reconnect = env == NULL || strcmp(env, "0") != 0;
@@ -1698,9 +1720,10 @@ agxq_infer_async(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	/*
 	 * If the send failed but the reader already took p (it saw the
 	 * connection drop), the callback has fired or will: report success
-	 * so that it fires exactly once.
+	 * so that it fires exactly once. A broken write leaves p to the
+	 * reader, which completes it at the end of the stream.
 	 */
-	if (rc != 0 && client_pending_cancel(c, p))
+	if (rc != 0 && rc != CLIENT_BROKEN && client_pending_cancel(c, p))
 		goto fail_free_pending;
 	return 0;
 

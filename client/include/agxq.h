@@ -198,7 +198,9 @@ typedef struct agxq_model agxq_model;
  * sends such a request again by itself (after reconnecting as above) for
  * up to $AGXQ_RETRY_MS milliseconds (default 10000; 0: never), so a
  * synchronous caller sees a result or AGXQ_EBACKEND; async callbacks get
- * AGXQ_EAGAIN and may resubmit.
+ * AGXQ_EAGAIN and may resubmit. Calls made while the new daemon process is
+ * not serving yet return AGXQ_EAGAIN; if agxqd gives up (more device resets
+ * than its --max-restarts), they return AGXQ_ECONNECT.
  */
 AGXQ_EXTERN int agxq_connect(const char *socket_path, agxq_client **out);
 /*
