@@ -2,13 +2,15 @@
 # gpu_ab.sh: two agxqd builds side by side on the same GPU in one run, and
 # where the daemon's time goes. For each agxqd binary given, runs
 # agxq-bench --backend cuda (client processes, 1 and 8 clients, the three
-# reference models) and, for the last binary, samples each agxqd thread's
-# CPU use while 8 client processes drive the linear model.
+# reference models) and, for the last binary, samples the busy time of the
+# daemon's loop thread and executor while 8 client processes drive each
+# model.
 #
 #   BUILD=build-gpu-carry scripts/gpu_ab.sh OUTDIR AGXQD_A [AGXQD_B ...]
 #
-# AB_BENCH=0 skips the side-by-side benches; THREAD_MODELS picks the models
-# of the thread sampling (default "linear mlp").
+# AB_BENCH=0 skips the side-by-side benches; BUSY_MODELS picks the models
+# of the busy-time sampling (default "linear mlp transformer"), which uses
+# the last binary given.
 set -u
 out=$1
 shift
@@ -27,22 +29,35 @@ for d in "$@"; do
 	    tail -n 40 >> "$out/ab$n.txt"
 done
 
-# Thread CPU of the daemon's processes under 8 client processes, per model.
-: > "$out/threads.txt"
-for m in ${THREAD_MODELS:-linear mlp}; do
-	echo "== per-thread CPU, $m, 8 processes, $d" >> "$out/threads.txt"
+# Where the daemon's time goes under 8 client processes, per model: the
+# loop thread's and the executor's busy time (agxqd status) over 2 s.
+: > "$out/busy.txt"
+for m in ${BUSY_MODELS:-linear mlp transformer}; do
 	timeout 60 "$b/examples/agxq-bench" --backend cuda --agxqd "$d" \
 	    --models $m --modes processes --clients 8 --window-ms 2000 \
 	    --warmup-ms 500 --max-windows 3 --no-probe --kinds proxy \
-	    > "$out/threads-$m.md" 2>&1 &
+	    > "$out/busy-$m.md" 2> "$out/busy-$m.err" &
 	bench=$!
 	sleep 2
-	for p in $(pgrep -x agxqd) $(pgrep -f "agxq-bench --worker" | head -1); do
-		sh scripts/thread_cpu.sh "$p" 2 > "$out/tc.$p" 2>&1 &
-	done
+	sock=$(sed -n 's/.* on \(.*\); .* measurements.*/\1/p' "$out/busy-$m.err")
+	"$d" status --socket "$sock" --json > "$out/s1.json"
+	sleep 2
+	"$d" status --socket "$sock" --json > "$out/s2.json"
 	wait $bench
-	cat "$out"/tc.* >> "$out/threads.txt"
-	grep -E "^\| 8 " "$out/threads-$m.md" >> "$out/threads.txt"
-	rm -f "$out"/tc.* "$out/threads-$m.md"
+	python3 - "$m" "$out/s1.json" "$out/s2.json" >> "$out/busy.txt" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[2:4])
+dt = b["uptime_us"] - a["uptime_us"]
+req = sum(m["requests"] for m in b["models"]) - sum(m["requests"] for m in a["models"])
+bat = sum(m["batches"] for m in b["models"]) - sum(m["batches"] for m in a["models"])
+print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
+      "executor busy %5.1f%%, per request: loop %.1f us, executor %.1f us" % (
+      sys.argv[1], req * 1e6 / dt, req / max(bat, 1),
+      100.0 * (b["loop_busy_us"] - a["loop_busy_us"]) / dt,
+      100.0 * (b["executor_busy_us"] - a["executor_busy_us"]) / dt,
+      (b["loop_busy_us"] - a["loop_busy_us"]) / max(req, 1),
+      (b["executor_busy_us"] - a["executor_busy_us"]) / max(req, 1)))
+PY
+	rm -f "$out/s1.json" "$out/s2.json" "$out/busy-$m.err"
 done
-cat "$out/threads.txt"
+cat "$out/busy.txt"

@@ -588,6 +588,8 @@ static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	struct server_counters *ctr = server_counters(c->srv);
+	uint64_t t0 = request_now_ns();
 	size_t partial;
 	int rc, err = 0;
 
@@ -652,6 +654,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	conn_read_start(c);
 out:
 	conn_unref(c);
+	ctr->busy_ns += request_now_ns() - t0;
 }
 
 /* Output drained below the low watermark. */

@@ -230,6 +230,11 @@ ctl_print_table(const Agxq__Stats *st)
 	    " off the executor thread)\n", st->max_batch, st->max_delay_us,
 	    st->frames_in, st->frames_out, st->backend_calls,
 	    st->backend_foreign_calls);
+	if (st->uptime_us > 0)
+		printf("busy since the worker started: loop thread %.1f%%, "
+		    "executor %.1f%%\n", 100.0 * (double)st->loop_busy_us /
+		    (double)st->uptime_us, 100.0 * (double)st->executor_busy_us /
+		    (double)st->uptime_us);
 	if (st->n_models == 0) {
 		printf("no models loaded\n");
 		return;

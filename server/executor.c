@@ -57,6 +57,7 @@ struct executor {
 	int waiting;                 /* under lock: the executor sleeps on cond */
 	int lost;                    /* under lock: the device is gone for good */
 	atomic_uint work_seq;        /* bumped (under lock) by each submission */
+	atomic_uint_fast64_t busy_ns; /* staging, launching, encoding, posting */
 	char *start_cause;
 
 	struct event *done_ev;       /* loop thread */
@@ -69,6 +70,7 @@ struct executor {
 	struct xslot *slots;         /* nslots, used as a ring */
 	uint32_t nslots, head, inflight;
 	int check_health;            /* a batch failed: is the device still there? */
+	uint64_t finish_ns;          /* time the last engine_finish took */
 	int cpu_cap;                 /* cpu backend: most BLAS threads; 0: not cpu */
 	int cpu_now;                 /* cpu backend: BLAS threads set now */
 	uint32_t nout_cap;           /* reply encoding scratch */
@@ -369,8 +371,11 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 	uint32_t row = 0, timeouts = 0, errors = 0;
 	uint64_t t1, exec_us;
 	char *cause = NULL;
+	uint64_t tf = request_now_ns();
+	int frc = x->failed ? 0 : engine_finish(ex->engine, x->ticket, &cause);
 
-	if (!x->failed && engine_finish(ex->engine, x->ticket, &cause) != 0) {
+	ex->finish_ns = request_now_ns() - tf;
+	if (frc != 0) {
 		log_warn("model %s: batch of %u rows failed: %s", m->name,
 		    b->rows, cause);
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
@@ -424,6 +429,7 @@ executor_retire_oldest(struct executor *ex)
 {
 	struct xslot *x = &ex->slots[ex->head];
 	struct request_list out;
+	uint64_t t0 = request_now_ns();
 
 	TAILQ_INIT(&out);
 	executor_end_batch(ex, x);
@@ -433,6 +439,9 @@ executor_retire_oldest(struct executor *ex)
 	ex->head = (ex->head + 1) % ex->nslots;
 	ex->inflight--;
 	executor_post(ex, &out);
+	/* Busy, not waiting: what finish spent on the device is left out. */
+	atomic_fetch_add_explicit(&ex->busy_ns, request_now_ns() - t0 -
+	    ex->finish_ns, memory_order_relaxed);
 }
 
 /* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
@@ -756,10 +765,14 @@ executor_main(void *arg)
 		if (rc == 1) {
 			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
 			    ex->nslots];
+			uint64_t t0;
 
 			ex->inflight++;
 			pthread_mutex_unlock(&ex->lock);
+			t0 = request_now_ns();
 			executor_start_batch(ex, x);
+			atomic_fetch_add_explicit(&ex->busy_ns,
+			    request_now_ns() - t0, memory_order_relaxed);
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}
@@ -1010,6 +1023,13 @@ const char *
 executor_backend(const struct executor *ex)
 {
 	return ex->backend;
+}
+
+/* Time the executor spent working rather than waiting, in nanoseconds. */
+uint64_t
+executor_busy_ns(struct executor *ex)
+{
+	return atomic_load_explicit(&ex->busy_ns, memory_order_relaxed);
 }
 
 /* Backend calls made on the executor thread. */

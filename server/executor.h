@@ -88,4 +88,7 @@ const char *executor_backend(const struct executor *ex);
 uint64_t executor_backend_calls(const struct executor *ex);
 uint64_t executor_foreign_calls(const struct executor *ex);
 
+/* Time the executor spent staging, launching, encoding and posting (ns). */
+uint64_t executor_busy_ns(struct executor *ex);
+
 #endif

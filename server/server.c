@@ -751,6 +751,8 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.backend = (char *)executor_backend(srv->ex);
 	st.pid = config.supervisor_pid;
 	st.worker_pid = getpid();
+	st.loop_busy_us = srv->ctr.busy_ns / 1000;
+	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
 	st.uptime_us = (request_now_ns() - srv->started_ns) / 1000;
 	st.connections = srv->nconns;
@@ -825,6 +827,7 @@ server_done(struct request *r, void *arg)
 {
 	struct server *srv = arg;
 	struct conn *c = r->conn;
+	uint64_t t0 = request_now_ns();
 
 	if (r->kind == REQUEST_LOAD) {
 		server_load_done(srv, r);
@@ -842,6 +845,7 @@ server_done(struct request *r, void *arg)
 	server_model_unref(srv, r->model);
 	conn_unref(c);
 	request_free(r);
+	srv->ctr.busy_ns += request_now_ns() - t0;
 }
 
 /* Told by conn when c's socket has closed: releases what c holds. */

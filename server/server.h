@@ -19,6 +19,7 @@ struct server_counters {
 	uint64_t frames_in, frames_out;
 	uint64_t bytes_in, bytes_out;
 	uint64_t bytes_in_raw, bytes_out_raw;
+	uint64_t busy_ns;             /* loop thread time reading and replying */
 };
 
 /*
