@@ -50,13 +50,17 @@ a, b = (json.load(open(f)) for f in sys.argv[2:4])
 dt = b["uptime_us"] - a["uptime_us"]
 req = sum(m["requests"] for m in b["models"]) - sum(m["requests"] for m in a["models"])
 bat = sum(m["batches"] for m in b["models"]) - sum(m["batches"] for m in a["models"])
+m = max(b["models"], key=lambda x: x["requests"])
 print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
-      "executor busy %5.1f%%, per request: loop %.1f us, executor %.1f us" % (
+      "executor busy %5.1f%% (+%.1f%% blocked in finish), per request: "
+      "loop %.1f us, executor %.1f us; queue p50 %d us, exec p50 %d us" % (
       sys.argv[1], req * 1e6 / dt, req / max(bat, 1),
       100.0 * (b["loop_busy_us"] - a["loop_busy_us"]) / dt,
       100.0 * (b["executor_busy_us"] - a["executor_busy_us"]) / dt,
+      100.0 * (b["executor_wait_us"] - a["executor_wait_us"]) / dt,
       (b["loop_busy_us"] - a["loop_busy_us"]) / max(req, 1),
-      (b["executor_busy_us"] - a["executor_busy_us"]) / max(req, 1)))
+      (b["executor_busy_us"] - a["executor_busy_us"]) / max(req, 1),
+      m["queue_p50_us"], m["exec_p50_us"]))
 PY
 	rm -f "$out/s1.json" "$out/s2.json" "$out/busy-$m.err"
 done

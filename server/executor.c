@@ -58,6 +58,7 @@ struct executor {
 	int lost;                    /* under lock: the device is gone for good */
 	atomic_uint work_seq;        /* bumped (under lock) by each submission */
 	atomic_uint_fast64_t busy_ns; /* staging, launching, encoding, posting */
+	atomic_uint_fast64_t wait_ns; /* in engine_finish: waiting for the device */
 	char *start_cause;
 
 	struct event *done_ev;       /* loop thread */
@@ -442,6 +443,8 @@ executor_retire_oldest(struct executor *ex)
 	/* Busy, not waiting: what finish spent on the device is left out. */
 	atomic_fetch_add_explicit(&ex->busy_ns, request_now_ns() - t0 -
 	    ex->finish_ns, memory_order_relaxed);
+	atomic_fetch_add_explicit(&ex->wait_ns, ex->finish_ns,
+	    memory_order_relaxed);
 }
 
 /* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
@@ -664,7 +667,12 @@ executor_make_slots(struct executor *ex)
 {
 	uint32_t cap = ex->cfg.batch.max_batch > 0 ? ex->cfg.batch.max_batch : 1;
 
+	const char *env = getenv("AGXQ_LANES");
+
 	ex->nslots = (uint32_t)engine_slots(ex->engine);
+	/* Experiment knob: fewer batches in flight, bigger batches. */
+	if (env != NULL && atoi(env) > 0 && (uint32_t)atoi(env) < ex->nslots)
+		ex->nslots = (uint32_t)atoi(env);
 	if ((ex->slots = calloc(ex->nslots, sizeof *ex->slots)) == NULL)
 		return -1;
 	for (uint32_t i = 0; i < ex->nslots; i++) {
@@ -1030,6 +1038,13 @@ uint64_t
 executor_busy_ns(struct executor *ex)
 {
 	return atomic_load_explicit(&ex->busy_ns, memory_order_relaxed);
+}
+
+/* Time the executor spent in finish waiting for the device, in ns. */
+uint64_t
+executor_wait_ns(struct executor *ex)
+{
+	return atomic_load_explicit(&ex->wait_ns, memory_order_relaxed);
 }
 
 /* Backend calls made on the executor thread. */

@@ -91,4 +91,7 @@ uint64_t executor_foreign_calls(const struct executor *ex);
 /* Time the executor spent staging, launching, encoding and posting (ns). */
 uint64_t executor_busy_ns(struct executor *ex);
 
+/* Time the executor spent in finish, waiting for the device (ns). */
+uint64_t executor_wait_ns(struct executor *ex);
+
 #endif

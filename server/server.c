@@ -753,6 +753,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.worker_pid = getpid();
 	st.loop_busy_us = srv->ctr.busy_ns / 1000;
 	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
+	st.executor_wait_us = executor_wait_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
 	st.uptime_us = (request_now_ns() - srv->started_ns) / 1000;
 	st.connections = srv->nconns;

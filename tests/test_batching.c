@@ -489,6 +489,7 @@ t_priority(void)
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
 	agxq_infer_opts hi = { .priority = 10 };
+	int ahead;
 
 	memset(&dd, 0, sizeof dd);
 	memset(&io, 0, sizeof io);
@@ -503,13 +504,21 @@ t_priority(void)
 	for (int i = 0; i < N; i++)
 		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
 		    du_track_arg(&t, i, &io)));
+	/*
+	 * On a loaded machine the daemon may have run some before the last
+	 * one is sent: the urgent request must overtake what is left.
+	 */
+	pthread_mutex_lock(&t.mu);
+	ahead = t.done;
+	pthread_mutex_unlock(&t.mu);
 	CHECK_OK(agxq_infer_async(m, &io.in, 1, &hi, du_track_cb,
 	    du_track_arg(&t, N, &io)));
 	CHECK(du_track_wait(&t, N + 1, 30000) == 0);
 	CHECK(t.ok == N + 1 && t.mismatch == 0 && t.dup == 0);
-	printf("  priority 10 finished as number %d of %d\n", t.slots[N].order,
-	    N + 1);
-	CHECK(t.slots[N].order < N / 2);
+	printf("  priority 10 finished as number %d of %d (%d finished before "
+	    "it was sent)\n", t.slots[N].order, N + 1, ahead);
+	CHECK(ahead < N - 4); /* else there was nothing left to overtake */
+	CHECK(t.slots[N].order - ahead < (N - ahead) / 2);
 out:
 	agxq_model_unload(m);
 	agxq_close(c);
