@@ -65,6 +65,20 @@ struct backend_ops {
 	 * run is over, or failed), 0 while the device still works on it.
 	 */
 	int (*poll)(void *state, void *ticket);
+
+	/*
+	 * Optional with submit, to move each byte once: stage fills in[]
+	 * with the host buffers the next submit of bmodel with these shapes
+	 * reads its inputs from; a caller that gathers a batch there and
+	 * passes the same pointers to submit spares submit its copy (valid
+	 * until that submit). 0, or -1 with *cause. result, after
+	 * finish(ticket), tells where output j of that run lies when submit
+	 * was given out[j] == NULL (finish then copies nothing for it);
+	 * valid until the next submit.
+	 */
+	int (*stage)(void *state, void *bmodel, const struct graph_shape *shapes,
+	    float **in, char **cause);
+	const float *(*result)(void *state, void *ticket, uint32_t j);
 };
 
 extern const struct backend_ops backend_cpu_ops;

@@ -50,7 +50,7 @@
 #define CUDA_PIN_ALIGN 64           /* staging alignment of each tensor */
 #define CUDA_BLAS_WORKSPACE (32u << 20)
 #define CUDA_GRAPH_SLOTS 8          /* cached CUDA graphs per model and lane */
-#define CUDA_SLOTS 4                /* runs in flight */
+#define CUDA_SLOTS 8                /* runs in flight */
 #define CUDA_SPIN_NS 200000         /* finish polls this long, then blocks */
 
 #if CUK_MAX_DIMS < GRAPH_MAX_DIMS
@@ -1273,7 +1273,8 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 	}
 	for (uint32_t i = 0; i < g->ninputs; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
-		if (bytes > 0)
+		/* Gathered there already when the caller used cuda_stage. */
+		if (bytes > 0 && (const char *)in[i] != l->pinned + m->pin_in[i])
 			memcpy(l->pinned + m->pin_in[i], in[i], bytes);
 	}
 
@@ -1373,10 +1374,49 @@ cuda_finish(void *state, void *ticket, char **cause)
 	if (st->broken)
 		return cuda_check_broken(st, cause);
 	for (uint32_t j = 0; j < l->nout; j++)
-		if (l->out_bytes[j] > 0)
+		if (l->out_bytes[j] > 0 && l->out[j] != NULL)
 			memcpy(l->out[j], l->pinned + l->out_off[j],
 			    l->out_bytes[j]);
 	return 0;
+}
+
+/*
+ * Where the next submit of m with these shapes stages its inputs: the next
+ * lane's mapped pinned buffer, grown now if it must be.
+ */
+static int
+cuda_stage(void *state, void *bmodel, const struct graph_shape *shapes,
+    float **in, char **cause)
+{
+	struct cuda_state *st = state;
+	struct cuda_model *m = bmodel;
+	struct cuda_lane *l;
+	size_t arena_need, pinned_need;
+
+	if (cuda_check_broken(st, cause) != 0)
+		return -1;
+	if (st->inflight >= CUDA_SLOTS) {
+		cuda_cause(cause, "cuda: all %d slots are in flight",
+		    CUDA_SLOTS);
+		return -1;
+	}
+	l = &st->lane[(st->head + st->inflight) % CUDA_SLOTS];
+	cuda_layout(m, shapes, &arena_need, &pinned_need);
+	if (cuda_reserve(l, arena_need, pinned_need, cause) != 0)
+		return -1;
+	for (uint32_t i = 0; i < m->g->ninputs; i++)
+		in[i] = (float *)(void *)(l->pinned + m->pin_in[i]);
+	return 0;
+}
+
+/* Output j of a finished run that was submitted with out[j] NULL. */
+static const float *
+cuda_result(void *state, void *ticket, uint32_t j)
+{
+	struct cuda_lane *l = ticket;
+
+	(void)state;
+	return (const float *)(const void *)(l->pinned + l->out_off[j]);
 }
 
 /* Runs the model once: submit, then finish. Nothing else may be in flight. */
@@ -1406,6 +1446,8 @@ const struct backend_ops backend_cuda_ops = {
 	.run = cuda_run,
 	.slots = CUDA_SLOTS,
 	.healthy = cuda_healthy,
+	.stage = cuda_stage,
+	.result = cuda_result,
 	.submit = cuda_submit,
 	.finish = cuda_finish,
 	.poll = cuda_poll,

@@ -314,6 +314,35 @@ engine_submit(struct engine *e, struct engine_model *m,
 	    cause);
 }
 
+/* Where the next submit of m reads its inputs, when the backend says. */
+int
+engine_stage(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, float **in, char **cause)
+{
+	if (e->ops->submit == NULL || e->ops->stage == NULL ||
+	    e->state == NULL)
+		return 0;
+	if (engine_prepare(e, m, in_shapes, "engine_stage", cause) != 0)
+		return -1;
+	return e->ops->stage(e->state, m->bmodel, m->shapes, in, cause) == 0 ?
+	    1 : -1;
+}
+
+/* Whether submit may leave outputs in the backend's staging. */
+int
+engine_has_result(const struct engine *e)
+{
+	return e->ops->submit != NULL && e->ops->result != NULL;
+}
+
+/* Output j of a finished run submitted with out[j] NULL. */
+const float *
+engine_result(struct engine *e, void *ticket, uint32_t j)
+{
+	engine_enter(e, "result");
+	return e->ops->result(e->state, ticket, j);
+}
+
 /* Whether engine_finish(ticket) would return without waiting. */
 int
 engine_poll(struct engine *e, void *ticket)

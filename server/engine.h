@@ -78,6 +78,24 @@ int engine_submit(struct engine *e, struct engine_model *m,
     const struct graph_shape *in_shapes, const float *const *in,
     float *const *out, void **ticket, char **cause);
 
+/*
+ * Where the next engine_submit of m with in_shapes reads input i: fills
+ * in[] and returns 1 (gather the inputs there and pass in[] to submit to
+ * spare a copy), 0 when the backend cannot say (in[] untouched), -1 with
+ * *cause.
+ */
+int engine_stage(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, float **in, char **cause);
+
+/*
+ * Whether submit takes out[j] == NULL, leaving output j where
+ * engine_result says after engine_finish.
+ */
+int engine_has_result(const struct engine *e);
+
+/* After engine_finish(ticket): output j of a run submitted with out[j] NULL. */
+const float *engine_result(struct engine *e, void *ticket, uint32_t j);
+
 /* 1 when engine_finish(ticket) would not wait; 0 while the device works. */
 int engine_poll(struct engine *e, void *ticket);
 

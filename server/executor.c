@@ -31,6 +31,7 @@ struct xslot {
 	const float **in;
 	float **stage_in, **out;
 	size_t *stage_in_cap, *out_cap;
+	float **stage_at;            /* the backend's staging, for gathering */
 	float **dst;                 /* where output j is written: out[j], or
 				        a lone request's shared memory */
 };
@@ -150,7 +151,8 @@ executor_reserve(struct xslot *x, uint32_t nin, uint32_t nout)
 	    executor_array(&x->in, x->nin_cap, nin, sizeof *x->in) ||
 	    executor_array(&x->stage_in, x->nin_cap, nin, sizeof *x->stage_in) ||
 	    executor_array(&x->stage_in_cap, x->nin_cap, nin,
-	    sizeof *x->stage_in_cap))
+	    sizeof *x->stage_in_cap) ||
+	    executor_array(&x->stage_at, x->nin_cap, nin, sizeof *x->stage_at))
 		return -1;
 	if (nin > x->nin_cap)
 		x->nin_cap = nin;
@@ -192,6 +194,7 @@ executor_slot_free(struct xslot *x)
 	free(x->in);
 	free(x->stage_in);
 	free(x->stage_in_cap);
+	free(x->stage_at);
 	free(x->out);
 	free(x->dst);
 	free(x->out_cap);
@@ -283,6 +286,7 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	struct request *r0 = b->reqs[0];
 	const struct graph *g;
 	char *cause = NULL;
+	int staged;
 
 	x->model = r0->model;
 	g = x->model->graph;
@@ -298,28 +302,44 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		goto fail;
 	}
 	for (uint32_t i = 0; i < g->ninputs; i++) {
-		size_t per_row, off = 0;
-
 		x->in_shapes[i] = r0->in_shapes[i];
 		x->in_shapes[i].dim[0] = b->rows;
-		if (b->n == 1) {
-			x->in[i] = r0->in[i];
-			continue;
-		}
+		x->in[i] = r0->in[i];
+	}
+	/*
+	 * A batch of several requests is gathered where the backend reads it
+	 * (its pinned staging) when it says where; else into our buffers.
+	 */
+	staged = b->n > 1 ? engine_stage(ex->engine, x->model->emodel,
+	    x->in_shapes, x->stage_at, &cause) : 0;
+	if (staged < 0) {
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
+		    cause != NULL ? cause : "backend failure");
+		x->failed = 1;
+		ex->check_health = 1;
+		free(cause);
+		return;
+	}
+	for (uint32_t i = 0; i < g->ninputs && b->n > 1; i++) {
+		size_t per_row, off = 0;
+		float *dst;
+
 		per_row = graph_shape_nelem(&r0->in_shapes[i]) / r0->rows;
-		if (executor_grow(&x->stage_in[i], &x->stage_in_cap[i],
+		if (staged)
+			dst = x->stage_at[i];
+		else if (executor_grow(&x->stage_in[i], &x->stage_in_cap[i],
 		    per_row * b->rows) != 0) {
 			cause = strdup("out of memory");
 			goto fail;
-		}
+		} else
+			dst = x->stage_in[i];
 		for (uint32_t k = 0; k < b->n; k++) {
 			size_t n = per_row * b->reqs[k]->rows;
 
-			memcpy(x->stage_in[i] + off, b->reqs[k]->in[i],
-			    n * sizeof(float));
+			memcpy(dst + off, b->reqs[k]->in[i], n * sizeof(float));
 			off += n;
 		}
-		x->in[i] = x->stage_in[i];
+		x->in[i] = dst;
 	}
 	if (engine_output_shapes(g, x->in_shapes, x->out_shapes, &cause) != 0) {
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_SHAPE, cause);
@@ -334,6 +354,11 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		if (b->n == 1 && j < r0->nouts &&
 		    r0->outs[j].cap >= nelem * sizeof(float)) {
 			x->dst[j] = r0->outs[j].dst;
+			continue;
+		}
+		/* Left in the backend's staging: encoded from there. */
+		if (engine_has_result(ex->engine)) {
+			x->dst[j] = NULL;
 			continue;
 		}
 		if (executor_grow(&x->out[j], &x->out_cap[j], nelem) != 0) {
@@ -376,6 +401,11 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 	int frc = x->failed ? 0 : engine_finish(ex->engine, x->ticket, &cause);
 
 	ex->finish_ns = request_now_ns() - tf;
+	for (uint32_t j = 0; frc == 0 && !x->failed && j < g->noutputs; j++) {
+		if (x->dst[j] == NULL)
+			x->dst[j] = (float *)(uintptr_t)engine_result(ex->engine,
+			    x->ticket, j);
+	}
 	if (frc != 0) {
 		log_warn("model %s: batch of %u rows failed: %s", m->name,
 		    b->rows, cause);
@@ -670,7 +700,10 @@ executor_make_slots(struct executor *ex)
 	const char *env = getenv("AGXQ_LANES");
 
 	ex->nslots = (uint32_t)engine_slots(ex->engine);
-	/* Experiment knob: fewer batches in flight, bigger batches. */
+	/*
+	 * AGXQ_LANES=N runs at most N batches at once (fewer, bigger
+	 * batches); for measuring, see docs/GPU.md.
+	 */
 	if (env != NULL && atoi(env) > 0 && (uint32_t)atoi(env) < ex->nslots)
 		ex->nslots = (uint32_t)atoi(env);
 	if ((ex->slots = calloc(ex->nslots, sizeof *ex->slots)) == NULL)
