@@ -156,7 +156,7 @@ t_cli_stale_socket(void)
 	struct du_daemon d;
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	char out[2048];
-	pid_t pid;
+	pid_t pid, worker;
 	int status, fd;
 
 	memset(&d, 0, sizeof d);
@@ -180,10 +180,15 @@ t_cli_stale_socket(void)
 		CHECK(du_run(a, 20000, out, sizeof out) == 0);
 	}
 	CHECK((d.pid = du_daemon_pid(d.sock)) > 0);
+	CHECK((worker = du_worker_pid(d.sock)) > 0);
 
-	/* kill -9: socket and lock file stay behind; start again. */
+	/*
+	 * kill -9: socket and lock file stay behind; start again. The worker
+	 * dies with its supervisor, a moment later.
+	 */
 	kill(d.pid, SIGKILL);
 	CHECK(du_wait_gone(d.pid, 5000) == 0);
+	CHECK(du_wait_gone(worker, 5000) == 0);
 	CHECK(file_mode(d.sock) >= 0);
 	CHECK((fd = du_connect(d.sock)) < 0);
 	{

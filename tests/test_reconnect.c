@@ -72,13 +72,17 @@ rc_teardown(struct rc_env *e)
 	du_cleanup(&e->d);
 }
 
-/* SIGKILLs the daemon and waits until it is gone. */
+/* SIGKILLs the daemon and waits until it and its worker are gone. */
 static int
 rc_kill(struct rc_env *e)
 {
+	pid_t worker = du_worker_pid(e->d.sock);
+
 	if (e->d.pid <= 0 || kill(e->d.pid, SIGKILL) != 0)
 		return -1;
-	return du_wait_gone(e->d.pid, 5000);
+	if (du_wait_gone(e->d.pid, 5000) != 0)
+		return -1;
+	return worker > 0 ? du_wait_gone(worker, 5000) : 0;
 }
 
 /* One sync request of model k, input i: 0 with a right result, else rc. */
