@@ -1218,6 +1218,20 @@ fail_nomem:
 	return -1;
 }
 
+/* The lane the next run goes to, or NULL with *cause (broken, or all busy). */
+static struct cuda_lane *
+cuda_next_lane(struct cuda_state *st, char **cause)
+{
+	if (cuda_check_broken(st, cause) != 0)
+		return NULL;
+	if (st->inflight >= CUDA_SLOTS) {
+		cuda_cause(cause, "cuda: all %d slots are in flight",
+		    CUDA_SLOTS);
+		return NULL;
+	}
+	return &st->lane[(st->head + st->inflight) % CUDA_SLOTS];
+}
+
 /*
  * Starts a run on the next free lane: stages the inputs, launches the graph
  * (or the nodes), records the lane's event. Returns 0 and *ticket (the
@@ -1237,14 +1251,8 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 	cudaError_t err;
 	int found;
 
-	if (cuda_check_broken(st, cause) != 0)
+	if ((l = cuda_next_lane(st, cause)) == NULL)
 		return -1;
-	if (st->inflight >= CUDA_SLOTS) {
-		cuda_cause(cause, "cuda: all %d slots are in flight",
-		    CUDA_SLOTS);
-		return -1;
-	}
-	l = &st->lane[(st->head + st->inflight) % CUDA_SLOTS];
 	l->run = ++st->runs;
 	l->fault = 0;
 	l->nout = 0;
@@ -1393,14 +1401,8 @@ cuda_stage(void *state, void *bmodel, const struct graph_shape *shapes,
 	struct cuda_lane *l;
 	size_t arena_need, pinned_need;
 
-	if (cuda_check_broken(st, cause) != 0)
+	if ((l = cuda_next_lane(st, cause)) == NULL)
 		return -1;
-	if (st->inflight >= CUDA_SLOTS) {
-		cuda_cause(cause, "cuda: all %d slots are in flight",
-		    CUDA_SLOTS);
-		return -1;
-	}
-	l = &st->lane[(st->head + st->inflight) % CUDA_SLOTS];
 	cuda_layout(m, shapes, &arena_need, &pinned_need);
 	if (cuda_reserve(l, arena_need, pinned_need, cause) != 0)
 		return -1;

@@ -274,6 +274,19 @@ executor_fail_batch(struct batch *b, int code, const char *msg)
 	}
 }
 
+/* Fails slot x's batch with the backend's cause (freed); checks the device. */
+static void
+executor_backend_failed(struct executor *ex, struct xslot *x, char *cause)
+{
+	log_warn("model %s: batch of %u rows failed: %s", x->model->name,
+	    x->batch.rows, cause != NULL ? cause : "backend failure");
+	executor_fail_batch(&x->batch, AGXQ__ERROR_CODE__ERR_BACKEND,
+	    cause != NULL ? cause : "backend failure");
+	x->failed = 1;
+	ex->check_health = 1;
+	free(cause);
+}
+
 /*
  * Stages slot x's batch (concatenating inputs along dim 0 when it has
  * several requests) and submits it to the backend. On failure the batch's
@@ -313,11 +326,7 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	staged = b->n > 1 ? engine_stage(ex->engine, x->model->emodel,
 	    x->in_shapes, x->stage_at, &cause) : 0;
 	if (staged < 0) {
-		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
-		    cause != NULL ? cause : "backend failure");
-		x->failed = 1;
-		ex->check_health = 1;
-		free(cause);
+		executor_backend_failed(ex, x, cause);
 		return;
 	}
 	for (uint32_t i = 0; i < g->ninputs && b->n > 1; i++) {
@@ -369,15 +378,8 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	}
 	executor_batch_threads(ex, x);
 	if (engine_submit(ex->engine, x->model->emodel, x->in_shapes, x->in,
-	    x->dst, &x->ticket, &cause) != 0) {
-		log_warn("model %s: batch of %u rows failed: %s", x->model->name,
-		    b->rows, cause);
-		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_BACKEND,
-		    cause != NULL ? cause : "backend failure");
-		x->failed = 1;
-		ex->check_health = 1;
-		free(cause);
-	}
+	    x->dst, &x->ticket, &cause) != 0)
+		executor_backend_failed(ex, x, cause);
 	return;
 
 fail:

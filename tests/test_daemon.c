@@ -125,6 +125,12 @@ t_cli_usage(void)
 		CHECK(strstr(out, "max-batch") != NULL);
 	}
 	{
+		const char *a[] = { "start", "--max-restarts", "999", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "bad value for --max-restarts") != NULL);
+	}
+	{
 		const char *a[] = { "start", "--backend", "abacus", NULL };
 
 		CHECK(du_run(a, 10000, out, sizeof out) == 2);
