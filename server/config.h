@@ -15,6 +15,7 @@
 
 #define CONFIG_DEFAULT_SOCKET "/tmp/agxqd.sock"
 #define CONFIG_MAX_ALLOW 64     /* entries in --allow-uid / --allow-gid */
+#define CONFIG_MAX_IO_THREADS 64 /* --io-threads */
 
 struct config {
 	char socket_path[108];      /* sun_path size */
@@ -22,6 +23,7 @@ struct config {
 	int device;
 	int cpu_threads;             /* BLAS threads of the cpu backend; 0: automatic */
 	int spin_us;                 /* executor polls for work before sleeping; -1: automatic */
+	uint32_t io_threads;         /* event loops serving connections; 0: automatic */
 	uint32_t max_batch;         /* rows per launch */
 	uint32_t max_delay_us;      /* wait for a fuller batch at most this long */
 	uint32_t max_queue;         /* queued requests, all models together */

@@ -106,7 +106,8 @@ conn_peer(struct conn *c, int fd)
 
 /* Wraps an accepted socket in a connection. */
 struct conn *
-conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id)
+conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id,
+    uint32_t loop)
 {
 	struct conn *c;
 
@@ -115,6 +116,7 @@ conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id)
 		return NULL;
 	}
 	c->id = id;
+	c->loop = loop;
 	c->srv = srv;
 	c->state = CONN_HANDSHAKE;
 	c->refs = 1;

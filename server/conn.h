@@ -1,5 +1,6 @@
 /*
- * conn: one client connection on the loop thread: reads and decodes frames,
+ * conn: one client connection, served by one I/O loop and touched only on
+ * that loop's thread: reads and decodes frames,
  * writes reply frames, tracks the models the client holds, and owns its
  * state machine. Decoded messages go to server_dispatch.
  */
@@ -46,6 +47,7 @@ struct conn_model {
 struct conn {
 	TAILQ_ENTRY(conn) entry;
 	uint64_t id;
+	uint32_t loop;                 /* the I/O loop serving it (server.c) */
 	struct server *srv;
 	struct bufferevent *bev;
 	enum conn_state state;
@@ -84,11 +86,12 @@ struct conn {
 TAILQ_HEAD(conn_list, conn);
 
 /*
- * Wraps accepted socket fd in a connection (takes ownership of fd). Returns
- * NULL when out of memory (fd is closed).
+ * Wraps accepted socket fd in a connection served by loop number loop over
+ * base, on that loop's thread (takes ownership of fd). Returns NULL when
+ * out of memory (fd is closed).
  */
 struct conn *conn_new(struct server *srv, struct event_base *base, int fd,
-    uint64_t id);
+    uint64_t id, uint32_t loop);
 
 /* Changes state, checking and logging the transition. */
 void conn_set_state(struct conn *c, enum conn_state to);

@@ -231,10 +231,11 @@ ctl_print_table(const Agxq__Stats *st)
 	    st->frames_in, st->frames_out, st->backend_calls,
 	    st->backend_foreign_calls);
 	if (st->uptime_us > 0)
-		printf("busy since the worker started: loop thread %.1f%%, "
-		    "executor %.1f%%\n", 100.0 * (double)st->loop_busy_us /
-		    (double)st->uptime_us, 100.0 * (double)st->executor_busy_us /
-		    (double)st->uptime_us);
+		printf("busy since the worker started: %u I/O thread%s %.1f%% "
+		    "(of one core), executor %.1f%%\n", st->io_threads,
+		    st->io_threads == 1 ? "" : "s", 100.0 *
+		    (double)st->loop_busy_us / (double)st->uptime_us, 100.0 *
+		    (double)st->executor_busy_us / (double)st->uptime_us);
 	if (st->n_models == 0) {
 		printf("no models loaded\n");
 		return;

@@ -50,7 +50,6 @@ struct executor {
 	pthread_cond_t cond;
 	struct batcher *batcher;     /* under lock */
 	struct request_list control; /* under lock: LOAD and FREE, in order */
-	struct request_list done;    /* under lock: finished, for the loop */
 	int stopping;                /* under lock: no new inference work */
 	int quiet;                   /* under lock: stopping seen, no batch running */
 	int exiting;                 /* under lock: finish control work and exit */
@@ -62,10 +61,9 @@ struct executor {
 	atomic_uint_fast64_t wait_ns; /* in engine_finish: waiting for the device */
 	char *start_cause;
 
-	struct event *done_ev;       /* loop thread */
-	struct event *lost_ev;       /* loop thread: calls cfg.lost */
-	executor_done_fn done_fn;
-	void *done_arg;
+	struct event *lost_ev;       /* main loop: calls cfg.lost */
+	executor_deliver_fn deliver;
+	void *deliver_arg;
 
 	/* Executor thread only. */
 	struct engine *engine;
@@ -85,39 +83,15 @@ struct executor {
 static void executor_batch_threads(struct executor *ex,
     const struct xslot *x);
 
-/* Hands finished requests to the loop thread. */
+/* Hands finished requests to the server, which routes them to their loops. */
 static void
 executor_post(struct executor *ex, struct request_list *list)
 {
-	if (TAILQ_EMPTY(list))
-		return;
-	pthread_mutex_lock(&ex->lock);
-	TAILQ_CONCAT(&ex->done, list, entry);
-	pthread_mutex_unlock(&ex->lock);
-	event_active(ex->done_ev, EV_READ, 0);
+	if (!TAILQ_EMPTY(list))
+		ex->deliver(list, ex->deliver_arg);
 }
 
-/* Loop thread: delivers finished requests. */
-static void
-executor_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct executor *ex = arg;
-	struct request_list list;
-	struct request *r;
-
-	(void)fd;
-	(void)what;
-	TAILQ_INIT(&list);
-	pthread_mutex_lock(&ex->lock);
-	TAILQ_CONCAT(&list, &ex->done, entry);
-	pthread_mutex_unlock(&ex->lock);
-	while ((r = TAILQ_FIRST(&list)) != NULL) {
-		TAILQ_REMOVE(&list, r, entry);
-		ex->done_fn(r, ex->done_arg);
-	}
-}
-
-/* Loop thread: tells the server the device is lost. */
+/* Main loop thread: tells the server the device is lost. */
 static void
 executor_lost_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -125,7 +99,7 @@ executor_lost_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	ex->cfg.lost(ex->done_arg);
+	ex->cfg.lost(ex->deliver_arg);
 }
 
 /* Grows array *p of *cap elements of size sz to n; 0 or -1 on OOM. */
@@ -856,7 +830,8 @@ executor_main(void *arg)
 /* Starts the executor thread. */
 int
 executor_start(struct event_base *base, const struct executor_config *cfg,
-    executor_done_fn done, void *arg, struct executor **out, char **cause)
+    executor_deliver_fn deliver, void *arg, struct executor **out,
+    char **cause)
 {
 	struct executor *ex;
 	pthread_condattr_t ca;
@@ -865,13 +840,10 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 		goto fail_nomem;
 	ex->cfg = *cfg;
 	snprintf(ex->backend, sizeof ex->backend, "%s", cfg->backend);
-	ex->done_fn = done;
-	ex->done_arg = arg;
+	ex->deliver = deliver;
+	ex->deliver_arg = arg;
 	TAILQ_INIT(&ex->control);
-	TAILQ_INIT(&ex->done);
 	if ((ex->batcher = batcher_new(&cfg->batch)) == NULL)
-		goto fail_free;
-	if ((ex->done_ev = event_new(base, -1, 0, executor_done_cb, ex)) == NULL)
 		goto fail_free;
 	if (cfg->lost != NULL && (ex->lost_ev = event_new(base, -1, 0,
 	    executor_lost_cb, ex)) == NULL)
@@ -904,8 +876,6 @@ fail_destroy:
 	pthread_mutex_destroy(&ex->lock);
 fail_free:
 	if (ex != NULL) {
-		if (ex->done_ev != NULL)
-			event_free(ex->done_ev);
 		if (ex->lost_ev != NULL)
 			event_free(ex->lost_ev);
 		batcher_free(ex->batcher);
@@ -935,12 +905,11 @@ executor_finish_all(struct executor *ex, struct request_list *list, int code,
 {
 	struct request *r;
 
-	while ((r = TAILQ_FIRST(list)) != NULL) {
-		TAILQ_REMOVE(list, r, entry);
+	TAILQ_FOREACH(r, list, entry) {
 		request_fail(r, code, "%s", msg);
 		request_encode_error(r);
-		ex->done_fn(r, ex->done_arg);
 	}
+	executor_post(ex, list);
 }
 
 /* Stops inference work and waits for the running batch. */
@@ -962,7 +931,6 @@ executor_quiesce(struct executor *ex, int code, const char *msg)
 	while (!ex->quiet)
 		pthread_cond_wait(&ex->cond, &ex->lock);
 	pthread_mutex_unlock(&ex->lock);
-	executor_done_cb(-1, 0, ex);
 }
 
 /* Runs the remaining control work, closes the backend, joins, frees. */
@@ -978,8 +946,6 @@ executor_free(struct executor *ex)
 	pthread_cond_broadcast(&ex->cond);
 	pthread_mutex_unlock(&ex->lock);
 	pthread_join(ex->thread, NULL);
-	executor_done_cb(-1, 0, ex);
-	event_free(ex->done_ev);
 	if (ex->lost_ev != NULL)
 		event_free(ex->lost_ev);
 	batcher_free(ex->batcher);

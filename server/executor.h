@@ -1,9 +1,10 @@
 /*
  * executor: the one thread that owns the device. It opens the backend, loads
  * and frees models, forms batches from the batcher, runs them, splits the
- * results and encodes each reply frame. Finished work goes back to the loop
- * thread through a libevent event the executor activates: the executor never
- * writes to a socket and the loop thread never calls the backend.
+ * results and encodes each reply frame. Finished work goes back through the
+ * server's deliver function, which hands each request to the loop thread of
+ * its connection: the executor never writes to a socket and no loop thread
+ * calls the backend.
  */
 #ifndef AGXQ_EXECUTOR_H
 #define AGXQ_EXECUTOR_H
@@ -20,12 +21,15 @@
 struct executor;
 struct model;
 
-/* Called on the loop thread with each finished request; takes ownership. */
-typedef void (*executor_done_fn)(struct request *r, void *arg);
+/*
+ * Takes the finished requests of list (left empty) from any thread: the
+ * executor's, or a loop thread in executor_cancel_conn or executor_quiesce.
+ */
+typedef void (*executor_deliver_fn)(struct request_list *list, void *arg);
 
 /*
- * Called on the loop thread once the device is lost beyond what reopening
- * it in this process can mend; arg is the done function's. The executor
+ * Called on the main loop thread once the device is lost beyond what reopening
+ * it in this process can mend; arg is the deliver function's. The executor
  * takes no more batches; the server should quiesce and end the process.
  */
 typedef void (*executor_lost_fn)(void *arg);
@@ -47,20 +51,21 @@ struct executor_config {
  * created after evthread_use_pthreads().
  */
 int executor_start(struct event_base *base, const struct executor_config *cfg,
-    executor_done_fn done, void *arg, struct executor **out, char **cause);
+    executor_deliver_fn deliver, void *arg, struct executor **out,
+    char **cause);
 
 /*
  * Stops inference work: queued requests finish with code and msg, later
  * submissions are refused, and this waits for the batch running now, whose
- * results are delivered through done before it returns. Loads and frees
- * still run until executor_free. Loop thread only.
+ * results are handed to deliver before it returns. Loads and frees
+ * still run until executor_free. Main loop thread only.
  */
 void executor_quiesce(struct executor *ex, int code, const char *msg);
 
 /*
  * Runs the remaining loads (which fail with ERR_SHUTDOWN) and frees, closes
- * the backend, joins the thread and frees the executor. Results still
- * pending are delivered through done first. Accepts NULL.
+ * the backend, joins the thread and frees the executor. Everything finished
+ * has been handed to deliver when it returns. Accepts NULL.
  */
 void executor_free(struct executor *ex);
 
@@ -73,7 +78,7 @@ int executor_submit(struct executor *ex, struct request *r);
 /* Queues a LOAD or FREE request ahead of inference work. */
 void executor_control(struct executor *ex, struct request *r);
 
-/* Finishes every queued request of conn with ERR_DISCONNECTED, through done. */
+/* Finishes every queued request of conn with ERR_DISCONNECTED, through deliver. */
 void executor_cancel_conn(struct executor *ex, const struct conn *conn);
 
 /* Counts a request rejected as busy in m's stats. */

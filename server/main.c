@@ -33,7 +33,8 @@ usage(FILE *f)
 {
 	fprintf(f,
 "usage: agxqd start [--socket PATH] [--backend cpu|cuda] [--device N]\n"
-"                   [--cpu-threads N] [--spin-us N] [--idle-timeout-s N]\n"
+"                   [--cpu-threads N] [--spin-us N] [--io-threads N]\n"
+"                   [--idle-timeout-s N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
@@ -254,6 +255,7 @@ cmd_start(int argc, char **argv)
 		{ "cpu-threads", required_argument, NULL, 'T' },
 		{ "idle-timeout-s", required_argument, NULL, 'i' },
 		{ "spin-us", required_argument, NULL, 'P' },
+		{ "io-threads", required_argument, NULL, 'O' },
 		{ "max-restarts", required_argument, NULL, 'R' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
@@ -307,6 +309,15 @@ cmd_start(int argc, char **argv)
 		case 'P':
 			config.spin_us = (int)parse_num("--spin-us", optarg,
 			    100000, 10);
+			break;
+		case 'O':
+			config.io_threads = (uint32_t)parse_num("--io-threads",
+			    optarg, CONFIG_MAX_IO_THREADS, 10);
+			if (config.io_threads == 0) {
+				fprintf(stderr, "agxqd: --io-threads must be "
+				    "1 to %d\n", CONFIG_MAX_IO_THREADS);
+				return 2;
+			}
 			break;
 		case 'R':
 			config.max_restarts = (uint32_t)parse_num(

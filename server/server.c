@@ -1,6 +1,14 @@
 /*
  * server: listening socket, connections, message dispatch, model sharing,
- * completions from the executor and clean shutdown, all on the loop thread.
+ * completions from the executor and clean shutdown.
+ *
+ * Threads: the main loop (main thread) accepts, and runs the signals, the
+ * timers and shutdown; every connection is served by one of the I/O loops
+ * (ioloop.h; loop 0 is the main loop) and only ever touched on that loop's
+ * thread, which also gets its finished requests. What the loops share is
+ * under srv->lock: the model registry and each model's refs, state and
+ * waiters; the connection count; the mapped region totals; the shutdown
+ * flags. Nothing is sent while the lock is held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +16,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +31,7 @@
 #include "config.h"
 #include "conn.h"
 #include "executor.h"
+#include "ioloop.h"
 #include "log.h"
 #include "models.h"
 #include "region.h"
@@ -29,7 +39,14 @@
 #include "server.h"
 #include "supervise.h"
 
+/* One I/O loop and the connections it serves (its thread only). */
+struct server_loop {
+	struct ioloop *io;
+	struct conn_list conns;
+};
+
 struct server {
+	/* Main thread. */
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *ev_term;
@@ -38,23 +55,32 @@ struct server {
 	struct event *ev_idle;        /* once a second: give memory back when idle */
 	uint64_t idle_frames;         /* frames_in at the last idle check */
 	int trimmed;                  /* memory given back since the last frame */
-	struct executor *ex;
-	struct models *models;
-	struct conn_list conns;
-	uint32_t nconns;
-	uint64_t next_conn_id;
-	struct server_counters ctr;
-	uint32_t shm_regions;         /* regions mapped, all connections */
-	uint64_t shm_bytes;           /* and their bytes */
-	uint64_t started_ns;
-	uint32_t spin_us;             /* the loop polls this long after traffic */
-	int shutting_down;
+	uint32_t next_loop;           /* the loop the next connection goes to */
 	int exit_code;                /* 0, or SUPERVISE_EXIT_LOST */
-	int finished;
+	int wind_code;                /* shutdown: what connections are told */
+	const char *wind_msg;
+	int wind_notice;
+
+	struct server_loop *loops;    /* [0]: the main loop */
+	uint32_t nloops;
+	struct executor *ex;
+	struct server_counters ctr;   /* atomic */
+	atomic_uint_fast64_t next_conn_id;
+	uint64_t started_ns;
+
+	pthread_mutex_t lock;
+	struct models *models;        /* locked, with each model's refs and state */
+	uint32_t nconns;              /* locked */
+	uint32_t shm_regions;         /* locked: regions mapped, all connections */
+	uint64_t shm_bytes;           /* locked: and their bytes */
+	int shutting_down;            /* locked */
+	int finished;                 /* locked */
 };
 
-static void server_finish_cb(evutil_socket_t fd, short what, void *arg);
+static void server_finish(struct server *srv);
+static void server_finish_task(void *arg, intptr_t val);
 static void server_device_lost(void *arg);
+static void server_deliver(struct request_list *list, void *arg);
 
 /* Aborts: the daemon may die on its own out-of-memory (STYLE.md rule 5). */
 static void
@@ -71,21 +97,40 @@ server_counters(struct server *srv)
 	return &srv->ctr;
 }
 
-/* Drops one reference to m; the last one frees it on the executor. */
+/* Takes one more reference to m, which the caller already holds one of. */
+static void
+server_model_ref(struct server *srv, struct model *m)
+{
+	pthread_mutex_lock(&srv->lock);
+	m->refs++;
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/*
+ * Drops one reference to m; the last one frees it on the executor (or here
+ * once the executor is gone).
+ */
 static void
 server_model_unref(struct server *srv, struct model *m)
 {
 	struct request *r;
+	int ready;
 
-	if (--m->refs > 0)
+	pthread_mutex_lock(&srv->lock);
+	if (--m->refs > 0) {
+		pthread_mutex_unlock(&srv->lock);
 		return;
-	if (m->state != MODEL_READY) {
-		models_destroy(m); /* FAILED: already out of the registry */
+	}
+	/* Not READY: FAILED, already out of the registry. */
+	if ((ready = m->state == MODEL_READY))
+		models_remove(srv->models, m);
+	pthread_mutex_unlock(&srv->lock);
+	if (!ready || srv->ex == NULL) {
+		models_destroy(m);
 		return;
 	}
 	log_info("model %llu (%s) released", (unsigned long long)m->id,
 	    m->name);
-	models_remove(srv->models, m);
 	if ((r = request_new(REQUEST_FREE, 0)) == NULL)
 		server_oom();
 	r->model = m;
@@ -183,44 +228,37 @@ server_load_finish(struct server *srv, struct request *r, int status,
 }
 
 /*
- * Checks the model limits for a new model g loaded by c; on a refusal
- * sends the error and returns -1.
+ * Checks the model limits for a new model g loaded by c (lock held).
+ * Returns 0, or -1 with *msg set to the refusal.
  */
 static int
-server_load_limits(struct server *srv, struct conn *c, uint64_t id,
-    const struct graph *g)
+server_load_limits(struct server *srv, struct conn *c, const struct graph *g,
+    char **msg)
 {
 	uint64_t conn_bytes = g->weight_bytes;
+	int n = 0;
 
 	for (uint32_t i = 0; i < c->nmodels; i++)
 		conn_bytes += c->models[i].model->graph->weight_bytes;
-	if (c->nmodels >= config.max_models_per_conn) {
-		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
-		    "this connection already holds %u models (limit)",
-		    c->nmodels);
-		return -1;
-	}
-	if (conn_bytes > config.max_weight_bytes_per_conn) {
-		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
-		    "model weights of this connection would reach %" PRIu64
-		    " bytes (limit %" PRIu64 ")", conn_bytes,
+	if (c->nmodels >= config.max_models_per_conn)
+		n = asprintf(msg, "this connection already holds %u models "
+		    "(limit)", c->nmodels);
+	else if (conn_bytes > config.max_weight_bytes_per_conn)
+		n = asprintf(msg, "model weights of this connection would reach "
+		    "%" PRIu64 " bytes (limit %" PRIu64 ")", conn_bytes,
 		    config.max_weight_bytes_per_conn);
-		return -1;
-	}
-	if (models_count(srv->models) >= config.max_models) {
-		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
-		    "agxqd already holds %u models (limit)",
+	else if (models_count(srv->models) >= config.max_models)
+		n = asprintf(msg, "agxqd already holds %u models (limit)",
 		    models_count(srv->models));
-		return -1;
-	}
-	if (models_weight_bytes(srv->models) + g->weight_bytes >
-	    config.max_weight_bytes) {
-		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
-		    "model weights would exceed agxqd's limit of %" PRIu64
-		    " bytes", config.max_weight_bytes);
-		return -1;
-	}
-	return 0;
+	else if (models_weight_bytes(srv->models) + g->weight_bytes >
+	    config.max_weight_bytes)
+		n = asprintf(msg, "model weights would exceed agxqd's limit of "
+		    "%" PRIu64 " bytes", config.max_weight_bytes);
+	else
+		return 0;
+	if (n < 0)
+		server_oom();
+	return -1;
 }
 
 /* Handles LoadModel: validate, share an identical model or load a new one. */
@@ -246,12 +284,22 @@ server_load(struct server *srv, struct conn *c, const Agxq__LoadModel *lm)
 		free(cause);
 		return;
 	}
+	if ((w = request_new(REQUEST_LOAD, 0)) == NULL ||
+	    (load = request_new(REQUEST_LOAD, 0)) == NULL)
+		server_oom();
+	pthread_mutex_lock(&srv->lock);
 	if ((m = models_find_equal(srv->models, g, config.share_across_uids,
 	    c->uid)) != NULL) {
 		graph_free(g);
 		shared = 1;
-	} else if (server_load_limits(srv, c, lm->request_id, g) != 0) {
+	} else if (server_load_limits(srv, c, g, &cause) != 0) {
+		pthread_mutex_unlock(&srv->lock);
 		graph_free(g);
+		request_free(w);
+		request_free(load);
+		conn_send_error(c, lm->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "%s", cause);
+		free(cause);
 		return;
 	} else {
 		if ((m = models_add(srv->models, g, lm->name, c->uid)) == NULL)
@@ -260,50 +308,62 @@ server_load(struct server *srv, struct conn *c, const Agxq__LoadModel *lm)
 		    (unsigned long long)m->id, m->name, g->nnodes,
 		    g->weight_bytes);
 	}
-	if ((w = request_new(REQUEST_LOAD, 0)) == NULL)
-		server_oom();
 	w->id = lm->request_id;
 	w->conn = c;
 	conn_ref(c);
 	w->model = m;
 	m->refs++;
 	if (m->state == MODEL_READY) {
+		pthread_mutex_unlock(&srv->lock);
+		request_free(load);
 		server_load_finish(srv, w, 0, NULL, 1);
 		return;
 	}
 	w->rows = (uint32_t)shared; /* remembered for the reply */
 	TAILQ_INSERT_TAIL(&m->waiters, w, entry);
-	if (shared)
+	if (shared) {
+		pthread_mutex_unlock(&srv->lock);
+		request_free(load);
 		return;
-	if ((load = request_new(REQUEST_LOAD, 0)) == NULL)
-		server_oom();
+	}
 	load->model = m;
 	m->refs++;
+	pthread_mutex_unlock(&srv->lock);
 	executor_control(srv->ex, load);
 }
 
-/* A model finished loading on the executor (or failed to). */
+/*
+ * A model finished loading on the executor (or failed to): its waiters go
+ * to the loops of their connections (server_done finishes them there).
+ */
 static void
 server_load_done(struct server *srv, struct request *load)
 {
 	struct model *m = load->model;
+	struct request_list waiters;
 	struct request *w;
 
-	if (load->status == 0) {
-		m->state = MODEL_READY;
+	if (load->status == 0)
 		log_info("model %llu (%s) ready", (unsigned long long)m->id,
 		    m->name);
-	} else {
+	else
 		log_warn("model %llu (%s) failed to load: %s",
 		    (unsigned long long)m->id, m->name, load->cause);
+	TAILQ_INIT(&waiters);
+	pthread_mutex_lock(&srv->lock);
+	if (load->status == 0)
+		m->state = MODEL_READY;
+	else {
 		models_remove(srv->models, m);
 		m->state = MODEL_FAILED;
 	}
-	while ((w = TAILQ_FIRST(&m->waiters)) != NULL) {
-		TAILQ_REMOVE(&m->waiters, w, entry);
-		server_load_finish(srv, w, load->status, load->cause,
-		    (int)w->rows);
+	TAILQ_CONCAT(&waiters, &m->waiters, entry);
+	pthread_mutex_unlock(&srv->lock);
+	TAILQ_FOREACH(w, &waiters, entry) {
+		if (load->status != 0)
+			request_fail(w, load->status, "%s", load->cause);
 	}
+	server_deliver(&waiters, srv);
 	server_model_unref(srv, m);
 	request_free(load);
 }
@@ -350,8 +410,10 @@ server_region_unref(struct server *srv, struct region *rg)
 {
 	if (--rg->refs > 0)
 		return;
+	pthread_mutex_lock(&srv->lock);
 	srv->shm_regions--;
 	srv->shm_bytes -= rg->size;
+	pthread_mutex_unlock(&srv->lock);
 	log_debug("region %llu unmapped (%llu bytes)",
 	    (unsigned long long)rg->id, (unsigned long long)rg->size);
 	region_free(rg);
@@ -597,14 +659,26 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	r->env = env;
 	r->conn = c;
 	r->model = m;
+	/* Before the submission: the executor may finish r at once. */
+	conn_ref(c);
+	server_model_ref(srv, m);
+	c->inflight++;
 	if (executor_submit(srv->ex, r) != 0) {
+		int stopping;
+
+		c->inflight--;
+		server_model_unref(srv, m);
+		conn_unref(c);
 		r->env = NULL;
 		server_request_unref_regions(srv, r);
 		request_free(r);
-		if (srv->shutting_down)
-			conn_send_error(c, in->request_id,
-			    AGXQ__ERROR_CODE__ERR_SHUTDOWN,
-			    "agxqd is shutting down");
+		pthread_mutex_lock(&srv->lock);
+		stopping = srv->shutting_down;
+		pthread_mutex_unlock(&srv->lock);
+		/* Come in on another loop while the executor winds down. */
+		if (stopping)
+			conn_send_error(c, in->request_id, srv->wind_code,
+			    "%s", srv->wind_msg);
 		else
 			conn_send_error(c, in->request_id,
 			    AGXQ__ERROR_CODE__ERR_BUSY,
@@ -612,9 +686,6 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 			    config.max_queue);
 		goto out_free;
 	}
-	conn_ref(c);
-	m->refs++;
-	c->inflight++;
 	return;
 
 fail_request:
@@ -650,15 +721,25 @@ server_register_region(struct server *srv, struct conn *c,
 		    "(limit %u)", c->nregions, config.max_regions);
 		goto out_close;
 	}
+	/* The bytes are counted before mapping, so loops cannot overshoot. */
+	pthread_mutex_lock(&srv->lock);
 	if (rr->size > config.max_shm_bytes - srv->shm_bytes) {
+		pthread_mutex_unlock(&srv->lock);
 		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
 		    "a region of %" PRIu64 " bytes would exceed agxqd's limit "
 		    "of %" PRIu64 " mapped bytes", rr->size,
 		    config.max_shm_bytes);
 		goto out_close;
 	}
+	srv->shm_regions++;
+	srv->shm_bytes += rr->size;
+	pthread_mutex_unlock(&srv->lock);
 	if (region_map(fd, rr->size, c->next_region_id, &rg, &code,
 	    &cause) != 0) {
+		pthread_mutex_lock(&srv->lock);
+		srv->shm_regions--;
+		srv->shm_bytes -= rr->size;
+		pthread_mutex_unlock(&srv->lock);
 		log_info("conn %llu: region refused: %s",
 		    (unsigned long long)c->id, cause);
 		conn_send_error(c, rr->request_id, code, "%s",
@@ -669,8 +750,6 @@ server_register_region(struct server *srv, struct conn *c,
 	if (conn_add_region(c, rg) != 0)
 		server_oom();
 	c->next_region_id++;
-	srv->shm_regions++;
-	srv->shm_bytes += rg->size;
 	log_debug("conn %llu: region %llu mapped (%llu bytes)",
 	    (unsigned long long)c->id, (unsigned long long)rg->id,
 	    (unsigned long long)rg->size);
@@ -716,8 +795,13 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	Agxq__ModelStats *ms = NULL, **msp = NULL;
 	struct model_stats snap;
 	struct model *m;
-	uint32_t n = models_count(srv->models), k = 0;
+	uint8_t *frame;
+	size_t len;
+	uint32_t n, k = 0;
 
+	/* Held until encoded: the reply points into the models. */
+	pthread_mutex_lock(&srv->lock);
+	n = models_count(srv->models);
 	if (n > 0) {
 		ms = calloc(n, sizeof *ms);
 		msp = calloc(n, sizeof *msp);
@@ -752,6 +836,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.pid = config.supervisor_pid;
 	st.worker_pid = getpid();
 	st.loop_busy_us = srv->ctr.busy_ns / 1000;
+	st.io_threads = srv->nloops;
 	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
 	st.executor_wait_us = executor_wait_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
@@ -773,7 +858,10 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.models = msp;
 	env.body_case = AGXQ__ENVELOPE__BODY_STATS;
 	env.stats = &st;
-	server_reply(c, &env);
+	if (codec_encode(&env, 0, &config.limits, &frame, &len, NULL) != 0)
+		server_oom();
+	pthread_mutex_unlock(&srv->lock);
+	conn_send(c, frame, len, 0);
 	free(ms);
 	free(msp);
 }
@@ -822,7 +910,29 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	codec_envelope_free(env);
 }
 
-/* Delivers a finished request (loop thread; called by the executor). */
+/*
+ * Any thread (the executor's mostly): hands each finished request to the
+ * loop of its connection; the executor's own loads go to the main loop.
+ */
+static void
+server_deliver(struct request_list *list, void *arg)
+{
+	struct server *srv = arg;
+	struct request_list each[CONFIG_MAX_IO_THREADS];
+	struct request *r;
+
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		TAILQ_INIT(&each[i]);
+	while ((r = TAILQ_FIRST(list)) != NULL) {
+		TAILQ_REMOVE(list, r, entry);
+		TAILQ_INSERT_TAIL(&each[r->conn != NULL ? r->conn->loop : 0], r,
+		    entry);
+	}
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		ioloop_deliver(srv->loops[i].io, &each[i]);
+}
+
+/* Loop thread of r's connection: sends a finished request's reply. */
 static void
 server_done(struct request *r, void *arg)
 {
@@ -831,7 +941,11 @@ server_done(struct request *r, void *arg)
 	uint64_t t0 = request_now_ns();
 
 	if (r->kind == REQUEST_LOAD) {
-		server_load_done(srv, r);
+		if (c == NULL)
+			server_load_done(srv, r);
+		else
+			server_load_finish(srv, r, r->status, r->cause,
+			    (int)r->rows);
 		return;
 	}
 	if (c->state == CONN_READY || c->state == CONN_DRAINING) {
@@ -853,12 +967,16 @@ server_done(struct request *r, void *arg)
 void
 server_conn_closed(struct server *srv, struct conn *c)
 {
-	static const struct timeval now = { 0, 0 };
+	uint32_t left;
+	int finish;
 
-	TAILQ_REMOVE(&srv->conns, c, entry);
-	srv->nconns--;
+	TAILQ_REMOVE(&srv->loops[c->loop].conns, c, entry);
+	pthread_mutex_lock(&srv->lock);
+	left = --srv->nconns;
+	finish = srv->shutting_down && left == 0 && !srv->finished;
+	pthread_mutex_unlock(&srv->lock);
 	log_debug("conn %llu closed; %u connections", (unsigned long long)c->id,
-	    srv->nconns);
+	    left);
 	if (srv->ex != NULL)
 		executor_cancel_conn(srv->ex, c);
 	while (c->nmodels > 0) {
@@ -872,28 +990,42 @@ server_conn_closed(struct server *srv, struct conn *c)
 	while (c->nregions > 0)
 		server_region_unref(srv, c->regions[--c->nregions]);
 	conn_unref(c); /* the list's reference */
-	if (srv->shutting_down && srv->nconns == 0 && !srv->finished)
-		event_base_once(srv->base, -1, EV_TIMEOUT, server_finish_cb,
-		    srv, &now);
+	if (finish)
+		ioloop_post(srv->loops[0].io, server_finish_task, srv, 0);
 }
 
-/* Accepts a connection. */
+/*
+ * On the loop chosen for it: serves an accepted socket, or refuses it (not
+ * allowed, too many connections, shutting down) with an error.
+ */
 static void
-server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+server_adopt_task(void *arg, intptr_t val)
 {
 	struct server *srv = arg;
+	struct server_loop *sl;
 	struct conn *c;
+	uint32_t n, i = (uint32_t)(val >> 32);
+	int fd = (int)(val & 0xffffffff), stopping;
 
-	(void)l;
-	(void)sa;
-	(void)salen;
-	if ((c = conn_new(srv, srv->base, fd, srv->next_conn_id++)) == NULL) {
-		log_warn("out of memory accepting a connection");
+	sl = &srv->loops[i];
+	pthread_mutex_lock(&srv->lock);
+	if (srv->finished) {
+		pthread_mutex_unlock(&srv->lock);
+		close(fd);
 		return;
 	}
-	TAILQ_INSERT_TAIL(&srv->conns, c, entry);
-	srv->nconns++;
+	n = ++srv->nconns;
+	stopping = srv->shutting_down;
+	pthread_mutex_unlock(&srv->lock);
+	if ((c = conn_new(srv, ioloop_base(sl->io), fd,
+	    atomic_fetch_add(&srv->next_conn_id, 1), i)) == NULL) {
+		log_warn("out of memory accepting a connection");
+		pthread_mutex_lock(&srv->lock);
+		srv->nconns--;
+		pthread_mutex_unlock(&srv->lock);
+		return;
+	}
+	TAILQ_INSERT_TAIL(&sl->conns, c, entry);
 	if (!config_peer_allowed(c->uid, c->gid)) {
 		log_warn("connection from pid %d refused: uid %d gid %d is not "
 		    "allowed (--allow-uid, --allow-gid)", (int)c->pid,
@@ -903,7 +1035,7 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		conn_drain(c);
 		return;
 	}
-	if (srv->nconns > config.max_connections) {
+	if (n > config.max_connections) {
 		log_warn("connection from pid %d refused: %u connections "
 		    "(limit)", (int)c->pid, config.max_connections);
 		conn_send_error(c, 0, AGXQ__ERROR_CODE__ERR_LIMIT,
@@ -911,8 +1043,28 @@ server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 		conn_drain(c);
 		return;
 	}
-	log_debug("conn %llu: accepted (pid %d, uid %d)",
-	    (unsigned long long)c->id, (int)c->pid, (int)c->uid);
+	if (stopping) {
+		conn_send_error(c, 0, srv->wind_code, "%s", srv->wind_msg);
+		conn_drain(c);
+		return;
+	}
+	log_debug("conn %llu: accepted on loop %u (pid %d, uid %d)",
+	    (unsigned long long)c->id, i, (int)c->pid, (int)c->uid);
+}
+
+/* Accepts a connection and hands it to the next loop, round robin. */
+static void
+server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct server *srv = arg;
+	uint32_t i = srv->next_loop++ % srv->nloops;
+
+	(void)l;
+	(void)sa;
+	(void)salen;
+	ioloop_post(srv->loops[i].io, server_adopt_task, srv,
+	    (intptr_t)((uint64_t)i << 32 | (uint32_t)fd));
 }
 
 /* Listener failure (out of descriptors and the like). */
@@ -935,6 +1087,7 @@ static void
 server_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
+	uint64_t frames = srv->ctr.frames_in;
 
 	(void)fd;
 	(void)what;
@@ -943,8 +1096,8 @@ server_idle_cb(evutil_socket_t fd, short what, void *arg)
 		server_shutdown(srv, "the supervisor is gone");
 		return;
 	}
-	if (srv->ctr.frames_in != srv->idle_frames) {
-		srv->idle_frames = srv->ctr.frames_in;
+	if (frames != srv->idle_frames) {
+		srv->idle_frames = frames;
 		srv->trimmed = 0;
 		return;
 	}
@@ -964,20 +1117,45 @@ server_signal_cb(evutil_socket_t sig, short what, void *arg)
 	server_shutdown(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-/* Last step of shutdown: close stragglers, stop the executor, exit the loop. */
+/* Closes every connection of the loop it runs on. */
 static void
-server_finish_cb(evutil_socket_t fd, short what, void *arg)
+server_close_loop(struct server *srv, uint32_t i, const char *why)
 {
-	struct server *srv = arg;
 	struct conn *c;
 
-	(void)fd;
-	(void)what;
-	if (srv->finished)
+	while ((c = TAILQ_FIRST(&srv->loops[i].conns)) != NULL)
+		conn_close(c, why);
+}
+
+/* On an I/O thread at the end: closes its connections and ends its loop. */
+static void
+server_close_task(void *arg, intptr_t val)
+{
+	struct server *srv = arg;
+
+	server_close_loop(srv, (uint32_t)val, "shutdown");
+	ioloop_exit(srv->loops[val].io);
+}
+
+/*
+ * Last step of shutdown (main loop): closes the stragglers on every loop,
+ * stops the I/O threads and the executor, and ends the main loop.
+ */
+static void
+server_finish(struct server *srv)
+{
+	pthread_mutex_lock(&srv->lock);
+	if (srv->finished) {
+		pthread_mutex_unlock(&srv->lock);
 		return;
+	}
 	srv->finished = 1;
-	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
-		conn_close(c, "shutdown");
+	pthread_mutex_unlock(&srv->lock);
+	for (uint32_t i = 1; i < srv->nloops; i++)
+		ioloop_post(srv->loops[i].io, server_close_task, srv, i);
+	for (uint32_t i = 1; i < srv->nloops; i++)
+		ioloop_join(srv->loops[i].io);
+	server_close_loop(srv, 0, "shutdown");
 	executor_free(srv->ex);
 	srv->ex = NULL;
 	if (srv->exit_code == 0)
@@ -987,30 +1165,65 @@ server_finish_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(srv->base, NULL);
 }
 
+/* The shutdown deadline passed, or the last connection closed. */
+static void
+server_finish_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	server_finish(arg);
+}
+
+/* Posted to the main loop when the last connection has closed. */
+static void
+server_finish_task(void *arg, intptr_t val)
+{
+	(void)val;
+	server_finish(arg);
+}
+
+/* On each loop at shutdown: tells its connections and drains them. */
+static void
+server_wind_task(void *arg, intptr_t val)
+{
+	struct server *srv = arg;
+	struct conn *c, *next;
+
+	for (c = TAILQ_FIRST(&srv->loops[val].conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (srv->wind_notice && c->state == CONN_READY)
+			conn_send_error(c, 0, srv->wind_code, "%s",
+			    srv->wind_msg);
+		conn_drain(c);
+	}
+}
+
 /*
  * Stops serving: no new connections, queued requests answered with code and
  * msg, connections drained (each first told code and msg as a connection
- * error when notice is set), then the loop exits.
+ * error when notice is set), then the loops exit.
  */
 static void
 server_wind_down(struct server *srv, int code, const char *msg, int notice)
 {
-	struct conn *c, *next;
 	struct timeval tv = { 2, 0 };
+	uint32_t n;
 
+	srv->wind_code = code;
+	srv->wind_msg = msg;
+	srv->wind_notice = notice;
+	pthread_mutex_lock(&srv->lock);
 	srv->shutting_down = 1;
+	n = srv->nconns;
+	pthread_mutex_unlock(&srv->lock);
 	evconnlistener_free(srv->listener);
 	srv->listener = NULL;
+	/* Their replies reach each loop's mailbox before its wind task. */
 	executor_quiesce(srv->ex, code, msg);
-	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
-		next = TAILQ_NEXT(c, entry);
-		if (notice && c->state == CONN_READY)
-			conn_send_error(c, 0, code, "%s", msg);
-		conn_drain(c);
-	}
-	if (srv->nconns == 0) {
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		ioloop_post(srv->loops[i].io, server_wind_task, srv, i);
+	if (n == 0)
 		tv.tv_sec = 0;
-	}
 	srv->ev_deadline = evtimer_new(srv->base, server_finish_cb, srv);
 	if (srv->ev_deadline == NULL)
 		server_oom();
@@ -1050,32 +1263,11 @@ server_device_lost(void *arg)
 	    "not run: agxqd is resetting the device; safe to retry", 1);
 }
 
-/*
- * Runs the loop until it exits. With spin_us set (cores to spare), after
- * each frame in or out it polls for events without sleeping for spin_us,
- * so the next request, or the executor's next completion, is taken without
- * a wake-up from the kernel (10-20 us on a VM; measured in docs/GPU.md).
- */
+/* Runs the main loop until it exits; the I/O threads run their own. */
 void
 server_run(struct server *srv)
 {
-	struct event_base *base = srv->base;
-	uint64_t seen = 0, now, until = 0;
-
-	if (srv->spin_us == 0) {
-		event_base_dispatch(base);
-		return;
-	}
-	while (!event_base_got_exit(base) && !event_base_got_break(base)) {
-		now = request_now_ns();
-		if (event_base_loop(base, now < until ? EVLOOP_NONBLOCK :
-		    EVLOOP_ONCE) != 0)
-			break;
-		if (srv->ctr.frames_in + srv->ctr.frames_out != seen) {
-			seen = srv->ctr.frames_in + srv->ctr.frames_out;
-			until = request_now_ns() + (uint64_t)srv->spin_us * 1000;
-		}
-	}
+	ioloop_run(srv->loops[0].io);
 }
 
 /* The worker's exit status once the loop has exited. */
@@ -1083,6 +1275,15 @@ int
 server_exit_code(const struct server *srv)
 {
 	return srv->exit_code;
+}
+
+/* Frames in and out so far: what the loops' polling watches. */
+static uint64_t
+server_activity(void *arg)
+{
+	struct server *srv = arg;
+
+	return srv->ctr.frames_in + srv->ctr.frames_out;
 }
 
 /* Serves connections on listen_fd (the supervisor's socket). */
@@ -1102,7 +1303,56 @@ server_listen(struct server *srv, int listen_fd, char **cause)
 	return 0;
 }
 
-/* Serves listen_fd: starts the executor and the signal handlers. */
+/* How many I/O loops serve connections (--io-threads; 0: by the cores). */
+static uint32_t
+server_nloops(void)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (config.io_threads > 0)
+		return config.io_threads;
+	/* One loop per four cores beyond the first four, at most four. */
+	if (ncpu <= 4)
+		return 1;
+	return ncpu >= 20 ? 4 : (uint32_t)(ncpu / 4);
+}
+
+/* Makes the loops: the main loop over base, the others on threads. */
+static int
+server_make_loops(struct server *srv, uint32_t spin_us, char **cause)
+{
+	struct ioloop_config lc;
+
+	srv->nloops = server_nloops();
+	if ((srv->loops = calloc(srv->nloops, sizeof *srv->loops)) == NULL)
+		server_oom();
+	for (uint32_t i = 0; i < srv->nloops; i++) {
+		memset(&lc, 0, sizeof lc);
+		lc.index = i;
+		lc.spin_us = spin_us;
+		lc.activity = server_activity;
+		lc.done = server_done;
+		lc.arg = srv;
+		TAILQ_INIT(&srv->loops[i].conns);
+		if (ioloop_new(i == 0 ? srv->base : NULL, &lc,
+		    &srv->loops[i].io, cause) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Starts the I/O threads (the loops after the main one). */
+static int
+server_start_loops(struct server *srv, char **cause)
+{
+	for (uint32_t i = 1; i < srv->nloops; i++) {
+		if (ioloop_start(srv->loops[i].io, cause) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Serves listen_fd: starts the executor, the I/O threads and the signals. */
 int
 server_new(struct event_base *base, int listen_fd, struct server **out,
     char **cause)
@@ -1113,9 +1363,9 @@ server_new(struct event_base *base, int listen_fd, struct server **out,
 	if ((srv = calloc(1, sizeof *srv)) == NULL)
 		server_oom();
 	srv->base = base;
-	srv->next_conn_id = 1;
+	atomic_init(&srv->next_conn_id, 1);
 	srv->started_ns = request_now_ns();
-	TAILQ_INIT(&srv->conns);
+	pthread_mutex_init(&srv->lock, NULL);
 	if ((srv->models = models_new()) == NULL)
 		server_oom();
 
@@ -1131,18 +1381,22 @@ server_new(struct event_base *base, int listen_fd, struct server **out,
 		xc.spin_us = (uint32_t)config.spin_us;
 	else
 		xc.spin_us = sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 50 : 0;
-	srv->spin_us = xc.spin_us;
 	xc.batch.max_batch = config.max_batch;
 	xc.batch.max_delay_us = config.max_delay_us;
 	xc.batch.max_queue = config.max_queue;
 	xc.compress_threshold = config.compress_threshold;
 	xc.limits = config.limits;
 	xc.lost = server_device_lost;
+	if (server_make_loops(srv, xc.spin_us, cause) != 0)
+		goto fail_free;
 	if (server_listen(srv, listen_fd, cause) != 0)
 		goto fail_free;
 	evconnlistener_disable(srv->listener);
-	if (executor_start(base, &xc, server_done, srv, &srv->ex, cause) != 0)
-		goto fail_unlisten;
+	if (executor_start(base, &xc, server_deliver, srv, &srv->ex,
+	    cause) != 0)
+		goto fail_free;
+	if (server_start_loops(srv, cause) != 0)
+		goto fail_free;
 	srv->ev_term = evsignal_new(base, SIGTERM, server_signal_cb, srv);
 	srv->ev_int = evsignal_new(base, SIGINT, server_signal_cb, srv);
 	if (srv->ev_term == NULL || srv->ev_int == NULL ||
@@ -1159,32 +1413,46 @@ server_new(struct event_base *base, int listen_fd, struct server **out,
 	}
 	evconnlistener_enable(srv->listener);
 	log_info("agxqd %s listening on %s (backend %s, max batch %u, "
-	    "max delay %u us)", AGXQ_VERSION_STRING, config.socket_path,
-	    executor_backend(srv->ex), config.max_batch, config.max_delay_us);
+	    "max delay %u us, %u I/O thread%s)", AGXQ_VERSION_STRING,
+	    config.socket_path, executor_backend(srv->ex), config.max_batch,
+	    config.max_delay_us, srv->nloops, srv->nloops == 1 ? "" : "s");
 	*out = srv;
 	return 0;
 
-fail_unlisten:
-	evconnlistener_free(srv->listener);
-	srv->listener = NULL;
 fail_free:
 	server_free(srv);
 	return -1;
 }
 
-/* Frees the server after the loop has exited. */
+/*
+ * Frees the server after the main loop has exited (or when server_new
+ * failed): the I/O threads are stopped first, then everything is torn
+ * down on this thread.
+ */
 void
 server_free(struct server *srv)
 {
-	struct conn *c;
-
 	if (srv == NULL)
 		return;
 	if (srv->listener != NULL)
 		evconnlistener_free(srv->listener);
-	while ((c = TAILQ_FIRST(&srv->conns)) != NULL)
-		conn_close(c, "server freed");
+	for (uint32_t i = 1; i < srv->nloops; i++) {
+		if (srv->loops[i].io != NULL) {
+			ioloop_exit(srv->loops[i].io);
+			ioloop_join(srv->loops[i].io);
+		}
+	}
+	pthread_mutex_lock(&srv->lock);
+	srv->finished = 1;
+	pthread_mutex_unlock(&srv->lock);
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		server_close_loop(srv, i, "server freed");
 	executor_free(srv->ex);
+	srv->ex = NULL;
+	/* What is still in the mailboxes: replies to closed connections. */
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		ioloop_free(srv->loops[i].io);
+	free(srv->loops);
 	if (srv->ev_term != NULL)
 		event_free(srv->ev_term);
 	if (srv->ev_int != NULL)
@@ -1194,5 +1462,6 @@ server_free(struct server *srv)
 	if (srv->ev_idle != NULL)
 		event_free(srv->ev_idle);
 	models_free(srv->models);
+	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 }

@@ -1,11 +1,12 @@
 /*
- * server: the loop thread's top level. Owns the listening socket, the
- * connections, the model registry and the executor; dispatches decoded
+ * server: the daemon's top level. Owns the listening socket, the I/O loops
+ * and their connections, the model registry and the executor; dispatches decoded
  * messages; delivers finished requests; shuts down cleanly on SIGTERM/SIGINT.
  */
 #ifndef AGXQ_SERVER_H
 #define AGXQ_SERVER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -15,11 +16,12 @@
 struct server;
 struct conn;
 
+/* Updated by every I/O loop, hence atomic. */
 struct server_counters {
-	uint64_t frames_in, frames_out;
-	uint64_t bytes_in, bytes_out;
-	uint64_t bytes_in_raw, bytes_out_raw;
-	uint64_t busy_ns;             /* loop thread time reading and replying */
+	atomic_uint_fast64_t frames_in, frames_out;
+	atomic_uint_fast64_t bytes_in, bytes_out;
+	atomic_uint_fast64_t bytes_in_raw, bytes_out_raw;
+	atomic_uint_fast64_t busy_ns; /* loop time reading and replying */
 };
 
 /*
@@ -51,7 +53,7 @@ void server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env);
 /* Told by conn when c's socket has closed: releases what c holds. */
 void server_conn_closed(struct server *srv, struct conn *c);
 
-/* Traffic counters (loop thread). */
+/* Traffic counters (any loop). */
 struct server_counters *server_counters(struct server *srv);
 
 #endif
