@@ -17,7 +17,12 @@
  *
  * Environment, read at open:
  *   AGXQ_CUDA_GRAPHS=0       never capture CUDA graphs (run eagerly)
- *   AGXQ_CUDA_ZEROCOPY=0     always copy outputs device-to-host
+ *   AGXQ_CUDA_ZEROCOPY=0     always copy inputs and outputs through the
+ *                            device (no kernel reads or writes mapped memory)
+ *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
+ *                            65536) have their kernels read the inputs
+ *                            straight from the mapped pinned buffer, no
+ *                            host-to-device copy; 0: always copy
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -72,6 +77,7 @@ struct cuda_lane {
 	char *pinned_dev;           /* its device address */
 	size_t pinned_size;
 	uint64_t gen;               /* bumped when arena or pinned moves */
+	int zc_in;                  /* this run's kernels read inputs from pinned */
 
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
@@ -88,6 +94,7 @@ struct cuda_state {
 	uint32_t head, inflight;    /* ring of lanes in flight */
 	int use_graphs;
 	int zerocopy;
+	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
 	unsigned long fault_every;
 	int fault_trap;
 	uint64_t runs;
@@ -355,6 +362,13 @@ cuda_open(int device, void **state, char **cause)
 	st->device = device;
 	st->use_graphs = cuda_env_ulong("AGXQ_CUDA_GRAPHS", 1) != 0;
 	st->zerocopy = cuda_env_ulong("AGXQ_CUDA_ZEROCOPY", 1) != 0;
+	/*
+	 * 64 KiB: linear and mlp batches (1 KiB a row) ran 4-5% faster on an
+	 * H200 with 8 clients; transformer batches (32 KiB a row), read
+	 * several times over the bus, ran 4x slower (docs/GPU.md).
+	 */
+	st->zc_in_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_ZC_IN_MAX",
+	    65536) : 0;
 	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
 	kind = getenv("AGXQ_CUDA_FAULT_KIND");
 	st->fault_trap = kind != NULL && strcmp(kind, "trap") == 0;
@@ -620,6 +634,8 @@ cuda_ptr(struct cuda_lane *l, struct cuda_model *m, uint32_t v)
 {
 	if (m->g->values[v].kind == GRAPH_VALUE_CONST)
 		return m->consts + m->const_off[v];
+	if (l->zc_in && v < m->g->ninputs)
+		return (float *)(l->pinned_dev + m->pin_in[v]);
 	if (m->zc_out[v] != 0)
 		return (float *)(l->pinned_dev + m->pin_out[m->zc_out[v] - 1]);
 	return cuda_arena_ptr(l, m, v);
@@ -1088,7 +1104,7 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	cudaError_t err;
 	size_t bytes;
 
-	for (uint32_t i = 0; i < g->ninputs; i++) {
+	for (uint32_t i = 0; i < g->ninputs && !l->zc_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes == 0)
 			continue;
@@ -1279,6 +1295,16 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 		cuda_blas_err(cause, "cublasSetMathMode", bs);
 		goto fail;
 	}
+	/*
+	 * Small inputs are read by the kernels straight from mapped memory,
+	 * sparing a copy per run (AGXQ_CUDA_ZC_IN_MAX bytes, all inputs).
+	 * The decision follows from the shapes, so graphs captured for these
+	 * shapes stay right.
+	 */
+	bytes = 0;
+	for (uint32_t i = 0; i < g->ninputs; i++)
+		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
+	l->zc_in = bytes <= st->zc_in_max;
 	for (uint32_t i = 0; i < g->ninputs; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		/* Gathered there already when the caller used cuda_stage. */

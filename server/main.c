@@ -34,7 +34,7 @@ usage(FILE *f)
 	fprintf(f,
 "usage: agxqd start [--socket PATH] [--backend cpu|cuda] [--device N]\n"
 "                   [--cpu-threads N] [--spin-us N] [--io-threads N]\n"
-"                   [--idle-timeout-s N]\n"
+"                   [--conns-per-io-thread N] [--idle-timeout-s N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
@@ -256,6 +256,7 @@ cmd_start(int argc, char **argv)
 		{ "idle-timeout-s", required_argument, NULL, 'i' },
 		{ "spin-us", required_argument, NULL, 'P' },
 		{ "io-threads", required_argument, NULL, 'O' },
+		{ "conns-per-io-thread", required_argument, NULL, 'K' },
 		{ "max-restarts", required_argument, NULL, 'R' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
@@ -316,6 +317,15 @@ cmd_start(int argc, char **argv)
 			if (config.io_threads == 0) {
 				fprintf(stderr, "agxqd: --io-threads must be "
 				    "1 to %d\n", CONFIG_MAX_IO_THREADS);
+				return 2;
+			}
+			break;
+		case 'K':
+			config.conns_per_io_thread = (uint32_t)parse_num(
+			    "--conns-per-io-thread", optarg, 65536, 10);
+			if (config.conns_per_io_thread == 0) {
+				fprintf(stderr, "agxqd: --conns-per-io-thread "
+				    "must be at least 1\n");
 				return 2;
 			}
 			break;

@@ -32,16 +32,22 @@
 
 /* ---- Helpers ------------------------------------------------------------- */
 
-/* Starts a daemon on d with --io-threads n (and extra, NULL-terminated). */
+/*
+ * Starts a daemon on d with --io-threads n (and extra, NULL-terminated),
+ * two connections a loop before the next gets any, so that every loop
+ * serves some of the cases' clients.
+ */
 static int
 iot_start(struct du_daemon *d, const char *n, const char *const *extra)
 {
-	const char *args[16];
+	const char *args[18];
 	int k = 0;
 
 	args[k++] = "--io-threads";
 	args[k++] = n;
-	for (; extra != NULL && *extra != NULL && k < 15; extra++)
+	args[k++] = "--conns-per-io-thread";
+	args[k++] = "2";
+	for (; extra != NULL && *extra != NULL && k < 17; extra++)
 		args[k++] = *extra;
 	args[k] = NULL;
 	return du_start(d, args);
@@ -1175,24 +1181,36 @@ out:
 
 /* ---- bad_option ---------------------------------------------------------- */
 
-/* --io-threads 0, 65 and x are refused, naming the option. */
+/*
+ * --io-threads 0, 65, x, -1 and "" are refused, and --conns-per-io-thread
+ * 0, x and 65537, each naming its option.
+ */
 static void
 t_bad_option(void)
 {
-	static const char *const bad[] = { "0", "65", "x", "-1", "" };
+	static const struct {
+		const char *opt, *val;
+	} bad[] = {
+		{ "--io-threads", "0" }, { "--io-threads", "65" },
+		{ "--io-threads", "x" }, { "--io-threads", "-1" },
+		{ "--io-threads", "" }, { "--conns-per-io-thread", "0" },
+		{ "--conns-per-io-thread", "x" },
+		{ "--conns-per-io-thread", "65537" },
+	};
 	struct du_daemon d;
 	char out[4096];
 
 	memset(&d, 0, sizeof d);
 	CHECK(du_init(&d) == 0);
 	for (size_t i = 0; i < TESTLIB_N(bad); i++) {
-		const char *a[] = { "start", "--socket", d.sock,
-		    "--io-threads", bad[i], NULL };
+		const char *a[] = { "start", "--socket", d.sock, bad[i].opt,
+		    bad[i].val, NULL };
 		int rc = du_run(a, 20000, out, sizeof out);
 
-		if (rc == 0 || rc == -1 || strstr(out, "io-threads") == NULL) {
-			printf("  --io-threads '%s': exit %d: %s\n", bad[i], rc,
-			    out);
+		if (rc == 0 || rc == -1 ||
+		    strstr(out, bad[i].opt + 2) == NULL) {
+			printf("  %s '%s': exit %d: %s\n", bad[i].opt,
+			    bad[i].val, rc, out);
 			/* A daemon that started anyway must not outlive us. */
 			if (rc == 0 && (d.pid = du_daemon_pid(d.sock)) > 0)
 				du_stop(&d);
@@ -1236,7 +1254,7 @@ t_bounds_and_default(void)
 			EXPECT(got >= 1 && got <= 64);
 		printf("  --io-threads %s: %lld loops (%ld cores)\n",
 		    n[i] != NULL ? n[i] : "(default)", got, cores);
-		/* Two clients: round robin puts them on different loops. */
+		/* Two clients: on different loops where there are two. */
 		for (int k = 0; k < 2; k++) {
 			CHECK_OK(agxq_connect(d.sock, &c));
 			CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR,
@@ -1255,6 +1273,119 @@ out:
 	iot_world_free(&w);
 }
 
+/* ---- fill_first ---------------------------------------------------------- */
+
+/*
+ * Reads from d's log the loop each connection of ids [first, first + n)
+ * was accepted on (-1 where the log has no line for it). 0 or -1.
+ */
+static int
+ff_loops(const struct du_daemon *d, unsigned long long first, int n,
+    int *loop)
+{
+	char path[160], line[512];
+	unsigned long long id;
+	unsigned l;
+	FILE *f;
+
+	for (int i = 0; i < n; i++)
+		loop[i] = -1;
+	snprintf(path, sizeof path, "%s.log", d->sock);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof line, f) != NULL) {
+		const char *p = strstr(line, "] conn ");
+
+		if (p == NULL || sscanf(p, "] conn %llu: accepted on loop %u",
+		    &id, &l) != 2)
+			continue;
+		if (id >= first && id < first + (unsigned long long)n)
+			loop[id - first] = (int)l;
+	}
+	fclose(f);
+	return 0;
+}
+
+/* The id of the last connection accepted so far, from d's log; 0: none. */
+static unsigned long long
+ff_last_id(const struct du_daemon *d)
+{
+	char path[160], line[512];
+	unsigned long long id, last = 0;
+	unsigned l;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s.log", d->sock);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f) != NULL) {
+		const char *p = strstr(line, "] conn ");
+
+		if (p != NULL && sscanf(p, "] conn %llu: accepted on loop %u",
+		    &id, &l) == 2 && id > last)
+			last = id;
+	}
+	fclose(f);
+	return last;
+}
+
+#define FF_CLIENTS 12
+
+/*
+ * With two loops and the default of 8 connections a loop, the first 8
+ * clients are served by loop 0 and the next 4 by loop 1; once 4 of loop
+ * 0's leave, the next 2 go back to loop 0, which has room again.
+ */
+static void
+t_fill_first(void)
+{
+	static const char *const extra[] = { "--io-threads", "2",
+	    "--log-level", "debug", NULL };
+	struct du_daemon d;
+	struct iot_world w;
+	agxq_client *c[FF_CLIENTS + 2];
+	agxq_model *m = NULL;
+	unsigned long long first;
+	int loop[FF_CLIENTS + 2], i;
+
+	memset(&d, 0, sizeof d);
+	memset(c, 0, sizeof c);
+	CHECK(iot_world_make(&w) == 0);
+	CHECK(du_start(&d, extra) == 0);
+	usleep(300000); /* the start's own connections are closed by then */
+	first = ff_last_id(&d) + 1;
+	for (i = 0; i < FF_CLIENTS; i++)
+		CHECK_OK(agxq_connect(d.sock, &c[i]));
+	CHECK(ff_loops(&d, first, FF_CLIENTS, loop) == 0);
+	for (i = 0; i < FF_CLIENTS; i++) {
+		if (loop[i] != (i < 8 ? 0 : 1)) {
+			printf("  client %d (conn %llu) on loop %d\n", i,
+			    first + (unsigned long long)i, loop[i]);
+			EXPECT(0);
+		}
+	}
+	/* Every client works, whichever loop serves it. */
+	for (i = 0; i < FF_CLIENTS; i++) {
+		CHECK_OK(du_load_ref(c[i], NULL, AGXQ_REF_LINEAR, IOT_SEED_A,
+		    &m, NULL));
+		CHECK_OK(iot_infer(m, &w.a[i % IOT_NIO]));
+	}
+	for (i = 0; i < 4; i++) {
+		agxq_close(c[i]);
+		c[i] = NULL;
+	}
+	usleep(300000);
+	for (i = FF_CLIENTS; i < FF_CLIENTS + 2; i++)
+		CHECK_OK(agxq_connect(d.sock, &c[i]));
+	CHECK(ff_loops(&d, first + FF_CLIENTS, 2, loop) == 0);
+	EXPECT(loop[0] == 0 && loop[1] == 0);
+out:
+	for (i = 0; i < FF_CLIENTS + 2; i++)
+		agxq_close(c[i]);
+	iot_finish(&d);
+	iot_world_free(&w);
+}
+
 static const struct testlib_case cases[] = {
 	{ "many_clients_correct", t_many_clients_correct },
 	{ "churn", t_churn },
@@ -1262,6 +1393,7 @@ static const struct testlib_case cases[] = {
 	{ "stop_under_load", t_stop_under_load },
 	{ "bad_option", t_bad_option },
 	{ "bounds_and_default", t_bounds_and_default },
+	{ "fill_first", t_fill_first },
 };
 
 int
