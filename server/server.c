@@ -1333,9 +1333,9 @@ server_listen(struct server *srv, int listen_fd, char **cause)
 /*
  * How many I/O loops serve connections: --io-threads, else two on hosts
  * with 8 cores or more, one on smaller ones. Measured on an H200 host with
- * 16 cores (docs/GPU.md): 32 client processes ran 36-41% faster on two
+ * 16 cores (docs/GPU.md): 32 client processes ran 34-41% faster on two
  * loops than on one and no faster on four; 8 ran fastest on one, which
- * server_pick_loop gives them.
+ * server_pick_loop gives them (--conns-per-io-thread, default 12).
  */
 static uint32_t
 server_nloops(void)

@@ -1332,7 +1332,7 @@ ff_last_id(const struct du_daemon *d)
 #define FF_CLIENTS 12
 
 /*
- * With two loops and the default of 8 connections a loop, the first 8
+ * With two loops and 8 connections a loop, the first 8
  * clients are served by loop 0 and the next 4 by loop 1; once 4 of loop
  * 0's leave, the next 2 go back to loop 0, which has room again.
  */
@@ -1340,7 +1340,7 @@ static void
 t_fill_first(void)
 {
 	static const char *const extra[] = { "--io-threads", "2",
-	    "--log-level", "debug", NULL };
+	    "--conns-per-io-thread", "8", "--log-level", "debug", NULL };
 	struct du_daemon d;
 	struct iot_world w;
 	agxq_client *c[FF_CLIENTS + 2];
