@@ -239,6 +239,7 @@ conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len)
 		return;
 	}
 	ctr->frames_out++;
+	server_traffic(c->srv, c->loop);
 	ctr->bytes_out += len;
 	ctr->bytes_out_raw += raw_len != 0 ? raw_len + CODEC_HEADER_SIZE : len;
 	out = bufferevent_get_output(c->bev);
@@ -562,6 +563,7 @@ conn_parse(struct conn *c)
 			break;
 		}
 		ctr->frames_in++;
+		server_traffic(c->srv, c->loop);
 		ctr->bytes_in += CODEC_HEADER_SIZE + plen;
 		ctr->bytes_in_raw += CODEC_HEADER_SIZE +
 		    codec_raw_size(p + CODEC_HEADER_SIZE, plen, flags);

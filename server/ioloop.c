@@ -138,7 +138,7 @@ ioloop_run(struct ioloop *l)
 		if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY |
 		    (now < until ? EVLOOP_NONBLOCK : EVLOOP_ONCE)) != 0)
 			break;
-		if ((a = l->cfg.activity(l->cfg.arg)) != seen) {
+		if ((a = l->cfg.activity(l->cfg.activity_arg)) != seen) {
 			seen = a;
 			until = request_now_ns() + (uint64_t)l->cfg.spin_us * 1000;
 		}

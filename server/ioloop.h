@@ -26,9 +26,10 @@ typedef void (*ioloop_task_fn)(void *arg, intptr_t val);
 struct ioloop_config {
 	uint32_t index;             /* 0: the main loop */
 	uint32_t spin_us;           /* poll this long after traffic; 0: never */
-	uint64_t (*activity)(void *arg); /* grows with traffic (for spin_us) */
+	uint64_t (*activity)(void *arg); /* grows with this loop's traffic */
+	void *activity_arg;
 	ioloop_done_fn done;
-	void *arg;                  /* for activity and done */
+	void *arg;                  /* for done */
 };
 
 /*

@@ -44,6 +44,7 @@ struct server_loop {
 	struct ioloop *io;
 	struct conn_list conns;
 	atomic_uint nconns;           /* given to it and not closed yet */
+	uint64_t frames;              /* its frames in and out (its thread) */
 };
 
 struct server {
@@ -1304,13 +1305,23 @@ server_exit_code(const struct server *srv)
 	return srv->exit_code;
 }
 
-/* Frames in and out so far: what the loops' polling watches. */
-static uint64_t
-server_activity(void *arg)
+/* Counts a frame in or out on loop i (that loop's thread). */
+void
+server_traffic(struct server *srv, uint32_t i)
 {
-	struct server *srv = arg;
+	srv->loops[i].frames++;
+}
 
-	return srv->ctr.frames_in + srv->ctr.frames_out;
+/*
+ * A loop's frames so far: what its polling watches, so that a loop polls
+ * after its own traffic only, not whenever another loop is busy.
+ */
+static uint64_t
+server_loop_activity(void *arg)
+{
+	struct server_loop *sl = arg;
+
+	return sl->frames;
 }
 
 /* Serves connections on listen_fd (the supervisor's socket). */
@@ -1358,7 +1369,8 @@ server_make_loops(struct server *srv, uint32_t spin_us, char **cause)
 		memset(&lc, 0, sizeof lc);
 		lc.index = i;
 		lc.spin_us = spin_us;
-		lc.activity = server_activity;
+		lc.activity = server_loop_activity;
+		lc.activity_arg = &srv->loops[i];
 		lc.done = server_done;
 		lc.arg = srv;
 		TAILQ_INIT(&srv->loops[i].conns);

@@ -53,6 +53,9 @@ void server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env);
 /* Told by conn when c's socket has closed: releases what c holds. */
 void server_conn_closed(struct server *srv, struct conn *c);
 
+/* Counts a frame in or out on loop i (that loop's thread; for polling). */
+void server_traffic(struct server *srv, uint32_t i);
+
 /* Traffic counters (any loop). */
 struct server_counters *server_counters(struct server *srv);
 
