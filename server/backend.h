@@ -79,6 +79,16 @@ struct backend_ops {
 	int (*stage)(void *state, void *bmodel, const struct graph_shape *shapes,
 	    float **in, char **cause);
 	const float *(*result)(void *state, void *ticket, uint32_t j);
+
+	/*
+	 * Optional: host_register page-locks host memory [p, p + len) for the
+	 * device, so that runs whose inputs or outputs lie inside it move
+	 * them directly (no copy on the calling thread); 0, or -1 with
+	 * *cause. host_unregister(p) undoes it before the memory is unmapped.
+	 * close undoes what is left.
+	 */
+	int (*host_register)(void *state, void *p, size_t len, char **cause);
+	void (*host_unregister)(void *state, void *p);
 };
 
 extern const struct backend_ops backend_cpu_ops;

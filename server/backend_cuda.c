@@ -11,14 +11,20 @@
  * returns; finish spins on the event briefly, then blocks on it, and copies
  * the outputs out of the pinned buffer. Outputs made by a kernel of ours
  * (elementwise, layer norm, a linear's bias add) are written straight into
- * the mapped pinned buffer, saving a device-to-host copy. Lanes are used as
- * a ring and finished oldest first; all calls come from one thread. run is
- * submit then finish.
+ * the mapped pinned buffer, saving a device-to-host copy. Inputs and
+ * outputs in host memory the caller registered (host_register: agxqd
+ * registers clients' shared memory regions) are copied by DMA straight
+ * from and to it, outside the captured graph, with no copy on the calling
+ * thread. Lanes are used as a ring and finished oldest first; all calls
+ * come from one thread. run is submit then finish.
  *
  * Environment, read at open:
  *   AGXQ_CUDA_GRAPHS=0       never capture CUDA graphs (run eagerly)
  *   AGXQ_CUDA_ZEROCOPY=0     always copy inputs and outputs through the
  *                            device (no kernel reads or writes mapped memory)
+ *   AGXQ_CUDA_HOSTREG=0      never page-lock host memory for DMA
+ *                            (host_register fails; tensors in clients'
+ *                            shared memory are copied through the staging)
  *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
  *                            65536) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
@@ -64,6 +70,10 @@
 
 struct cuda_model;
 
+/* How a run moves its inputs and outputs (part of a graph's key). */
+#define CUDA_MODE_DMA_IN 1    /* H2D copies from registered memory, outside the graph */
+#define CUDA_MODE_DMA_OUT 2   /* D2H copies to registered memory, outside the graph */
+
 /* One lane: a stream and the buffers of one run in flight. */
 struct cuda_lane {
 	int index;
@@ -78,6 +88,8 @@ struct cuda_lane {
 	size_t pinned_size;
 	uint64_t gen;               /* bumped when arena or pinned moves */
 	int zc_in;                  /* this run's kernels read inputs from pinned */
+	int dma_in;                 /* this run's inputs come by DMA from registered memory */
+	int dma_out;                /* and its outputs go there by DMA */
 
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
@@ -95,16 +107,26 @@ struct cuda_state {
 	int use_graphs;
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
+	int hostreg;                /* host_register allowed */
 	unsigned long fault_every;
 	int fault_trap;
 	uint64_t runs;
 	int broken;                 /* a sticky error: only close works */
 	char *broken_why;
 	struct cuda_model *models;  /* loaded models, to release on close */
+	struct cuda_hostreg *hreg;  /* host memory registered by host_register */
+	uint32_t nhreg, hreg_cap;
+};
+
+/* Host memory page-locked with cudaHostRegister (host_register). */
+struct cuda_hostreg {
+	char *p;
+	size_t len;
 };
 
 struct cuda_graph_slot {
 	int used;
+	int mode;                   /* CUDA_MODE_* of the runs it replays */
 	struct graph_shape *shapes; /* ninputs input shapes */
 	unsigned hits;
 	int failed;                 /* capture failed: stay eager for these shapes */
@@ -369,6 +391,7 @@ cuda_open(int device, void **state, char **cause)
 	 */
 	st->zc_in_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_ZC_IN_MAX",
 	    65536) : 0;
+	st->hostreg = cuda_env_ulong("AGXQ_CUDA_HOSTREG", 1) != 0;
 	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
 	kind = getenv("AGXQ_CUDA_FAULT_KIND");
 	st->fault_trap = kind != NULL && strcmp(kind, "trap") == 0;
@@ -413,9 +436,13 @@ cuda_close(void *state)
 	}
 	for (int k = 0; k < CUDA_SLOTS; k++)
 		cuda_lane_close(&st->lane[k], st->broken);
+	/* The memory stays mapped by its owner: only the pinning goes. */
+	for (uint32_t i = 0; i < st->nhreg && !st->broken; i++)
+		(void)cudaHostUnregister(st->hreg[i].p);
 	if (st->broken)
 		cudaDeviceReset();
 	(void)cudaGetLastError();
+	free(st->hreg);
 	free(st->broken_why);
 	free(st);
 }
@@ -636,7 +663,7 @@ cuda_ptr(struct cuda_lane *l, struct cuda_model *m, uint32_t v)
 		return m->consts + m->const_off[v];
 	if (l->zc_in && v < m->g->ninputs)
 		return (float *)(l->pinned_dev + m->pin_in[v]);
-	if (m->zc_out[v] != 0)
+	if (m->zc_out[v] != 0 && !l->dma_out)
 		return (float *)(l->pinned_dev + m->pin_out[m->zc_out[v] - 1]);
 	return cuda_arena_ptr(l, m, v);
 }
@@ -1104,7 +1131,7 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	cudaError_t err;
 	size_t bytes;
 
-	for (uint32_t i = 0; i < g->ninputs && !l->zc_in; i++) {
+	for (uint32_t i = 0; i < g->ninputs && !l->zc_in && !l->dma_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes == 0)
 			continue;
@@ -1116,7 +1143,7 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	for (uint32_t i = 0; i < g->nnodes; i++)
 		if (cuda_node(l, m, &g->nodes[i], shapes, cause) != 0)
 			return -1;
-	for (uint32_t j = 0; j < g->noutputs; j++) {
+	for (uint32_t j = 0; j < g->noutputs && !l->dma_out; j++) {
 		bytes = graph_shape_nelem(&shapes[g->outputs[j]]) * sizeof(float);
 		if (bytes == 0 || m->zc_out[g->outputs[j]] == j + 1)
 			continue;   /* written straight into mapped memory */
@@ -1128,17 +1155,21 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	return 0;
 }
 
-/* Finds lane k's graph slot for these input shapes, or takes the LRU one. */
+/*
+ * Finds lane k's graph slot for these input shapes and mode, or takes the
+ * LRU one.
+ */
 static struct cuda_graph_slot *
 cuda_slot_find(struct cuda_model *m, int k, const struct graph_shape *shapes,
-    int *found)
+    int mode, int *found)
 {
 	struct cuda_graph_slot *s, *lru = NULL;
 	size_t sz = m->g->ninputs * sizeof *shapes;
 
 	for (int i = 0; i < CUDA_GRAPH_SLOTS; i++) {
 		s = &m->slot[k][i];
-		if (s->used && memcmp(s->shapes, shapes, sz) == 0) {
+		if (s->used && s->mode == mode &&
+		    memcmp(s->shapes, shapes, sz) == 0) {
 			*found = 1;
 			s->last = ++m->tick;
 			return s;
@@ -1148,6 +1179,7 @@ cuda_slot_find(struct cuda_model *m, int k, const struct graph_shape *shapes,
 	}
 	cuda_slot_clear(lru);
 	memcpy(lru->shapes, shapes, sz);
+	lru->mode = mode;
 	lru->used = 1;
 	lru->last = ++m->tick;
 	*found = 0;
@@ -1234,6 +1266,90 @@ fail_nomem:
 	return -1;
 }
 
+/* Whether [p, p + len) lies in host memory registered by host_register. */
+static int
+cuda_hostreg_has(const struct cuda_state *st, const void *p, size_t len)
+{
+	const char *c = p;
+
+	for (uint32_t i = 0; i < st->nhreg; i++) {
+		const struct cuda_hostreg *r = &st->hreg[i];
+
+		if (c >= r->p && len <= r->len && (size_t)(c - r->p) <= r->len - len)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Decides how lane l's run moves its data: inputs that all lie in
+ * registered host memory come by DMA straight from there (unless the
+ * kernels read them mapped), and outputs that all do go back there by DMA,
+ * sparing the copies through the pinned staging on the calling thread.
+ * Call after cuda_lane_outputs.
+ */
+static void
+cuda_dma_modes(const struct cuda_state *st, struct cuda_lane *l,
+    const struct cuda_model *m, const struct graph_shape *shapes,
+    const float *const *in, float *const *out)
+{
+	const struct graph *g = m->g;
+	size_t bytes;
+
+	l->dma_in = st->nhreg > 0 && !l->zc_in;
+	for (uint32_t i = 0; i < g->ninputs && l->dma_in; i++) {
+		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
+		if (bytes > 0 && !cuda_hostreg_has(st, in[i], bytes))
+			l->dma_in = 0;
+	}
+	l->dma_out = st->nhreg > 0 && g->noutputs > 0;
+	for (uint32_t j = 0; j < g->noutputs && l->dma_out; j++) {
+		bytes = l->out_bytes[j];
+		if (bytes > 0 && (out[j] == NULL ||
+		    !cuda_hostreg_has(st, out[j], bytes)))
+			l->dma_out = 0;
+	}
+}
+
+/* Queues the copies of lane l's inputs from registered host memory. */
+static int
+cuda_dma_inputs(struct cuda_lane *l, struct cuda_model *m,
+    const struct graph_shape *shapes, const float *const *in, char **cause)
+{
+	cudaError_t err;
+	size_t bytes;
+
+	for (uint32_t i = 0; i < m->g->ninputs; i++) {
+		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
+		if (bytes == 0)
+			continue;
+		if ((err = cudaMemcpyAsync(l->arena + m->val_off[i], in[i],
+		    bytes, cudaMemcpyHostToDevice, l->stream)) != cudaSuccess)
+			return cuda_err(cause, "cudaMemcpyAsync (registered "
+			    "input)", err);
+	}
+	return 0;
+}
+
+/* Queues the copies of lane l's outputs to registered host memory. */
+static int
+cuda_dma_outputs(struct cuda_lane *l, struct cuda_model *m,
+    float *const *out, char **cause)
+{
+	cudaError_t err;
+
+	for (uint32_t j = 0; j < l->nout; j++) {
+		if (l->out_bytes[j] == 0)
+			continue;
+		if ((err = cudaMemcpyAsync(out[j], cuda_ptr(l, m,
+		    m->g->outputs[j]), l->out_bytes[j], cudaMemcpyDeviceToHost,
+		    l->stream)) != cudaSuccess)
+			return cuda_err(cause, "cudaMemcpyAsync (registered "
+			    "output)", err);
+	}
+	return 0;
+}
+
 /* The lane the next run goes to, or NULL with *cause (broken, or all busy). */
 static struct cuda_lane *
 cuda_next_lane(struct cuda_state *st, char **cause)
@@ -1272,6 +1388,8 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->run = ++st->runs;
 	l->fault = 0;
 	l->nout = 0;
+	l->dma_in = 0;
+	l->dma_out = 0;
 	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
 		if (!st->fault_trap) {
 			l->fault = 1;   /* nothing launched; finish fails */
@@ -1305,16 +1423,21 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 	for (uint32_t i = 0; i < g->ninputs; i++)
 		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
 	l->zc_in = bytes <= st->zc_in_max;
-	for (uint32_t i = 0; i < g->ninputs; i++) {
+	cuda_dma_modes(st, l, m, shapes, in, out);
+	for (uint32_t i = 0; i < g->ninputs && !l->dma_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		/* Gathered there already when the caller used cuda_stage. */
 		if (bytes > 0 && (const char *)in[i] != l->pinned + m->pin_in[i])
 			memcpy(l->pinned + m->pin_in[i], in[i], bytes);
 	}
+	if (l->dma_in && cuda_dma_inputs(l, m, shapes, in, cause) != 0)
+		goto fail;
 
 	s = NULL;
 	if (st->use_graphs) {
-		s = cuda_slot_find(m, l->index, shapes, &found);
+		s = cuda_slot_find(m, l->index, shapes,
+		    (l->dma_in ? CUDA_MODE_DMA_IN : 0) |
+		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0), &found);
 		if (s->exec != NULL && s->gen != l->gen) {
 			cudaGraphExecDestroy(s->exec);
 			s->exec = NULL;
@@ -1330,6 +1453,8 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 			goto fail;
 		}
 	} else if (cuda_enqueue(l, m, shapes, cause) != 0)
+		goto fail;
+	if (l->dma_out && cuda_dma_outputs(l, m, out, cause) != 0)
 		goto fail;
 	if ((err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
 		cuda_err(cause, "cudaEventRecord", err);
@@ -1407,7 +1532,7 @@ cuda_finish(void *state, void *ticket, char **cause)
 	}
 	if (st->broken)
 		return cuda_check_broken(st, cause);
-	for (uint32_t j = 0; j < l->nout; j++)
+	for (uint32_t j = 0; j < l->nout && !l->dma_out; j++)
 		if (l->out_bytes[j] > 0 && l->out[j] != NULL)
 			memcpy(l->out[j], l->pinned + l->out_off[j],
 			    l->out_bytes[j]);
@@ -1465,6 +1590,62 @@ cuda_run(void *state, void *bmodel, const struct graph_shape *shapes,
 	return cuda_finish(state, ticket, cause);
 }
 
+/*
+ * Page-locks host memory [p, p + len) (a client's shared memory region) so
+ * that runs whose inputs or outputs lie in it move them by DMA.
+ */
+static int
+cuda_host_register(void *state, void *p, size_t len, char **cause)
+{
+	struct cuda_state *st = state;
+	struct cuda_hostreg *n;
+	cudaError_t err;
+
+	if (cuda_check_broken(st, cause) != 0)
+		return -1;
+	if (!st->hostreg) {
+		cuda_cause(cause, "cuda: registering host memory is off "
+		    "(AGXQ_CUDA_HOSTREG=0)");
+		return -1;
+	}
+	if (st->nhreg == st->hreg_cap) {
+		uint32_t cap = st->hreg_cap ? st->hreg_cap * 2 : 8;
+
+		if ((n = reallocarray(st->hreg, cap, sizeof *n)) == NULL) {
+			cuda_cause(cause, "cuda: out of memory");
+			return -1;
+		}
+		st->hreg = n;
+		st->hreg_cap = cap;
+	}
+	if ((err = cudaHostRegister(p, len, cudaHostRegisterDefault)) !=
+	    cudaSuccess) {
+		(void)cudaGetLastError();
+		return cuda_err(cause, "cudaHostRegister", err);
+	}
+	st->hreg[st->nhreg].p = p;
+	st->hreg[st->nhreg].len = len;
+	st->nhreg++;
+	return 0;
+}
+
+/* Undoes cuda_host_register(p) before the memory is unmapped. */
+static void
+cuda_host_unregister(void *state, void *p)
+{
+	struct cuda_state *st = state;
+
+	for (uint32_t i = 0; i < st->nhreg; i++) {
+		if (st->hreg[i].p != p)
+			continue;
+		if (!st->broken)
+			(void)cudaHostUnregister(p);
+		(void)cudaGetLastError();
+		st->hreg[i] = st->hreg[--st->nhreg];
+		return;
+	}
+}
+
 const struct backend_ops backend_cuda_ops = {
 	.name = "cuda",
 	.open = cuda_open,
@@ -1476,6 +1657,8 @@ const struct backend_ops backend_cuda_ops = {
 	.healthy = cuda_healthy,
 	.stage = cuda_stage,
 	.result = cuda_result,
+	.host_register = cuda_host_register,
+	.host_unregister = cuda_host_unregister,
 	.submit = cuda_submit,
 	.finish = cuda_finish,
 	.poll = cuda_poll,

@@ -19,6 +19,7 @@ struct engine {
 	void *state;                /* NULL after a failed reset */
 	int device;
 	struct engine_model *models; /* loaded models, for engine_reset */
+	uint64_t opens;             /* backend opens: host registrations die with one */
 	pthread_t owner;
 	enum engine_owner_mode mode;
 	atomic_uint_fast64_t calls;
@@ -175,6 +176,7 @@ engine_reset(struct engine *e, char **cause)
 		e->ops->close(e->state);
 		e->state = NULL;
 	}
+	e->opens++;
 	if (e->ops->open(e->device, &e->state, cause) != 0) {
 		e->state = NULL;
 		return -1;
@@ -326,6 +328,44 @@ engine_stage(struct engine *e, struct engine_model *m,
 		return -1;
 	return e->ops->stage(e->state, m->bmodel, m->shapes, in, cause) == 0 ?
 	    1 : -1;
+}
+
+/* Page-locks host memory for direct transfers, where the backend can. */
+int
+engine_host_register(struct engine *e, void *p, size_t len, uint64_t *gen,
+    char **cause)
+{
+	if (e->ops->host_register == NULL)
+		return 0;
+	engine_enter(e, "host_register");
+	if (e->state == NULL) {
+		if (cause != NULL)
+			*cause = strdup("the device was lost");
+		return -1;
+	}
+	if (e->ops->host_register(e->state, p, len, cause) != 0)
+		return -1;
+	*gen = e->opens;
+	return 1;
+}
+
+/* Backend opens so far. */
+uint64_t
+engine_generation(const struct engine *e)
+{
+	return e->opens;
+}
+
+/* Undoes engine_host_register(p) made under generation gen. */
+void
+engine_host_unregister(struct engine *e, void *p, uint64_t gen)
+{
+	if (e->ops->host_unregister == NULL)
+		return;
+	engine_enter(e, "host_unregister");
+	/* A reset since then closed the backend, and the pinning with it. */
+	if (e->state != NULL && gen == e->opens)
+		e->ops->host_unregister(e->state, p);
 }
 
 /* Whether submit may leave outputs in the backend's staging. */

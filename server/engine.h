@@ -88,6 +88,25 @@ int engine_stage(struct engine *e, struct engine_model *m,
     const struct graph_shape *in_shapes, float **in, char **cause);
 
 /*
+ * Page-locks host memory [p, p + len) for the device where the backend can
+ * (cuda): runs whose inputs or outputs lie inside it then move them by DMA
+ * instead of copying them on the calling thread. Returns 1 with *gen (for
+ * engine_host_unregister), 0 when the backend has no use for it, or -1
+ * with *cause.
+ */
+int engine_host_register(struct engine *e, void *p, size_t len,
+    uint64_t *gen, char **cause);
+
+/* Backend opens so far (a reset is one): what engine_host_register's gen names. */
+uint64_t engine_generation(const struct engine *e);
+
+/*
+ * Before [p, ...) is unmapped: undoes engine_host_register(p) made under
+ * generation gen (nothing to undo after a reset since).
+ */
+void engine_host_unregister(struct engine *e, void *p, uint64_t gen);
+
+/*
  * Whether submit takes out[j] == NULL, leaving output j where
  * engine_result says after engine_finish.
  */

@@ -15,6 +15,7 @@
 #include "engine.h"
 #include "executor.h"
 #include "log.h"
+#include "region.h"
 
 /*
  * One batch in flight: its requests, its staging buffers and the backend's
@@ -262,6 +263,36 @@ executor_backend_failed(struct executor *ex, struct xslot *x, char *cause)
 }
 
 /*
+ * Page-locks the shared memory regions request r reads and writes, once
+ * each (again after a device reset): the backend then moves a lone
+ * request's tensors by DMA, sparing the executor two copies of them. A
+ * region that cannot be locked is left to the copies.
+ */
+static void
+executor_pin_regions(struct executor *ex, struct request *r)
+{
+	uint64_t gen = engine_generation(ex->engine);
+	char *cause = NULL;
+
+	for (uint32_t i = 0; i < r->nregions; i++) {
+		struct region *rg = r->regions[i];
+		int rc;
+
+		if (rg->dev < 0 || (rg->dev == 1 && rg->dev_gen == gen))
+			continue;
+		rc = engine_host_register(ex->engine, rg->base, rg->size,
+		    &rg->dev_gen, &cause);
+		if (rc < 0) {
+			log_info("region of %llu bytes not locked for the "
+			    "device: %s", (unsigned long long)rg->size, cause);
+			free(cause);
+			cause = NULL;
+		}
+		rg->dev = rc == 1 ? 1 : -1;
+	}
+}
+
+/*
  * Stages slot x's batch (concatenating inputs along dim 0 when it has
  * several requests) and submits it to the backend. On failure the batch's
  * replies are errors and x->failed is set.
@@ -293,6 +324,8 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		x->in_shapes[i].dim[0] = b->rows;
 		x->in[i] = r0->in[i];
 	}
+	if (b->n == 1)
+		executor_pin_regions(ex, r0);
 	/*
 	 * A batch of several requests is gathered where the backend reads it
 	 * (its pinned staging) when it says where; else into our buffers.
@@ -460,6 +493,14 @@ executor_run_control(struct executor *ex, struct request *r, int stopping)
 	struct model *m = r->model;
 	char *cause = NULL;
 
+	if (r->kind == REQUEST_UNMAP) {
+		if (r->region->dev == 1)
+			engine_host_unregister(ex->engine, r->region->base,
+			    r->region->dev_gen);
+		region_free(r->region);
+		request_free(r);
+		return 0;
+	}
 	if (r->kind == REQUEST_FREE) {
 		engine_model_free(ex->engine, m->emodel);
 		models_destroy(m);
@@ -982,7 +1023,7 @@ executor_submit(struct executor *ex, struct request *r)
 	return rc;
 }
 
-/* Queues a LOAD or FREE request. */
+/* Queues a LOAD, FREE or UNMAP request. */
 void
 executor_control(struct executor *ex, struct request *r)
 {

@@ -75,7 +75,10 @@ void executor_free(struct executor *ex);
  */
 int executor_submit(struct executor *ex, struct request *r);
 
-/* Queues a LOAD or FREE request ahead of inference work. */
+/*
+ * Queues a LOAD, FREE or UNMAP request ahead of inference work (it runs
+ * once nothing is in flight).
+ */
 void executor_control(struct executor *ex, struct request *r);
 
 /* Finishes every queued request of conn with ERR_DISCONNECTED, through deliver. */

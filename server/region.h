@@ -19,6 +19,15 @@ struct region {
 	uint8_t *base;           /* MAP_SHARED mapping of size bytes */
 	uint64_t size;
 	uint32_t refs;
+
+	/*
+	 * Page-locked for the device (engine_host_register): 0 not tried, 1
+	 * done under engine generation dev_gen, -1 not possible. Set on the
+	 * executor thread while a request holds a reference; read by the
+	 * loop once the last reference is gone.
+	 */
+	int dev;
+	uint64_t dev_gen;
 };
 
 /*

@@ -26,7 +26,8 @@ struct request_out {
 enum request_kind {
 	REQUEST_INFER,
 	REQUEST_LOAD,  /* load request->model on the backend */
-	REQUEST_FREE   /* free request->model on the backend, then the model */
+	REQUEST_FREE,  /* free request->model on the backend, then the model */
+	REQUEST_UNMAP  /* unregister request->region from the device, then unmap it */
 };
 
 struct request {
@@ -44,6 +45,7 @@ struct request {
 	const float **in;             /* ninputs, pointing into env */
 	Agxq__Envelope *env;          /* the decoded Infer; owns the input data */
 	struct region **regions;      /* loop thread: one reference to each */
+	struct region *region;        /* REQUEST_UNMAP's */
 	uint32_t nregions;
 	uint32_t nouts;               /* output regions named (0: all inline) */
 	struct request_out *outs;     /* nouts */

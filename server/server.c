@@ -405,10 +405,15 @@ server_shape_str(const int64_t *dims, size_t n, char *buf, size_t len)
 	return buf;
 }
 
-/* Drops one reference to rg; the last one unmaps it. */
+/*
+ * Drops one reference to rg; the last one unmaps it, through the executor
+ * when it is page-locked for the device (unlocked there first).
+ */
 static void
 server_region_unref(struct server *srv, struct region *rg)
 {
+	struct request *r;
+
 	if (--rg->refs > 0)
 		return;
 	pthread_mutex_lock(&srv->lock);
@@ -417,7 +422,14 @@ server_region_unref(struct server *srv, struct region *rg)
 	pthread_mutex_unlock(&srv->lock);
 	log_debug("region %llu unmapped (%llu bytes)",
 	    (unsigned long long)rg->id, (unsigned long long)rg->size);
-	region_free(rg);
+	if (rg->dev != 1 || srv->ex == NULL) {
+		region_free(rg);
+		return;
+	}
+	if ((r = request_new(REQUEST_UNMAP, 0)) == NULL)
+		server_oom();
+	r->region = rg;
+	executor_control(srv->ex, r);
 }
 
 /* Drops the region references r holds. */

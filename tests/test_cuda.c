@@ -21,6 +21,8 @@
  * values of order 1): a real indexing or masking bug produces errors of order
  * 1e-1..1. Each case prints its measured maximum error.
  */
+#include <sys/mman.h>
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1156,6 +1158,95 @@ t_inflight_fault(void)
 	return rc;
 }
 
+/*
+ * Runs tg at batch 4 on cuda with its input and output inside buf (host
+ * memory that may be registered with the device) and on cpu; folds the
+ * difference into c. 0, or -1 when a run fails.
+ */
+static int
+host_run(struct tcase_graph *tg, uint8_t *buf, struct cmp *c)
+{
+	struct graph_shape is, os;
+	float *in = (float *)(void *)buf, *out, *want = NULL;
+	char *cause = NULL;
+	size_t nin, nout;
+	int rc = -1;
+
+	is = tg->g->values[0].shape;
+	is.dim[0] = 4;
+	if (engine_output_shapes(tg->g, &is, &os, &cause) != 0)
+		goto out;
+	nin = graph_shape_nelem(&is);
+	nout = graph_shape_nelem(&os);
+	out = (float *)(void *)(buf + ((nin * sizeof(float) + 4095) & ~4095ul));
+	if ((want = calloc(nout, sizeof *want)) == NULL)
+		abort();
+	tg_rand_fill(in, nin, 1.0f, &seed);
+	memset(out, 0xff, nout * sizeof(float)); /* NaNs until written */
+	if (engine_run(ecuda, tg->mc, &is, (const float *const *)&in, &out,
+	    &cause) != 0 || engine_run(ecpu, tg->mp, &is,
+	    (const float *const *)&in, &want, &cause) != 0)
+		goto out;
+	cmp_addf(c, out, want, nout, ATOL_MODEL);
+	rc = 0;
+out:
+	if (cause != NULL)
+		printf("  run: %s\n", cause);
+	free(cause);
+	free(want);
+	return rc;
+}
+
+/*
+ * Inputs and outputs in host memory registered with the device (as agxqd
+ * registers clients' shared memory regions) move by DMA: the three models
+ * match the cpu engine, three runs each (later ones replay a captured
+ * graph), and again once the memory is unregistered.
+ */
+static int
+t_host_register(void)
+{
+	struct tcase_graph tg[3];
+	struct cmp c[2] = { { 0, 0 }, { 0, 0 } };
+	size_t len = 4u << 20;
+	uint64_t gen = 0;
+	uint8_t *buf;
+	char *cause = NULL;
+	int rc = 0, reg;
+
+	buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	    -1, 0);
+	if (buf == MAP_FAILED)
+		abort();
+	if (tc_load(m_linear(), &tg[0]) != 0 || tc_load(m_mlp(), &tg[1]) != 0 ||
+	    tc_load(m_transformer(), &tg[2]) != 0)
+		abort();
+	if ((reg = engine_host_register(ecuda, buf, len, &gen, &cause)) < 0) {
+		printf("  host_register: %s\n", cause);
+		free(cause);
+		rc = -1;
+	} else if (!as_cpu && reg != 1) {
+		printf("  the cuda backend should register host memory\n");
+		rc = -1;
+	}
+	for (int pass = 0; pass < 2 && rc == 0; pass++) {
+		for (int k = 0; k < 3; k++)
+			for (int n = 0; n < 3; n++)
+				rc |= host_run(&tg[k], buf, &c[pass]);
+		if (pass == 0 && reg == 1)
+			engine_host_unregister(ecuda, buf, gen);
+	}
+	printf("  registered: max|cuda-cpu| %.2e (%.3f of tol); after "
+	    "unregistering: %.2e (%.3f of tol)\n", c[0].max_abs,
+	    c[0].max_ratio, c[1].max_abs, c[1].max_ratio);
+	if (c[0].max_ratio > 1 || c[1].max_ratio > 1)
+		rc = -1;
+	for (int k = 0; k < 3; k++)
+		tc_unload(&tg[k]);
+	munmap(buf, len);
+	return rc;
+}
+
 static int
 t_no_zerocopy(void)
 {
@@ -1269,6 +1360,7 @@ static const struct {
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },
 	{ "no_zerocopy", t_no_zerocopy },
+	{ "host_register", t_host_register },
 	{ "fault_injected", t_fault_injected },
 	{ "inflight_fault", t_inflight_fault },
 	{ "reopen", t_reopen },
