@@ -3,6 +3,7 @@
  * of its own, and the mailbox through which other threads hand it work.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,18 @@ struct ioloop {
 	struct ioloop_task_list tasks;  /* under lock */
 	int pending;                    /* under lock: ev_mail is active */
 	struct event *ev_mail;
+
+	/*
+	 * While the loop polls (ioloop_run), it empties the mailbox itself
+	 * whenever has_mail is set, and posters skip the wake-up through
+	 * ev_mail, which costs a write and a read of the base's notification
+	 * descriptor per completion. Before it may block it sets sleeping
+	 * and looks at has_mail once more; a poster sets has_mail and then
+	 * looks at sleeping. Both sequentially consistent: one of the two
+	 * sees the other, so no mail waits for a wake-up that never comes.
+	 */
+	atomic_int sleeping;
+	atomic_int has_mail;
 };
 
 /* Empties the mailbox on the loop's thread: the requests, then the tasks. */
@@ -54,6 +67,7 @@ ioloop_mail_cb(evutil_socket_t fd, short what, void *arg)
 	TAILQ_CONCAT(&done, &l->done, entry);
 	TAILQ_CONCAT(&tasks, &l->tasks, entry);
 	l->pending = 0;
+	atomic_store(&l->has_mail, 0);
 	pthread_mutex_unlock(&l->lock);
 	while ((r = TAILQ_FIRST(&done)) != NULL) {
 		TAILQ_REMOVE(&done, r, entry);
@@ -76,6 +90,8 @@ ioloop_new(struct event_base *base, const struct ioloop_config *cfg,
 	if ((l = calloc(1, sizeof *l)) == NULL)
 		goto fail_nomem;
 	l->cfg = *cfg;
+	atomic_init(&l->sleeping, 1);
+	atomic_init(&l->has_mail, 0);
 	TAILQ_INIT(&l->done);
 	TAILQ_INIT(&l->tasks);
 	pthread_mutex_init(&l->lock, NULL);
@@ -133,11 +149,23 @@ ioloop_run(struct ioloop *l)
 		event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY);
 		return;
 	}
+	atomic_store(&l->sleeping, 0);
 	while (!event_base_got_exit(base) && !event_base_got_break(base)) {
 		now = request_now_ns();
-		if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY |
-		    (now < until ? EVLOOP_NONBLOCK : EVLOOP_ONCE)) != 0)
-			break;
+		if (now < until) {
+			if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY |
+			    EVLOOP_NONBLOCK) != 0)
+				break;
+		} else {
+			atomic_store(&l->sleeping, 1);
+			if (atomic_load(&l->has_mail) == 0 &&
+			    event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY |
+			    EVLOOP_ONCE) != 0)
+				break;
+			atomic_store(&l->sleeping, 0);
+		}
+		if (atomic_load(&l->has_mail))
+			ioloop_mail_cb(-1, 0, l);
 		if ((a = l->cfg.activity(l->cfg.activity_arg)) != seen) {
 			seen = a;
 			until = request_now_ns() + (uint64_t)l->cfg.spin_us * 1000;
@@ -175,11 +203,15 @@ ioloop_start(struct ioloop *l, char **cause)
 	return 0;
 }
 
-/* Wakes the loop for its mailbox unless it is already awake for it. */
+/*
+ * Lock held, mail just added: flags it, and wakes the loop through ev_mail
+ * when it may be blocked (see struct ioloop) and is not woken already.
+ */
 static void
 ioloop_wake(struct ioloop *l)
 {
-	if (!l->pending) {
+	atomic_store(&l->has_mail, 1);
+	if (!l->pending && atomic_load(&l->sleeping)) {
 		l->pending = 1;
 		event_active(l->ev_mail, EV_READ, 0);
 	}
