@@ -66,6 +66,19 @@ parse_num(const char *opt, const char *s, unsigned long max, int base)
 	return v;
 }
 
+/* Parses an integer option from 1 to max, or exits. */
+static unsigned long
+parse_pos(const char *opt, const char *s, unsigned long max)
+{
+	unsigned long v = parse_num(opt, s, max, 10);
+
+	if (v == 0) {
+		fprintf(stderr, "agxqd: %s must be 1 to %lu\n", opt, max);
+		exit(2);
+	}
+	return v;
+}
+
 /* Parses a byte count with an optional K, M or G suffix, or exits. */
 static uint64_t
 parse_bytes(const char *opt, const char *s)
@@ -312,22 +325,12 @@ cmd_start(int argc, char **argv)
 			    100000, 10);
 			break;
 		case 'O':
-			config.io_threads = (uint32_t)parse_num("--io-threads",
-			    optarg, CONFIG_MAX_IO_THREADS, 10);
-			if (config.io_threads == 0) {
-				fprintf(stderr, "agxqd: --io-threads must be "
-				    "1 to %d\n", CONFIG_MAX_IO_THREADS);
-				return 2;
-			}
+			config.io_threads = (uint32_t)parse_pos("--io-threads",
+			    optarg, CONFIG_MAX_IO_THREADS);
 			break;
 		case 'K':
-			config.conns_per_io_thread = (uint32_t)parse_num(
-			    "--conns-per-io-thread", optarg, 65536, 10);
-			if (config.conns_per_io_thread == 0) {
-				fprintf(stderr, "agxqd: --conns-per-io-thread "
-				    "must be at least 1\n");
-				return 2;
-			}
+			config.conns_per_io_thread = (uint32_t)parse_pos(
+			    "--conns-per-io-thread", optarg, 65536);
 			break;
 		case 'R':
 			config.max_restarts = (uint32_t)parse_num(
@@ -335,13 +338,8 @@ cmd_start(int argc, char **argv)
 			    10);
 			break;
 		case 'B':
-			config.max_batch = (uint32_t)parse_num("--max-batch",
-			    optarg, 65536, 10);
-			if (config.max_batch == 0) {
-				fprintf(stderr, "agxqd: --max-batch must be at "
-				    "least 1\n");
-				return 2;
-			}
+			config.max_batch = (uint32_t)parse_pos("--max-batch",
+			    optarg, 65536);
 			break;
 		case 'D':
 			config.max_delay_us = (uint32_t)parse_num(
@@ -364,13 +362,8 @@ cmd_start(int argc, char **argv)
 			    optarg, 0777, 8);
 			break;
 		case 'F':
-			config.frame_timeout_ms = (uint32_t)parse_num(
-			    "--frame-timeout-ms", optarg, 3600000, 10);
-			if (config.frame_timeout_ms == 0) {
-				fprintf(stderr, "agxqd: --frame-timeout-ms must "
-				    "be at least 1\n");
-				return 2;
-			}
+			config.frame_timeout_ms = (uint32_t)parse_pos(
+			    "--frame-timeout-ms", optarg, 3600000);
 			break;
 		case 'f':
 			config.foreground = 1;

@@ -665,6 +665,16 @@ int
 du_load(int fd, uint64_t req_id, const Agxq__Graph *g, uint64_t *model_id,
     char *msg, size_t msglen)
 {
+	int shared;
+
+	return du_load_shared(fd, req_id, g, model_id, &shared, msg, msglen);
+}
+
+/* Loads a raw graph; *shared is the reply's flag. */
+int
+du_load_shared(int fd, uint64_t req_id, const Agxq__Graph *g,
+    uint64_t *model_id, int *shared, char *msg, size_t msglen)
+{
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
 	Agxq__LoadModel lm = AGXQ__LOAD_MODEL__INIT;
 	int rc = -1;
@@ -680,6 +690,7 @@ du_load(int fd, uint64_t req_id, const Agxq__Graph *g, uint64_t *model_id,
 		return -1;
 	if (rep->body_case == AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY) {
 		*model_id = rep->load_model_reply->model_id;
+		*shared = rep->load_model_reply->shared;
 		rc = 0;
 	} else if (rep->body_case == AGXQ__ENVELOPE__BODY_ERROR) {
 		rc = (int)rep->error->code;

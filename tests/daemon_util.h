@@ -132,6 +132,10 @@ int du_connect_hello(const char *path);
 int du_load(int fd, uint64_t req_id, const Agxq__Graph *g, uint64_t *model_id,
     char *msg, size_t msglen);
 
+/* du_load that also tells the reply's shared flag in *shared. */
+int du_load_shared(int fd, uint64_t req_id, const Agxq__Graph *g,
+    uint64_t *model_id, int *shared, char *msg, size_t msglen);
+
 /* Finds "key": NUMBER in a JSON document; -1 when absent. */
 long long du_json_num(const char *json, const char *key);
 

@@ -108,38 +108,6 @@ iot_io_threads(const char *sock)
 }
 
 /*
- * Loads g on raw connection fd: 0 with *id and *shared (the reply's flag),
- * else -1 (printing why).
- */
-static int
-iot_raw_load(int fd, uint64_t req_id, const Agxq__Graph *g, uint64_t *id,
-    int *shared)
-{
-	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
-	Agxq__LoadModel lm = AGXQ__LOAD_MODEL__INIT;
-	int rc = -1;
-
-	lm.request_id = req_id;
-	lm.graph = (Agxq__Graph *)g;
-	lm.name = (char *)"raw";
-	env.body_case = AGXQ__ENVELOPE__BODY_LOAD_MODEL;
-	env.load_model = &lm;
-	if (du_send_env(fd, &env) != 0 || du_recv(fd, 10000, &rep) != 1) {
-		printf("  raw load: no reply\n");
-		return -1;
-	}
-	if (rep->body_case == AGXQ__ENVELOPE__BODY_LOAD_MODEL_REPLY) {
-		*id = rep->load_model_reply->model_id;
-		*shared = rep->load_model_reply->shared;
-		rc = 0;
-	} else
-		printf("  raw load: reply %s\n",
-		    codec_body_name(rep->body_case));
-	codec_envelope_free(rep);
-	return rc;
-}
-
-/*
  * Polls the daemon's stats through c until it holds nmodels models (and,
  * when conns >= 0, that many connections), for up to ms. Returns 0, or -1
  * printing the last stats.
@@ -372,8 +340,8 @@ t_many_clients_correct(void)
 	tg = mc_raw_graph();
 	for (int i = 0; i < NRAW; i++) {
 		CHECK((fd[i] = du_connect_hello(d.sock)) >= 0);
-		CHECK(iot_raw_load(fd[i], 1, tg_graph(tg), &id[i],
-		    &shared[i]) == 0);
+		CHECK(du_load_shared(fd[i], 1, tg_graph(tg), &id[i],
+		    &shared[i], NULL, 0) == 0);
 		CHECK(id[i] == id[0]);
 		CHECK(shared[i] == (i > 0));
 	}
@@ -1276,12 +1244,14 @@ out:
 /* ---- fill_first ---------------------------------------------------------- */
 
 /*
- * Reads from d's log the loop each connection of ids [first, first + n)
- * was accepted on (-1 where the log has no line for it). 0 or -1.
+ * Reads d's log: the loop each connection of ids [first, first + n) was
+ * accepted on (-1 where the log has no line for it), and in *last the id
+ * of the last connection accepted so far (0: none). 0, or -1 when the log
+ * cannot be read.
  */
 static int
-ff_loops(const struct du_daemon *d, unsigned long long first, int n,
-    int *loop)
+ff_scan(const struct du_daemon *d, unsigned long long first, int n, int *loop,
+    unsigned long long *last)
 {
 	char path[160], line[512];
 	unsigned long long id;
@@ -1290,6 +1260,7 @@ ff_loops(const struct du_daemon *d, unsigned long long first, int n,
 
 	for (int i = 0; i < n; i++)
 		loop[i] = -1;
+	*last = 0;
 	snprintf(path, sizeof path, "%s.log", d->sock);
 	if ((f = fopen(path, "r")) == NULL)
 		return -1;
@@ -1299,34 +1270,13 @@ ff_loops(const struct du_daemon *d, unsigned long long first, int n,
 		if (p == NULL || sscanf(p, "] conn %llu: accepted on loop %u",
 		    &id, &l) != 2)
 			continue;
+		if (id > *last)
+			*last = id;
 		if (id >= first && id < first + (unsigned long long)n)
 			loop[id - first] = (int)l;
 	}
 	fclose(f);
 	return 0;
-}
-
-/* The id of the last connection accepted so far, from d's log; 0: none. */
-static unsigned long long
-ff_last_id(const struct du_daemon *d)
-{
-	char path[160], line[512];
-	unsigned long long id, last = 0;
-	unsigned l;
-	FILE *f;
-
-	snprintf(path, sizeof path, "%s.log", d->sock);
-	if ((f = fopen(path, "r")) == NULL)
-		return 0;
-	while (fgets(line, sizeof line, f) != NULL) {
-		const char *p = strstr(line, "] conn ");
-
-		if (p != NULL && sscanf(p, "] conn %llu: accepted on loop %u",
-		    &id, &l) == 2 && id > last)
-			last = id;
-	}
-	fclose(f);
-	return last;
 }
 
 #define FF_CLIENTS 12
@@ -1345,7 +1295,7 @@ t_fill_first(void)
 	struct iot_world w;
 	agxq_client *c[FF_CLIENTS + 2];
 	agxq_model *m = NULL;
-	unsigned long long first;
+	unsigned long long first, last;
 	int loop[FF_CLIENTS + 2], i;
 
 	memset(&d, 0, sizeof d);
@@ -1353,10 +1303,11 @@ t_fill_first(void)
 	CHECK(iot_world_make(&w) == 0);
 	CHECK(du_start(&d, extra) == 0);
 	usleep(300000); /* the start's own connections are closed by then */
-	first = ff_last_id(&d) + 1;
+	CHECK(ff_scan(&d, 0, 0, loop, &first) == 0);
+	first++;
 	for (i = 0; i < FF_CLIENTS; i++)
 		CHECK_OK(agxq_connect(d.sock, &c[i]));
-	CHECK(ff_loops(&d, first, FF_CLIENTS, loop) == 0);
+	CHECK(ff_scan(&d, first, FF_CLIENTS, loop, &last) == 0);
 	for (i = 0; i < FF_CLIENTS; i++) {
 		if (loop[i] != (i < 8 ? 0 : 1)) {
 			printf("  client %d (conn %llu) on loop %d\n", i,
@@ -1377,7 +1328,7 @@ t_fill_first(void)
 	usleep(300000);
 	for (i = FF_CLIENTS; i < FF_CLIENTS + 2; i++)
 		CHECK_OK(agxq_connect(d.sock, &c[i]));
-	CHECK(ff_loops(&d, first + FF_CLIENTS, 2, loop) == 0);
+	CHECK(ff_scan(&d, first + FF_CLIENTS, 2, loop, &last) == 0);
 	EXPECT(loop[0] == 0 && loop[1] == 0);
 out:
 	for (i = 0; i < FF_CLIENTS + 2; i++)
