@@ -444,12 +444,18 @@ t_queue_full_busy(void)
 	memset(&dd, 0, sizeof dd);
 	memset(&io, 0, sizeof io);
 	memset(&t, 0, sizeof t);
+	/*
+	 * The transformer takes milliseconds a request on the cpu backend,
+	 * so the client outpaces it and the queue fills on any machine (with
+	 * the mlp a fast daemon under a slow, sanitized client never queued
+	 * more than 4).
+	 */
 	CHECK(agxq_direct_open("cpu", 0, &d) == 0);
-	CHECK(du_load_ref(NULL, d, AGXQ_REF_MLP, 42, NULL, &dm) == 0);
-	CHECK(du_io_make(&io, AGXQ_REF_MLP, 4, 0, 51, dm) == 0);
+	CHECK(du_load_ref(NULL, d, AGXQ_REF_TRANSFORMER, 42, NULL, &dm) == 0);
+	CHECK(du_io_make(&io, AGXQ_REF_TRANSFORMER, 4, 0, 51, dm) == 0);
 	CHECK(du_start(&dd, small) == 0);
 	CHECK(agxq_connect(dd.sock, &c) == 0);
-	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 42, &m, NULL) == 0);
 	CHECK(du_track_init(&t, N, TOL, TOL) == 0);
 	for (int i = 0; i < N; i++)
 		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
