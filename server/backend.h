@@ -89,6 +89,19 @@ struct backend_ops {
 	 */
 	int (*host_register)(void *state, void *p, size_t len, char **cause);
 	void (*host_unregister)(void *state, void *p);
+
+	/*
+	 * Optional, with host_register: submit for a batch of nparts
+	 * requests whose tensors stay where they are, in registered memory:
+	 * part k has rows[k] rows (in batch order), its input i at
+	 * in[k * ninputs + i] and its output j written to
+	 * out[k * noutputs + j]. Returns 1, having done nothing, when that
+	 * memory is not all registered (the caller gathers the batch instead).
+	 */
+	int (*submit_parts)(void *state, void *bmodel,
+	    const struct graph_shape *shapes, uint32_t nparts,
+	    const uint32_t *rows, const float *const *in, float *const *out,
+	    void **ticket, char **cause);
 };
 
 extern const struct backend_ops backend_cpu_ops;

@@ -15,7 +15,8 @@
  * outputs in host memory the caller registered (host_register: agxqd
  * registers clients' shared memory regions) are copied by DMA straight
  * from and to it, outside the captured graph, with no copy on the calling
- * thread. Lanes are used as a ring and finished oldest first; all calls
+ * thread; submit_parts does the same for a batch of several requests, each
+ * request's rows copied to and from its own memory. Lanes are used as a ring and finished oldest first; all calls
  * come from one thread. run is submit then finish.
  *
  * Environment, read at open:
@@ -25,6 +26,8 @@
  *   AGXQ_CUDA_HOSTREG=0      never page-lock host memory for DMA
  *                            (host_register fails; tensors in clients'
  *                            shared memory are copied through the staging)
+ *   AGXQ_CUDA_PARTS=0        batches of several requests are always gathered
+ *                            into the staging (no submit_parts)
  *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
  *                            65536) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
@@ -108,6 +111,7 @@ struct cuda_state {
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
 	int hostreg;                /* host_register allowed */
+	int parts;                  /* submit_parts allowed */
 	unsigned long fault_every;
 	int fault_trap;
 	uint64_t runs;
@@ -392,6 +396,7 @@ cuda_open(int device, void **state, char **cause)
 	st->zc_in_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_ZC_IN_MAX",
 	    65536) : 0;
 	st->hostreg = cuda_env_ulong("AGXQ_CUDA_HOSTREG", 1) != 0;
+	st->parts = cuda_env_ulong("AGXQ_CUDA_PARTS", 1) != 0;
 	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
 	kind = getenv("AGXQ_CUDA_FAULT_KIND");
 	st->fault_trap = kind != NULL && strcmp(kind, "trap") == 0;
@@ -1282,70 +1287,83 @@ cuda_hostreg_has(const struct cuda_state *st, const void *p, size_t len)
 }
 
 /*
- * Decides how lane l's run moves its data: inputs that all lie in
- * registered host memory come by DMA straight from there (unless the
- * kernels read them mapped), and outputs that all do go back there by DMA,
- * sparing the copies through the pinned staging on the calling thread.
- * Call after cuda_lane_outputs.
+ * Decides how a run moves its data; *dma_in and *dma_out as for the lane
+ * fields. Inputs that all lie in registered host memory come by DMA
+ * straight from there (unless the kernels read them mapped, zc_in), and
+ * outputs that all do go back there by DMA, sparing the copies through the
+ * pinned staging on the calling thread. The run is nparts requests of
+ * rows[k] rows each, part k's input i at in[k * ninputs + i] and output j
+ * at out[k * noutputs + j].
  */
 static void
-cuda_dma_modes(const struct cuda_state *st, struct cuda_lane *l,
-    const struct cuda_model *m, const struct graph_shape *shapes,
-    const float *const *in, float *const *out)
+cuda_dma_modes(const struct cuda_state *st, const struct cuda_model *m,
+    const struct graph_shape *shapes, int zc_in, uint32_t nparts,
+    const uint32_t *rows, const float *const *in, float *const *out,
+    int *dma_in, int *dma_out)
 {
 	const struct graph *g = m->g;
-	size_t bytes;
+	const struct graph_shape *sh;
+	size_t row;
 
-	l->dma_in = st->nhreg > 0 && !l->zc_in;
-	for (uint32_t i = 0; i < g->ninputs && l->dma_in; i++) {
-		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
-		if (bytes > 0 && !cuda_hostreg_has(st, in[i], bytes))
-			l->dma_in = 0;
-	}
-	l->dma_out = st->nhreg > 0 && g->noutputs > 0;
-	for (uint32_t j = 0; j < g->noutputs && l->dma_out; j++) {
-		bytes = l->out_bytes[j];
-		if (bytes > 0 && (out[j] == NULL ||
-		    !cuda_hostreg_has(st, out[j], bytes)))
-			l->dma_out = 0;
+	*dma_in = st->nhreg > 0 && !zc_in;
+	*dma_out = st->nhreg > 0 && g->noutputs > 0;
+	for (uint32_t k = 0; k < nparts; k++) {
+		for (uint32_t i = 0; i < g->ninputs && *dma_in; i++) {
+			sh = &shapes[i];
+			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
+			    (size_t)sh->dim[0] * sizeof(float) : 0;
+			if (row > 0 && !cuda_hostreg_has(st,
+			    in[k * g->ninputs + i], row * rows[k]))
+				*dma_in = 0;
+		}
+		for (uint32_t j = 0; j < g->noutputs && *dma_out; j++) {
+			sh = &shapes[g->outputs[j]];
+			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
+			    (size_t)sh->dim[0] * sizeof(float) : 0;
+			if (row > 0 && (out[k * g->noutputs + j] == NULL ||
+			    !cuda_hostreg_has(st, out[k * g->noutputs + j],
+			    row * rows[k])))
+				*dma_out = 0;
+		}
 	}
 }
 
-/* Queues the copies of lane l's inputs from registered host memory. */
+/*
+ * Queues the copies of a run's inputs from registered host memory (each
+ * part's rows to their place in the batch) or its outputs to it.
+ */
 static int
-cuda_dma_inputs(struct cuda_lane *l, struct cuda_model *m,
-    const struct graph_shape *shapes, const float *const *in, char **cause)
+cuda_dma_copy(struct cuda_lane *l, struct cuda_model *m,
+    const struct graph_shape *shapes, uint32_t nparts, const uint32_t *rows,
+    const float *const *in, float *const *out, int outputs, char **cause)
 {
+	const struct graph *g = m->g;
+	uint32_t nv = outputs ? g->noutputs : g->ninputs;
+	const struct graph_shape *sh;
 	cudaError_t err;
-	size_t bytes;
+	size_t row, off;
+	char *dev;
 
-	for (uint32_t i = 0; i < m->g->ninputs; i++) {
-		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
-		if (bytes == 0)
+	for (uint32_t v = 0; v < nv; v++) {
+		sh = outputs ? &shapes[g->outputs[v]] : &shapes[v];
+		if (sh->dim[0] <= 0 || graph_shape_nelem(sh) == 0)
 			continue;
-		if ((err = cudaMemcpyAsync(l->arena + m->val_off[i], in[i],
-		    bytes, cudaMemcpyHostToDevice, l->stream)) != cudaSuccess)
-			return cuda_err(cause, "cudaMemcpyAsync (registered "
-			    "input)", err);
-	}
-	return 0;
-}
-
-/* Queues the copies of lane l's outputs to registered host memory. */
-static int
-cuda_dma_outputs(struct cuda_lane *l, struct cuda_model *m,
-    float *const *out, char **cause)
-{
-	cudaError_t err;
-
-	for (uint32_t j = 0; j < l->nout; j++) {
-		if (l->out_bytes[j] == 0)
-			continue;
-		if ((err = cudaMemcpyAsync(out[j], cuda_ptr(l, m,
-		    m->g->outputs[j]), l->out_bytes[j], cudaMemcpyDeviceToHost,
-		    l->stream)) != cudaSuccess)
-			return cuda_err(cause, "cudaMemcpyAsync (registered "
-			    "output)", err);
+		row = graph_shape_nelem(sh) / (size_t)sh->dim[0] * sizeof(float);
+		dev = outputs ? (char *)cuda_ptr(l, m, g->outputs[v]) :
+		    l->arena + m->val_off[v];
+		off = 0;
+		for (uint32_t k = 0; k < nparts; k++) {
+			err = outputs ? cudaMemcpyAsync(out[k * nv + v],
+			    dev + off, row * rows[k], cudaMemcpyDeviceToHost,
+			    l->stream) : cudaMemcpyAsync(dev + off,
+			    in[k * nv + v], row * rows[k],
+			    cudaMemcpyHostToDevice, l->stream);
+			if (err != cudaSuccess)
+				return cuda_err(cause, outputs ?
+				    "cudaMemcpyAsync (registered output)" :
+				    "cudaMemcpyAsync (registered input)", err);
+			off += row * rows[k];
+		}
 	}
 	return 0;
 }
@@ -1365,13 +1383,16 @@ cuda_next_lane(struct cuda_state *st, char **cause)
 }
 
 /*
- * Starts a run on the next free lane: stages the inputs, launches the graph
- * (or the nodes), records the lane's event. Returns 0 and *ticket (the
- * lane), or -1 with *cause and no ticket outstanding.
+ * Starts a run of nparts requests on the next free lane (see
+ * cuda_dma_modes for in and out): stages the inputs, launches the graph
+ * (or the nodes), records the lane's event. Several parts need DMA both
+ * ways: without it, returns 1 having done nothing. Returns 0 and *ticket
+ * (the lane), or -1 with *cause and no ticket outstanding.
  */
 static int
-cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
-    const float *const *in, float *const *out, void **ticket, char **cause)
+cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
+    uint32_t nparts, const uint32_t *rows, const float *const *in,
+    float *const *out, void **ticket, char **cause)
 {
 	struct cuda_state *st = state;
 	struct cuda_model *m = bmodel;
@@ -1381,13 +1402,28 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 	size_t arena_need, pinned_need, bytes;
 	cublasStatus_t bs;
 	cudaError_t err;
-	int found;
+	int found, zc_in, dma_in, dma_out;
 
+	/*
+	 * Small inputs are read by the kernels straight from mapped memory,
+	 * sparing a copy per run (AGXQ_CUDA_ZC_IN_MAX bytes, all inputs).
+	 * The decision follows from the shapes, so graphs captured for these
+	 * shapes stay right.
+	 */
+	bytes = 0;
+	for (uint32_t i = 0; i < g->ninputs; i++)
+		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
+	zc_in = bytes <= st->zc_in_max;
+	cuda_dma_modes(st, m, shapes, zc_in, nparts, rows, in, out, &dma_in,
+	    &dma_out);
+	if (nparts > 1 && (!st->parts || !dma_in || !dma_out))
+		return 1;
 	if ((l = cuda_next_lane(st, cause)) == NULL)
 		return -1;
 	l->run = ++st->runs;
 	l->fault = 0;
 	l->nout = 0;
+	l->zc_in = zc_in;
 	l->dma_in = 0;
 	l->dma_out = 0;
 	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
@@ -1407,30 +1443,23 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 		goto fail;
 	if (cuda_lane_outputs(l, m, shapes, out, cause) != 0)
 		return -1;
+	l->dma_in = dma_in;
+	l->dma_out = dma_out;
 	bs = cublasSetMathMode(l->blas, g->precision == GRAPH_TF32 ?
 	    CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		cuda_blas_err(cause, "cublasSetMathMode", bs);
 		goto fail;
 	}
-	/*
-	 * Small inputs are read by the kernels straight from mapped memory,
-	 * sparing a copy per run (AGXQ_CUDA_ZC_IN_MAX bytes, all inputs).
-	 * The decision follows from the shapes, so graphs captured for these
-	 * shapes stay right.
-	 */
-	bytes = 0;
-	for (uint32_t i = 0; i < g->ninputs; i++)
-		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
-	l->zc_in = bytes <= st->zc_in_max;
-	cuda_dma_modes(st, l, m, shapes, in, out);
+	/* One part here unless dma_in. */
 	for (uint32_t i = 0; i < g->ninputs && !l->dma_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		/* Gathered there already when the caller used cuda_stage. */
 		if (bytes > 0 && (const char *)in[i] != l->pinned + m->pin_in[i])
 			memcpy(l->pinned + m->pin_in[i], in[i], bytes);
 	}
-	if (l->dma_in && cuda_dma_inputs(l, m, shapes, in, cause) != 0)
+	if (l->dma_in && cuda_dma_copy(l, m, shapes, nparts, rows, in, out, 0,
+	    cause) != 0)
 		goto fail;
 
 	s = NULL;
@@ -1454,7 +1483,8 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 		}
 	} else if (cuda_enqueue(l, m, shapes, cause) != 0)
 		goto fail;
-	if (l->dma_out && cuda_dma_outputs(l, m, out, cause) != 0)
+	if (l->dma_out && cuda_dma_copy(l, m, shapes, nparts, rows, in, out, 1,
+	    cause) != 0)
 		goto fail;
 	if ((err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
 		cuda_err(cause, "cudaEventRecord", err);
@@ -1470,6 +1500,17 @@ fail:
 	l->nout = 0;
 	cuda_after_failure(st, l, cause);
 	return -1;
+}
+
+/* Starts one run (one part of all its rows): cuda_submit_rows. */
+static int
+cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
+    const float *const *in, float *const *out, void **ticket, char **cause)
+{
+	uint32_t rows = shapes[0].dim[0] > 0 ? (uint32_t)shapes[0].dim[0] : 0;
+
+	return cuda_submit_rows(state, bmodel, shapes, 1, &rows, in, out,
+	    ticket, cause);
 }
 
 /* Waits for lane l's event: polls for CUDA_SPIN_NS, then blocks. */
@@ -1660,6 +1701,7 @@ const struct backend_ops backend_cuda_ops = {
 	.host_register = cuda_host_register,
 	.host_unregister = cuda_host_unregister,
 	.submit = cuda_submit,
+	.submit_parts = cuda_submit_rows,
 	.finish = cuda_finish,
 	.poll = cuda_poll,
 };

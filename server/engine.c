@@ -316,6 +316,20 @@ engine_submit(struct engine *e, struct engine_model *m,
 	    cause);
 }
 
+/* Starts a batch of requests whose tensors stay in registered memory. */
+int
+engine_submit_parts(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, uint32_t nparts, const uint32_t *rows,
+    const float *const *in, float *const *out, void **ticket, char **cause)
+{
+	if (e->ops->submit_parts == NULL || e->state == NULL)
+		return 1;
+	if (engine_prepare(e, m, in_shapes, "engine_submit_parts", cause) != 0)
+		return -1;
+	return e->ops->submit_parts(e->state, m->bmodel, m->shapes, nparts,
+	    rows, in, out, ticket, cause);
+}
+
 /* Where the next submit of m reads its inputs, when the backend says. */
 int
 engine_stage(struct engine *e, struct engine_model *m,

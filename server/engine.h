@@ -97,6 +97,18 @@ int engine_stage(struct engine *e, struct engine_model *m,
 int engine_host_register(struct engine *e, void *p, size_t len,
     uint64_t *gen, char **cause);
 
+/*
+ * Like engine_submit for a batch of nparts requests (rows[k] rows each, in
+ * batch order) whose inputs and outputs stay in memory registered with
+ * engine_host_register: part k's input i is in[k * ninputs + i], its output
+ * j goes to out[k * noutputs + j]. Returns 0 with *ticket, 1 (nothing
+ * done) when the backend cannot (the caller gathers the batch), or -1 with
+ * *cause.
+ */
+int engine_submit_parts(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, uint32_t nparts, const uint32_t *rows,
+    const float *const *in, float *const *out, void **ticket, char **cause);
+
 /* Backend opens so far (a reset is one): what engine_host_register's gen names. */
 uint64_t engine_generation(const struct engine *e);
 

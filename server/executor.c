@@ -35,6 +35,12 @@ struct xslot {
 	float **stage_at;            /* the backend's staging, for gathering */
 	float **dst;                 /* where output j is written: out[j], or
 				        a lone request's shared memory */
+	int parts;                   /* submitted as parts: every tensor is in
+				        its request's shared memory */
+	uint32_t parts_cap;
+	uint32_t *part_rows;
+	const float **part_in;
+	float **part_out;
 };
 
 /* Longest the executor polls a running batch before it blocks on it. */
@@ -173,6 +179,9 @@ executor_slot_free(struct xslot *x)
 	free(x->out);
 	free(x->dst);
 	free(x->out_cap);
+	free(x->part_rows);
+	free(x->part_in);
+	free(x->part_out);
 	free(x->batch.reqs);
 }
 
@@ -210,7 +219,9 @@ executor_encode(struct executor *ex, const struct xslot *x,
 		ex->tshape[j][0] = r->rows;
 		t->n_shape = (size_t)s->ndim;
 		t->shape = ex->tshape[j];
-		t->data.data = (uint8_t *)(x->dst[j] + (size_t)row * per_row);
+		/* Parts were written straight to each request's region. */
+		t->data.data = x->parts ? (uint8_t *)r->outs[j].dst :
+		    (uint8_t *)(x->dst[j] + (size_t)row * per_row);
 		t->data.len = (size_t)r->rows * per_row * sizeof(float);
 		ex->tensp[j] = t;
 		if (j < r->nouts && r->outs[j].cap >= t->data.len) {
@@ -293,6 +304,58 @@ executor_pin_regions(struct executor *ex, struct request *r)
 }
 
 /*
+ * For a batch of several requests whose every input and output lies in
+ * their shared memory regions: submits it as parts, so the backend moves
+ * each request's rows by DMA where it can. Returns 0 (submitted), 1 (not
+ * possible: gather the batch instead) or -1 with *cause.
+ */
+static int
+executor_submit_parts(struct executor *ex, struct xslot *x, char **cause)
+{
+	struct batch *b = &x->batch;
+	const struct graph *g = x->model->graph;
+	uint32_t nin = g->ninputs, nout = g->noutputs;
+
+	for (uint32_t k = 0; k < b->n; k++) {
+		struct request *r = b->reqs[k];
+
+		if (r->nregions == 0 || r->nouts < nout)
+			return 1;
+		for (uint32_t j = 0; j < nout; j++) {
+			const struct graph_shape *s = &x->out_shapes[j];
+			size_t bytes = graph_shape_nelem(s) / (size_t)s->dim[0] *
+			    r->rows * sizeof(float);
+
+			if (r->outs[j].cap < bytes)
+				return 1;
+		}
+	}
+	if (b->n > x->parts_cap) {
+		if (executor_array(&x->part_rows, x->parts_cap, b->n,
+		    sizeof *x->part_rows) ||
+		    executor_array(&x->part_in, x->parts_cap * nin, b->n * nin,
+		    sizeof *x->part_in) ||
+		    executor_array(&x->part_out, x->parts_cap * nout,
+		    b->n * nout, sizeof *x->part_out))
+			return 1;
+		x->parts_cap = b->n;
+	}
+	for (uint32_t k = 0; k < b->n; k++) {
+		struct request *r = b->reqs[k];
+
+		executor_pin_regions(ex, r);
+		x->part_rows[k] = r->rows;
+		for (uint32_t i = 0; i < nin; i++)
+			x->part_in[k * nin + i] = r->in[i];
+		for (uint32_t j = 0; j < nout; j++)
+			x->part_out[k * nout + j] = r->outs[j].dst;
+	}
+	return engine_submit_parts(ex->engine, x->model->emodel,
+	    x->in_shapes, b->n, x->part_rows, x->part_in, x->part_out,
+	    &x->ticket, cause);
+}
+
+/*
  * Stages slot x's batch (concatenating inputs along dim 0 when it has
  * several requests) and submits it to the backend. On failure the batch's
  * replies are errors and x->failed is set.
@@ -304,11 +367,12 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	struct request *r0 = b->reqs[0];
 	const struct graph *g;
 	char *cause = NULL;
-	int staged;
+	int staged, rc;
 
 	x->model = r0->model;
 	g = x->model->graph;
 	x->failed = 0;
+	x->parts = 0;
 	x->ticket = NULL;
 	x->t0 = request_now_ns();
 	for (uint32_t k = 0; k < b->n; k++) {
@@ -324,8 +388,21 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		x->in_shapes[i].dim[0] = b->rows;
 		x->in[i] = r0->in[i];
 	}
+	if (engine_output_shapes(g, x->in_shapes, x->out_shapes, &cause) != 0) {
+		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_SHAPE, cause);
+		x->failed = 1;
+		free(cause);
+		return;
+	}
 	if (b->n == 1)
 		executor_pin_regions(ex, r0);
+	else if ((rc = executor_submit_parts(ex, x, &cause)) <= 0) {
+		if (rc < 0)
+			executor_backend_failed(ex, x, cause);
+		else
+			x->parts = 1;
+		return;
+	}
 	/*
 	 * A batch of several requests is gathered where the backend reads it
 	 * (its pinned staging) when it says where; else into our buffers.
@@ -356,12 +433,6 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 			off += n;
 		}
 		x->in[i] = dst;
-	}
-	if (engine_output_shapes(g, x->in_shapes, x->out_shapes, &cause) != 0) {
-		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_SHAPE, cause);
-		x->failed = 1;
-		free(cause);
-		return;
 	}
 	for (uint32_t j = 0; j < g->noutputs; j++) {
 		size_t nelem = graph_shape_nelem(&x->out_shapes[j]);
@@ -410,7 +481,8 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 	int frc = x->failed ? 0 : engine_finish(ex->engine, x->ticket, &cause);
 
 	ex->finish_ns = request_now_ns() - tf;
-	for (uint32_t j = 0; frc == 0 && !x->failed && j < g->noutputs; j++) {
+	for (uint32_t j = 0; frc == 0 && !x->failed && !x->parts &&
+	    j < g->noutputs; j++) {
 		if (x->dst[j] == NULL)
 			x->dst[j] = (float *)(uintptr_t)engine_result(ex->engine,
 			    x->ticket, j);
