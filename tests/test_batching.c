@@ -506,23 +506,30 @@ t_priority(void)
 	CHECK(du_start(&dd, one) == 0);
 	CHECK(agxq_connect(dd.sock, &c) == 0);
 	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 42, &m, NULL) == 0);
-	CHECK(du_track_init(&t, N + 1, TOL, TOL) == 0);
-	for (int i = 0; i < N; i++)
-		CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL, du_track_cb,
-		    du_track_arg(&t, i, &io)));
 	/*
 	 * On a loaded machine the daemon may have run some before the last
-	 * one is sent: the urgent request must overtake what is left.
+	 * one is sent: the urgent request must overtake what is left. When
+	 * the client was held up so long that almost nothing is left, there
+	 * is nothing to overtake: try again (at most 3 rounds).
 	 */
-	pthread_mutex_lock(&t.mu);
-	ahead = t.done;
-	pthread_mutex_unlock(&t.mu);
-	CHECK_OK(agxq_infer_async(m, &io.in, 1, &hi, du_track_cb,
-	    du_track_arg(&t, N, &io)));
-	CHECK(du_track_wait(&t, N + 1, 30000) == 0);
-	CHECK(t.ok == N + 1 && t.mismatch == 0 && t.dup == 0);
-	printf("  priority 10 finished as number %d of %d (%d finished before "
-	    "it was sent)\n", t.slots[N].order, N + 1, ahead);
+	for (int round = 0;; round++) {
+		CHECK(du_track_init(&t, N + 1, TOL, TOL) == 0);
+		for (int i = 0; i < N; i++)
+			CHECK_OK(agxq_infer_async(m, &io.in, 1, NULL,
+			    du_track_cb, du_track_arg(&t, i, &io)));
+		pthread_mutex_lock(&t.mu);
+		ahead = t.done;
+		pthread_mutex_unlock(&t.mu);
+		CHECK_OK(agxq_infer_async(m, &io.in, 1, &hi, du_track_cb,
+		    du_track_arg(&t, N, &io)));
+		CHECK(du_track_wait(&t, N + 1, 30000) == 0);
+		CHECK(t.ok == N + 1 && t.mismatch == 0 && t.dup == 0);
+		printf("  priority 10 finished as number %d of %d (%d finished "
+		    "before it was sent)\n", t.slots[N].order, N + 1, ahead);
+		if (ahead < N - 4 || round == 2)
+			break;
+		du_track_free(&t);
+	}
 	CHECK(ahead < N - 4); /* else there was nothing left to overtake */
 	CHECK(t.slots[N].order - ahead < (N - ahead) / 2);
 out:
