@@ -37,10 +37,10 @@ struct xslot {
 				        a lone request's shared memory */
 	int parts;                   /* submitted as parts: every tensor is in
 				        its request's shared memory */
-	uint32_t parts_cap;
+	uint32_t part_rows_cap, part_in_cap, part_out_cap; /* elements */
 	uint32_t *part_rows;
-	const float **part_in;
-	float **part_out;
+	const float **part_in;      /* request k's input i at k * ninputs + i */
+	float **part_out;           /* its output j at k * noutputs + j */
 };
 
 /* Longest the executor polls a running batch before it blocks on it. */
@@ -330,16 +330,22 @@ executor_submit_parts(struct executor *ex, struct xslot *x, char **cause)
 				return 1;
 		}
 	}
-	if (b->n > x->parts_cap) {
-		if (executor_array(&x->part_rows, x->parts_cap, b->n,
-		    sizeof *x->part_rows) ||
-		    executor_array(&x->part_in, x->parts_cap * nin, b->n * nin,
-		    sizeof *x->part_in) ||
-		    executor_array(&x->part_out, x->parts_cap * nout,
-		    b->n * nout, sizeof *x->part_out))
-			return 1;
-		x->parts_cap = b->n;
-	}
+	/* Models differ in their numbers of inputs and outputs. */
+	if (executor_array(&x->part_rows, x->part_rows_cap, b->n,
+	    sizeof *x->part_rows) != 0)
+		return 1;
+	if (b->n > x->part_rows_cap)
+		x->part_rows_cap = b->n;
+	if (executor_array(&x->part_in, x->part_in_cap, b->n * nin,
+	    sizeof *x->part_in) != 0)
+		return 1;
+	if (b->n * nin > x->part_in_cap)
+		x->part_in_cap = b->n * nin;
+	if (executor_array(&x->part_out, x->part_out_cap, b->n * nout,
+	    sizeof *x->part_out) != 0)
+		return 1;
+	if (b->n * nout > x->part_out_cap)
+		x->part_out_cap = b->n * nout;
 	for (uint32_t k = 0; k < b->n; k++) {
 		struct request *r = b->reqs[k];
 
