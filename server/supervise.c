@@ -359,6 +359,25 @@ supervise_describe(int status, char *buf, size_t len)
 		snprintf(buf, len, "ended (status %#x)", status);
 }
 
+/*
+ * agxqd's exit status once its worker has ended while stopping (or on its
+ * own, with status 0): 0 when the worker stopped cleanly, or was ending
+ * for a new one; 1, logged, when it crashed or failed on the way down,
+ * so that whoever started agxqd learns of it.
+ */
+static int
+supervise_stopped(pid_t pid, int status)
+{
+	char how[96];
+
+	if (WIFEXITED(status) && (WEXITSTATUS(status) == 0 ||
+	    WEXITSTATUS(status) == SUPERVISE_EXIT_LOST))
+		return 0;
+	supervise_describe(status, how, sizeof how);
+	log_error("worker %d %s while stopping", (int)pid, how);
+	return 1;
+}
+
 /* Runs agxqd: the lock, the socket, then one worker at a time. */
 int
 supervise_run(int ready_fd, supervise_worker_fn worker)
@@ -407,7 +426,7 @@ supervise_run(int ready_fd, supervise_worker_fn worker)
 		ever_ready |= ready;
 		if (supervise_term != 0 || (WIFEXITED(status) &&
 		    WEXITSTATUS(status) == 0)) {
-			rc = 0;
+			rc = supervise_stopped(pid, status);
 			break;
 		}
 		supervise_describe(status, how, sizeof how);

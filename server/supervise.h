@@ -30,7 +30,9 @@ typedef int (*supervise_worker_fn)(int listen_fd, int notify_fd);
  * until one stops cleanly, SIGTERM/SIGINT arrive (they are forwarded), or
  * more than config.max_restarts workers start within SUPERVISE_WINDOW_S.
  * ready_fd, when >= 0, receives "OK" once the first worker serves, or the
- * error. Returns the exit status for the process.
+ * error. Returns the exit status for the process: 0 once stopped cleanly;
+ * 1 after giving up, a start-up error, or a worker that crashed or failed
+ * while stopping.
  */
 int supervise_run(int ready_fd, supervise_worker_fn worker);
 

@@ -9,6 +9,9 @@
  * make it give up; a killed supervisor takes its worker with it; stop ends
  * both.
  */
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -689,6 +692,53 @@ out:
 	rs_teardown(&e);
 }
 
+/*
+ * A worker that dies badly while agxqd stops makes agxqd exit non-zero and
+ * say so: the worker is held stopped (SIGSTOP) while the supervisor gets
+ * SIGTERM, then killed.
+ */
+static void
+case_crash_while_stopping(void)
+{
+	struct rs_env e;
+	struct rs_stats st0;
+	pid_t sup = -1;
+	uint64_t end;
+	int setup, status = 0, got = 0;
+
+	memset(&e, 0, sizeof e);
+	/* The daemon detaches: as subreaper we become its parent. */
+	CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0);
+	setup = rs_setup(&e, NULL, NULL);
+	CHECK(setup == 0);
+	sup = e.d.pid;
+	CHECK(rs_stats(e.d.sock, &st0, 3000) == 0);
+	CHECK(st0.worker_pid > 0 && st0.worker_pid != sup);
+	CHECK(kill(st0.worker_pid, SIGSTOP) == 0);
+	CHECK(kill(sup, SIGTERM) == 0);
+	usleep(300000); /* the supervisor has the signal and forwarded it */
+	CHECK(kill(st0.worker_pid, SIGKILL) == 0);
+	end = du_now_ms() + 5000;
+	while (got == 0 && du_now_ms() < end) {
+		if ((got = waitpid(sup, &status, WNOHANG)) == 0)
+			usleep(20000);
+	}
+	CHECK(got == sup);
+	e.d.pid = -1;
+	printf("  agxqd exit status %d\n", WIFEXITED(status) ?
+	    WEXITSTATUS(status) : -1);
+	EXPECT(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+	EXPECT(rs_log_has(&e, "while stopping", 2000));
+	EXPECT(access(e.d.sock, F_OK) != 0);
+out:
+	if (got != sup && sup > 0)
+		kill(sup, SIGKILL);
+	rs_teardown(&e);
+	prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
 static const struct testlib_case cases[] = {
 	{ "device_lost", case_device_lost },
 	{ "async_during_loss", case_async_during_loss },
@@ -696,6 +746,7 @@ static const struct testlib_case cases[] = {
 	{ "supervisor_killed", case_supervisor_killed },
 	{ "give_up", case_give_up },
 	{ "stop", case_stop },
+	{ "crash_while_stopping", case_crash_while_stopping },
 };
 
 int
