@@ -330,6 +330,13 @@ engine_submit_parts(struct engine *e, struct engine_model *m,
 	    rows, in, out, ticket, cause);
 }
 
+/* Whether the backend takes engine_submit_parts at all. */
+int
+engine_has_parts(const struct engine *e)
+{
+	return e->ops->submit_parts != NULL;
+}
+
 /* Where the next submit of m reads its inputs, when the backend says. */
 int
 engine_stage(struct engine *e, struct engine_model *m,

@@ -109,6 +109,9 @@ int engine_submit_parts(struct engine *e, struct engine_model *m,
     const struct graph_shape *in_shapes, uint32_t nparts, const uint32_t *rows,
     const float *const *in, float *const *out, void **ticket, char **cause);
 
+/* Whether the backend takes engine_submit_parts at all. */
+int engine_has_parts(const struct engine *e);
+
 /* Backend opens so far (a reset is one): what engine_host_register's gen names. */
 uint64_t engine_generation(const struct engine *e);
 

@@ -400,9 +400,11 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		free(cause);
 		return;
 	}
+	/* A backend without parts (cpu) is spared the per-request walk. */
 	if (b->n == 1)
 		executor_pin_regions(ex, r0);
-	else if ((rc = executor_submit_parts(ex, x, &cause)) <= 0) {
+	else if (engine_has_parts(ex->engine) &&
+	    (rc = executor_submit_parts(ex, x, &cause)) <= 0) {
 		if (rc < 0)
 			executor_backend_failed(ex, x, cause);
 		else
