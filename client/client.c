@@ -47,6 +47,7 @@
 #include "codec.h"
 #include "stats_json.h"
 #include "result.h"
+#include "ringfmt.h"
 #include "shmpool.h"
 
 #ifndef MSG_NOSIGNAL
@@ -68,6 +69,18 @@
 #define CLIENT_RETRY_MS 10000        /* AGXQ_RETRY_MS default */
 #define CLIENT_RETRY_PAUSE_MS 100    /* longest pause between retries */
 #define CLIENT_BROKEN 1              /* client_send: the write failed */
+#define CLIENT_NO_RING 2             /* client_ring_call: use the socket */
+#define CLIENT_RING_SLOTS 32
+/*
+ * Default polling of sync callers on hosts with more than 4 cores, for
+ * replies on the socket and in the ring. A ring request whose caller
+ * stops polling costs the socket round trip after all; on the H200 host,
+ * 8 clients of linear ran 88k requests/s polling 50 us and 134k polling
+ * 200 us (docs/GPU.md).
+ */
+#define CLIENT_SPIN_US 50
+#define CLIENT_RING_SPIN_US 200
+#define CLIENT_RING_RECHECK_MS 50    /* a waiter's look at its slot */
 
 enum client_wait {
 	CLIENT_SYNC,
@@ -112,6 +125,21 @@ struct client_pending {
 	struct client_hold *hold;     /* shared memory, or NULL */
 };
 
+/*
+ * The request ring (proto/ringfmt.h), attached on the first connection by
+ * the first synchronous infer. A set bit of free_mask is a free slot.
+ */
+struct client_ring {
+	void *base;
+	size_t size;
+	uint32_t slots;
+	uint32_t slot_size;
+	unsigned gen;                 /* the connection it is attached to */
+	atomic_uint_fast64_t free_mask;
+	uint8_t *kick;                /* an encoded RingKick frame */
+	size_t kick_len;
+};
+
 /* The frame reader's buffer: data[off..len) is unparsed. */
 struct client_rbuf {
 	uint8_t *data;
@@ -131,6 +159,7 @@ struct agxq_client {
 	pthread_mutex_t send_mu;       /* held while a whole frame is written */
 
 	int spin_us;                   /* sync callers poll this long before sleeping */
+	int ring_spin_us;              /* the same for a request in the ring */
 	pthread_mutex_t mu;            /* protects the pending table and models */
 	struct agxq_model *models;     /* open model handles, freed by agxq_close */
 	struct client_pending **buckets;
@@ -147,6 +176,9 @@ struct agxq_client {
 	struct shmpool *pool;
 	pthread_mutex_t grow_mu;       /* one registration at a time */
 	pthread_mutex_t info_mu;       /* outinfo */
+	atomic_int ring_off;           /* AGXQ_RING=0, refused, or reconnected */
+	atomic_int ring_ready;         /* ring is attached (set under grow_mu) */
+	struct client_ring *ring;
 	struct client_outinfo outinfo[CLIENT_OUTINFO];
 	uint32_t outinfo_next;
 
@@ -358,11 +390,11 @@ client_encode(agxq_client *c, const Agxq__Envelope *env, uint8_t **frame,
 
 /*
  * How long sync callers poll for their reply before sleeping: $AGXQ_SPIN_US,
- * else 50 us on machines with more than 4 cores and 0 on smaller ones,
- * where the polling thread would take the core the daemon needs.
+ * else def on machines with more than 4 cores and 0 on smaller ones, where
+ * the polling thread would take the core the daemon needs.
  */
 static int
-client_spin_default(void)
+client_spin_default(int def)
 {
 	const char *env = getenv("AGXQ_SPIN_US");
 
@@ -371,7 +403,7 @@ client_spin_default(void)
 
 		return v < 0 ? 0 : v > 100000 ? 100000 : (int)v;
 	}
-	return sysconf(_SC_NPROCESSORS_ONLN) > 4 ? 50 : 0;
+	return sysconf(_SC_NPROCESSORS_ONLN) > 4 ? def : 0;
 }
 
 /*
@@ -585,7 +617,7 @@ client_shm_grow(agxq_client *c, unsigned gen, size_t len)
 		size = CLIENT_SHM_POOL_MAX - have;
 	if (size < len)
 		return -1; /* pool full: this request goes inline */
-	if (shmpool_create(size, &fd, &base) != 0) {
+	if (shmpool_create("agxq-shm", size, &fd, &base) != 0) {
 		atomic_store(&c->shm_off, 1);
 		return -1;
 	}
@@ -745,6 +777,8 @@ client_reply_id(const Agxq__Envelope *env)
 		return env->register_region_reply->request_id;
 	case AGXQ__ENVELOPE__BODY_RELEASE_REGION_REPLY:
 		return env->release_region_reply->request_id;
+	case AGXQ__ENVELOPE__BODY_ATTACH_RING_REPLY:
+		return env->attach_ring_reply->request_id;
 	case AGXQ__ENVELOPE__BODY_ERROR:
 		return env->error->request_id;
 	default:
@@ -809,7 +843,7 @@ client_fail_all(agxq_client *c)
 			next = p->next;
 			if (p->kind == CLIENT_SYNC) {
 				p->status = code;
-				p->done = 1;
+				__atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
 				pthread_cond_signal(&p->cv);
 			} else {
 				p->next = async;
@@ -1069,6 +1103,8 @@ client_handshake(agxq_client *c, int fd, char **backend, char **version)
 			c->lim.max_frame = hr->max_frame;
 		if (!hr->shm)
 			atomic_store(&c->shm_off, 1);
+		if (!hr->ring)
+			atomic_store(&c->ring_off, 1);
 		*backend = client_strdup(hr->backend);
 		*version = client_strdup(hr->server_version);
 		rc = *backend == NULL || *version == NULL ? AGXQ_ENOMEM : 0;
@@ -1237,6 +1273,7 @@ client_reconnect(agxq_client *c)
 	}
 	/* Requests read gen before model ids: they see old or new of both. */
 	atomic_store(&c->shm_off, 1);
+	atomic_store(&c->ring_off, 1);
 	pthread_mutex_lock(&c->info_mu);
 	memset(c->outinfo, 0, sizeof c->outinfo);
 	pthread_mutex_unlock(&c->info_mu);
@@ -1320,7 +1357,8 @@ agxq_connect(const char *socket_path, agxq_client **out)
 		return AGXQ_ENOMEM;
 	}
 	codec_limits_default(&c->lim);
-	c->spin_us = client_spin_default();
+	c->spin_us = client_spin_default(CLIENT_SPIN_US);
+	c->ring_spin_us = client_spin_default(CLIENT_RING_SPIN_US);
 	c->nbuckets = CLIENT_MIN_BUCKETS;
 	if ((c->buckets = calloc(c->nbuckets, sizeof *c->buckets)) == NULL) {
 		rc = AGXQ_ENOMEM;
@@ -1336,6 +1374,9 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	c->shm_threshold = client_env_size("AGXQ_SHM_THRESHOLD",
 	    CLIENT_SHM_THRESHOLD);
 	atomic_init(&c->shm_off, 0);
+	env = getenv("AGXQ_RING");
+	atomic_init(&c->ring_off, env != NULL && strcmp(env, "0") == 0);
+	atomic_init(&c->ring_ready, 0);
 	if ((c->pool = shmpool_new()) == NULL) {
 		rc = AGXQ_ENOMEM;
 		goto fail_destroy_locks;
@@ -1394,6 +1435,11 @@ agxq_close(agxq_client *c)
 	}
 	/* Results still alive keep the pool's mappings until freed. */
 	shmpool_unref(c->pool);
+	if (c->ring != NULL) {
+		munmap(c->ring->base, c->ring->size);
+		free(c->ring->kick);
+		free(c->ring);
+	}
 	pthread_mutex_destroy(&c->conn_mu);
 	pthread_mutex_destroy(&c->info_mu);
 	pthread_mutex_destroy(&c->grow_mu);
@@ -1609,6 +1655,248 @@ out:
 	return rc;
 }
 
+/*
+ * Makes and attaches the request ring for connection gen, once; any
+ * failure turns the ring off for the client (requests use the socket).
+ */
+static void
+client_ring_attach(agxq_client *c, unsigned gen)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *reply = NULL;
+	Agxq__AttachRing ar = AGXQ__ATTACH_RING__INIT;
+	Agxq__RingKick kick = AGXQ__RING_KICK__INIT;
+	struct client_ring *rg;
+	struct ring_header *h;
+	uint8_t *frame;
+	size_t flen, slot_size;
+	int fd = -1, rc;
+
+	pthread_mutex_lock(&c->grow_mu);
+	if (atomic_load(&c->ring_ready) || atomic_load(&c->ring_off))
+		goto out;
+	if ((rg = calloc(1, sizeof *rg)) == NULL)
+		goto fail;
+	/* Room for an inline request or reply up to the shm threshold. */
+	slot_size = c->shm_threshold + (64u << 10);
+	slot_size = (slot_size + 4095) & ~(size_t)4095;
+	if (slot_size > RING_MAX_SLOT_SIZE)
+		slot_size = RING_MAX_SLOT_SIZE;
+	rg->slots = CLIENT_RING_SLOTS;
+	rg->slot_size = (uint32_t)slot_size;
+	rg->gen = gen;
+	rg->size = (size_t)ring_area_size(rg->slots, rg->slot_size);
+	atomic_init(&rg->free_mask, (CLIENT_RING_SLOTS == 64 ? ~(uint64_t)0 :
+	    ((uint64_t)1 << CLIENT_RING_SLOTS) - 1));
+	env.body_case = AGXQ__ENVELOPE__BODY_RING_KICK;
+	env.ring_kick = &kick;
+	if (client_encode(c, &env, &rg->kick, &rg->kick_len) != 0)
+		goto fail_free;
+	if (shmpool_create("agxq-ring", rg->size, &fd, &rg->base) != 0)
+		goto fail_free;
+	h = rg->base;
+	h->magic = RING_MAGIC;
+	h->version = RING_VERSION;
+	h->slots = rg->slots;
+	h->slot_size = rg->slot_size;
+	ar.request_id = atomic_fetch_add(&c->next_id, 1);
+	ar.slots = rg->slots;
+	ar.slot_size = rg->slot_size;
+	env.body_case = AGXQ__ENVELOPE__BODY_ATTACH_RING;
+	env.attach_ring = &ar;
+	if ((rc = client_encode(c, &env, &frame, &flen)) == 0)
+		rc = client_call_frame(c, gen, frame, flen, ar.request_id,
+		    AGXQ__ENVELOPE__BODY_ATTACH_RING_REPLY, &reply, fd);
+	codec_envelope_free(reply);
+	close(fd);
+	if (rc != 0)
+		goto fail_unmap;
+	c->ring = rg;
+	atomic_store(&c->ring_ready, 1);
+	goto out;
+
+fail_unmap:
+	munmap(rg->base, rg->size);
+fail_free:
+	free(rg->kick);
+	free(rg);
+fail:
+	atomic_store(&c->ring_off, 1);
+out:
+	pthread_mutex_unlock(&c->grow_mu);
+}
+
+/* Whether requests on connection gen may use the ring; attaches it first. */
+static int
+client_ring_ready(agxq_client *c, unsigned gen)
+{
+	if (atomic_load(&c->ring_off))
+		return 0;
+	if (!atomic_load(&c->ring_ready))
+		client_ring_attach(c, gen);
+	return atomic_load(&c->ring_ready) && c->ring->gen == gen;
+}
+
+/* Takes a free slot of rg; -1 when every slot is in use. */
+static int
+client_ring_get(struct client_ring *rg)
+{
+	uint64_t m = atomic_load(&rg->free_mask);
+
+	while (m != 0) {
+		int i = __builtin_ctzll(m);
+
+		if (atomic_compare_exchange_weak(&rg->free_mask, &m,
+		    m & ~((uint64_t)1 << i)))
+			return i;
+	}
+	return -1;
+}
+
+/* Gives slot i back. */
+static void
+client_ring_put(struct client_ring *rg, int i)
+{
+	atomic_fetch_or(&rg->free_mask, (uint64_t)1 << i);
+}
+
+/*
+ * Decodes the reply agxqd left in slot s into *reply (an Error's code is
+ * returned, as for a reply from the socket). Returns the status.
+ */
+static int
+client_ring_reply(agxq_client *c, struct client_ring *rg,
+    struct ring_slot *s, Agxq__Envelope **reply)
+{
+	const uint8_t *data = ring_slot_data(s);
+	uint32_t len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+	uint32_t plen, flags;
+	Agxq__Envelope *env;
+	char *cause = NULL;
+	int code, rc;
+
+	if (len > rg->slot_size - RING_SLOT_HEADER ||
+	    codec_header_parse(data, len, &c->lim, &plen, &flags, &code,
+	    &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen ||
+	    codec_decode(data + CODEC_HEADER_SIZE, plen, flags, &c->lim, &env,
+	    &code, &cause) != 0) {
+		free(cause);
+		return AGXQ_EPROTO;
+	}
+	if ((rc = client_reply_status(env, AGXQ__ENVELOPE__BODY_INFER_REPLY))
+	    == 0)
+		*reply = env;
+	else
+		codec_envelope_free(env);
+	return rc;
+}
+
+/*
+ * Waits for request p posted in slot s: polls the slot for up to
+ * c->spin_us, then flags it RING_WAITER and sleeps until the reader hands
+ * over the reply, which agxqd then also sends on the socket (as it does a
+ * reply too big for the slot). A reply left only in the slot is taken out
+ * of the pending table here. Returns the status, with *reply on success.
+ */
+static int
+client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
+    struct client_pending *p, Agxq__Envelope **reply)
+{
+	struct timespec ts;
+	int64_t end = 0, now;
+	uint32_t st;
+	int rc;
+
+	for (;;) {
+		st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+		if (RING_PHASE(st) == RING_DONE && (st & RING_WAITER) == 0) {
+			pthread_mutex_lock(&c->mu);
+			(void)client_pending_take(c, p->id);
+			pthread_mutex_unlock(&c->mu);
+			return client_ring_reply(c, rg, s, reply);
+		}
+		/* The reply comes on the socket, or the reader failed p. */
+		if (RING_PHASE(st) != RING_POSTED || (st & RING_WAITER) ||
+		    __atomic_load_n(&p->done, __ATOMIC_ACQUIRE))
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+		if (end == 0)
+			end = now + c->ring_spin_us;
+		if (now >= end) {
+			/* Fails when agxqd answered meanwhile: look again. */
+			(void)__atomic_compare_exchange_n(&s->state, &st,
+			    st | RING_WAITER, 0, __ATOMIC_SEQ_CST,
+			    __ATOMIC_SEQ_CST);
+			continue;
+		}
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+	pthread_mutex_lock(&c->mu);
+	while (!p->done)
+		pthread_cond_wait(&p->cv, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+	if ((rc = p->status) == 0)
+		*reply = p->reply;
+	else
+		codec_envelope_free(p->reply);
+	return rc;
+}
+
+/*
+ * Runs request id (frame, not taken) through the ring of connection gen.
+ * Returns CLIENT_NO_RING, having done nothing, when agxqd does not poll
+ * the ring now, no slot is free or the frame does not fit one; else the
+ * status, with *reply on success.
+ */
+static int
+client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
+    size_t len, uint64_t id, Agxq__Envelope **reply)
+{
+	struct client_ring *rg = c->ring;
+	struct ring_header *h = rg->base;
+	struct client_pending p;
+	struct ring_slot *s;
+	int slot, rc;
+
+	if (len > rg->slot_size - RING_SLOT_HEADER ||
+	    !__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST) ||
+	    (slot = client_ring_get(rg)) < 0)
+		return CLIENT_NO_RING;
+	memset(&p, 0, sizeof p);
+	p.id = id;
+	p.expect = AGXQ__ENVELOPE__BODY_INFER_REPLY;
+	p.kind = CLIENT_SYNC;
+	pthread_cond_init(&p.cv, NULL);
+	if ((rc = client_pending_add(c, &p)) != 0)
+		goto out;
+	/*
+	 * Connection gen was lost and replaced before p went in: nothing
+	 * will answer it there (the reader of gen failed what it had).
+	 */
+	if (atomic_load(&c->gen) != gen) {
+		(void)client_pending_cancel(c, &p);
+		rc = atomic_load(&c->goaway_gen) == gen ? AGXQ_EAGAIN :
+		    AGXQ_EDISCONNECTED;
+		goto out;
+	}
+	s = ring_slot_at(rg->base, rg->slot_size, (uint32_t)slot);
+	memcpy(ring_slot_data(s), frame, len);
+	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->request_id, id, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->state, RING_POSTED, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&h->posted, 1, __ATOMIC_SEQ_CST);
+	/* agxqd stopped polling meanwhile: tell it (see proto/ringfmt.h). */
+	if (!__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST))
+		(void)client_send(c, gen, rg->kick, rg->kick_len, -1);
+	rc = client_ring_wait(c, rg, s, &p, reply);
+out:
+	pthread_cond_destroy(&p.cv);
+	client_ring_put(rg, slot);
+	return rc;
+}
+
 /* Runs one request and waits for it, once. */
 static int
 client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
@@ -1636,8 +1924,15 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, h, &frame,
 	    &len)) != 0)
 		goto fail_release;
-	if ((rc = client_call_frame(c, gen, frame, len, id,
-	    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1)) != 0)
+	rc = CLIENT_NO_RING;
+	if (client_ring_ready(c, gen))
+		rc = client_ring_call(c, gen, frame, len, id, &reply);
+	if (rc == CLIENT_NO_RING)
+		rc = client_call_frame(c, gen, frame, len, id,
+		    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1);
+	else
+		free(frame);
+	if (rc != 0)
 		goto fail_release;
 	if (h != NULL)
 		return client_hold_result(h, reply, out);

@@ -74,23 +74,26 @@ shmpool_unref(struct shmpool *p)
 	free(p);
 }
 
-/* Opens an anonymous shared memory object: a memfd, else shm_open. */
+/*
+ * Opens an anonymous shared memory object: a memfd called name (as
+ * /proc/PID/maps shows it), else shm_open.
+ */
 static int
-shmpool_open(void)
+shmpool_open(const char *name)
 {
 #if defined(__linux__) && defined(MFD_ALLOW_SEALING)
-	return memfd_create("agxq-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	return memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 #else
 	static atomic_uint seq;
-	char name[64];
+	char path[64];
 	int fd;
 
 	for (int tries = 0; tries < 16; tries++) {
-		snprintf(name, sizeof name, "/agxq-%ld-%u-%ld", (long)getpid(),
-		    atomic_fetch_add(&seq, 1), (long)time(NULL));
-		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+		snprintf(path, sizeof path, "/%s-%ld-%u-%ld", name,
+		    (long)getpid(), atomic_fetch_add(&seq, 1), (long)time(NULL));
+		fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
 		if (fd != -1) {
-			shm_unlink(name);
+			shm_unlink(path);
 			fcntl(fd, F_SETFD, FD_CLOEXEC);
 			return fd;
 		}
@@ -103,12 +106,12 @@ shmpool_open(void)
 
 /* Creates a sealed memfd of size bytes and maps it. */
 int
-shmpool_create(size_t size, int *fdp, void **base)
+shmpool_create(const char *name, size_t size, int *fdp, void **base)
 {
 	void *m;
 	int fd, saved;
 
-	if ((fd = shmpool_open()) == -1)
+	if ((fd = shmpool_open(name)) == -1)
 		return -1;
 	if (ftruncate(fd, (off_t)size) != 0)
 		goto fail_close;

@@ -30,11 +30,11 @@ void shmpool_ref(struct shmpool *p);
 void shmpool_unref(struct shmpool *p);
 
 /*
- * Creates a sealed memfd of size bytes (F_SEAL_SHRINK, F_SEAL_GROW,
- * F_SEAL_SEAL) and maps it read-write. Returns 0 with *fd and *base, or -1
- * (errno set).
+ * Creates a sealed memfd called name of size bytes (F_SEAL_SHRINK,
+ * F_SEAL_GROW, F_SEAL_SEAL) and maps it read-write. Returns 0 with *fd and
+ * *base, or -1 (errno set).
  */
-int shmpool_create(size_t size, int *fd, void **base);
+int shmpool_create(const char *name, size_t size, int *fd, void **base);
 
 /* Adds a mapped region the daemon registered as region_id; 0 or -1. */
 int shmpool_add(struct shmpool *p, uint64_t region_id, void *base,

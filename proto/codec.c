@@ -49,6 +49,9 @@ static const char *const codec_body_names[] = {
 	[AGXQ__ENVELOPE__BODY_REGISTER_REGION_REPLY] = "register_region_reply",
 	[AGXQ__ENVELOPE__BODY_RELEASE_REGION] = "release_region",
 	[AGXQ__ENVELOPE__BODY_RELEASE_REGION_REPLY] = "release_region_reply",
+	[AGXQ__ENVELOPE__BODY_ATTACH_RING] = "attach_ring",
+	[AGXQ__ENVELOPE__BODY_ATTACH_RING_REPLY] = "attach_ring_reply",
+	[AGXQ__ENVELOPE__BODY_RING_KICK] = "ring_kick",
 };
 
 static void codec_fail(int *code, char **cause, int value, const char *fmt,

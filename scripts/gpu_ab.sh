@@ -53,14 +53,17 @@ bat = sum(m["batches"] for m in b["models"]) - sum(m["batches"] for m in a["mode
 m = max(b["models"], key=lambda x: x["requests"])
 print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
       "executor busy %5.1f%% (+%.1f%% blocked in finish), per request: "
-      "loop %.1f us, executor %.1f us; queue p50 %d us, exec p50 %d us" % (
+      "loop %.1f us, executor %.1f us; queue p50 %d us, exec p50 %d us; "
+      "from rings %.0f%%, socket frames out per request %.2f" % (
       sys.argv[1], req * 1e6 / dt, req / max(bat, 1),
       100.0 * (b["loop_busy_us"] - a["loop_busy_us"]) / dt,
       100.0 * (b["executor_busy_us"] - a["executor_busy_us"]) / dt,
       100.0 * (b["executor_wait_us"] - a["executor_wait_us"]) / dt,
       (b["loop_busy_us"] - a["loop_busy_us"]) / max(req, 1),
       (b["executor_busy_us"] - a["executor_busy_us"]) / max(req, 1),
-      m["queue_p50_us"], m["exec_p50_us"]))
+      m["queue_p50_us"], m["exec_p50_us"],
+      100.0 * (b.get("ring_requests", 0) - a.get("ring_requests", 0)) / max(req, 1),
+      (b["frames_out"] - a["frames_out"]) / max(req, 1)))
 PY
 	rm -f "$out/s1.json" "$out/s2.json" "$out/busy-$m.err"
 done

@@ -61,7 +61,8 @@ stage "TSan build"
 cmake -S . -B build-test-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAGXQ_WERROR=ON \
 	-DAGXQ_CUDA=OFF -DAGXQ_TSAN=ON >/dev/null
 cmake --build build-test-tsan -j"$jobs" --target agxqd test_daemon \
-	test_client_unit test_batching test_batcher test_faults test_ioloops agxq-soak
+	test_client_unit test_batching test_batcher test_faults test_ioloops test_ring \
+	agxq-soak
 tsan="$PWD/build-test-tsan/san"
 rm -rf "$tsan"
 mkdir -p "$tsan"
@@ -70,7 +71,7 @@ stage "TSan tests"
 	OPENBLAS_NUM_THREADS=1 \
 	TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$tsan/tsan" \
 	ctest --output-on-failure -j"$jobs" --timeout 300 \
-	-R '^(test_daemon|test_client_unit|test_batching|test_batcher|test_faults|test_ioloops|soak_short)$')
+	-R '^(test_daemon|test_client_unit|test_batching|test_batcher|test_faults|test_ioloops|test_ring|soak_short)$')
 check_reports "$tsan"
 
 stage "fuzzing"

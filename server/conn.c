@@ -20,6 +20,7 @@
 #include "models.h"
 #include "region.h"
 #include "request.h"
+#include "ring.h"
 #include "server.h"
 
 #define CONN_LINGER_MS 1000 /* how long a refused client may take to close */
@@ -214,6 +215,7 @@ conn_unref(struct conn *c)
 		return;
 	free(c->models);
 	free(c->regions);
+	ring_free(c->ring);
 	free(c);
 }
 

@@ -18,6 +18,7 @@
 struct server;
 struct model;
 struct region;
+struct ring;
 
 /* Received descriptors waiting for their RegisterRegion, per connection. */
 #define CONN_MAX_FDS 16
@@ -82,6 +83,9 @@ struct conn {
 	uint32_t nregions;
 	uint32_t regions_cap;
 	uint64_t next_region_id;
+
+	/* The request ring (AttachRing), polled by the loop; or NULL. */
+	struct ring *ring;
 };
 TAILQ_HEAD(conn_list, conn);
 

@@ -760,6 +760,15 @@ executor_batch_threads(struct executor *ex, const struct xslot *x)
 	}
 }
 
+/* Whether the oldest batch in flight is done (or failed to start). */
+static int
+executor_head_done(struct executor *ex)
+{
+	const struct xslot *x = &ex->slots[ex->head];
+
+	return x->failed || engine_poll(ex->engine, x->ticket);
+}
+
 /*
  * Polls the oldest batch in flight until it is done (returns 1) or new
  * work is submitted (returns 0), for at most EXECUTOR_AWAIT_NS; then
@@ -883,6 +892,21 @@ executor_main(void *arg)
 				executor_recover(ex);
 			pthread_mutex_lock(&ex->lock);
 			continue;
+		}
+		/*
+		 * A finished batch is retired before more work starts: with
+		 * work arriving all the time, it would otherwise wait for
+		 * every lane to fill, and its clients with it.
+		 */
+		if (ex->inflight > 0) {
+			int done;
+
+			pthread_mutex_unlock(&ex->lock);
+			if ((done = executor_head_done(ex)))
+				executor_retire_oldest(ex);
+			pthread_mutex_lock(&ex->lock);
+			if (done)
+				continue;
 		}
 		rc = 0;
 		if (!ex->stopping && !ex->lost && ex->inflight < ex->nslots) {
@@ -1083,6 +1107,28 @@ executor_free(struct executor *ex)
 	free(ex);
 }
 
+/* Queues r (lock held); 0, or -1 when refused. */
+static int
+executor_push(struct executor *ex, struct request *r)
+{
+	if (ex->stopping || batcher_push(ex->batcher, r) != 0) {
+		r->model->stats.rejected_busy++;
+		return -1;
+	}
+	r->model->stats.requests++;
+	r->model->stats.queued++;
+	return 0;
+}
+
+/* Wakes the executor for new work (lock held). */
+static void
+executor_kick(struct executor *ex)
+{
+	atomic_fetch_add(&ex->work_seq, 1);
+	if (ex->waiting)
+		pthread_cond_broadcast(&ex->cond);
+}
+
 /* Queues an inference request. */
 int
 executor_submit(struct executor *ex, struct request *r)
@@ -1090,17 +1136,31 @@ executor_submit(struct executor *ex, struct request *r)
 	int rc;
 
 	pthread_mutex_lock(&ex->lock);
-	rc = ex->stopping ? -1 : batcher_push(ex->batcher, r);
-	if (rc == 0) {
-		r->model->stats.requests++;
-		r->model->stats.queued++;
-		atomic_fetch_add(&ex->work_seq, 1);
-		if (ex->waiting)
-			pthread_cond_broadcast(&ex->cond);
-	} else
-		r->model->stats.rejected_busy++;
+	if ((rc = executor_push(ex, r)) == 0)
+		executor_kick(ex);
 	pthread_mutex_unlock(&ex->lock);
 	return rc;
+}
+
+/* Queues the requests of list at once; those refused go to refused. */
+void
+executor_submit_list(struct executor *ex, struct request_list *list,
+    struct request_list *refused)
+{
+	struct request *r;
+	int queued = 0;
+
+	pthread_mutex_lock(&ex->lock);
+	while ((r = TAILQ_FIRST(list)) != NULL) {
+		TAILQ_REMOVE(list, r, entry);
+		if (executor_push(ex, r) == 0)
+			queued = 1;
+		else
+			TAILQ_INSERT_TAIL(refused, r, entry);
+	}
+	if (queued)
+		executor_kick(ex);
+	pthread_mutex_unlock(&ex->lock);
 }
 
 /* Queues a LOAD, FREE or UNMAP request. */

@@ -76,6 +76,14 @@ void executor_free(struct executor *ex);
 int executor_submit(struct executor *ex, struct request *r);
 
 /*
+ * Queues the requests of list (left empty) under one lock, so the executor
+ * sees them together and can run them as one batch. Those refused (queue
+ * full, stopping) are moved to refused, untouched.
+ */
+void executor_submit_list(struct executor *ex, struct request_list *list,
+    struct request_list *refused);
+
+/*
  * Queues a LOAD, FREE or UNMAP request ahead of inference work (it runs
  * once nothing is in flight).
  */

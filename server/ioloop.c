@@ -132,6 +132,21 @@ ioloop_index(const struct ioloop *l)
 	return l->cfg.index;
 }
 
+/* Whether the loop polls now. */
+int
+ioloop_polling(struct ioloop *l)
+{
+	return l->cfg.spin_us > 0 && !atomic_load(&l->sleeping);
+}
+
+/* Tells the poll hook's owner that the loop starts or stops polling. */
+static void
+ioloop_set_awake(struct ioloop *l, int on)
+{
+	if (l->cfg.awake != NULL)
+		l->cfg.awake(l->cfg.activity_arg, on);
+}
+
 /*
  * Runs the loop until it exits. With spin_us set (cores to spare), after
  * traffic it polls for events without sleeping for spin_us, so the next
@@ -150,6 +165,7 @@ ioloop_run(struct ioloop *l)
 		return;
 	}
 	atomic_store(&l->sleeping, 0);
+	ioloop_set_awake(l, 1);
 	while (!event_base_got_exit(base) && !event_base_got_break(base)) {
 		now = request_now_ns();
 		if (now < until) {
@@ -157,15 +173,22 @@ ioloop_run(struct ioloop *l)
 			    EVLOOP_NONBLOCK) != 0)
 				break;
 		} else {
+			/* The last look at the rings comes after awake is 0. */
 			atomic_store(&l->sleeping, 1);
+			ioloop_set_awake(l, 0);
 			if (atomic_load(&l->has_mail) == 0 &&
+			    (l->cfg.poll == NULL ||
+			    l->cfg.poll(l->cfg.activity_arg) == 0) &&
 			    event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY |
 			    EVLOOP_ONCE) != 0)
 				break;
 			atomic_store(&l->sleeping, 0);
+			ioloop_set_awake(l, 1);
 		}
 		if (atomic_load(&l->has_mail))
 			ioloop_mail_cb(-1, 0, l);
+		if (l->cfg.poll != NULL)
+			(void)l->cfg.poll(l->cfg.activity_arg);
 		if ((a = l->cfg.activity(l->cfg.activity_arg)) != seen) {
 			seen = a;
 			until = request_now_ns() + (uint64_t)l->cfg.spin_us * 1000;

@@ -28,6 +28,14 @@ struct ioloop_config {
 	uint32_t spin_us;           /* poll this long after traffic; 0: never */
 	uint64_t (*activity)(void *arg); /* grows with this loop's traffic */
 	void *activity_arg;
+	/*
+	 * Optional, with activity_arg: poll takes work that arrives without
+	 * an event (request rings) and returns how much it took; it runs on
+	 * every turn while the loop polls, and once more before the loop
+	 * blocks. awake says when the loop starts and stops polling.
+	 */
+	uint32_t (*poll)(void *arg);
+	void (*awake)(void *arg, int on);
 	ioloop_done_fn done;
 	void *arg;                  /* for done */
 };
@@ -45,6 +53,9 @@ struct event_base *ioloop_base(struct ioloop *l);
 
 /* The loop's index (0: the main loop). */
 uint32_t ioloop_index(const struct ioloop *l);
+
+/* Loop thread: whether the loop is polling now (not blocked in the kernel). */
+int ioloop_polling(struct ioloop *l);
 
 /* Runs the loop on this thread until it is told to exit. */
 void ioloop_run(struct ioloop *l);

@@ -20,6 +20,7 @@ request_new(enum request_kind kind, uint32_t ninputs)
 		return NULL;
 	r->kind = kind;
 	r->ninputs = ninputs;
+	r->ring_slot = -1;
 	if (ninputs > 0) {
 		r->in_shapes = calloc(ninputs, sizeof *r->in_shapes);
 		r->in = calloc(ninputs, sizeof *r->in);

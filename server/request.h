@@ -49,6 +49,7 @@ struct request {
 	uint32_t nregions;
 	uint32_t nouts;               /* output regions named (0: all inline) */
 	struct request_out *outs;     /* nouts */
+	int32_t ring_slot;            /* the conn's ring slot it came in; -1: socket */
 
 	/* Set by the executor. */
 	int status;                   /* 0 or an AGXQ__ERROR_CODE__* */

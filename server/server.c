@@ -35,6 +35,8 @@
 #include "log.h"
 #include "models.h"
 #include "region.h"
+#include "ring.h"
+#include "ringfmt.h"
 #include "request.h"
 #include "server.h"
 #include "supervise.h"
@@ -45,6 +47,8 @@ struct server_loop {
 	struct conn_list conns;
 	atomic_uint nconns;           /* given to it and not closed yet */
 	uint64_t frames;              /* its frames in and out (its thread) */
+	struct request_list taken;    /* taken from rings, not submitted yet */
+	struct server *srv;
 };
 
 struct server {
@@ -82,6 +86,7 @@ static void server_finish(struct server *srv);
 static void server_finish_task(void *arg, intptr_t val);
 static void server_device_lost(void *arg);
 static void server_deliver(struct request_list *list, void *arg);
+static void server_loop_submit(struct server *srv, struct server_loop *sl);
 
 /* Aborts: the daemon may die on its own out-of-memory (STYLE.md rule 5). */
 static void
@@ -179,6 +184,7 @@ server_hello(struct server *srv, struct conn *c, const Agxq__Hello *h)
 	rep.max_batch = config.max_batch;
 	rep.pid = config.supervisor_pid;
 	rep.shm = config.max_regions > 0;
+	rep.ring = config.max_regions > 0;
 	env.body_case = AGXQ__ENVELOPE__BODY_HELLO_REPLY;
 	env.hello_reply = &rep;
 	conn_set_state(c, CONN_READY);
@@ -619,9 +625,80 @@ server_infer_uses_shm(const Agxq__Infer *in)
 	return 0;
 }
 
-/* Handles Infer: validates and queues; takes ownership of env. */
+/*
+ * Answers ring slot of c with frame (taken); also sends it on the socket
+ * when it does not fit the slot or the client waits there.
+ */
 static void
-server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
+server_ring_reply(struct conn *c, int32_t slot, uint8_t *frame, size_t len,
+    size_t raw_len)
+{
+	server_traffic(c->srv, c->loop);
+	if (ring_complete(c->ring, (uint32_t)slot, frame, len))
+		conn_send(c, frame, len, raw_len);
+	else
+		free(frame);
+}
+
+/* Sends an Error for request id, in ring slot slot unless it is -1. */
+static void __attribute__((format(printf, 5, 6)))
+server_infer_error(struct conn *c, int32_t slot, uint64_t id, int code,
+    const char *fmt, ...)
+{
+	va_list ap;
+	char *msg = NULL;
+	uint8_t *frame;
+	size_t len;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	if (slot < 0)
+		conn_send_error(c, id, code, "%s", msg != NULL ? msg : "");
+	else {
+		if (request_error_frame(id, code, msg, &frame, &len) != 0)
+			server_oom();
+		server_ring_reply(c, slot, frame, len, 0);
+	}
+	free(msg);
+}
+
+/* Answers request r, which the executor refused, and frees it. */
+static void
+server_infer_refused(struct server *srv, struct request *r)
+{
+	struct conn *c = r->conn;
+	int stopping;
+
+	c->inflight--;
+	server_model_unref(srv, r->model);
+	server_request_unref_regions(srv, r);
+	pthread_mutex_lock(&srv->lock);
+	stopping = srv->shutting_down;
+	pthread_mutex_unlock(&srv->lock);
+	/* Come in on another loop while the executor winds down. */
+	if (stopping)
+		server_infer_error(c, r->ring_slot, r->id, srv->wind_code, "%s",
+		    srv->wind_msg);
+	else
+		server_infer_error(c, r->ring_slot, r->id,
+		    AGXQ__ERROR_CODE__ERR_BUSY,
+		    "agxqd is busy: %u requests queued (limit)",
+		    config.max_queue);
+	conn_unref(c);
+	request_free(r);
+}
+
+/*
+ * Handles Infer: validates and queues; takes ownership of env. slot is the
+ * ring slot it came in, or -1 for the socket: the reply goes back the same
+ * way. With defer set, a valid request goes there instead of to the
+ * executor, for the caller to submit with others (server_loop_submit).
+ */
+static void
+server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
+    int32_t slot, struct request_list *defer)
 {
 	const Agxq__Infer *in = env->infer;
 	struct model *m;
@@ -630,20 +707,20 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	int code;
 
 	if ((m = conn_find_model(c, in->model_id)) == NULL) {
-		conn_send_error(c, in->request_id, AGXQ__ERROR_CODE__ERR_NOMODEL,
+		server_infer_error(c, slot, in->request_id, AGXQ__ERROR_CODE__ERR_NOMODEL,
 		    "model %" PRIu64 " is not loaded on this connection",
 		    in->model_id);
 		goto out_free;
 	}
 	if (c->inflight >= config.max_inflight) {
 		executor_count_busy(srv->ex, m);
-		conn_send_error(c, in->request_id, AGXQ__ERROR_CODE__ERR_BUSY,
+		server_infer_error(c, slot, in->request_id, AGXQ__ERROR_CODE__ERR_BUSY,
 		    "%u requests already in flight on this connection (limit)",
 		    c->inflight);
 		goto out_free;
 	}
 	if (in->n_inputs != m->graph->ninputs) {
-		conn_send_error(c, in->request_id, AGXQ__ERROR_CODE__ERR_SHAPE,
+		server_infer_error(c, slot, in->request_id, AGXQ__ERROR_CODE__ERR_SHAPE,
 		    "model %s takes %u inputs, request has %zu", m->name,
 		    m->graph->ninputs, in->n_inputs);
 		goto out_free;
@@ -671,38 +748,20 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env)
 		r->deadline_ns = r->t_enqueue_ns + in->timeout_us * 1000;
 	r->env = env;
 	r->conn = c;
+	r->ring_slot = slot;
 	r->model = m;
 	/* Before the submission: the executor may finish r at once. */
 	conn_ref(c);
 	server_model_ref(srv, m);
 	c->inflight++;
-	if (executor_submit(srv->ex, r) != 0) {
-		int stopping;
-
-		c->inflight--;
-		server_model_unref(srv, m);
-		conn_unref(c);
-		r->env = NULL;
-		server_request_unref_regions(srv, r);
-		request_free(r);
-		pthread_mutex_lock(&srv->lock);
-		stopping = srv->shutting_down;
-		pthread_mutex_unlock(&srv->lock);
-		/* Come in on another loop while the executor winds down. */
-		if (stopping)
-			conn_send_error(c, in->request_id, srv->wind_code,
-			    "%s", srv->wind_msg);
-		else
-			conn_send_error(c, in->request_id,
-			    AGXQ__ERROR_CODE__ERR_BUSY,
-			    "agxqd is busy: %u requests queued (limit)",
-			    config.max_queue);
-		goto out_free;
-	}
+	if (defer != NULL)
+		TAILQ_INSERT_TAIL(defer, r, entry);
+	else if (executor_submit(srv->ex, r) != 0)
+		server_infer_refused(srv, r);
 	return;
 
 fail_request:
-	conn_send_error(c, in->request_id, code, "%s",
+	server_infer_error(c, slot, in->request_id, code, "%s",
 	    msg != NULL ? msg : "bad input");
 	free(msg);
 	server_request_unref_regions(srv, r);
@@ -799,6 +858,120 @@ server_release_region(struct server *srv, struct conn *c,
 	server_reply(c, &env);
 }
 
+/* Ring slot frame taken by ring_poll: decodes it and runs it as an Infer. */
+static void
+server_ring_take(void *arg, uint32_t slot, uint64_t id, uint8_t *frame,
+    size_t len)
+{
+	struct conn *c = arg;
+	struct server *srv = c->srv;
+	Agxq__Envelope *env = NULL;
+	uint32_t plen, flags;
+	char *cause = NULL;
+	int code = AGXQ__ERROR_CODE__ERR_PROTO;
+
+	server_traffic(srv, c->loop);
+	if (frame == NULL) {
+		server_infer_error(c, (int32_t)slot, id,
+		    AGXQ__ERROR_CODE__ERR_PROTO, "ring slot %u: frame length %zu "
+		    "out of range (1 to %u)", slot, len,
+		    c->ring->slot_size - RING_SLOT_HEADER);
+		return;
+	}
+	srv->ctr.bytes_in += len;
+	if (codec_header_parse(frame, len, &config.limits, &plen, &flags,
+	    &code, &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen) {
+		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
+		    slot, cause != NULL ? cause : "frame length does not match "
+		    "its header");
+		goto out;
+	}
+	if (codec_decode(frame + CODEC_HEADER_SIZE, plen, flags,
+	    &config.limits, &env, &code, &cause) != 0) {
+		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
+		    slot, cause);
+		goto out;
+	}
+	if (env->body_case != AGXQ__ENVELOPE__BODY_INFER) {
+		server_infer_error(c, (int32_t)slot, id,
+		    AGXQ__ERROR_CODE__ERR_PROTO, "ring slot %u: only an infer "
+		    "may be posted to a ring, not %s", slot,
+		    codec_body_name(env->body_case));
+		codec_envelope_free(env);
+		goto out;
+	}
+	srv->ctr.ring_requests++;
+	server_infer(srv, c, env, (int32_t)slot, &srv->loops[c->loop].taken);
+out:
+	free(cause);
+	free(frame);
+}
+
+/* Handles AttachRing: maps the ring that came with the frame. */
+static void
+server_attach_ring(struct server *srv, struct conn *c,
+    const Agxq__AttachRing *ar)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__AttachRingReply rep = AGXQ__ATTACH_RING_REPLY__INIT;
+	struct ring *ring;
+	uint64_t size = ring_area_size(ar->slots, ar->slot_size);
+	char *cause = NULL;
+	int fd, code;
+
+	if ((fd = conn_take_fd(c)) == -1) {
+		conn_send_error(c, ar->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
+		    "AttachRing without a file descriptor (send the memfd "
+		    "as SCM_RIGHTS with the frame)");
+		return;
+	}
+	if (c->ring != NULL) {
+		conn_send_error(c, ar->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
+		    "this connection already has a ring");
+		goto out_close;
+	}
+	if (config.max_regions == 0) {
+		conn_send_error(c, ar->request_id,
+		    AGXQ__ERROR_CODE__ERR_UNSUPPORTED,
+		    "shared memory is off (--max-regions 0)");
+		goto out_close;
+	}
+	pthread_mutex_lock(&srv->lock);
+	if (size > config.max_shm_bytes - srv->shm_bytes) {
+		pthread_mutex_unlock(&srv->lock);
+		conn_send_error(c, ar->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "a ring of %" PRIu64 " bytes would exceed agxqd's limit "
+		    "of %" PRIu64 " mapped bytes", size, config.max_shm_bytes);
+		goto out_close;
+	}
+	srv->shm_regions++;
+	srv->shm_bytes += size;
+	pthread_mutex_unlock(&srv->lock);
+	if (ring_attach(fd, ar->slots, ar->slot_size, &ring, &code,
+	    &cause) != 0) {
+		pthread_mutex_lock(&srv->lock);
+		srv->shm_regions--;
+		srv->shm_bytes -= size;
+		pthread_mutex_unlock(&srv->lock);
+		log_info("conn %llu: ring refused: %s",
+		    (unsigned long long)c->id, cause);
+		conn_send_error(c, ar->request_id, code, "%s",
+		    cause != NULL ? cause : "ring refused");
+		free(cause);
+		goto out_close;
+	}
+	c->ring = ring;
+	ring_set_awake(ring, ioloop_polling(srv->loops[c->loop].io));
+	log_debug("conn %llu: ring of %u slots of %u bytes attached",
+	    (unsigned long long)c->id, ar->slots, ar->slot_size);
+	rep.request_id = ar->request_id;
+	env.body_case = AGXQ__ENVELOPE__BODY_ATTACH_RING_REPLY;
+	env.attach_ring_reply = &rep;
+	server_reply(c, &env);
+out_close:
+	close(fd);
+}
+
 /* Answers a StatsRequest. */
 static void
 server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
@@ -850,6 +1023,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.worker_pid = getpid();
 	st.loop_busy_us = srv->ctr.busy_ns / 1000;
 	st.io_threads = srv->nloops;
+	st.ring_requests = srv->ctr.ring_requests;
 	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
 	st.executor_wait_us = executor_wait_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
@@ -903,8 +1077,17 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 		server_unload(srv, c, env->unload_model);
 		break;
 	case AGXQ__ENVELOPE__BODY_INFER:
-		server_infer(srv, c, env);
+		server_infer(srv, c, env, -1, NULL);
 		return; /* env is the request's now, or freed */
+	case AGXQ__ENVELOPE__BODY_ATTACH_RING:
+		server_attach_ring(srv, c, env->attach_ring);
+		break;
+	case AGXQ__ENVELOPE__BODY_RING_KICK:
+		if (c->ring != NULL) {
+			(void)ring_poll(c->ring, 1, server_ring_take, c);
+			server_loop_submit(srv, &srv->loops[c->loop]);
+		}
+		break;
 	case AGXQ__ENVELOPE__BODY_REGISTER_REGION:
 		server_register_region(srv, c, env->register_region);
 		break;
@@ -961,7 +1144,12 @@ server_done(struct request *r, void *arg)
 			    (int)r->rows);
 		return;
 	}
-	if (c->state == CONN_READY || c->state == CONN_DRAINING) {
+	if (r->ring_slot >= 0) {
+		server_ring_reply(c, r->ring_slot, r->reply, r->reply_len,
+		    r->reply_len != r->reply_raw_len + CODEC_HEADER_SIZE ?
+		    r->reply_raw_len : 0);
+		r->reply = NULL;
+	} else if (c->state == CONN_READY || c->state == CONN_DRAINING) {
 		conn_send(c, r->reply, r->reply_len,
 		    r->reply_len != r->reply_raw_len + CODEC_HEADER_SIZE ?
 		    r->reply_raw_len : 0);
@@ -1001,6 +1189,12 @@ server_conn_closed(struct server *srv, struct conn *c)
 			server_model_unref(srv, cm.model);
 	}
 	/* Requests still running keep their regions mapped until done. */
+	if (c->ring != NULL) {
+		pthread_mutex_lock(&srv->lock);
+		srv->shm_regions--;
+		srv->shm_bytes -= ring_bytes(c->ring);
+		pthread_mutex_unlock(&srv->lock);
+	}
 	while (c->nregions > 0)
 		server_region_unref(srv, c->regions[--c->nregions]);
 	conn_unref(c); /* the list's reference */
@@ -1336,6 +1530,68 @@ server_loop_activity(void *arg)
 	return sl->frames;
 }
 
+/* Loop thread: hands the executor the requests sl took, together. */
+static void
+server_loop_submit(struct server *srv, struct server_loop *sl)
+{
+	struct request_list refused;
+	struct request *r;
+
+	if (TAILQ_EMPTY(&sl->taken))
+		return;
+	TAILQ_INIT(&refused);
+	executor_submit_list(srv->ex, &sl->taken, &refused);
+	while ((r = TAILQ_FIRST(&refused)) != NULL) {
+		TAILQ_REMOVE(&refused, r, entry);
+		server_infer_refused(srv, r);
+	}
+}
+
+/*
+ * Loop thread: takes what the rings of the loop's connections hold and
+ * submits it as one group, so that requests posted together can run as
+ * one batch.
+ */
+static uint32_t
+server_loop_poll(void *arg)
+{
+	struct server_loop *sl = arg;
+	struct server *srv = sl->srv;
+	struct conn *c, *next;
+	uint64_t t0 = 0;
+	uint32_t n = 0;
+
+	for (c = TAILQ_FIRST(&sl->conns); c != NULL; c = next) {
+		/* Taking a request may close c (and only c). */
+		next = TAILQ_NEXT(c, entry);
+		if (c->ring == NULL || c->state != CONN_READY)
+			continue;
+		if (t0 == 0)
+			t0 = request_now_ns();
+		conn_ref(c);
+		n += ring_poll(c->ring, 0, server_ring_take, c);
+		conn_unref(c);
+	}
+	if (n > 0) {
+		server_loop_submit(srv, sl);
+		srv->ctr.busy_ns += request_now_ns() - t0;
+	}
+	return n;
+}
+
+/* Loop thread: tells the rings of its connections whether it polls. */
+static void
+server_loop_awake(void *arg, int on)
+{
+	struct server_loop *sl = arg;
+	struct conn *c;
+
+	TAILQ_FOREACH(c, &sl->conns, entry) {
+		if (c->ring != NULL)
+			ring_set_awake(c->ring, on);
+	}
+}
+
 /* Serves connections on listen_fd (the supervisor's socket). */
 static int
 server_listen(struct server *srv, int listen_fd, char **cause)
@@ -1383,9 +1639,13 @@ server_make_loops(struct server *srv, uint32_t spin_us, char **cause)
 		lc.spin_us = spin_us;
 		lc.activity = server_loop_activity;
 		lc.activity_arg = &srv->loops[i];
+		lc.poll = server_loop_poll;
+		lc.awake = server_loop_awake;
 		lc.done = server_done;
 		lc.arg = srv;
 		TAILQ_INIT(&srv->loops[i].conns);
+		TAILQ_INIT(&srv->loops[i].taken);
+		srv->loops[i].srv = srv;
 		if (ioloop_new(i == 0 ? srv->base : NULL, &lc,
 		    &srv->loops[i].io, cause) != 0)
 			return -1;

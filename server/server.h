@@ -22,6 +22,7 @@ struct server_counters {
 	atomic_uint_fast64_t bytes_in, bytes_out;
 	atomic_uint_fast64_t bytes_in_raw, bytes_out_raw;
 	atomic_uint_fast64_t busy_ns; /* loop time reading and replying */
+	atomic_uint_fast64_t ring_requests; /* Infers taken from rings */
 };
 
 /*

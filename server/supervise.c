@@ -230,21 +230,36 @@ supervise_handlers(void (*handler)(int))
 	sigaction(SIGCHLD, &sa, NULL);
 }
 
-/* Forks a worker; returns its pid and the read end of its notify pipe. */
+/*
+ * Forks a worker; returns its pid and the read end of its notify pipe. The
+ * supervisor's signals are blocked across the fork: one arriving while the
+ * child still has the supervisor's handler (and has closed its pipe)
+ * would be lost to both, and agxqd would not stop; blocked, it reaches
+ * the supervisor once fork returns, and the child with default handlers.
+ */
 static pid_t
 supervise_spawn(struct supervisor *sv, supervise_worker_fn worker,
     int *notify)
 {
 	pid_t pid, parent = getpid();
-	int nfd[2];
+	sigset_t block, old;
+	int nfd[2], saved;
 
 	if (pipe(nfd) != 0)
 		return -1;
 	(void)fcntl(nfd[0], F_SETFD, FD_CLOEXEC);
 	(void)fcntl(nfd[1], F_SETFD, FD_CLOEXEC);
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &block, &old);
 	if ((pid = fork()) < 0) {
+		saved = errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		close(nfd[0]);
 		close(nfd[1]);
+		errno = saved;
 		return -1;
 	}
 	if (pid == 0) {
@@ -254,6 +269,7 @@ supervise_spawn(struct supervisor *sv, supervise_worker_fn worker,
 		if (sv->ready_fd >= 0)
 			close(sv->ready_fd);
 		supervise_handlers(SIG_DFL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
 #ifdef __linux__
 		/* Dies with the supervisor (elsewhere: server_idle_cb checks). */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -262,6 +278,7 @@ supervise_spawn(struct supervisor *sv, supervise_worker_fn worker,
 			_exit(1);
 		_exit(worker(sv->listen_fd, nfd[1]));
 	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(nfd[1]);
 	*notify = nfd[0];
 	return pid;

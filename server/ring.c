@@ -1,0 +1,166 @@
+/*
+ * ring: polling a client's request ring and answering in its slots.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agxq.pb-c.h"
+#include "log.h"
+#include "region.h"
+#include "ring.h"
+#include "ringfmt.h"
+
+/* Checks and maps the ring in fd. */
+int
+ring_attach(int fd, uint32_t slots, uint32_t slot_size, struct ring **out,
+    int *code, char **cause)
+{
+	const struct ring_header *h;
+	struct ring *r;
+
+	*code = AGXQ__ERROR_CODE__ERR_INVAL;
+	if (slots < 1 || slots > RING_MAX_SLOTS) {
+		if (asprintf(cause, "ring slots must be 1 to %u, not %u",
+		    RING_MAX_SLOTS, slots) < 0)
+			*cause = NULL;
+		return -1;
+	}
+	if (slot_size < RING_MIN_SLOT_SIZE || slot_size > RING_MAX_SLOT_SIZE ||
+	    slot_size % 64 != 0) {
+		if (asprintf(cause, "ring slot_size must be a multiple of 64 "
+		    "from %u to %u, not %u", RING_MIN_SLOT_SIZE,
+		    RING_MAX_SLOT_SIZE, slot_size) < 0)
+			*cause = NULL;
+		return -1;
+	}
+	if ((r = calloc(1, sizeof *r)) == NULL ||
+	    (r->busy = calloc(slots, 1)) == NULL) {
+		free(r);
+		*code = AGXQ__ERROR_CODE__ERR_NOMEM;
+		*cause = strdup("out of memory");
+		return -1;
+	}
+	if (region_map(fd, ring_area_size(slots, slot_size), 0, &r->rg, code,
+	    cause) != 0)
+		goto fail;
+	h = (const struct ring_header *)r->rg->base;
+	if (h->magic != RING_MAGIC || h->version != RING_VERSION ||
+	    h->slots != slots || h->slot_size != slot_size) {
+		*code = AGXQ__ERROR_CODE__ERR_INVAL;
+		if (asprintf(cause, "ring header does not match AttachRing "
+		    "(magic %#x version %u slots %u slot_size %u; want magic "
+		    "%#x version %u slots %u slot_size %u)", h->magic,
+		    h->version, h->slots, h->slot_size, RING_MAGIC,
+		    RING_VERSION, slots, slot_size) < 0)
+			*cause = NULL;
+		goto fail;
+	}
+	r->slots = slots;
+	r->slot_size = slot_size;
+	r->seen = __atomic_load_n(&((struct ring_header *)r->rg->base)->posted,
+	    __ATOMIC_SEQ_CST) - 1; /* differs: the first poll scans */
+	*out = r;
+	return 0;
+
+fail:
+	region_free(r->rg);
+	free(r->busy);
+	free(r);
+	return -1;
+}
+
+/* Unmaps and frees the ring. */
+void
+ring_free(struct ring *r)
+{
+	if (r == NULL)
+		return;
+	region_free(r->rg);
+	free(r->busy);
+	free(r);
+}
+
+/* Bytes mapped for the ring. */
+uint64_t
+ring_bytes(const struct ring *r)
+{
+	return r->rg->size;
+}
+
+/* Tells the client whether the loop polls the ring now. */
+void
+ring_set_awake(struct ring *r, int on)
+{
+	struct ring_header *h = (struct ring_header *)r->rg->base;
+
+	__atomic_store_n(&h->awake, on ? 1u : 0u, __ATOMIC_SEQ_CST);
+}
+
+/* Takes the posted slots. */
+uint32_t
+ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
+{
+	struct ring_header *h = (struct ring_header *)r->rg->base;
+	uint64_t posted = __atomic_load_n(&h->posted, __ATOMIC_SEQ_CST);
+	uint32_t n = 0, cap = r->slot_size - RING_SLOT_HEADER;
+
+	if (!force && posted == r->seen)
+		return 0;
+	r->seen = posted;
+	for (uint32_t i = 0; i < r->slots && r->nbusy < r->slots; i++) {
+		struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, i);
+		uint32_t st, len;
+		uint64_t id;
+		uint8_t *frame;
+
+		if (r->busy[i])
+			continue;
+		st = __atomic_load_n(&s->state, __ATOMIC_SEQ_CST);
+		if (RING_PHASE(st) != RING_POSTED)
+			continue;
+		len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+		id = __atomic_load_n(&s->request_id, __ATOMIC_RELAXED);
+		/* Copied once: the client can write the slot meanwhile. */
+		frame = NULL;
+		if (len <= cap && len > 0) {
+			if ((frame = malloc(len)) == NULL) {
+				log_error("out of memory");
+				abort();
+			}
+			memcpy(frame, ring_slot_data(s), len);
+		}
+		r->busy[i] = 1;
+		r->nbusy++;
+		n++;
+		fn(arg, i, id, frame, len);
+	}
+	return n;
+}
+
+/* Answers slot with frame. */
+int
+ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
+    size_t len)
+{
+	struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, slot);
+	uint32_t old;
+
+	r->busy[slot] = 0;
+	r->nbusy--;
+	if (len > r->slot_size - RING_SLOT_HEADER) {
+		__atomic_exchange_n(&s->state, RING_SOCKET, __ATOMIC_SEQ_CST);
+		return 1;
+	}
+	memcpy(ring_slot_data(s), frame, len);
+	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
+	old = __atomic_exchange_n(&s->state, RING_DONE, __ATOMIC_SEQ_CST);
+	return (old & RING_WAITER) != 0;
+}
+
+/* Whether slot is taken and not yet answered. */
+int
+ring_busy(const struct ring *r, uint32_t slot)
+{
+	return slot < r->slots && r->busy[slot];
+}

@@ -1,0 +1,64 @@
+/*
+ * ring: agxqd's side of a client's request ring (layout in proto/ringfmt.h).
+ * One per connection, touched only on the thread of the loop serving it:
+ * the loop polls it for posted Infer frames and writes each reply into the
+ * slot the request came from.
+ */
+#ifndef AGXQ_SERVER_RING_H
+#define AGXQ_SERVER_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct region;
+
+struct ring {
+	struct region *rg;              /* the mapping */
+	uint32_t slots;
+	uint32_t slot_size;
+	uint64_t seen;                  /* header's posted at the last scan */
+	uint8_t *busy;                  /* per slot: taken, not answered yet */
+	uint32_t nbusy;
+};
+
+/*
+ * Called with each posted frame, copied out of the ring (the callee's), or
+ * NULL when its length is out of range (0 or over the slot).
+ */
+typedef void (*ring_take_fn)(void *arg, uint32_t slot, uint64_t id,
+    uint8_t *frame, size_t len);
+
+/*
+ * Checks and maps the ring in fd (not taken) as AttachRing describes it.
+ * Returns 0 and *out, or -1 with *code (an AGXQ__ERROR_CODE__*) and *cause.
+ */
+int ring_attach(int fd, uint32_t slots, uint32_t slot_size,
+    struct ring **out, int *code, char **cause);
+
+/* Unmaps and frees the ring; accepts NULL. */
+void ring_free(struct ring *r);
+
+/* Bytes mapped for the ring. */
+uint64_t ring_bytes(const struct ring *r);
+
+/* Tells the client whether the loop polls the ring now. */
+void ring_set_awake(struct ring *r, int on);
+
+/*
+ * Takes every newly posted slot (all posted slots when force is set) and
+ * hands its frame to fn, which must answer it (ring_complete). Returns the
+ * number of slots taken.
+ */
+uint32_t ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg);
+
+/*
+ * Answers slot with frame. Returns 1 when the reply must also be sent on
+ * the socket (it did not fit, or the client waits there), else 0.
+ */
+int ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
+    size_t len);
+
+/* Whether slot is taken and not yet answered. */
+int ring_busy(const struct ring *r, uint32_t slot);
+
+#endif

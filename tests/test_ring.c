@@ -1,0 +1,1477 @@
+/*
+ * test_ring: the request ring (proto/ringfmt.h), the shared memory path of
+ * synchronous agxq_infer, against the real agxqd. Results through the ring
+ * match the direct engine, with clients polling their slot and sleeping on
+ * the socket, more threads than slots and replies too big for a slot;
+ * agxqd counts the requests it took from rings and takes none when it
+ * never polls or the client turns the ring off. Raw connections check
+ * AttachRing's validation and the answers to garbage posted in slots; a
+ * client waiting on a slot when agxqd dies gets an error, not a hang.
+ */
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agxq.h"
+#include "agxq_direct.h"
+#include "codec.h"
+#include "daemon_util.h"
+#include "ringfmt.h"
+#include "tgraph.h"
+#include "testlib.h"
+
+#define RT_TOL 1e-4
+#define RT_SEED 42              /* the reference models' weights */
+#define RT_MEMFD "agxqt-ring"   /* this test's own ring memfds */
+#define RT_RAW_N 16             /* floats per row of the raw relu model */
+
+static struct du_daemon daemon_; /* --spin-us 2000, most cases share it */
+
+/* ---- Helpers ------------------------------------------------------------- */
+
+/* The extra options of a polling daemon. */
+static const char *const rt_polling[] = { "--spin-us", "2000", NULL };
+
+/*
+ * Connects a client to sock with the environment variables ring
+ * (AGXQ_RING), spin (AGXQ_SPIN_US) and reconnect (AGXQ_RECONNECT) set
+ * where not NULL, unsetting them afterwards. 0 or an AGXQ_E* code.
+ */
+static int
+rt_connect(const char *sock, const char *ring, const char *spin,
+    const char *reconnect, agxq_client **c)
+{
+	int rc;
+
+	if (ring != NULL)
+		setenv("AGXQ_RING", ring, 1);
+	if (spin != NULL)
+		setenv("AGXQ_SPIN_US", spin, 1);
+	if (reconnect != NULL)
+		setenv("AGXQ_RECONNECT", reconnect, 1);
+	rc = agxq_connect(sock, c);
+	unsetenv("AGXQ_RING");
+	unsetenv("AGXQ_SPIN_US");
+	unsetenv("AGXQ_RECONNECT");
+	return rc;
+}
+
+/* Stats.ring_requests of the daemon on sock, by a raw connection; or -1. */
+static long long
+rt_ring_requests(const char *sock)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
+	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	long long n = -1;
+	int fd;
+
+	if ((fd = du_connect_hello(sock)) < 0)
+		return -1;
+	sr.request_id = 1;
+	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
+	env.stats_request = &sr;
+	if (du_send_env(fd, &env) == 0 && du_recv(fd, 5000, &rep) == 1 &&
+	    rep->body_case == AGXQ__ENVELOPE__BODY_STATS)
+		n = (long long)rep->stats->ring_requests;
+	codec_envelope_free(rep);
+	close(fd);
+	return n;
+}
+
+/* "ring_requests" of c's agxq_stats_json; -1 when absent or on failure. */
+static long long
+rt_json_ring(agxq_client *c)
+{
+	char *json = NULL;
+	long long n;
+
+	if (agxq_stats_json(c, &json) != 0)
+		return -1;
+	n = du_json_num(json, "ring_requests");
+	if (n < 0)
+		printf("  no \"ring_requests\" in the stats JSON: %s", json);
+	free(json);
+	return n;
+}
+
+/*
+ * Makes nio requests of reference model which (rows 1..max_rows, seq for
+ * the transformer, 0: default) and their results in direct mode, into
+ * *out (free with rt_ios_free). 0 or -1.
+ */
+static int
+rt_ios_make(agxq_reference which, int nio, int max_rows, int64_t seq,
+    struct du_io **out)
+{
+	agxq_direct *d = NULL;
+	agxq_direct_model *dm = NULL;
+	struct du_io *io;
+	int rc = -1;
+
+	if ((io = calloc((size_t)nio, sizeof *io)) == NULL)
+		return -1;
+	if (agxq_direct_open("cpu", 0, &d) != 0 ||
+	    du_load_ref(NULL, d, which, RT_SEED, NULL, &dm) != 0)
+		goto out;
+	for (int i = 0; i < nio; i++) {
+		if (du_io_make(&io[i], which, 1 + i % max_rows, seq,
+		    (uint64_t)(1000 + 17 * i + (int)which), dm) != 0)
+			goto out;
+	}
+	rc = 0;
+out:
+	agxq_direct_unload(dm);
+	agxq_direct_close(d);
+	if (rc != 0) {
+		for (int i = 0; i < nio; i++)
+			du_io_free(&io[i]);
+		free(io);
+		io = NULL;
+	}
+	*out = io;
+	return rc;
+}
+
+/* Frees what rt_ios_make made; accepts NULL. */
+static void
+rt_ios_free(struct du_io *io, int nio)
+{
+	if (io == NULL)
+		return;
+	for (int i = 0; i < nio; i++)
+		du_io_free(&io[i]);
+	free(io);
+}
+
+/* One sync request of m with io: 0 with a right result, else the code. */
+static int
+rt_infer(agxq_model *m, const struct du_io *io)
+{
+	agxq_result *r = NULL;
+	int rc;
+
+	rc = agxq_infer(m, &io->in, 1, NULL, &r);
+	if (rc == 0 && du_io_check(io, r, RT_TOL, RT_TOL) != 0)
+		rc = AGXQ_EINTERNAL; /* a wrong answer */
+	agxq_result_free(r);
+	return rc;
+}
+
+/* A thread of sync requests on a model handle shared with other threads. */
+struct rt_thread {
+	agxq_model *m;
+	const struct du_io *io;  /* nio requests with their results */
+	int nio;
+	int reqs;
+	int idx;
+	int ok;
+	int failed;
+};
+
+/* Runs t->reqs requests, each checked against its direct result. */
+static void *
+rt_thread_main(void *arg)
+{
+	struct rt_thread *t = arg;
+	int rc;
+
+	for (int i = 0; i < t->reqs; i++) {
+		rc = rt_infer(t->m, &t->io[(i + 7 * t->idx) % t->nio]);
+		if (rc == 0) {
+			t->ok++;
+			continue;
+		}
+		if (t->failed++ < 3)
+			printf("  thread %d request %d: %s\n", t->idx, i,
+			    agxq_strerror(rc));
+	}
+	return NULL;
+}
+
+/* n threads of reqs requests each on m; 0 when every result is right. */
+static int
+rt_run_threads(agxq_model *m, const struct du_io *io, int nio, int n,
+    int reqs)
+{
+	struct rt_thread *th;
+	pthread_t *tid;
+	int started = 0, ok = 0, rc = -1;
+
+	th = calloc((size_t)n, sizeof *th);
+	tid = calloc((size_t)n, sizeof *tid);
+	if (th == NULL || tid == NULL)
+		goto out;
+	for (; started < n; started++) {
+		th[started].m = m;
+		th[started].io = io;
+		th[started].nio = nio;
+		th[started].reqs = reqs;
+		th[started].idx = started;
+		if (pthread_create(&tid[started], NULL, rt_thread_main,
+		    &th[started]) != 0) {
+			printf("  pthread_create failed\n");
+			break;
+		}
+	}
+	for (int i = 0; i < started; i++) {
+		pthread_join(tid[i], NULL);
+		ok += th[i].ok;
+	}
+	printf("  %d of %d right results from %d threads\n", ok, n * reqs, n);
+	if (started == n && ok == n * reqs)
+		rc = 0;
+out:
+	free(th);
+	free(tid);
+	return rc;
+}
+
+/* ---- Raw rings ----------------------------------------------------------- */
+
+/* A ring area made by the test: its memfd and its mapping here. */
+struct rt_ring {
+	int fd;                  /* the memfd; -1 once closed */
+	uint8_t *base;           /* MAP_FAILED when not mapped */
+	size_t size;
+	uint32_t slots;          /* the geometry, as attached */
+	uint32_t slot_size;
+};
+
+/* Sets r up empty, so that rt_ring_free accepts it. */
+static void
+rt_ring_init(struct rt_ring *r)
+{
+	memset(r, 0, sizeof *r);
+	r->fd = -1;
+	r->base = MAP_FAILED;
+}
+
+/* Unmaps and closes r; accepts an empty one. */
+static void
+rt_ring_free(struct rt_ring *r)
+{
+	if (r->base != MAP_FAILED)
+		munmap(r->base, r->size);
+	if (r->fd >= 0)
+		close(r->fd);
+	rt_ring_init(r);
+}
+
+/*
+ * Makes a memfd of size bytes, sealed against shrinking when sealed,
+ * mapped, with a header of magic and geometry slots x slot_size. 0 or -1.
+ */
+static int
+rt_ring_make(struct rt_ring *r, size_t size, int sealed, uint32_t magic,
+    uint32_t slots, uint32_t slot_size)
+{
+	struct ring_header *h;
+
+	rt_ring_init(r);
+	r->size = size;
+	r->slots = slots;
+	r->slot_size = slot_size;
+	if ((r->fd = memfd_create(RT_MEMFD, MFD_CLOEXEC |
+	    MFD_ALLOW_SEALING)) < 0 || ftruncate(r->fd, (off_t)size) != 0)
+		goto fail;
+	r->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd,
+	    0);
+	if (r->base == MAP_FAILED)
+		goto fail;
+	h = (struct ring_header *)r->base;
+	h->magic = magic;
+	h->version = RING_VERSION;
+	h->slots = slots;
+	h->slot_size = slot_size;
+	if (sealed && fcntl(r->fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0)
+		goto fail;
+	return 0;
+fail:
+	printf("  cannot make a ring memfd of %zu bytes\n", size);
+	rt_ring_free(r);
+	return -1;
+}
+
+/* Makes a valid ring of slots x slot_size (sealed, exact size). */
+static int
+rt_ring_valid(struct rt_ring *r, uint32_t slots, uint32_t slot_size)
+{
+	return rt_ring_make(r, ring_area_size(slots, slot_size), 1,
+	    RING_MAGIC, slots, slot_size);
+}
+
+/* The header of r. */
+static struct ring_header *
+rt_ring_header(struct rt_ring *r)
+{
+	return (struct ring_header *)r->base;
+}
+
+/* Sends env on fd with descriptor pass (-1: none) as SCM_RIGHTS. 0 or -1. */
+static int
+rt_send_fd(int fd, const Agxq__Envelope *env, int pass)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct codec_limits lim;
+	struct cmsghdr *cm;
+	struct msghdr msg;
+	struct iovec iov;
+	uint8_t *frame;
+	size_t len;
+	ssize_t n;
+
+	codec_limits_default(&lim);
+	if (codec_encode(env, 0, &lim, &frame, &len, NULL) != 0)
+		return -1;
+	memset(&msg, 0, sizeof msg);
+	memset(&cbuf, 0, sizeof cbuf);
+	iov.iov_base = frame;
+	iov.iov_len = len;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (pass >= 0) {
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof cbuf.buf;
+		cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &pass, sizeof pass);
+	}
+	n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	free(frame);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Sends AttachRing{id, slots, slot_size} with descriptor pass (-1: none). */
+static int
+rt_send_attach(int fd, uint64_t id, uint32_t slots, uint32_t slot_size,
+    int pass)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__AttachRing ar = AGXQ__ATTACH_RING__INIT;
+
+	ar.request_id = id;
+	ar.slots = slots;
+	ar.slot_size = slot_size;
+	env.body_case = AGXQ__ENVELOPE__BODY_ATTACH_RING;
+	env.attach_ring = &ar;
+	return rt_send_fd(fd, &env, pass);
+}
+
+/* Whether s contains needle, ignoring case. */
+static int
+rt_has(const char *s, const char *needle)
+{
+	size_t n = strlen(needle);
+
+	for (; s != NULL && *s != '\0'; s++) {
+		size_t i;
+
+		for (i = 0; i < n && s[i] != '\0' &&
+		    tolower((unsigned char)s[i]) ==
+		    tolower((unsigned char)needle[i]); i++)
+			;
+		if (i == n)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Checks that env is an Error of code for request id whose message holds
+ * kw1 or kw2 (kw2 may be NULL), ignoring case; what is the attempt's name
+ * for the failure message. 0 or -1.
+ */
+static int
+rt_check_error(const Agxq__Envelope *env, const char *what, uint64_t id,
+    int code, const char *kw1, const char *kw2)
+{
+	const Agxq__Error *e;
+
+	if (env->body_case != AGXQ__ENVELOPE__BODY_ERROR) {
+		printf("  %s: got %s, want an error\n", what,
+		    codec_body_name(env->body_case));
+		return -1;
+	}
+	e = env->error;
+	if (e->request_id != id || (int)e->code != code ||
+	    e->message == NULL || !(rt_has(e->message, kw1) ||
+	    (kw2 != NULL && rt_has(e->message, kw2)))) {
+		printf("  %s: error %d \"%s\" for request %llu; want error "
+		    "%d naming \"%s\"%s%s%s for request %llu\n", what,
+		    (int)e->code, e->message != NULL ? e->message : "",
+		    (unsigned long long)e->request_id, code, kw1,
+		    kw2 != NULL ? " or \"" : "", kw2 != NULL ? kw2 : "",
+		    kw2 != NULL ? "\"" : "", (unsigned long long)id);
+		return -1;
+	}
+	return 0;
+}
+
+/* Receives one frame on fd and checks it with rt_check_error. */
+static int
+rt_expect_error(int fd, const char *what, uint64_t id, int code,
+    const char *kw1, const char *kw2)
+{
+	Agxq__Envelope *env = NULL;
+	int rc;
+
+	if ((rc = du_recv(fd, 3000, &env)) != 1) {
+		printf("  %s: %s instead of an error\n", what,
+		    rc == 0 ? "the connection closed" : "nothing");
+		return -1;
+	}
+	rc = rt_check_error(env, what, id, code, kw1, kw2);
+	codec_envelope_free(env);
+	return rc;
+}
+
+/* Attaches r on fd as request id and expects the AttachRingReply. 0 or -1. */
+static int
+rt_attach(int fd, uint64_t id, const struct rt_ring *r)
+{
+	Agxq__Envelope *rep = NULL;
+	int rc = -1;
+
+	if (rt_send_attach(fd, id, r->slots, r->slot_size, r->fd) != 0 ||
+	    du_recv(fd, 3000, &rep) != 1) {
+		printf("  attach: no reply\n");
+		goto out;
+	}
+	if (rep->body_case != AGXQ__ENVELOPE__BODY_ATTACH_RING_REPLY ||
+	    rep->attach_ring_reply->request_id != id) {
+		printf("  attach: got %s%s%s\n",
+		    codec_body_name(rep->body_case),
+		    rep->body_case == AGXQ__ENVELOPE__BODY_ERROR ? ": " : "",
+		    rep->body_case == AGXQ__ENVELOPE__BODY_ERROR ?
+		    rep->error->message : "");
+		goto out;
+	}
+	rc = 0;
+out:
+	codec_envelope_free(rep);
+	return rc;
+}
+
+/*
+ * Connects raw, says hello and checks the HelloReply offers rings. The fd
+ * or -1.
+ */
+static int
+rt_raw_hello(const char *sock)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
+	Agxq__Hello h = AGXQ__HELLO__INIT;
+	int fd, ok = 0;
+
+	if ((fd = du_connect(sock)) < 0)
+		return -1;
+	h.protocol_version = CODEC_PROTOCOL_VERSION;
+	h.client_name = (char *)"test_ring";
+	env.body_case = AGXQ__ENVELOPE__BODY_HELLO;
+	env.hello = &h;
+	if (du_send_env(fd, &env) == 0 && du_recv(fd, 5000, &rep) == 1 &&
+	    rep->body_case == AGXQ__ENVELOPE__BODY_HELLO_REPLY) {
+		if (rep->hello_reply->ring)
+			ok = 1;
+		else
+			printf("  HelloReply.ring is false\n");
+	}
+	codec_envelope_free(rep);
+	if (!ok) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends StatsRequest id on fd; the next frame must be its Stats. 0 or -1. */
+static int
+rt_raw_stats(int fd, uint64_t id)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
+	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	int rc = -1;
+
+	sr.request_id = id;
+	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
+	env.stats_request = &sr;
+	if (du_send_env(fd, &env) != 0 || du_recv(fd, 5000, &rep) != 1) {
+		printf("  stats: no reply\n");
+		return -1;
+	}
+	if (rep->body_case == AGXQ__ENVELOPE__BODY_STATS &&
+	    rep->stats->request_id == id)
+		rc = 0;
+	else
+		printf("  stats: got %s%s%s\n", codec_body_name(rep->body_case),
+		    rep->body_case == AGXQ__ENVELOPE__BODY_ERROR ? ": " : "",
+		    rep->body_case == AGXQ__ENVELOPE__BODY_ERROR ?
+		    rep->error->message : "");
+	codec_envelope_free(rep);
+	return rc;
+}
+
+/*
+ * worker's descriptor count once it has not changed for 100 ms (the
+ * connections of earlier requests closing), within 2 s; -1 on failure.
+ */
+static int
+rt_fd_base(pid_t worker)
+{
+	uint64_t deadline = du_now_ms() + 2000, since = du_now_ms();
+	int last = du_fd_count(worker), n;
+
+	while (last >= 0 && du_now_ms() < deadline) {
+		usleep(20000);
+		if ((n = du_fd_count(worker)) != last) {
+			last = n;
+			since = du_now_ms();
+		} else if (du_now_ms() - since >= 100)
+			break;
+	}
+	return last;
+}
+
+/*
+ * Waits up to 3 s for worker's descriptors to come back to base and for
+ * no mapping of this test's ring memfds to be left. 0 or -1.
+ */
+static int
+rt_leak_check(pid_t worker, int base)
+{
+	uint64_t deadline = du_now_ms() + 3000;
+	char path[64], line[512];
+	int fds, maps;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/maps", (int)worker);
+	do {
+		fds = du_fd_count(worker);
+		maps = 0;
+		if ((f = fopen(path, "r")) == NULL)
+			return -1;
+		while (fgets(line, sizeof line, f) != NULL)
+			maps += strstr(line, "memfd:" RT_MEMFD) != NULL;
+		fclose(f);
+		if (fds == base && maps == 0)
+			return 0;
+		usleep(10000);
+	} while (du_now_ms() < deadline);
+	printf("  agxqd holds %d descriptors (%d before) and %d mappings of "
+	    "the test's rings\n", fds, base, maps);
+	return -1;
+}
+
+/* Encodes env as a frame (malloc'd *frame, *len). 0 or -1. */
+static int
+rt_encode(const Agxq__Envelope *env, uint8_t **frame, size_t *len)
+{
+	struct codec_limits lim;
+
+	codec_limits_default(&lim);
+	return codec_encode(env, 0, &lim, frame, len, NULL);
+}
+
+/* Encodes Infer{id, model, x [rows, RT_RAW_N] inline}. 0 or -1. */
+static int
+rt_infer_frame(uint64_t id, uint64_t model, const float *x, int rows,
+    uint8_t **frame, size_t *len)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__Infer inf = AGXQ__INFER__INIT;
+	Agxq__Tensor t = AGXQ__TENSOR__INIT, *tp = &t;
+	int64_t shape[2] = { rows, RT_RAW_N };
+
+	t.dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
+	t.n_shape = 2;
+	t.shape = shape;
+	t.data.data = (uint8_t *)x;
+	t.data.len = (size_t)rows * RT_RAW_N * sizeof(float);
+	inf.request_id = id;
+	inf.model_id = model;
+	inf.n_inputs = 1;
+	inf.inputs = &tp;
+	env.body_case = AGXQ__ENVELOPE__BODY_INFER;
+	env.infer = &inf;
+	return rt_encode(&env, frame, len);
+}
+
+/*
+ * Posts copy bytes of frame (at most the slot's data size) in slot i of r
+ * with the length word set to len and the slot's request_id to id, and
+ * kicks agxqd on fd when the ring then reads not awake, as
+ * proto/ringfmt.h says. 0 or -1.
+ */
+static int
+rt_post(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
+    const uint8_t *frame, size_t copy, uint32_t len)
+{
+	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
+	struct ring_header *h = rt_ring_header(r);
+	size_t room = r->slot_size - RING_SLOT_HEADER;
+	uint32_t st;
+
+	st = RING_PHASE(__atomic_load_n(&s->state, __ATOMIC_ACQUIRE));
+	if (st == RING_POSTED) {
+		printf("  slot %u is still posted\n", i);
+		return -1;
+	}
+	memcpy(ring_slot_data(s), frame, copy < room ? copy : room);
+	__atomic_store_n(&s->len, len, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->request_id, id, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->state, RING_POSTED, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&h->posted, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST) == 0) {
+		Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+		Agxq__RingKick rk = AGXQ__RING_KICK__INIT;
+
+		env.body_case = AGXQ__ENVELOPE__BODY_RING_KICK;
+		env.ring_kick = &rk;
+		if (du_send_env(fd, &env) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * Waits up to 3 s for slot i of r to leave POSTED and decodes the reply
+ * frame there into *out (free with codec_envelope_free). 0, or -1 on a
+ * timeout, a reply not in the slot, or a frame that does not decode.
+ */
+static int
+rt_slot_reply(struct rt_ring *r, uint32_t i, Agxq__Envelope **out)
+{
+	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
+	uint64_t deadline = du_now_ms() + 3000;
+	struct codec_limits lim;
+	uint32_t st, len, plen, flags;
+	char *cause = NULL;
+	int code;
+
+	*out = NULL;
+	while ((st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE)) ==
+	    RING_POSTED && du_now_ms() < deadline)
+		usleep(200);
+	if (RING_PHASE(st) != RING_DONE) {
+		printf("  slot %u: state %#x after 3 s, want DONE (%u)\n", i,
+		    st, RING_DONE);
+		return -1;
+	}
+	len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+	codec_limits_default(&lim);
+	if (len < CODEC_HEADER_SIZE || len > r->slot_size - RING_SLOT_HEADER ||
+	    codec_header_parse(ring_slot_data(s), len, &lim, &plen, &flags,
+	    &code, &cause) != CODEC_OK || plen != len - CODEC_HEADER_SIZE) {
+		printf("  slot %u: reply of %u bytes has a bad frame "
+		    "header%s%s\n", i, len, cause != NULL ? ": " : "",
+		    cause != NULL ? cause : "");
+		free(cause);
+		return -1;
+	}
+	if (codec_decode(ring_slot_data(s) + CODEC_HEADER_SIZE, plen, flags,
+	    &lim, out, &code, &cause) != 0) {
+		printf("  slot %u: reply does not decode: %s\n", i, cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- used ---------------------------------------------------------------- */
+
+#define US_THREADS 4
+#define US_REQS 200
+#define US_NIO 40
+
+/*
+ * 4 threads share one client (polling its slots: AGXQ_SPIN_US 500) and
+ * make 200 sync mlp requests each, all right; agxqd took some from the
+ * ring, and the stats JSON says the same as the raw Stats.
+ */
+static void
+t_used(void)
+{
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	long long before, after, json;
+
+	CHECK(rt_ios_make(AGXQ_REF_MLP, US_NIO, 4, 0, &io) == 0);
+	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "500", NULL, &c));
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_MLP, RT_SEED, &m, NULL));
+	CHECK(rt_run_threads(m, io, US_NIO, US_THREADS, US_REQS) == 0);
+	after = rt_ring_requests(daemon_.sock);
+	printf("  %lld of %d requests through the ring\n", after - before,
+	    US_THREADS * US_REQS);
+	CHECK(after > before);
+	CHECK(after - before <= US_THREADS * US_REQS);
+	json = rt_json_ring(c);
+	if (json != after) {
+		printf("  stats JSON ring_requests %lld, Stats %lld\n", json,
+		    after);
+		CHECK(0);
+	}
+out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	rt_ios_free(io, US_NIO);
+}
+
+/* ---- off_without_polling ------------------------------------------------- */
+
+/* agxqd with --spin-us 0 never polls: right results, none through a ring. */
+static void
+t_off_without_polling(void)
+{
+	static const char *const extra[] = { "--spin-us", "0", NULL };
+	struct du_daemon d;
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	long long n;
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	CHECK(rt_ios_make(AGXQ_REF_MLP, 16, 4, 0, &io) == 0);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK_OK(rt_connect(d.sock, NULL, "500", NULL, &c));
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_MLP, RT_SEED, &m, NULL));
+	CHECK(rt_run_threads(m, io, 16, 2, 50) == 0);
+	n = rt_ring_requests(d.sock);
+	if (n != 0) {
+		printf("  ring_requests %lld, want 0\n", n);
+		CHECK(0);
+	}
+	CHECK(rt_json_ring(c) == 0);
+out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+	rt_ios_free(io, 16);
+}
+
+/* ---- env_off ------------------------------------------------------------- */
+
+/* A client connected with AGXQ_RING=0 never uses a ring, on a polling agxqd. */
+static void
+t_env_off(void)
+{
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	long long before, after;
+
+	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 16, 4, 0, &io) == 0);
+	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	CHECK_OK(rt_connect(daemon_.sock, "0", "500", NULL, &c));
+	CHECK(getenv("AGXQ_RING") == NULL);
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
+	CHECK(rt_run_threads(m, io, 16, 2, 100) == 0);
+	after = rt_ring_requests(daemon_.sock);
+	if (after != before) {
+		printf("  ring_requests went from %lld to %lld\n", before,
+		    after);
+		CHECK(0);
+	}
+out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	rt_ios_free(io, 16);
+}
+
+/* ---- more_threads_than_slots --------------------------------------------- */
+
+#define MT_THREADS 48         /* more than the ring's 32 slots */
+#define MT_REQS 50
+#define MT_NIO 32
+
+/* 48 threads on one client (32 slots) and linear: every result right. */
+static void
+t_more_threads_than_slots(void)
+{
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	long long before, after;
+
+	CHECK(rt_ios_make(AGXQ_REF_LINEAR, MT_NIO, 4, 0, &io) == 0);
+	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "200", NULL, &c));
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
+	CHECK(rt_run_threads(m, io, MT_NIO, MT_THREADS, MT_REQS) == 0);
+	after = rt_ring_requests(daemon_.sock);
+	printf("  %lld of %d requests through the ring\n", after - before,
+	    MT_THREADS * MT_REQS);
+	CHECK(after > before);
+out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	rt_ios_free(io, MT_NIO);
+}
+
+/* ---- waiter -------------------------------------------------------------- */
+
+#define WT_NIO 8
+
+/*
+ * A client that never polls its slot (AGXQ_SPIN_US=0) sets RING_WAITER and
+ * sleeps on the socket: transformer results right, requests via the ring.
+ */
+static void
+t_waiter(void)
+{
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	long long before, after;
+
+	CHECK(rt_ios_make(AGXQ_REF_TRANSFORMER, WT_NIO, 2, 0, &io) == 0);
+	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "0", NULL, &c));
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, RT_SEED, &m,
+	    NULL));
+	CHECK(rt_run_threads(m, io, WT_NIO, 2, 12) == 0);
+	after = rt_ring_requests(daemon_.sock);
+	printf("  %lld of %d requests through the ring\n", after - before, 24);
+	CHECK(after > before);
+out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	rt_ios_free(io, WT_NIO);
+}
+
+/* ---- big_reply ----------------------------------------------------------- */
+
+#define BR_IN 16
+#define BR_OUT 65536            /* 256 KiB of output a row: over a slot */
+#define BR_CLIENTS 3
+
+/* Builds x [batch, 16] -> linear to 65536 outputs. */
+static agxq_graph *
+br_graph(void)
+{
+	agxq_graph *g = agxq_graph_new();
+	int64_t shape[1] = { BR_IN };
+	int x;
+
+	if (g == NULL)
+		return NULL;
+	x = agxq_graph_input(g, shape, 1);
+	agxq_graph_output(g, agxq_build_linear(g, x, BR_IN, BR_OUT, 7));
+	return g;
+}
+
+/* Checks r against the direct engine's result for the same input. 0 or -1. */
+static int
+br_compare(const agxq_result *r, agxq_direct_model *dm, const agxq_tensor *in)
+{
+	agxq_result *want = NULL;
+	const agxq_tensor *a, *b;
+	size_t n;
+	int rc = -1;
+
+	if (agxq_direct_infer(dm, in, 1, &want) != 0) {
+		printf("  direct infer failed\n");
+		return -1;
+	}
+	a = agxq_result_output(r, 0);
+	b = agxq_result_output(want, 0);
+	if (agxq_result_noutputs(r) != 1 || a == NULL || b == NULL ||
+	    a->ndim != 2 || a->shape[0] != in->shape[0] ||
+	    a->shape[1] != BR_OUT) {
+		printf("  the reply has the wrong outputs\n");
+		goto out;
+	}
+	n = agxq_tensor_nelem(b);
+	for (size_t i = 0; i < n; i++) {
+		float x = ((const float *)a->data)[i];
+		float y = ((const float *)b->data)[i];
+		float d = x > y ? x - y : y - x;
+
+		if (!(d <= RT_TOL + RT_TOL * (y < 0 ? -y : y))) {
+			printf("  value %zu is %.9g, want %.9g\n", i,
+			    (double)x, (double)y);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	agxq_result_free(want);
+	return rc;
+}
+
+/*
+ * A reply larger than a slot (256 KiB a row; 128 KiB slots) to a client's
+ * first request, which the client cannot size, comes back whole by the
+ * socket (state SOCKET); then a batch of 2. The last client has shared
+ * memory off, so every reply it gets is inline and over its slots.
+ */
+static void
+t_big_reply(void)
+{
+	float x[2 * BR_IN];
+	agxq_tensor in = { .dtype = AGXQ_FLOAT32, .ndim = 2,
+	    .shape = { 1, BR_IN }, .data = x };
+	agxq_graph *g = NULL;
+	agxq_direct *d = NULL;
+	agxq_direct_model *dm = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	agxq_result *r = NULL;
+	long long before, after;
+	int rc;
+
+	agxq_reference_weights(5, 1.0f, x, 2 * BR_IN);
+	CHECK((g = br_graph()) != NULL);
+	CHECK_OK(agxq_direct_open("cpu", 0, &d));
+	CHECK_OK(agxq_direct_load(d, g, &dm));
+	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	for (int k = 0; k < BR_CLIENTS; k++) {
+		/* The last client sends everything inline: 64 KiB slots. */
+		if (k == BR_CLIENTS - 1)
+			setenv("AGXQ_SHM_THRESHOLD", "0", 1);
+		rc = rt_connect(daemon_.sock, NULL, "2000", NULL, &c);
+		unsetenv("AGXQ_SHM_THRESHOLD");
+		CHECK_OK(rc);
+		CHECK_OK(agxq_model_load(c, g, "big", &m));
+		for (int rows = 1; rows <= 2; rows++) {
+			in.shape[0] = rows;
+			CHECK_OK(agxq_infer(m, &in, 1, NULL, &r));
+			CHECK(br_compare(r, dm, &in) == 0);
+			agxq_result_free(r);
+			r = NULL;
+		}
+		agxq_model_unload(m);
+		m = NULL;
+		agxq_close(c);
+		c = NULL;
+	}
+	after = rt_ring_requests(daemon_.sock);
+	printf("  %lld of %d requests through the ring\n", after - before,
+	    2 * BR_CLIENTS);
+	CHECK(after > before);
+out:
+	agxq_result_free(r);
+	agxq_model_unload(m);
+	agxq_close(c);
+	agxq_direct_unload(dm);
+	agxq_direct_close(d);
+	agxq_graph_free(g);
+}
+
+/* ---- bad_attach ---------------------------------------------------------- */
+
+#define BA_SLOTS 8
+#define BA_SLOT_SIZE 8192
+#define BA_AREA(n, size) ((size_t)RING_HEADER_SIZE + (size_t)(n) * (size))
+
+/*
+ * AttachRing refusals on a raw connection, each an Error for its request
+ * with a message naming the fault: no descriptor; slots 0 and 65;
+ * slot_size 100, 4100 and 2 MiB; a memfd too small; an unsealed one; a
+ * wrong magic; a header whose geometry differs. Then a valid ring is
+ * attached, a second is refused, Stats still answers, and agxqd keeps
+ * none of the descriptors.
+ */
+static void
+t_bad_attach(void)
+{
+	static const struct {
+		const char *what;
+		size_t size;            /* memfd bytes; 0: the valid size */
+		int unsealed;
+		uint32_t magic;         /* 0: RING_MAGIC */
+		uint32_t slots, slot_size;      /* AttachRing */
+		uint32_t h_slots;       /* header; 0: as AttachRing */
+		const char *kw1, *kw2;
+	} bad[] = {
+		{ "slots 0", 0, 0, 0, 0, BA_SLOT_SIZE, 0, "slots", NULL },
+		{ "slots 65", BA_AREA(65, BA_SLOT_SIZE), 0, 0, 65,
+		    BA_SLOT_SIZE, 0, "slots", NULL },
+		{ "slot_size 100", 0, 0, 0, BA_SLOTS, 100, 0, "slot_size",
+		    "slot size" },
+		{ "slot_size 4100", BA_AREA(BA_SLOTS, 4100), 0, 0,
+		    BA_SLOTS, 4100, 0, "64", NULL },
+		{ "slot_size 2 MiB", BA_AREA(1, 2u << 20), 0, 0, 1,
+		    2u << 20, 0, "slot_size", "slot size" },
+		{ "memfd too small", BA_AREA(BA_SLOTS, BA_SLOT_SIZE) -
+		    4096, 0, 0, BA_SLOTS, BA_SLOT_SIZE, 0, "small",
+		    "at least" },
+		{ "unsealed memfd", 0, 1, 0, BA_SLOTS, BA_SLOT_SIZE, 0, "seal",
+		    NULL },
+		{ "wrong magic", 0, 0, 0x12345678u, BA_SLOTS, BA_SLOT_SIZE, 0,
+		    "magic", NULL },
+		{ "header slots differ", 0, 0, 0, BA_SLOTS, BA_SLOT_SIZE, 4,
+		    "header", "slots" },
+	};
+	struct rt_ring r, r2;
+	pid_t worker;
+	uint64_t id = 10;
+	int fd = -1, base;
+
+	rt_ring_init(&r);
+	rt_ring_init(&r2);
+	CHECK((worker = du_worker_pid(daemon_.sock)) > 0);
+	CHECK((base = rt_fd_base(worker)) > 0);
+	CHECK((fd = rt_raw_hello(daemon_.sock)) >= 0);
+
+	/* No descriptor. */
+	CHECK(rt_send_attach(fd, id, BA_SLOTS, BA_SLOT_SIZE, -1) == 0);
+	CHECK(rt_expect_error(fd, "no descriptor", id,
+	    AGXQ__ERROR_CODE__ERR_INVAL, "descriptor", "fd") == 0);
+	for (size_t k = 0; k < TESTLIB_N(bad); k++) {
+		size_t size = bad[k].size != 0 ? bad[k].size :
+		    ring_area_size(BA_SLOTS, BA_SLOT_SIZE);
+
+		id++;
+		CHECK(rt_ring_make(&r, size, !bad[k].unsealed, bad[k].magic ?
+		    bad[k].magic : RING_MAGIC, bad[k].h_slots ? bad[k].h_slots :
+		    bad[k].slots, bad[k].slot_size) == 0);
+		CHECK(rt_send_attach(fd, id, bad[k].slots, bad[k].slot_size,
+		    r.fd) == 0);
+		rt_ring_free(&r);
+		CHECK(rt_expect_error(fd, bad[k].what, id,
+		    AGXQ__ERROR_CODE__ERR_INVAL, bad[k].kw1, bad[k].kw2) == 0);
+	}
+
+	/* A valid one, then a second. */
+	CHECK(rt_ring_valid(&r, BA_SLOTS, BA_SLOT_SIZE) == 0);
+	CHECK(rt_attach(fd, ++id, &r) == 0);
+	CHECK(rt_ring_valid(&r2, BA_SLOTS, BA_SLOT_SIZE) == 0);
+	CHECK(rt_send_attach(fd, ++id, BA_SLOTS, BA_SLOT_SIZE, r2.fd) == 0);
+	CHECK(rt_expect_error(fd, "second ring", id,
+	    AGXQ__ERROR_CODE__ERR_INVAL, "already has a ring", NULL) == 0);
+	rt_ring_free(&r2);
+	CHECK(rt_raw_stats(fd, ++id) == 0);
+
+	/* The connection gone, agxqd keeps no descriptor or mapping of ours. */
+	close(fd);
+	fd = -1;
+	rt_ring_free(&r);
+	CHECK(rt_leak_check(worker, base) == 0);
+out:
+	if (fd >= 0)
+		close(fd);
+	rt_ring_free(&r);
+	rt_ring_free(&r2);
+}
+
+/* ---- bad_slot ------------------------------------------------------------ */
+
+#define BS_SLOTS 8
+#define BS_SLOT_SIZE 4096
+
+/* Builds relu(x) for x [batch, RT_RAW_N] as a wire graph. */
+static struct tgraph *
+bs_graph(void)
+{
+	struct tgraph *t = tg_new();
+
+	tg_output(t, tg_relu(t, tg_input(t, TG_DIMS(RT_RAW_N))));
+	return t;
+}
+
+/* Whether code is a sensible answer to a frame that is not an Infer. */
+static int
+bs_sensible(int code)
+{
+	return code == AGXQ__ERROR_CODE__ERR_PROTO ||
+	    code == AGXQ__ERROR_CODE__ERR_INVAL ||
+	    code == AGXQ__ERROR_CODE__ERR_TOOBIG ||
+	    code == AGXQ__ERROR_CODE__ERR_CORRUPT ||
+	    code == AGXQ__ERROR_CODE__ERR_UNSUPPORTED;
+}
+
+/*
+ * Posts one frame in slot i as request id and checks the slot's answer is
+ * an Error for id. 0 or -1.
+ */
+static int
+bs_expect_slot_error(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
+    const char *what, const uint8_t *frame, size_t copy, uint32_t len)
+{
+	Agxq__Envelope *rep = NULL;
+	int rc = -1;
+
+	if (rt_post(fd, r, i, id, frame, copy, len) != 0 ||
+	    rt_slot_reply(r, i, &rep) != 0) {
+		printf("  %s: no reply in slot %u\n", what, i);
+		goto out;
+	}
+	if (rep->body_case != AGXQ__ENVELOPE__BODY_ERROR) {
+		printf("  %s: got %s, want an error\n", what,
+		    codec_body_name(rep->body_case));
+		goto out;
+	}
+	if (!bs_sensible((int)rep->error->code) || rep->error->message ==
+	    NULL || rep->error->message[0] == '\0' ||
+	    rep->error->request_id != id) {
+		printf("  %s: error %d \"%s\" for request %llu, want a "
+		    "protocol error for %llu\n", what, (int)rep->error->code,
+		    rep->error->message != NULL ? rep->error->message : "",
+		    (unsigned long long)rep->error->request_id,
+		    (unsigned long long)id);
+		goto out;
+	}
+	printf("  %s: error %d \"%s\"\n", what, (int)rep->error->code,
+	    rep->error->message);
+	rc = 0;
+out:
+	codec_envelope_free(rep);
+	return rc;
+}
+
+/* Posts a valid Infer of rows rows in slot i and checks its InferReply. */
+static int
+bs_expect_slot_infer(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
+    uint64_t model, int rows)
+{
+	float x[4 * RT_RAW_N];
+	Agxq__Envelope *rep = NULL;
+	const Agxq__Tensor *t;
+	uint8_t *frame = NULL;
+	size_t len;
+	int rc = -1;
+
+	for (int k = 0; k < rows * RT_RAW_N; k++)
+		x[k] = (float)((k * 5 + (int)id) % 11) - 5.0f;
+	if (rt_infer_frame(id, model, x, rows, &frame, &len) != 0 ||
+	    rt_post(fd, r, i, id, frame, len, (uint32_t)len) != 0 ||
+	    rt_slot_reply(r, i, &rep) != 0) {
+		printf("  infer %llu: no reply in slot %u\n",
+		    (unsigned long long)id, i);
+		goto out;
+	}
+	if (rep->body_case != AGXQ__ENVELOPE__BODY_INFER_REPLY) {
+		printf("  infer %llu: got %s%s%s\n", (unsigned long long)id,
+		    codec_body_name(rep->body_case),
+		    rep->body_case == AGXQ__ENVELOPE__BODY_ERROR ? ": " : "",
+		    rep->body_case == AGXQ__ENVELOPE__BODY_ERROR ?
+		    rep->error->message : "");
+		goto out;
+	}
+	if (rep->infer_reply->request_id != id ||
+	    rep->infer_reply->n_outputs != 1) {
+		printf("  infer %llu: reply for %llu with %zu outputs\n",
+		    (unsigned long long)id,
+		    (unsigned long long)rep->infer_reply->request_id,
+		    rep->infer_reply->n_outputs);
+		goto out;
+	}
+	t = rep->infer_reply->outputs[0];
+	if (t->shm != NULL || t->n_shape != 2 || t->shape[0] != rows ||
+	    t->shape[1] != RT_RAW_N ||
+	    t->data.len != (size_t)rows * RT_RAW_N * sizeof(float)) {
+		printf("  infer %llu: output of the wrong shape\n",
+		    (unsigned long long)id);
+		goto out;
+	}
+	for (int k = 0; k < rows * RT_RAW_N; k++) {
+		float got, want = x[k] > 0 ? x[k] : 0.0f;
+
+		memcpy(&got, t->data.data + (size_t)k * sizeof got, sizeof got);
+		if (got != want) {
+			printf("  infer %llu: value %d is %g, want %g\n",
+			    (unsigned long long)id, k, (double)got,
+			    (double)want);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(frame);
+	codec_envelope_free(rep);
+	return rc;
+}
+
+/*
+ * Garbage posted in slots of a raw connection's ring: a length over the
+ * slot, unknown header flags, a header longer than the frame, an
+ * undecodable payload, a StatsRequest and an Infer of an unknown model are
+ * each answered in their slot with an Error; a valid Infer then gets its
+ * InferReply there (also in a reused slot); nothing strays onto the
+ * socket; agxqd serves another client as before.
+ */
+static void
+t_bad_slot(void)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
+	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	struct rt_ring r;
+	struct tgraph *tg = NULL;
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	uint8_t *frame = NULL, junk[256];
+	float x[RT_RAW_N];
+	uint64_t model;
+	size_t len;
+	long long before, after;
+	pid_t worker;
+	char msg[256];
+	int fd = -1;
+
+	rt_ring_init(&r);
+	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 4, 4, 0, &io) == 0);
+	CHECK((worker = du_worker_pid(daemon_.sock)) > 0);
+	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	CHECK((fd = rt_raw_hello(daemon_.sock)) >= 0);
+	tg = bs_graph();
+	if (du_load(fd, 1, tg_graph(tg), &model, msg, sizeof msg) != 0) {
+		printf("  load: %s\n", msg);
+		CHECK(0);
+	}
+	CHECK(rt_ring_valid(&r, BS_SLOTS, BS_SLOT_SIZE) == 0);
+	CHECK(rt_attach(fd, 2, &r) == 0);
+	close(r.fd); /* agxqd has its own; the mapping stays */
+	r.fd = -1;
+	for (int k = 0; k < RT_RAW_N; k++)
+		x[k] = (float)k - 8.0f;
+
+	/* Slot 0: a length over the slot's data, around a valid Infer. */
+	CHECK(rt_infer_frame(10, model, x, 1, &frame, &len) == 0);
+	CHECK(bs_expect_slot_error(fd, &r, 0, 20, "len over the slot", frame,
+	    len, BS_SLOT_SIZE - RING_SLOT_HEADER + 1) == 0);
+	/* Slot 1: unknown frame flags. */
+	CHECK(len <= sizeof junk);
+	memcpy(junk, frame, len);
+	codec_header_write(junk, (uint32_t)(len - CODEC_HEADER_SIZE), 0x80);
+	CHECK(bs_expect_slot_error(fd, &r, 1, 21, "unknown flags", junk, len,
+	    (uint32_t)len) == 0);
+	/* Slot 2: a header announcing more bytes than the slot holds. */
+	codec_header_write(junk, 1000, 0);
+	CHECK(bs_expect_slot_error(fd, &r, 2, 22, "header longer than len",
+	    junk, len, (uint32_t)len) == 0);
+	/* Slot 3: a payload that does not decode. */
+	memset(junk, 0xff, sizeof junk);
+	codec_header_write(junk, 40, 0);
+	CHECK(bs_expect_slot_error(fd, &r, 3, 23, "garbage payload", junk,
+	    CODEC_HEADER_SIZE + 40, CODEC_HEADER_SIZE + 40) == 0);
+	free(frame);
+	frame = NULL;
+	/* Slot 4: a message that is not an Infer. */
+	sr.request_id = 11;
+	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
+	env.stats_request = &sr;
+	CHECK(rt_encode(&env, &frame, &len) == 0);
+	CHECK(bs_expect_slot_error(fd, &r, 4, 11, "StatsRequest", frame, len,
+	    (uint32_t)len) == 0);
+	free(frame);
+	frame = NULL;
+	/* Slot 5: an Infer of a model this connection does not have. */
+	CHECK(rt_infer_frame(12, model + 1000, x, 1, &frame, &len) == 0);
+	CHECK(rt_post(fd, &r, 5, 12, frame, len, (uint32_t)len) == 0);
+	CHECK(rt_slot_reply(&r, 5, &rep) == 0);
+	CHECK(rt_check_error(rep, "unknown model", 12,
+	    AGXQ__ERROR_CODE__ERR_NOMODEL, "model", NULL) == 0);
+	codec_envelope_free(rep);
+	rep = NULL;
+
+	/* Valid Infers: a fresh slot, then slot 0 again. */
+	CHECK(bs_expect_slot_infer(fd, &r, 6, 13, model, 1) == 0);
+	CHECK(bs_expect_slot_infer(fd, &r, 0, 14, model, 3) == 0);
+
+	/* Nothing came on the socket: the next frame is the Stats asked for. */
+	CHECK(rt_raw_stats(fd, 15) == 0);
+	after = rt_ring_requests(daemon_.sock);
+	printf("  ring_requests %lld -> %lld\n", before, after);
+	CHECK(after >= before + 2);
+
+	/* agxqd serves another client; the worker is the same. */
+	CHECK_OK(rt_connect(daemon_.sock, NULL, NULL, NULL, &c));
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
+	for (int k = 0; k < 4; k++)
+		CHECK_OK(rt_infer(m, &io[k]));
+	CHECK(du_worker_pid(daemon_.sock) == worker);
+out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	codec_envelope_free(rep);
+	free(frame);
+	if (fd >= 0)
+		close(fd);
+	rt_ring_free(&r);
+	tg_free(tg);
+	rt_ios_free(io, 4);
+}
+
+/* ---- daemon_dies --------------------------------------------------------- */
+
+#define DD_NIO 4
+#define DD_GIVE_MS 3000       /* a call must end this soon after the kill */
+
+/* The client thread of daemon_dies. */
+struct dd_thread {
+	agxq_model *m;
+	const struct du_io *io;
+	atomic_int ok;           /* right results */
+	atomic_int done;         /* set when the loop has ended */
+	atomic_int stop;         /* set by the case to end the loop */
+	int rc;                  /* the call that failed */
+	int after;               /* the call made after that */
+	uint64_t t_fail;         /* when the failed call returned */
+};
+
+/* Infers (polling the slot: AGXQ_SPIN_US 20000) until a call fails. */
+static void *
+dd_main(void *arg)
+{
+	struct dd_thread *t = arg;
+	agxq_result *r = NULL;
+	int rc;
+
+	for (int i = 0; !atomic_load(&t->stop); i++) {
+		rc = rt_infer(t->m, &t->io[i % DD_NIO]);
+		if (rc == 0) {
+			atomic_fetch_add(&t->ok, 1);
+			continue;
+		}
+		t->t_fail = du_now_ms();
+		t->rc = rc;
+		/* No reconnect: the next call fails at once too. */
+		t->after = agxq_infer(t->m, &t->io[0].in, 1, NULL, &r);
+		agxq_result_free(r);
+		break;
+	}
+	atomic_store(&t->done, 1);
+	return NULL;
+}
+
+/*
+ * A client (AGXQ_RECONNECT=0) inferring through the ring when agxqd's
+ * worker is SIGKILLed: its call returns AGXQ_EDISCONNECTED or AGXQ_EAGAIN
+ * within a few seconds, and so does the next.
+ */
+static void
+t_daemon_dies(void)
+{
+	struct du_daemon d;
+	struct dd_thread th;
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	pthread_t tid;
+	uint64_t t_kill = 0, end;
+	pid_t worker = -1;
+	int started = 0;
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	memset(&th, 0, sizeof th);
+	CHECK(rt_ios_make(AGXQ_REF_TRANSFORMER, DD_NIO, 4, 0, &io) == 0);
+	CHECK(du_start(&d, rt_polling) == 0);
+	CHECK((worker = du_worker_pid(d.sock)) > 0);
+	CHECK_OK(rt_connect(d.sock, NULL, "20000", "0", &c));
+	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, RT_SEED, &m,
+	    NULL));
+	th.m = m;
+	th.io = io;
+	CHECK(pthread_create(&tid, NULL, dd_main, &th) == 0);
+	started = 1;
+	/* Requests go through the ring before the kill. */
+	end = du_now_ms() + 5000;
+	while ((atomic_load(&th.ok) < 3 || rt_ring_requests(d.sock) <= 0) &&
+	    !atomic_load(&th.done) && du_now_ms() < end)
+		usleep(10000);
+	CHECK(!atomic_load(&th.done));
+	CHECK(atomic_load(&th.ok) >= 3);
+	CHECK(rt_ring_requests(d.sock) > 0);
+	usleep(3000);
+	t_kill = du_now_ms();
+	CHECK(kill(worker, SIGKILL) == 0);
+out:
+	if (started) {
+		end = du_now_ms() + 10000;
+		if (t_kill == 0)
+			atomic_store(&th.stop, 1);
+		while (!atomic_load(&th.done) && du_now_ms() < end)
+			usleep(5000);
+		if (!atomic_load(&th.done)) {
+			printf("  the client still waits 10 s after the kill; "
+			    "the watchdog will end the test\n");
+			testlib_failed = 1;
+			du_cleanup(&d);
+		}
+		pthread_join(tid, NULL);
+		if (t_kill != 0) {
+			printf("  %d right results; after the kill: %s in %llu "
+			    "ms, then %s\n", atomic_load(&th.ok),
+			    agxq_strerror(th.rc),
+			    (unsigned long long)(th.t_fail - t_kill),
+			    agxq_strerror(th.after));
+			EXPECT(th.rc == AGXQ_EDISCONNECTED ||
+			    th.rc == AGXQ_EAGAIN);
+			EXPECT(th.t_fail - t_kill < DD_GIVE_MS);
+			EXPECT(th.after == AGXQ_EDISCONNECTED ||
+			    th.after == AGXQ_EAGAIN);
+		}
+	}
+	agxq_model_unload(m);
+	agxq_close(c);
+	/*
+	 * Stop agxqd once its new worker serves: a SIGTERM that reaches the
+	 * supervisor while it forks the new worker can be lost (seen under
+	 * TSan), and that race is not what this case is about.
+	 */
+	end = du_now_ms() + 10000;
+	while (t_kill != 0 && d.pid > 0 && du_now_ms() < end) {
+		pid_t now = du_worker_pid(d.sock);
+
+		if (now > 0 && now != worker)
+			break;
+		usleep(20000);
+	}
+	if (d.pid > 0 && du_alive(d.pid) && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+	rt_ios_free(io, DD_NIO);
+}
+
+static const struct testlib_case cases[] = {
+	{ "used", t_used },
+	{ "off_without_polling", t_off_without_polling },
+	{ "env_off", t_env_off },
+	{ "more_threads_than_slots", t_more_threads_than_slots },
+	{ "waiter", t_waiter },
+	{ "big_reply", t_big_reply },
+	{ "bad_attach", t_bad_attach },
+	{ "bad_slot", t_bad_slot },
+	{ "daemon_dies", t_daemon_dies },
+};
+
+int
+main(int argc, char **argv)
+{
+	int rc;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN);
+	du_watchdog(100);
+	if (du_start(&daemon_, rt_polling) != 0) {
+		printf("FAIL cannot start agxqd\n");
+		du_cleanup(&daemon_);
+		return 1;
+	}
+	rc = testlib_run(cases, TESTLIB_N(cases), argc, argv);
+	if (du_stop(&daemon_) != 0)
+		rc = 1;
+	du_cleanup(&daemon_);
+	return rc;
+}
