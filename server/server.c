@@ -1144,6 +1144,14 @@ server_done(struct request *r, void *arg)
 			    (int)r->rows);
 		return;
 	}
+	/*
+	 * The request lets go of its model and regions before its client
+	 * can see the reply: stats read on another loop right after it
+	 * count only what is still held.
+	 */
+	server_request_unref_regions(srv, r);
+	server_model_unref(srv, r->model);
+	r->model = NULL;
 	if (r->ring_slot >= 0) {
 		server_ring_reply(c, r->ring_slot, r->reply, r->reply_len,
 		    r->reply_len != r->reply_raw_len + CODEC_HEADER_SIZE ?
@@ -1157,8 +1165,6 @@ server_done(struct request *r, void *arg)
 	}
 	if (--c->inflight == 0 && c->state == CONN_READY)
 		conn_idle(c);
-	server_request_unref_regions(srv, r);
-	server_model_unref(srv, r->model);
 	conn_unref(c);
 	request_free(r);
 	srv->ctr.busy_ns += request_now_ns() - t0;
