@@ -7,7 +7,7 @@
  * clients see only right results or AGXQ_EBACKEND for the faulted batch,
  * async callbacks also AGXQ_EAGAIN, and nothing is lost. Too many restarts
  * make it give up; a killed supervisor takes its worker with it; stop ends
- * both.
+ * both, also when it comes just as a killed worker is being replaced.
  */
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -34,6 +34,8 @@
 #define RS_WINDOW 32          /* async requests in flight */
 #define RS_TOL_R 1e-5
 #define RS_TOL_A 1e-6
+#define RS_TERM_ROUNDS 24     /* daemons in term_right_after_crash */
+#define RS_TERM_WAIT_MS 5000  /* for agxqd to go after SIGTERM */
 
 /* The daemon and the expected results of linear and mlp. */
 struct rs_env {
@@ -739,6 +741,63 @@ out:
 		;
 }
 
+/*
+ * SIGTERM 0 to 20 ms after the worker's SIGKILL, while the supervisor may
+ * be forking the next worker, still stops agxqd within RS_TERM_WAIT_MS: a
+ * signal that reaches the fresh child before it has dropped the
+ * supervisor's handler must not be lost. A fresh daemon each round.
+ */
+static void
+case_term_right_after_crash(void)
+{
+	static const int gap_us[] = { 0, 1000, 2000, 5000, 10000, 20000 };
+	struct rs_env e;
+	pid_t worker;
+	uint64_t t0, took, slowest = 0;
+	char *text;
+	int round, gap, forked = 0;
+
+	memset(&e, 0, sizeof e);
+	e.d.pid = -1;
+	for (round = 0; round < RS_TERM_ROUNDS; round++) {
+		gap = gap_us[round % TESTLIB_N(gap_us)];
+		CHECK(du_start(&e.d, NULL) == 0);
+		worker = du_worker_pid(e.d.sock);
+		CHECK(worker > 0 && worker != e.d.pid);
+		CHECK(kill(worker, SIGKILL) == 0);
+		if (gap > 0)
+			usleep((useconds_t)gap);
+		CHECK(kill(e.d.pid, SIGTERM) == 0);
+		t0 = du_now_ms();
+		if (du_wait_gone(e.d.pid, RS_TERM_WAIT_MS) != 0) {
+			printf("  round %d (SIGTERM %d us after the worker's "
+			    "SIGKILL): agxqd %d still runs after %d ms\n",
+			    round, gap, (int)e.d.pid, RS_TERM_WAIT_MS);
+			kill(e.d.pid, SIGKILL);
+			testlib_failed = 1;
+			goto out;
+		}
+		if ((took = du_now_ms() - t0) > slowest)
+			slowest = took;
+		if (access(e.d.sock, F_OK) == 0) {
+			printf("  round %d: the socket is still there\n", round);
+			testlib_failed = 1;
+			goto out;
+		}
+		/* Whether the supervisor was replacing the worker by then. */
+		if ((text = rs_log(&e)) != NULL) {
+			forked += du_count(text, "starting a new worker") > 0;
+			free(text);
+		}
+		du_cleanup(&e.d);
+	}
+	printf("  %d rounds: agxqd gone within %llu ms of SIGTERM; %d rounds "
+	    "had started a new worker\n", round, (unsigned long long)slowest,
+	    forked);
+out:
+	rs_teardown(&e);
+}
+
 static const struct testlib_case cases[] = {
 	{ "device_lost", case_device_lost },
 	{ "async_during_loss", case_async_during_loss },
@@ -747,6 +806,7 @@ static const struct testlib_case cases[] = {
 	{ "give_up", case_give_up },
 	{ "stop", case_stop },
 	{ "crash_while_stopping", case_crash_while_stopping },
+	{ "term_right_after_crash", case_term_right_after_crash },
 };
 
 int
