@@ -10,7 +10,7 @@
 #
 # AB_BENCH=0 skips the side-by-side benches; BUSY_MODELS picks the models
 # of the busy-time sampling (default "linear mlp transformer"), which uses
-# the last binary given.
+# the last binary given, with BUSY_CLIENTS client processes (default 8).
 set -u
 out=$1
 shift
@@ -34,7 +34,7 @@ done
 : > "$out/busy.txt"
 for m in ${BUSY_MODELS:-linear mlp transformer}; do
 	timeout 60 "$b/examples/agxq-bench" --backend cuda --agxqd "$d" \
-	    --models $m --modes processes --clients 8 --window-ms 2000 \
+	    --models $m --modes processes --clients ${BUSY_CLIENTS:-8} --window-ms 2000 \
 	    --warmup-ms 500 --max-windows 3 --no-probe --kinds proxy \
 	    > "$out/busy-$m.md" 2> "$out/busy-$m.err" &
 	bench=$!

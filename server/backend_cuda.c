@@ -29,9 +29,11 @@
  *   AGXQ_CUDA_PARTS=0        batches of several requests are always gathered
  *                            into the staging (no submit_parts)
  *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
- *                            65536) have their kernels read the inputs
+ *                            4096) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
  *                            host-to-device copy; 0: always copy
+ *   AGXQ_CUDA_PAD_ROWS=N     linears of 5 to N-1 rows compute N rows, where
+ *                            cuBLAS is faster (default 32; 0: never)
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -110,6 +112,7 @@ struct cuda_state {
 	int use_graphs;
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
+	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
 	int hostreg;                /* host_register allowed */
 	int parts;                  /* submit_parts allowed */
 	unsigned long fault_every;
@@ -389,12 +392,21 @@ cuda_open(int device, void **state, char **cause)
 	st->use_graphs = cuda_env_ulong("AGXQ_CUDA_GRAPHS", 1) != 0;
 	st->zerocopy = cuda_env_ulong("AGXQ_CUDA_ZEROCOPY", 1) != 0;
 	/*
-	 * 64 KiB: linear and mlp batches (1 KiB a row) ran 4-5% faster on an
-	 * H200 with 8 clients; transformer batches (32 KiB a row), read
-	 * several times over the bus, ran 4x slower (docs/GPU.md).
+	 * 4 KiB, one request of the reference linear and mlp. A kernel that
+	 * reads a mapped input reads it over the bus once per tile it
+	 * computes: on an H200, mlp (whose first layer has 512 outputs) took
+	 * 81 us at 8 rows read mapped and 41 us copied; linear 20.7 and 22.6
+	 * us; at 4 rows both ways are within 1 us (docs/GPU.md).
 	 */
 	st->zc_in_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_ZC_IN_MAX",
-	    65536) : 0;
+	    4096) : 0;
+	/*
+	 * cuBLAS picks a slow kernel for the products of small batches: on an
+	 * H200 (CUDA 13.0) a linear(256, 128) took 15 us at 4 rows, 62 us at
+	 * 8 and 16 rows and 22 us at 32 (docs/GPU.md). Linears of 5 to 31
+	 * rows therefore compute 32 (the extra rows are never read).
+	 */
+	st->pad_rows = cuda_env_ulong("AGXQ_CUDA_PAD_ROWS", 32);
 	st->hostreg = cuda_env_ulong("AGXQ_CUDA_HOSTREG", 1) != 0;
 	st->parts = cuda_env_ulong("AGXQ_CUDA_PARTS", 1) != 0;
 	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
@@ -692,6 +704,32 @@ cuda_mha_scratch(const struct graph_shape *x, int heads)
 	    cuda_align(B * L * d, 64) * 2;
 }
 
+/* Rows a linear of rows rows computes (see pad_rows in cuda_open). */
+static int64_t
+cuda_gemm_rows(const struct cuda_state *st, int64_t rows)
+{
+	if (st != NULL && rows > 4 && (uint64_t)rows < st->pad_rows)
+		return (int64_t)st->pad_rows;
+	return rows;
+}
+
+/*
+ * Bytes of a tensor of shape s, with room for the rows a linear reading or
+ * writing it may compute beyond its own.
+ */
+static size_t
+cuda_value_bytes(const struct cuda_model *m, const struct graph_shape *s)
+{
+	size_t n = graph_shape_nelem(s);
+	int64_t last = s->ndim > 0 ? s->dim[s->ndim - 1] : 1;
+
+	if (last > 0 && (size_t)cuda_gemm_rows(m->st, (int64_t)n / last) *
+	    (size_t)last > n)
+		n = (size_t)cuda_gemm_rows(m->st, (int64_t)n / last) *
+		    (size_t)last;
+	return n * sizeof(float);
+}
+
 /* Lays out the arena and the staging buffer for shapes; returns both sizes. */
 static void
 cuda_layout(struct cuda_model *m, const struct graph_shape *shapes,
@@ -705,8 +743,8 @@ cuda_layout(struct cuda_model *m, const struct graph_shape *shapes,
 		if (g->values[v].kind == GRAPH_VALUE_CONST)
 			continue;
 		m->val_off[v] = off;
-		off = cuda_align(off + graph_shape_nelem(&shapes[v]) *
-		    sizeof(float), CUDA_ALIGN);
+		off = cuda_align(off + cuda_value_bytes(m, &shapes[v]),
+		    CUDA_ALIGN);
 	}
 	for (uint32_t i = 0; i < g->nnodes; i++) {
 		if (g->nodes[i].op != GRAPH_OP_MHA)
@@ -722,8 +760,8 @@ cuda_layout(struct cuda_model *m, const struct graph_shape *shapes,
 		*arena_need = CUDA_ALIGN;
 	for (uint32_t i = 0; i < g->ninputs; i++) {
 		m->pin_in[i] = pin;
-		pin = cuda_align(pin + graph_shape_nelem(&shapes[i]) *
-		    sizeof(float), CUDA_PIN_ALIGN);
+		pin = cuda_align(pin + cuda_value_bytes(m, &shapes[i]),
+		    CUDA_PIN_ALIGN);
 	}
 	for (uint32_t j = 0; j < g->noutputs; j++) {
 		m->pin_out[j] = pin;
@@ -819,19 +857,22 @@ cuda_gemm_nn(struct cuda_lane *l, const struct graph_node *n, int64_t M,
 /*
  * Row-major Y[rows,out] = X[rows,in] W[out,in]^T (+ b). With Yfinal not Y
  * (an output written straight into mapped host memory) the product goes to
- * Y and the bias kernel writes Y + b to Yfinal; that needs a bias.
+ * Y and the bias kernel writes Y + b to Yfinal; that needs a bias. The
+ * product covers gemm_rows >= rows rows (X and Y have room for them); the
+ * bias and everything after use rows.
  */
 static int
 cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
-    int64_t in, int64_t out, const float *X, const float *W, const float *b,
-    float *Y, float *Yfinal, char **cause)
+    int64_t gemm_rows, int64_t in, int64_t out, const float *X,
+    const float *W, const float *b, float *Y, float *Yfinal, char **cause)
 {
 	const float one = 1.0f, zero = 0.0f;
 	struct cuk_bcast bc;
 	cublasStatus_t bs;
 	cudaError_t err;
 
-	if (!cuda_fits_int(rows) || !cuda_fits_int(in) || !cuda_fits_int(out)) {
+	if (!cuda_fits_int(gemm_rows) || !cuda_fits_int(in) ||
+	    !cuda_fits_int(out)) {
 		cuda_cause(cause, "%s: matrix too large for cuBLAS", n->name);
 		return -1;
 	}
@@ -842,7 +883,7 @@ cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
 		return -1;
 	}
 	bs = cublasSgemm(l->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out,
-	    (int)rows, (int)in, &one, W, (int)in, X, (int)in, &zero, Y,
+	    (int)gemm_rows, (int)in, &one, W, (int)in, X, (int)in, &zero, Y,
 	    (int)out);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		cuda_cause(cause, "%s: cublasSgemm failed: %s", n->name,
@@ -1008,7 +1049,7 @@ cuda_mha(struct cuda_lane *l, struct cuda_model *m,
 	v = qkvh + 2 * B * L * d;
 	scale = 1.0f / sqrtf((float)hd);
 
-	if (cuda_linear(l, n, B * L, d, 3 * d, x, in_w, in_b, qkv, qkv,
+	if (cuda_linear(l, n, B * L, B * L, d, 3 * d, x, in_w, in_b, qkv, qkv,
 	    cause) != 0)
 		return -1;
 	what = "split kernel";
@@ -1035,7 +1076,7 @@ cuda_mha(struct cuda_lane *l, struct cuda_model *m,
 	if ((err = cuk_mha_merge(merged, o, B, L, H, hd, l->stream)) !=
 	    cudaSuccess)
 		goto fail_kernel;
-	return cuda_linear(l, n, B * L, d, d, merged, out_w, out_b,
+	return cuda_linear(l, n, B * L, B * L, d, d, merged, out_w, out_b,
 	    cuda_arena_ptr(l, m, n->out), y, cause);
 
 fail_blas:
@@ -1071,7 +1112,8 @@ cuda_node(struct cuda_lane *l, struct cuda_model *m,
 		int64_t rows = in > 0 ? (int64_t)graph_shape_nelem(s0) / in : 0;
 
 		b = n->nin >= 3 ? cuda_ptr(l, m, n->in[2]) : NULL;
-		return cuda_linear(l, n, rows, in, out, x,
+		return cuda_linear(l, n, rows, cuda_gemm_rows(m->st, rows), in,
+		    out, x,
 		    cuda_ptr(l, m, n->in[1]), b, cuda_arena_ptr(l, m, n->out), y,
 		    cause);
 	}

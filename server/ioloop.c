@@ -172,6 +172,10 @@ ioloop_run(struct ioloop *l)
 			if (event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY |
 			    EVLOOP_NONBLOCK) != 0)
 				break;
+		} else if (l->cfg.hold != NULL &&
+		    l->cfg.hold(l->cfg.activity_arg)) {
+			until = now + (uint64_t)l->cfg.spin_us * 1000;
+			continue;
 		} else {
 			/* The last look at the rings comes after awake is 0. */
 			atomic_store(&l->sleeping, 1);

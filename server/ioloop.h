@@ -36,6 +36,12 @@ struct ioloop_config {
 	 */
 	uint32_t (*poll)(void *arg);
 	void (*awake)(void *arg, int on);
+	/*
+	 * Optional, with activity_arg: nonzero while work the loop polls for
+	 * is still out (ring requests in flight, whose clients post again
+	 * as soon as they are answered): the loop polls on meanwhile.
+	 */
+	int (*hold)(void *arg);
 	ioloop_done_fn done;
 	void *arg;                  /* for done */
 };

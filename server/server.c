@@ -48,6 +48,7 @@ struct server_loop {
 	atomic_uint nconns;           /* given to it and not closed yet */
 	uint64_t frames;              /* its frames in and out (its thread) */
 	struct request_list taken;    /* taken from rings, not submitted yet */
+	uint32_t ring_inflight;       /* taken from rings, not answered yet */
 	struct server *srv;
 };
 
@@ -634,6 +635,7 @@ server_ring_reply(struct conn *c, int32_t slot, uint8_t *frame, size_t len,
     size_t raw_len)
 {
 	server_traffic(c->srv, c->loop);
+	c->srv->loops[c->loop].ring_inflight--;
 	if (ring_complete(c->ring, (uint32_t)slot, frame, len))
 		conn_send(c, frame, len, raw_len);
 	else
@@ -871,6 +873,7 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint8_t *frame,
 	int code = AGXQ__ERROR_CODE__ERR_PROTO;
 
 	server_traffic(srv, c->loop);
+	srv->loops[c->loop].ring_inflight++; /* until server_ring_reply */
 	if (frame == NULL) {
 		server_infer_error(c, (int32_t)slot, id,
 		    AGXQ__ERROR_CODE__ERR_PROTO, "ring slot %u: frame length %zu "
@@ -1585,6 +1588,19 @@ server_loop_poll(void *arg)
 	return n;
 }
 
+/*
+ * Loop thread: whether requests taken from its rings are still out; their
+ * clients post again the moment they are answered, so the loop polls on
+ * rather than make them wait for a wake-up through the socket.
+ */
+static int
+server_loop_hold(void *arg)
+{
+	const struct server_loop *sl = arg;
+
+	return sl->ring_inflight > 0;
+}
+
 /* Loop thread: tells the rings of its connections whether it polls. */
 static void
 server_loop_awake(void *arg, int on)
@@ -1647,6 +1663,7 @@ server_make_loops(struct server *srv, uint32_t spin_us, char **cause)
 		lc.activity_arg = &srv->loops[i];
 		lc.poll = server_loop_poll;
 		lc.awake = server_loop_awake;
+		lc.hold = server_loop_hold;
 		lc.done = server_done;
 		lc.arg = srv;
 		TAILQ_INIT(&srv->loops[i].conns);
