@@ -504,14 +504,13 @@ out:
 }
 
 /*
- * Loads t and runs it at several batch sizes, repeating sizes so that CUDA
- * graphs are captured and replayed with fresh data and invalidated when the
- * arena grows. Prints the errors; fails above tolerance.
+ * Loads t and runs it at the nb batch sizes of batches. Prints the errors;
+ * fails above tolerance.
  */
 static int
-tc_check(const char *name, struct tgraph *t, double atol)
+tc_check_at(const char *name, struct tgraph *t, double atol,
+    const int64_t *batches, size_t nb)
 {
-	static const int64_t batches[] = { 3, 3, 3, 7, 3, 1, 7 };
 	struct tcase_graph tg;
 	struct cmp vs_ref = { 0, 0 }, vs_cpu = { 0, 0 };
 	int rc = 0;
@@ -520,7 +519,7 @@ tc_check(const char *name, struct tgraph *t, double atol)
 		tc_unload(&tg);
 		return -1;
 	}
-	for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++)
+	for (size_t i = 0; i < nb; i++)
 		if (tc_run(&tg, batches[i], atol, &vs_ref, &vs_cpu) != 0) {
 			rc = -1;
 			break;
@@ -532,6 +531,20 @@ tc_check(const char *name, struct tgraph *t, double atol)
 	    "(%.3f of tol)  atol %.0e rtol %.0e\n", name, vs_ref.max_abs,
 	    vs_ref.max_ratio, vs_cpu.max_abs, vs_cpu.max_ratio, atol, RTOL);
 	return rc;
+}
+
+/*
+ * Loads t and runs it at several batch sizes, repeating sizes so that CUDA
+ * graphs are captured and replayed with fresh data and invalidated when the
+ * arena grows.
+ */
+static int
+tc_check(const char *name, struct tgraph *t, double atol)
+{
+	static const int64_t batches[] = { 3, 3, 3, 7, 3, 1, 7 };
+
+	return tc_check_at(name, t, atol, batches,
+	    sizeof batches / sizeof batches[0]);
 }
 
 /* Parameters for nn.Linear-like constants scaled 1/sqrt(fan_in). */
@@ -1349,6 +1362,37 @@ out:
 	return rc;
 }
 
+/*
+ * Batches of 5 to 31 rows, whose linears compute 32 rows (AGXQ_CUDA_PAD_ROWS),
+ * around the edges and replayed, against cpu and the reference; then the
+ * same with padding off. The rows past the batch must not leak into the
+ * results, and the outputs written to mapped memory stay within theirs.
+ */
+static int
+t_pad_rows(void)
+{
+	static const int64_t batches[] = { 4, 5, 8, 8, 16, 31, 32, 33, 16, 5 };
+	struct engine *saved = ecuda;
+	int rc = 0;
+
+	rc |= tc_check_at("padded linear", m_linear(), ATOL_MODEL, batches,
+	    sizeof batches / sizeof batches[0]);
+	rc |= tc_check_at("padded mlp", m_mlp(), ATOL_MODEL, batches,
+	    sizeof batches / sizeof batches[0]);
+	setenv("AGXQ_CUDA_PAD_ROWS", "0", 1);
+	ecuda = open_cuda(NULL, NULL, NULL);
+	unsetenv("AGXQ_CUDA_PAD_ROWS");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	rc |= tc_check_at("unpadded mlp", m_mlp(), ATOL_MODEL, batches,
+	    sizeof batches / sizeof batches[0]);
+	engine_close(ecuda);
+	ecuda = saved;
+	return rc;
+}
+
 static int
 t_no_zerocopy(void)
 {
@@ -1458,6 +1502,7 @@ static const struct {
 	{ "layer_norm", t_layer_norm },
 	{ "mha", t_mha },
 	{ "models", t_models },
+	{ "pad_rows", t_pad_rows },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },
