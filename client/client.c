@@ -34,6 +34,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -80,6 +81,7 @@
  */
 #define CLIENT_SPIN_US 50
 #define CLIENT_RING_SPIN_US 200
+#define CLIENT_RING_PAUSE_US 20      /* then a ring waiter polls between yields */
 #define CLIENT_RING_RECHECK_MS 50    /* a waiter's look at its slot */
 
 enum client_wait {
@@ -200,6 +202,7 @@ struct agxq_model {
 	size_t load_len;
 	uint64_t new_id;               /* while reconnecting */
 	struct agxq_model *prev, *next; /* the client's open handles */
+	atomic_int ring_us;            /* running mean of its ring round trips */
 };
 
 /* Returns the monotonic clock in milliseconds. */
@@ -1736,6 +1739,28 @@ client_ring_ready(agxq_client *c, unsigned gen)
 	return atomic_load(&c->ring_ready) && c->ring->gen == gen;
 }
 
+/* Monotonic clock in microseconds. */
+static int64_t
+client_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Folds one ring round trip of us microseconds into m's running mean. */
+static void
+client_ring_learn(agxq_model *m, int64_t us)
+{
+	int mean = atomic_load_explicit(&m->ring_us, memory_order_relaxed);
+	int64_t v = us > 1000000 ? 1000000 : us;
+
+	/* Races between threads lose a sample, no more. */
+	mean = mean == 0 ? (int)v + 1 : (int)((7 * (int64_t)mean + v) / 8) + 1;
+	atomic_store_explicit(&m->ring_us, mean, memory_order_relaxed);
+}
+
 /* Takes a free slot of rg; -1 when every slot is in use. */
 static int
 client_ring_get(struct client_ring *rg)
@@ -1791,18 +1816,18 @@ client_ring_reply(agxq_client *c, struct client_ring *rg,
 }
 
 /*
- * Waits for request p posted in slot s: polls the slot for up to
- * c->spin_us, then flags it RING_WAITER and sleeps until the reader hands
- * over the reply, which agxqd then also sends on the socket (as it does a
- * reply too big for the slot). A reply left only in the slot is taken out
- * of the pending table here. Returns the status, with *reply on success.
+ * Waits for request p posted in slot s: polls the slot for up to spin_us,
+ * then flags it RING_WAITER and sleeps until the reader hands over the
+ * reply, which agxqd then also sends on the socket (as it does a reply too
+ * big for the slot). A reply left only in the slot is taken out of the
+ * pending table here. Returns the status, with *reply on success.
  */
 static int
 client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
-    struct client_pending *p, Agxq__Envelope **reply)
+    struct client_pending *p, int spin_us, Agxq__Envelope **reply)
 {
 	struct timespec ts;
-	int64_t end = 0, now;
+	int64_t end = 0, yield_at = 0, now;
 	uint32_t st;
 	int rc;
 
@@ -1820,8 +1845,10 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 			break;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-		if (end == 0)
-			end = now + c->ring_spin_us;
+		if (end == 0) {
+			yield_at = now + CLIENT_RING_PAUSE_US;
+			end = now + spin_us;
+		}
 		if (now >= end) {
 			/* Fails when agxqd answered meanwhile: look again. */
 			(void)__atomic_compare_exchange_n(&s->state, &st,
@@ -1829,8 +1856,16 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 			    __ATOMIC_SEQ_CST);
 			continue;
 		}
+		/*
+		 * Past the first microseconds, poll between yields: with more
+		 * pollers than cores, agxqd's threads get the cores they need
+		 * to answer (an idle core makes sched_yield return at once).
+		 */
+		if (now >= yield_at)
+			sched_yield();
 #if defined(__x86_64__) || defined(__i386__)
-		__builtin_ia32_pause();
+		else
+			__builtin_ia32_pause();
 #endif
 	}
 	pthread_mutex_lock(&c->mu);
@@ -1851,14 +1886,15 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
  * status, with *reply on success.
  */
 static int
-client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
-    size_t len, uint64_t id, Agxq__Envelope **reply)
+client_ring_call(agxq_client *c, agxq_model *m, unsigned gen,
+    const uint8_t *frame, size_t len, uint64_t id, Agxq__Envelope **reply)
 {
 	struct client_ring *rg = c->ring;
 	struct ring_header *h = rg->base;
 	struct client_pending p;
 	struct ring_slot *s;
-	int slot, rc;
+	int64_t t0;
+	int slot, rc, mean, spin;
 
 	if (len > rg->slot_size - RING_SLOT_HEADER ||
 	    !__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST) ||
@@ -1890,7 +1926,16 @@ client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
 	/* agxqd stopped polling meanwhile: tell it (see proto/ringfmt.h). */
 	if (!__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST))
 		(void)client_send(c, gen, rg->kick, rg->kick_len, -1);
-	rc = client_ring_wait(c, rg, s, &p, reply);
+	/*
+	 * Poll only for a model whose round trips have been shorter than the
+	 * polling: otherwise the caller would poll in vain, in the way of
+	 * agxqd's threads when the callers outnumber the cores.
+	 */
+	mean = atomic_load_explicit(&m->ring_us, memory_order_relaxed);
+	spin = mean < c->ring_spin_us ? c->ring_spin_us : 0;
+	t0 = client_now_us();
+	rc = client_ring_wait(c, rg, s, &p, spin, reply);
+	client_ring_learn(m, client_now_us() - t0);
 out:
 	pthread_cond_destroy(&p.cv);
 	client_ring_put(rg, slot);
@@ -1926,7 +1971,7 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		goto fail_release;
 	rc = CLIENT_NO_RING;
 	if (client_ring_ready(c, gen))
-		rc = client_ring_call(c, gen, frame, len, id, &reply);
+		rc = client_ring_call(c, m, gen, frame, len, id, &reply);
 	if (rc == CLIENT_NO_RING)
 		rc = client_call_frame(c, gen, frame, len, id,
 		    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1);

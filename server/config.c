@@ -19,6 +19,7 @@ config_defaults(struct config *c)
 	strcpy(c->backend, "cpu");
 	c->spin_us = -1;
 	c->conns_per_io_thread = 12;
+	c->ring_clients = -1;
 	c->max_batch = 64;
 	c->max_delay_us = 0;
 	c->max_queue = 4096;

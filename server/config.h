@@ -25,6 +25,7 @@ struct config {
 	int spin_us;                 /* executor polls for work before sleeping; -1: automatic */
 	uint32_t io_threads;         /* event loops serving connections; 0: automatic */
 	uint32_t conns_per_io_thread; /* connections a loop takes before the next gets any */
+	int ring_clients;            /* request rings served at once; -1: one a core */
 	uint32_t max_batch;         /* rows per launch */
 	uint32_t max_delay_us;      /* wait for a fuller batch at most this long */
 	uint32_t max_queue;         /* queued requests, all models together */

@@ -34,7 +34,8 @@ usage(FILE *f)
 	fprintf(f,
 "usage: agxqd start [--socket PATH] [--backend cpu|cuda] [--device N]\n"
 "                   [--cpu-threads N] [--spin-us N] [--io-threads N]\n"
-"                   [--conns-per-io-thread N] [--idle-timeout-s N]\n"
+"                   [--conns-per-io-thread N] [--ring-clients N]\n"
+"                   [--idle-timeout-s N]\n"
 "                   [--max-batch N] [--max-delay-us N] [--max-queue N]\n"
 "                   [--max-inflight N] [--max-connections N]\n"
 "                   [--socket-mode OCTAL] [--frame-timeout-ms N]\n"
@@ -270,6 +271,7 @@ cmd_start(int argc, char **argv)
 		{ "spin-us", required_argument, NULL, 'P' },
 		{ "io-threads", required_argument, NULL, 'O' },
 		{ "conns-per-io-thread", required_argument, NULL, 'K' },
+		{ "ring-clients", required_argument, NULL, 'r' },
 		{ "max-restarts", required_argument, NULL, 'R' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
@@ -331,6 +333,10 @@ cmd_start(int argc, char **argv)
 		case 'K':
 			config.conns_per_io_thread = (uint32_t)parse_pos(
 			    "--conns-per-io-thread", optarg, 65536);
+			break;
+		case 'r':
+			config.ring_clients = (int)parse_num("--ring-clients",
+			    optarg, 65536, 10);
 			break;
 		case 'R':
 			config.max_restarts = (uint32_t)parse_num(

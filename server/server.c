@@ -49,6 +49,7 @@ struct server_loop {
 	uint64_t frames;              /* its frames in and out (its thread) */
 	struct request_list taken;    /* taken from rings, not submitted yet */
 	uint32_t ring_inflight;       /* taken from rings, not answered yet */
+	int rings_on;                 /* its rings' awake says it polls */
 	struct server *srv;
 };
 
@@ -71,6 +72,8 @@ struct server {
 	uint32_t nloops;
 	struct executor *ex;
 	struct server_counters ctr;   /* atomic */
+	atomic_uint nrings;           /* connections with a request ring */
+	uint32_t ring_limit;          /* rings served at most, all loops */
 	atomic_uint_fast64_t next_conn_id;
 	uint64_t started_ns;
 
@@ -88,6 +91,7 @@ static void server_finish_task(void *arg, intptr_t val);
 static void server_device_lost(void *arg);
 static void server_deliver(struct request_list *list, void *arg);
 static void server_loop_submit(struct server *srv, struct server_loop *sl);
+static void server_loop_awake(void *arg, int on);
 
 /* Aborts: the daemon may die on its own out-of-memory (STYLE.md rule 5). */
 static void
@@ -910,6 +914,19 @@ out:
 	free(frame);
 }
 
+/*
+ * Whether clients should post to their rings now. Each client posting
+ * polls its slot; with more such clients than cores, they took the cores
+ * agxqd needs, and 32 client processes on a 16-core host ran slower
+ * through rings than through the socket (docs/GPU.md). Beyond the limit
+ * every ring says agxqd is not polling, so clients use the socket.
+ */
+static int
+server_rings_allowed(struct server *srv)
+{
+	return atomic_load(&srv->nrings) <= srv->ring_limit;
+}
+
 /* Handles AttachRing: maps the ring that came with the frame. */
 static void
 server_attach_ring(struct server *srv, struct conn *c,
@@ -964,7 +981,9 @@ server_attach_ring(struct server *srv, struct conn *c,
 		goto out_close;
 	}
 	c->ring = ring;
-	ring_set_awake(ring, ioloop_polling(srv->loops[c->loop].io));
+	atomic_fetch_add(&srv->nrings, 1);
+	ring_set_awake(ring, ioloop_polling(srv->loops[c->loop].io) &&
+	    server_rings_allowed(srv));
 	log_debug("conn %llu: ring of %u slots of %u bytes attached",
 	    (unsigned long long)c->id, ar->slots, ar->slot_size);
 	rep.request_id = ar->request_id;
@@ -1202,6 +1221,7 @@ server_conn_closed(struct server *srv, struct conn *c)
 		pthread_mutex_lock(&srv->lock);
 		srv->shm_regions--;
 		srv->shm_bytes -= ring_bytes(c->ring);
+		atomic_fetch_sub(&srv->nrings, 1);
 		pthread_mutex_unlock(&srv->lock);
 	}
 	while (c->nregions > 0)
@@ -1570,6 +1590,11 @@ server_loop_poll(void *arg)
 	uint64_t t0 = 0;
 	uint32_t n = 0;
 
+	/* Rings attached or gone elsewhere: tell ours, while polling. */
+	if (server_rings_allowed(srv) != sl->rings_on &&
+	    ioloop_polling(sl->io))
+		server_loop_awake(sl, 1);
+
 	for (c = TAILQ_FIRST(&sl->conns); c != NULL; c = next) {
 		/* Taking a request may close c (and only c). */
 		next = TAILQ_NEXT(c, entry);
@@ -1601,13 +1626,18 @@ server_loop_hold(void *arg)
 	return sl->ring_inflight > 0;
 }
 
-/* Loop thread: tells the rings of its connections whether it polls. */
+/*
+ * Loop thread: tells the rings of its connections whether it polls (and
+ * whether rings are to be used at all: server_rings_allowed).
+ */
 static void
 server_loop_awake(void *arg, int on)
 {
 	struct server_loop *sl = arg;
 	struct conn *c;
 
+	sl->rings_on = server_rings_allowed(sl->srv);
+	on = on && sl->rings_on;
 	TAILQ_FOREACH(c, &sl->conns, entry) {
 		if (c->ring != NULL)
 			ring_set_awake(c->ring, on);
@@ -1700,6 +1730,12 @@ server_new(struct event_base *base, int listen_fd, struct server **out,
 	srv->base = base;
 	atomic_init(&srv->next_conn_id, 1);
 	srv->started_ns = request_now_ns();
+	/* --ring-clients, else one polling client a core at most. */
+	if (config.ring_clients >= 0)
+		srv->ring_limit = (uint32_t)config.ring_clients;
+	else
+		srv->ring_limit = sysconf(_SC_NPROCESSORS_ONLN) > 1 ?
+		    (uint32_t)sysconf(_SC_NPROCESSORS_ONLN) : 1;
 	pthread_mutex_init(&srv->lock, NULL);
 	if ((srv->models = models_new()) == NULL)
 		server_oom();

@@ -767,6 +767,92 @@ out:
 	rt_ios_free(io, 16);
 }
 
+/* ---- ring_clients ---------------------------------------------------------- */
+
+/* Ring requests of n sync requests of m (one thread), or -1 on a failure. */
+static long long
+rl_ring_share(const char *sock, agxq_model *m, const struct du_io *io, int n)
+{
+	long long before = rt_ring_requests(sock), after;
+
+	for (int i = 0; i < n; i++) {
+		if (rt_infer(m, &io[i % 4]) != 0) {
+			printf("  request %d failed\n", i);
+			return -1;
+		}
+	}
+	after = rt_ring_requests(sock);
+	return before < 0 || after < 0 ? -1 : after - before;
+}
+
+/*
+ * --ring-clients 1: one client's ring is used; with a second client's ring
+ * attached, both clients go by the socket (every result still right); once
+ * the second has gone, the first uses its ring again. Bad values for the
+ * option are refused.
+ */
+static void
+t_ring_clients(void)
+{
+	static const char *const extra[] = { "--spin-us", "2000",
+	    "--ring-clients", "1", NULL };
+	static const char *const bad[] = { "x", "-1", "65537", "" };
+	struct du_daemon d;
+	struct du_io *io = NULL;
+	agxq_client *a = NULL, *b = NULL;
+	agxq_model *ma = NULL, *mb = NULL;
+	long long n;
+	char out[4096];
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 4, 4, 0, &io) == 0);
+	CHECK(du_start(&d, extra) == 0);
+	CHECK_OK(rt_connect(d.sock, NULL, "2000", NULL, &a));
+	CHECK_OK(du_load_ref(a, NULL, AGXQ_REF_LINEAR, RT_SEED, &ma, NULL));
+	n = rl_ring_share(d.sock, ma, io, 50);
+	printf("  one client: %lld of 50 through its ring\n", n);
+	CHECK(n > 0);
+	CHECK_OK(rt_connect(d.sock, NULL, "2000", NULL, &b));
+	CHECK_OK(du_load_ref(b, NULL, AGXQ_REF_LINEAR, RT_SEED, &mb, NULL));
+	CHECK(rt_infer(mb, &io[0]) == 0); /* attaches b's ring: 2 of 1 */
+	n = rl_ring_share(d.sock, ma, io, 50);
+	CHECK(n >= 0);
+	printf("  two clients: %lld of 50 through a ring\n", n);
+	CHECK(n == 0);
+	CHECK(rl_ring_share(d.sock, mb, io, 50) == 0);
+	agxq_model_unload(mb);
+	mb = NULL;
+	agxq_close(b);
+	b = NULL;
+	/* The close reaches agxqd a moment later. */
+	for (int i = 0; i < 100 && (n = rl_ring_share(d.sock, ma, io, 20)) == 0;
+	    i++)
+		usleep(10000);
+	printf("  one client again: %lld of 20 through its ring\n", n);
+	CHECK(n > 0);
+	for (size_t i = 0; i < TESTLIB_N(bad); i++) {
+		const char *args[] = { "start", "--socket", "/tmp/agxq-rc-bad.s",
+		    "--ring-clients", bad[i], NULL };
+		int rc = du_run(args, 20000, out, sizeof out);
+
+		if (rc != 2 || strstr(out, "ring-clients") == NULL) {
+			printf("  --ring-clients '%s': exit %d: %s\n", bad[i],
+			    rc, out);
+			CHECK(0);
+		}
+	}
+out:
+	agxq_model_unload(ma);
+	agxq_model_unload(mb);
+	agxq_close(a);
+	agxq_close(b);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+	rt_ios_free(io, 4);
+}
+
 /* ---- env_off ------------------------------------------------------------- */
 
 /* A client connected with AGXQ_RING=0 never uses a ring, on a polling agxqd. */
@@ -1499,6 +1585,7 @@ out:
 static const struct testlib_case cases[] = {
 	{ "used", t_used },
 	{ "off_without_polling", t_off_without_polling },
+	{ "ring_clients", t_ring_clients },
 	{ "env_off", t_env_off },
 	{ "more_threads_than_slots", t_more_threads_than_slots },
 	{ "waiter", t_waiter },
