@@ -202,7 +202,7 @@ struct agxq_model {
 	size_t load_len;
 	uint64_t new_id;               /* while reconnecting */
 	struct agxq_model *prev, *next; /* the client's open handles */
-	atomic_int ring_us;            /* running mean of its ring round trips */
+	atomic_int rtt_us;             /* running mean of its sync round trips */
 };
 
 /* Returns the monotonic clock in milliseconds. */
@@ -1749,16 +1749,16 @@ client_now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Folds one ring round trip of us microseconds into m's running mean. */
+/* Folds one sync round trip of us microseconds into m's running mean. */
 static void
-client_ring_learn(agxq_model *m, int64_t us)
+client_rtt_learn(agxq_model *m, int64_t us)
 {
-	int mean = atomic_load_explicit(&m->ring_us, memory_order_relaxed);
+	int mean = atomic_load_explicit(&m->rtt_us, memory_order_relaxed);
 	int64_t v = us > 1000000 ? 1000000 : us;
 
 	/* Races between threads lose a sample, no more. */
 	mean = mean == 0 ? (int)v + 1 : (int)((7 * (int64_t)mean + v) / 8) + 1;
-	atomic_store_explicit(&m->ring_us, mean, memory_order_relaxed);
+	atomic_store_explicit(&m->rtt_us, mean, memory_order_relaxed);
 }
 
 /* Takes a free slot of rg; -1 when every slot is in use. */
@@ -1816,15 +1816,16 @@ client_ring_reply(agxq_client *c, struct client_ring *rg,
 }
 
 /*
- * Waits for request p posted in slot s: polls the slot for up to spin_us,
- * then flags it RING_WAITER and sleeps until the reader hands over the
- * reply, which agxqd then also sends on the socket (as it does a reply too
- * big for the slot). A reply left only in the slot is taken out of the
- * pending table here. Returns the status, with *reply on success.
+ * Waits for request p posted in slot s: polls the slot for up to
+ * c->ring_spin_us, then flags it RING_WAITER and sleeps until the reader
+ * hands over the reply, which agxqd then also sends on the socket (as it
+ * does a reply too big for the slot). A reply left only in the slot is
+ * taken out of the pending table here. Returns the status, with *reply on
+ * success.
  */
 static int
 client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
-    struct client_pending *p, int spin_us, Agxq__Envelope **reply)
+    struct client_pending *p, Agxq__Envelope **reply)
 {
 	struct timespec ts;
 	int64_t end = 0, yield_at = 0, now;
@@ -1847,7 +1848,7 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 		now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 		if (end == 0) {
 			yield_at = now + CLIENT_RING_PAUSE_US;
-			end = now + spin_us;
+			end = now + c->ring_spin_us;
 		}
 		if (now >= end) {
 			/* Fails when agxqd answered meanwhile: look again. */
@@ -1886,15 +1887,14 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
  * status, with *reply on success.
  */
 static int
-client_ring_call(agxq_client *c, agxq_model *m, unsigned gen,
-    const uint8_t *frame, size_t len, uint64_t id, Agxq__Envelope **reply)
+client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
+    size_t len, uint64_t id, Agxq__Envelope **reply)
 {
 	struct client_ring *rg = c->ring;
 	struct ring_header *h = rg->base;
 	struct client_pending p;
 	struct ring_slot *s;
-	int64_t t0;
-	int slot, rc, mean, spin;
+	int slot, rc;
 
 	if (len > rg->slot_size - RING_SLOT_HEADER ||
 	    !__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST) ||
@@ -1926,16 +1926,7 @@ client_ring_call(agxq_client *c, agxq_model *m, unsigned gen,
 	/* agxqd stopped polling meanwhile: tell it (see proto/ringfmt.h). */
 	if (!__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST))
 		(void)client_send(c, gen, rg->kick, rg->kick_len, -1);
-	/*
-	 * Poll only for a model whose round trips have been shorter than the
-	 * polling: otherwise the caller would poll in vain, in the way of
-	 * agxqd's threads when the callers outnumber the cores.
-	 */
-	mean = atomic_load_explicit(&m->ring_us, memory_order_relaxed);
-	spin = mean < c->ring_spin_us ? c->ring_spin_us : 0;
-	t0 = client_now_us();
-	rc = client_ring_wait(c, rg, s, &p, spin, reply);
-	client_ring_learn(m, client_now_us() - t0);
+	rc = client_ring_wait(c, rg, s, &p, reply);
 out:
 	pthread_cond_destroy(&p.cv);
 	client_ring_put(rg, slot);
@@ -1952,6 +1943,7 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	agxq_client *c;
 	uint8_t *frame;
 	uint64_t id;
+	int64_t t0;
 	size_t len;
 	unsigned gen;
 	int rc;
@@ -1969,9 +1961,17 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, h, &frame,
 	    &len)) != 0)
 		goto fail_release;
+	/*
+	 * The ring only for a model whose round trips have been shorter than
+	 * the polling: a caller that would sleep anyway does better on the
+	 * socket (on an H200, transformer through the ring with its replies
+	 * on the socket ran 8% slower than all on the socket).
+	 */
 	rc = CLIENT_NO_RING;
-	if (client_ring_ready(c, gen))
-		rc = client_ring_call(c, m, gen, frame, len, id, &reply);
+	t0 = client_now_us();
+	if (atomic_load_explicit(&m->rtt_us, memory_order_relaxed) <
+	    c->ring_spin_us && client_ring_ready(c, gen))
+		rc = client_ring_call(c, gen, frame, len, id, &reply);
 	if (rc == CLIENT_NO_RING)
 		rc = client_call_frame(c, gen, frame, len, id,
 		    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1);
@@ -1979,6 +1979,7 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		free(frame);
 	if (rc != 0)
 		goto fail_release;
+	client_rtt_learn(m, client_now_us() - t0);
 	if (h != NULL)
 		return client_hold_result(h, reply, out);
 	return result_from_envelope(reply, out);

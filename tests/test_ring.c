@@ -712,7 +712,7 @@ t_used(void)
 
 	CHECK(rt_ios_make(AGXQ_REF_MLP, US_NIO, 4, 0, &io) == 0);
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "500", NULL, &c));
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "20000", NULL, &c));
 	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_MLP, RT_SEED, &m, NULL));
 	CHECK(rt_run_threads(m, io, US_NIO, US_THREADS, US_REQS) == 0);
 	after = rt_ring_requests(daemon_.sock);
@@ -808,12 +808,12 @@ t_ring_clients(void)
 	d.pid = -1;
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 4, 4, 0, &io) == 0);
 	CHECK(du_start(&d, extra) == 0);
-	CHECK_OK(rt_connect(d.sock, NULL, "2000", NULL, &a));
+	CHECK_OK(rt_connect(d.sock, NULL, "20000", NULL, &a));
 	CHECK_OK(du_load_ref(a, NULL, AGXQ_REF_LINEAR, RT_SEED, &ma, NULL));
 	n = rl_ring_share(d.sock, ma, io, 50);
 	printf("  one client: %lld of 50 through its ring\n", n);
 	CHECK(n > 0);
-	CHECK_OK(rt_connect(d.sock, NULL, "2000", NULL, &b));
+	CHECK_OK(rt_connect(d.sock, NULL, "20000", NULL, &b));
 	CHECK_OK(du_load_ref(b, NULL, AGXQ_REF_LINEAR, RT_SEED, &mb, NULL));
 	CHECK(rt_infer(mb, &io[0]) == 0); /* attaches b's ring: 2 of 1 */
 	n = rl_ring_share(d.sock, ma, io, 50);
@@ -899,7 +899,7 @@ t_more_threads_than_slots(void)
 
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, MT_NIO, 4, 0, &io) == 0);
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "200", NULL, &c));
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "2000", NULL, &c));
 	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
 	CHECK(rt_run_threads(m, io, MT_NIO, MT_THREADS, MT_REQS) == 0);
 	after = rt_ring_requests(daemon_.sock);
@@ -912,25 +912,65 @@ out:
 	rt_ios_free(io, MT_NIO);
 }
 
+/* Keeps agxqd's loop polling with socket traffic until *stop is set. */
+struct br_keeper {
+	agxq_client *c;
+	agxq_model *m;
+	atomic_int stop;
+	int failed;
+};
+
+/* The keeper thread: small requests on the socket, back to back. */
+static void *
+br_keeper_main(void *arg)
+{
+	struct br_keeper *k = arg;
+	float x[4 * 256] = { 0 };
+	agxq_tensor in = { .dtype = AGXQ_FLOAT32, .ndim = 2,
+	    .shape = { 4, 256 }, .data = x };
+	agxq_result *r;
+
+	while (!atomic_load(&k->stop)) {
+		if (agxq_infer(k->m, &in, 1, NULL, &r) != 0) {
+			k->failed = 1;
+			break;
+		}
+		agxq_result_free(r);
+	}
+	return NULL;
+}
+
 /* ---- waiter -------------------------------------------------------------- */
 
 #define WT_NIO 8
 
 /*
- * A client that never polls its slot (AGXQ_SPIN_US=0) sets RING_WAITER and
- * sleeps on the socket: transformer results right, requests via the ring.
+ * A client that polls its slot for 1 us (AGXQ_SPIN_US=1) sets RING_WAITER
+ * and sleeps on the socket: transformer results right. Only the first
+ * requests go by the ring (none of the model's round trips is known yet);
+ * then they take longer than the polling and go by the socket.
  */
 static void
 t_waiter(void)
 {
 	struct du_io *io = NULL;
+	struct br_keeper keep = { 0 };
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
+	agxq_graph *kg = NULL;
+	pthread_t keeper;
 	long long before, after;
+	int keeper_on = 0;
 
 	CHECK(rt_ios_make(AGXQ_REF_TRANSFORMER, WT_NIO, 2, 0, &io) == 0);
+	/* As in big_reply: the loop must be polling when they post. */
+	CHECK_OK(rt_connect(daemon_.sock, "0", NULL, NULL, &keep.c));
+	CHECK_OK(agxq_reference_build(AGXQ_REF_LINEAR, 1, &kg));
+	CHECK_OK(agxq_model_load(keep.c, kg, "keeper", &keep.m));
+	CHECK(pthread_create(&keeper, NULL, br_keeper_main, &keep) == 0);
+	keeper_on = 1;
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "0", NULL, &c));
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "1", NULL, &c));
 	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, RT_SEED, &m,
 	    NULL));
 	CHECK(rt_run_threads(m, io, WT_NIO, 2, 12) == 0);
@@ -938,6 +978,13 @@ t_waiter(void)
 	printf("  %lld of %d requests through the ring\n", after - before, 24);
 	CHECK(after > before);
 out:
+	if (keeper_on) {
+		atomic_store(&keep.stop, 1);
+		pthread_join(keeper, NULL);
+	}
+	agxq_model_unload(keep.m);
+	agxq_close(keep.c);
+	agxq_graph_free(kg);
 	agxq_model_unload(m);
 	agxq_close(c);
 	rt_ios_free(io, WT_NIO);
@@ -1003,34 +1050,6 @@ out:
 	return rc;
 }
 
-/* Keeps agxqd's loop polling with socket traffic until *stop is set. */
-struct br_keeper {
-	agxq_client *c;
-	agxq_model *m;
-	atomic_int stop;
-	int failed;
-};
-
-/* The keeper thread: small requests on the socket, back to back. */
-static void *
-br_keeper_main(void *arg)
-{
-	struct br_keeper *k = arg;
-	float x[4 * 256] = { 0 };
-	agxq_tensor in = { .dtype = AGXQ_FLOAT32, .ndim = 2,
-	    .shape = { 4, 256 }, .data = x };
-	agxq_result *r;
-
-	while (!atomic_load(&k->stop)) {
-		if (agxq_infer(k->m, &in, 1, NULL, &r) != 0) {
-			k->failed = 1;
-			break;
-		}
-		agxq_result_free(r);
-	}
-	return NULL;
-}
-
 /*
  * A reply larger than a slot (256 KiB a row; 128 KiB slots) to a client's
  * first request, which the client cannot size, comes back whole by the
@@ -1074,7 +1093,7 @@ t_big_reply(void)
 		/* The last client sends everything inline: 64 KiB slots. */
 		if (k == BR_CLIENTS - 1)
 			setenv("AGXQ_SHM_THRESHOLD", "0", 1);
-		rc = rt_connect(daemon_.sock, NULL, "2000", NULL, &c);
+		rc = rt_connect(daemon_.sock, NULL, "20000", NULL, &c);
 		unsetenv("AGXQ_SHM_THRESHOLD");
 		CHECK_OK(rc);
 		CHECK_OK(agxq_model_load(c, g, "big", &m));
