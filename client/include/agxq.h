@@ -172,6 +172,16 @@ typedef struct agxq_model agxq_model;
  * Connects to agxqd at socket_path (NULL: $AGXQ_SOCKET, else
  * AGXQ_DEFAULT_SOCKET) and performs the handshake. Starts one reader thread.
  *
+ * Environment, read here: AGXQ_SHM_THRESHOLD (bytes of input from which a
+ * request's tensors go through shared memory; default 65536, 0: never);
+ * AGXQ_RING=0 (no request ring: every request goes by the socket);
+ * AGXQ_SPIN_US (how long a synchronous caller polls for its reply before
+ * it sleeps; default 50 us for the socket and 200 us for the ring on
+ * hosts with more than 4 cores, 0 on smaller ones). The ring is a shared
+ * memory area through which synchronous requests and their replies pass
+ * without a system call while agxqd polls it; it is made on the first
+ * synchronous agxq_infer (docs/SHM.md).
+ *
  * Reconnecting: when the connection is lost (agxqd killed or restarted),
  * every request in flight completes exactly once with AGXQ_EDISCONNECTED
  * (sync calls return it, async callbacks fire with it); none is resent. The
