@@ -270,6 +270,28 @@ du_restart(struct du_daemon *d, const char *const *extra)
 	return 0;
 }
 
+/* The daemon's Stats on a raw connection of its own, or NULL. */
+Agxq__Envelope *
+du_raw_stats(const char *sock)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
+	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	int fd;
+
+	if ((fd = du_connect_hello(sock)) < 0)
+		return NULL;
+	sr.request_id = 1;
+	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
+	env.stats_request = &sr;
+	if (du_send_env(fd, &env) != 0 || du_recv(fd, 5000, &rep) != 1 ||
+	    rep->body_case != AGXQ__ENVELOPE__BODY_STATS) {
+		codec_envelope_free(rep);
+		rep = NULL;
+	}
+	close(fd);
+	return rep;
+}
+
 /*
  * Asks the daemon for a pid through Stats: the supervisor's (pid) or,
  * when worker is set, the serving worker's (worker_pid).
@@ -277,22 +299,13 @@ du_restart(struct du_daemon *d, const char *const *extra)
 static pid_t
 du_stats_pid(const char *sock, int worker)
 {
-	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
-	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
+	Agxq__Envelope *rep = du_raw_stats(sock);
 	pid_t pid = -1;
-	int fd;
 
-	if ((fd = du_connect_hello(sock)) < 0)
-		return -1;
-	sr.request_id = 1;
-	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
-	env.stats_request = &sr;
-	if (du_send_env(fd, &env) == 0 && du_recv(fd, 5000, &rep) == 1 &&
-	    rep->body_case == AGXQ__ENVELOPE__BODY_STATS)
+	if (rep != NULL)
 		pid = (pid_t)(worker ? rep->stats->worker_pid :
 		    rep->stats->pid);
 	codec_envelope_free(rep);
-	close(fd);
 	return pid > 0 ? pid : -1;
 }
 
@@ -498,6 +511,43 @@ du_send_env(int fd, const Agxq__Envelope *env)
 	rc = du_send(fd, frame, len);
 	free(frame);
 	return rc;
+}
+
+/* Encodes and sends env with descriptor pass (-1: none) on its first byte. */
+int
+du_send_env_fd(int fd, const Agxq__Envelope *env, int pass)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cbuf;
+	struct codec_limits lim;
+	struct msghdr msg;
+	struct iovec iov;
+	uint8_t *frame;
+	size_t len;
+	ssize_t n;
+
+	codec_limits_default(&lim);
+	if (codec_encode(env, 0, &lim, &frame, &len, NULL) != 0)
+		return -1;
+	memset(&msg, 0, sizeof msg);
+	memset(&cbuf, 0, sizeof cbuf);
+	iov.iov_base = frame;
+	iov.iov_len = len;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (pass >= 0) {
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof cbuf.buf;
+		CMSG_FIRSTHDR(&msg)->cmsg_level = SOL_SOCKET;
+		CMSG_FIRSTHDR(&msg)->cmsg_type = SCM_RIGHTS;
+		CMSG_FIRSTHDR(&msg)->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(CMSG_FIRSTHDR(&msg)), &pass, sizeof pass);
+	}
+	n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	free(frame);
+	return n == (ssize_t)len ? 0 : -1;
 }
 
 /*

@@ -103,6 +103,12 @@ int du_send_frame(int fd, uint32_t len, uint32_t flags, const void *payload,
 /* Encodes env with codec_encode (no compression) and sends it. */
 int du_send_env(int fd, const Agxq__Envelope *env);
 
+/* Encodes and sends env with descriptor pass (-1: none); 0 or -1. */
+int du_send_env_fd(int fd, const Agxq__Envelope *env, int pass);
+
+/* The daemon's Stats (a raw connection of its own); NULL on failure. */
+Agxq__Envelope *du_raw_stats(const char *sock);
+
 /*
  * Receives and decodes one frame within timeout_ms. Returns 1 with *out
  * (free with codec_envelope_free), 0 when the peer closed the connection

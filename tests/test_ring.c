@@ -69,21 +69,10 @@ rt_connect(const char *sock, const char *ring, const char *spin,
 static long long
 rt_ring_requests(const char *sock)
 {
-	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
-	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
-	long long n = -1;
-	int fd;
+	Agxq__Envelope *rep = du_raw_stats(sock);
+	long long n = rep != NULL ? (long long)rep->stats->ring_requests : -1;
 
-	if ((fd = du_connect_hello(sock)) < 0)
-		return -1;
-	sr.request_id = 1;
-	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
-	env.stats_request = &sr;
-	if (du_send_env(fd, &env) == 0 && du_recv(fd, 5000, &rep) == 1 &&
-	    rep->body_case == AGXQ__ENVELOPE__BODY_STATS)
-		n = (long long)rep->stats->ring_requests;
 	codec_envelope_free(rep);
-	close(fd);
 	return n;
 }
 
@@ -316,45 +305,6 @@ rt_ring_header(struct rt_ring *r)
 	return (struct ring_header *)r->base;
 }
 
-/* Sends env on fd with descriptor pass (-1: none) as SCM_RIGHTS. 0 or -1. */
-static int
-rt_send_fd(int fd, const Agxq__Envelope *env, int pass)
-{
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cbuf;
-	struct codec_limits lim;
-	struct cmsghdr *cm;
-	struct msghdr msg;
-	struct iovec iov;
-	uint8_t *frame;
-	size_t len;
-	ssize_t n;
-
-	codec_limits_default(&lim);
-	if (codec_encode(env, 0, &lim, &frame, &len, NULL) != 0)
-		return -1;
-	memset(&msg, 0, sizeof msg);
-	memset(&cbuf, 0, sizeof cbuf);
-	iov.iov_base = frame;
-	iov.iov_len = len;
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	if (pass >= 0) {
-		msg.msg_control = cbuf.buf;
-		msg.msg_controllen = sizeof cbuf.buf;
-		cm = CMSG_FIRSTHDR(&msg);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &pass, sizeof pass);
-	}
-	n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-	free(frame);
-	return n == (ssize_t)len ? 0 : -1;
-}
-
 /* Sends AttachRing{id, slots, slot_size} with descriptor pass (-1: none). */
 static int
 rt_send_attach(int fd, uint64_t id, uint32_t slots, uint32_t slot_size,
@@ -368,7 +318,7 @@ rt_send_attach(int fd, uint64_t id, uint32_t slots, uint32_t slot_size,
 	ar.slot_size = slot_size;
 	env.body_case = AGXQ__ENVELOPE__BODY_ATTACH_RING;
 	env.attach_ring = &ar;
-	return rt_send_fd(fd, &env, pass);
+	return du_send_env_fd(fd, &env, pass);
 }
 
 /* Whether s contains needle, ignoring case. */

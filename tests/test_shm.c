@@ -143,43 +143,6 @@ raw_open(uint64_t *model_id)
 	return fd;
 }
 
-/* Sends env with descriptor pass (-1: none) as ancillary data. */
-static int
-send_env_fd(int fd, const Agxq__Envelope *env, int pass)
-{
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cbuf;
-	struct codec_limits lim;
-	struct msghdr msg;
-	struct iovec iov;
-	uint8_t *frame;
-	size_t len;
-	ssize_t n;
-
-	codec_limits_default(&lim);
-	if (codec_encode(env, 0, &lim, &frame, &len, NULL) != 0)
-		return -1;
-	memset(&msg, 0, sizeof msg);
-	memset(&cbuf, 0, sizeof cbuf);
-	iov.iov_base = frame;
-	iov.iov_len = len;
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	if (pass >= 0) {
-		msg.msg_control = cbuf.buf;
-		msg.msg_controllen = sizeof cbuf.buf;
-		CMSG_FIRSTHDR(&msg)->cmsg_level = SOL_SOCKET;
-		CMSG_FIRSTHDR(&msg)->cmsg_type = SCM_RIGHTS;
-		CMSG_FIRSTHDR(&msg)->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(CMSG_FIRSTHDR(&msg)), &pass, sizeof pass);
-	}
-	n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-	free(frame);
-	return n == (ssize_t)len ? 0 : -1;
-}
-
 /* Sends RegisterRegion{id, size} with descriptor pass (-1: none). */
 static int
 send_register(int fd, uint64_t id, uint64_t size, int pass)
@@ -191,7 +154,7 @@ send_register(int fd, uint64_t id, uint64_t size, int pass)
 	rr.size = size;
 	env.body_case = AGXQ__ENVELOPE__BODY_REGISTER_REGION;
 	env.register_region = &rr;
-	return send_env_fd(fd, &env, pass);
+	return du_send_env_fd(fd, &env, pass);
 }
 
 /* Registers pass as a region of size bytes; region id, or 0 on failure. */
@@ -257,7 +220,7 @@ send_infer(int fd, uint64_t id, uint64_t model, const Agxq__ShmRef *in_ref,
 	}
 	env.body_case = AGXQ__ENVELOPE__BODY_INFER;
 	env.infer = &inf;
-	return send_env_fd(fd, &env, -1);
+	return du_send_env_fd(fd, &env, -1);
 }
 
 /* Returns 0 when the unrelated client still gets correct results. */
@@ -492,7 +455,7 @@ t_stray_fd(void)
 	sr.request_id = 9;
 	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
 	env.stats_request = &sr;
-	CHECK(send_env_fd(fd, &env, mfd) == 0);
+	CHECK(du_send_env_fd(fd, &env, mfd) == 0);
 	for (int k = 0; k < 2; k++) {
 		CHECK(du_recv(fd, 2000, &rep) == 1);
 		if (rep->body_case == AGXQ__ENVELOPE__BODY_STATS)
@@ -544,7 +507,7 @@ t_released(void)
 	rr.region_id = region;
 	env.body_case = AGXQ__ENVELOPE__BODY_RELEASE_REGION;
 	env.release_region = &rr;
-	CHECK(send_env_fd(fd, &env, -1) == 0);
+	CHECK(du_send_env_fd(fd, &env, -1) == 0);
 	for (int k = 0; k < 2; k++) {
 		CHECK(du_recv(fd, 2000, &rep) == 1);
 		CHECK(rep->body_case == AGXQ__ENVELOPE__BODY_INFER_REPLY ||
@@ -555,7 +518,7 @@ t_released(void)
 	CHECK(send_infer(fd, 5, model, &in, NULL) == 0);
 	CHECK(du_expect_error(fd, 2000, AGXQ__ERROR_CODE__ERR_INVAL,
 	    "was released") == 0);
-	CHECK(send_env_fd(fd, &env, -1) == 0);
+	CHECK(du_send_env_fd(fd, &env, -1) == 0);
 	CHECK(du_expect_error(fd, 2000, AGXQ__ERROR_CODE__ERR_INVAL,
 	    "was released") == 0);
 	CHECK(leak_check(base + 1) == 0);
