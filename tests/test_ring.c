@@ -849,7 +849,7 @@ t_more_threads_than_slots(void)
 
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, MT_NIO, 4, 0, &io) == 0);
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "2000", NULL, &c));
+	CHECK_OK(rt_connect(daemon_.sock, NULL, "20000", NULL, &c));
 	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
 	CHECK(rt_run_threads(m, io, MT_NIO, MT_THREADS, MT_REQS) == 0);
 	after = rt_ring_requests(daemon_.sock);
