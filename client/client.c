@@ -75,14 +75,13 @@
 /*
  * Default polling of sync callers on hosts with more than 4 cores, for
  * replies on the socket and in the ring. A ring request whose caller
- * stops polling costs the socket round trip after all; on the H200 host,
- * 8 clients of linear ran 88k requests/s polling 50 us and 134k polling
- * 200 us (docs/GPU.md).
+ * stops polling costs the socket round trip after all: in one call on an
+ * H200, 8 clients of linear ran 77.6k requests/s polling 50 us and 144.9k
+ * polling 150 us (docs/gpu-results/h200-ring/steps/3-retire-first).
  */
 #define CLIENT_SPIN_US 50
 #define CLIENT_RING_SPIN_US 200
 #define CLIENT_RING_PAUSE_US 20      /* then a ring waiter polls between yields */
-#define CLIENT_RING_RECHECK_MS 50    /* a waiter's look at its slot */
 
 enum client_wait {
 	CLIENT_SYNC,
