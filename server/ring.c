@@ -97,6 +97,15 @@ ring_set_awake(struct ring *r, int on)
 	__atomic_store_n(&h->awake, on ? 1u : 0u, __ATOMIC_SEQ_CST);
 }
 
+/* Whether the client posted since the last ring_poll. */
+int
+ring_pending(const struct ring *r)
+{
+	const struct ring_header *h = (const struct ring_header *)r->rg->base;
+
+	return __atomic_load_n(&h->posted, __ATOMIC_SEQ_CST) != r->seen;
+}
+
 /* Takes the posted slots. */
 uint32_t
 ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)

@@ -58,6 +58,9 @@ uint32_t ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg);
 int ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
     size_t len);
 
+/* Whether the client posted since the last ring_poll (a cheap look). */
+int ring_pending(const struct ring *r);
+
 /* Whether slot is taken and not yet answered. */
 int ring_busy(const struct ring *r, uint32_t slot);
 

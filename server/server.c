@@ -417,6 +417,40 @@ server_shape_str(const int64_t *dims, size_t n, char *buf, size_t len)
 }
 
 /*
+ * Counts a mapping of size bytes (a region or a ring) against
+ * --max-shm-bytes before it is made, so loops cannot overshoot. Returns 0,
+ * or -1 having sent c an Error for request id.
+ */
+static int
+server_shm_reserve(struct server *srv, struct conn *c, uint64_t id,
+    uint64_t size, const char *what)
+{
+	pthread_mutex_lock(&srv->lock);
+	if (size > config.max_shm_bytes - srv->shm_bytes) {
+		pthread_mutex_unlock(&srv->lock);
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_LIMIT,
+		    "a %s of %" PRIu64 " bytes would exceed agxqd's limit "
+		    "of %" PRIu64 " mapped bytes", what, size,
+		    config.max_shm_bytes);
+		return -1;
+	}
+	srv->shm_regions++;
+	srv->shm_bytes += size;
+	pthread_mutex_unlock(&srv->lock);
+	return 0;
+}
+
+/* Uncounts a mapping of size bytes (server_shm_reserve). */
+static void
+server_shm_release(struct server *srv, uint64_t size)
+{
+	pthread_mutex_lock(&srv->lock);
+	srv->shm_regions--;
+	srv->shm_bytes -= size;
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/*
  * Drops one reference to rg; the last one unmaps it, through the executor
  * when it is page-locked for the device (unlocked there first).
  */
@@ -427,10 +461,7 @@ server_region_unref(struct server *srv, struct region *rg)
 
 	if (--rg->refs > 0)
 		return;
-	pthread_mutex_lock(&srv->lock);
-	srv->shm_regions--;
-	srv->shm_bytes -= rg->size;
-	pthread_mutex_unlock(&srv->lock);
+	server_shm_release(srv, rg->size);
 	log_debug("region %llu unmapped (%llu bytes)",
 	    (unsigned long long)rg->id, (unsigned long long)rg->size);
 	if (rg->dev != 1 || srv->ex == NULL) {
@@ -799,25 +830,12 @@ server_register_region(struct server *srv, struct conn *c,
 		    "(limit %u)", c->nregions, config.max_regions);
 		goto out_close;
 	}
-	/* The bytes are counted before mapping, so loops cannot overshoot. */
-	pthread_mutex_lock(&srv->lock);
-	if (rr->size > config.max_shm_bytes - srv->shm_bytes) {
-		pthread_mutex_unlock(&srv->lock);
-		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
-		    "a region of %" PRIu64 " bytes would exceed agxqd's limit "
-		    "of %" PRIu64 " mapped bytes", rr->size,
-		    config.max_shm_bytes);
+	if (server_shm_reserve(srv, c, rr->request_id, rr->size,
+	    "region") != 0)
 		goto out_close;
-	}
-	srv->shm_regions++;
-	srv->shm_bytes += rr->size;
-	pthread_mutex_unlock(&srv->lock);
 	if (region_map(fd, rr->size, c->next_region_id, &rg, &code,
 	    &cause) != 0) {
-		pthread_mutex_lock(&srv->lock);
-		srv->shm_regions--;
-		srv->shm_bytes -= rr->size;
-		pthread_mutex_unlock(&srv->lock);
+		server_shm_release(srv, rr->size);
 		log_info("conn %llu: region refused: %s",
 		    (unsigned long long)c->id, cause);
 		conn_send_error(c, rr->request_id, code, "%s",
@@ -956,23 +974,11 @@ server_attach_ring(struct server *srv, struct conn *c,
 		    "shared memory is off (--max-regions 0)");
 		goto out_close;
 	}
-	pthread_mutex_lock(&srv->lock);
-	if (size > config.max_shm_bytes - srv->shm_bytes) {
-		pthread_mutex_unlock(&srv->lock);
-		conn_send_error(c, ar->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
-		    "a ring of %" PRIu64 " bytes would exceed agxqd's limit "
-		    "of %" PRIu64 " mapped bytes", size, config.max_shm_bytes);
+	if (server_shm_reserve(srv, c, ar->request_id, size, "ring") != 0)
 		goto out_close;
-	}
-	srv->shm_regions++;
-	srv->shm_bytes += size;
-	pthread_mutex_unlock(&srv->lock);
 	if (ring_attach(fd, ar->slots, ar->slot_size, &ring, &code,
 	    &cause) != 0) {
-		pthread_mutex_lock(&srv->lock);
-		srv->shm_regions--;
-		srv->shm_bytes -= size;
-		pthread_mutex_unlock(&srv->lock);
+		server_shm_release(srv, size);
 		log_info("conn %llu: ring refused: %s",
 		    (unsigned long long)c->id, cause);
 		conn_send_error(c, ar->request_id, code, "%s",
@@ -1218,11 +1224,8 @@ server_conn_closed(struct server *srv, struct conn *c)
 	}
 	/* Requests still running keep their regions mapped until done. */
 	if (c->ring != NULL) {
-		pthread_mutex_lock(&srv->lock);
-		srv->shm_regions--;
-		srv->shm_bytes -= ring_bytes(c->ring);
+		server_shm_release(srv, ring_bytes(c->ring));
 		atomic_fetch_sub(&srv->nrings, 1);
-		pthread_mutex_unlock(&srv->lock);
 	}
 	while (c->nregions > 0)
 		server_region_unref(srv, c->regions[--c->nregions]);
@@ -1598,7 +1601,8 @@ server_loop_poll(void *arg)
 	for (c = TAILQ_FIRST(&sl->conns); c != NULL; c = next) {
 		/* Taking a request may close c (and only c). */
 		next = TAILQ_NEXT(c, entry);
-		if (c->ring == NULL || c->state != CONN_READY)
+		if (c->ring == NULL || c->state != CONN_READY ||
+		    !ring_pending(c->ring))
 			continue;
 		if (t0 == 0)
 			t0 = request_now_ns();
