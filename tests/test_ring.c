@@ -648,7 +648,7 @@ rt_slot_reply(struct rt_ring *r, uint32_t i, Agxq__Envelope **out)
 #define US_NIO 40
 
 /*
- * 4 threads share one client (polling its slots: AGXQ_SPIN_US 500) and
+ * 4 threads share one client (polling its slots: AGXQ_SPIN_US 20000) and
  * make 200 sync mlp requests each, all right; agxqd took some from the
  * ring, and the stats JSON says the same as the raw Stats.
  */
