@@ -33,7 +33,12 @@
  *                            straight from the mapped pinned buffer, no
  *                            host-to-device copy; 0: always copy
  *   AGXQ_CUDA_PAD_ROWS=N     linears of 5 to N-1 rows compute N rows, where
- *                            cuBLAS is faster (default 32; 0: never)
+ *                            cublasSgemm is faster (default 32 with
+ *                            AGXQ_CUDA_LT=0, else 0: never)
+ *   AGXQ_CUDA_LT=0           linears on cublasSgemm and our bias and ReLU
+ *                            kernels instead of cuBLASLt with the bias and
+ *                            ReLU in the epilogue (cuda_gemm.c)
+ *   AGXQ_CUDA_FUSE=0         a ReLU after a linear runs as its own node
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -60,6 +65,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend.h"
+#include "cuda_gemm.h"
 #include "cuda_kernels.h"
 
 #define CUDA_ALIGN 256              /* arena alignment of each tensor */
@@ -113,6 +119,8 @@ struct cuda_state {
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
 	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
+	struct cuda_gemm *gemm;     /* linears on cuBLASLt; NULL: cublasSgemm */
+	int fuse;                   /* fold a ReLU into the linear before it */
 	int hostreg;                /* host_register allowed */
 	int parts;                  /* submit_parts allowed */
 	unsigned long fault_every;
@@ -149,6 +157,8 @@ struct cuda_model {
 	size_t *const_off;          /* nvalues: float offset of each constant */
 	size_t *val_off;            /* nvalues: arena byte offset (inputs, nodes) */
 	uint32_t *zc_out;           /* nvalues: j + 1 when output j is written to mapped memory */
+	int32_t *fused;             /* nnodes: a linear's ReLU node, or -1 */
+	uint8_t *skip;              /* nnodes: done by the node it is fused into */
 	size_t *pin_in;             /* ninputs: staging byte offsets */
 	size_t *pin_out;            /* noutputs: staging byte offsets */
 	size_t scratch_off;         /* arena byte offset of mha temporaries */
@@ -188,6 +198,18 @@ cuda_blas_err(char **cause, const char *call, cublasStatus_t s)
 	cuda_cause(cause, "cuda: %s failed: %s (%s)", call,
 	    cublasGetStatusString(s), cublasGetStatusName(s));
 	return -1;
+}
+
+/* Puts "name: " before *cause. */
+static void
+cuda_prefix(char **cause, const char *name)
+{
+	char *old = *cause;
+
+	if (asprintf(cause, "%s: %s", name, old) == -1)
+		*cause = old;
+	else
+		free(old);
 }
 
 /* Rounds n up to a multiple of a. */
@@ -400,13 +422,7 @@ cuda_open(int device, void **state, char **cause)
 	 */
 	st->zc_in_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_ZC_IN_MAX",
 	    4096) : 0;
-	/*
-	 * cuBLAS picks a slow kernel for the products of small batches: on an
-	 * H200 (CUDA 13.0) a linear(256, 128) took 15 us at 4 rows, 62 us at
-	 * 8 and 16 rows and 22 us at 32 (docs/GPU.md). Linears of 5 to 31
-	 * rows therefore compute 32 (the extra rows are never read).
-	 */
-	st->pad_rows = cuda_env_ulong("AGXQ_CUDA_PAD_ROWS", 32);
+	st->fuse = cuda_env_ulong("AGXQ_CUDA_FUSE", 1) != 0;
 	st->hostreg = cuda_env_ulong("AGXQ_CUDA_HOSTREG", 1) != 0;
 	st->parts = cuda_env_ulong("AGXQ_CUDA_PARTS", 1) != 0;
 	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
@@ -420,6 +436,21 @@ cuda_open(int device, void **state, char **cause)
 	for (k = 0; k < CUDA_SLOTS; k++)
 		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
 			goto fail_close_lanes;
+	if (cuda_env_ulong("AGXQ_CUDA_LT", 1) != 0 &&
+	    cuda_gemm_open(&st->gemm, cause) != 0) {
+		k = CUDA_SLOTS - 1;
+		goto fail_close_lanes;
+	}
+	/*
+	 * cublasSgemm picks a slow kernel for the products of small batches:
+	 * on an H200 (CUDA 13.0) a linear(256, 128) took 15 us at 4 rows, 62
+	 * us at 8 and 16 rows and 22 us at 32 (docs/GPU.md). Without cuBLASLt
+	 * (whose algorithm is timed per shape, and which padding made slower:
+	 * mlp at 8 rows 24 us unpadded, 34 padded), linears of 5 to 31 rows
+	 * therefore compute 32 (the extra rows are never read).
+	 */
+	st->pad_rows = cuda_env_ulong("AGXQ_CUDA_PAD_ROWS",
+	    st->gemm != NULL ? 0 : 32);
 	*state = st;
 	return 0;
 
@@ -451,6 +482,7 @@ cuda_close(void *state)
 		cuda_model_release(m);
 		m->st = NULL;
 	}
+	cuda_gemm_close(st->gemm);
 	for (int k = 0; k < CUDA_SLOTS; k++)
 		cuda_lane_close(&st->lane[k], st->broken);
 	/* The memory stays mapped by its owner: only the pinning goes. */
@@ -507,6 +539,53 @@ cuda_zerocopy_ok(const struct graph *g, uint32_t v)
 		return p->nin >= 3;
 	default:
 		return 0;
+	}
+}
+
+/* How many times value v is read: by nodes and as a graph output. */
+static uint32_t
+cuda_value_uses(const struct graph *g, uint32_t v)
+{
+	uint32_t uses = 0;
+
+	for (uint32_t i = 0; i < g->nnodes; i++)
+		for (int k = 0; k < g->nodes[i].nin; k++)
+			if (g->nodes[i].in[k] == v)
+				uses++;
+	for (uint32_t j = 0; j < g->noutputs; j++)
+		if (g->outputs[j] == v)
+			uses++;
+	return uses;
+}
+
+/*
+ * Finds the nodes one kernel can do together: a linear whose output only a
+ * ReLU reads writes the ReLU's output itself (cuBLASLt's epilogue, or its
+ * own ReLU kernel without it), and the ReLU is skipped. Nothing else reads
+ * the linear's output, and every value has its own arena space, so writing
+ * the ReLU's output early changes nothing else.
+ */
+static void
+cuda_fuse(struct cuda_model *m, int enabled)
+{
+	const struct graph *g = m->g;
+
+	for (uint32_t i = 0; i < g->nnodes; i++)
+		m->fused[i] = -1;
+	for (uint32_t i = 0; i < g->nnodes && enabled; i++) {
+		const struct graph_node *n = &g->nodes[i];
+
+		if (n->op != GRAPH_OP_LINEAR || m->skip[i] ||
+		    cuda_value_uses(g, n->out) != 1)
+			continue;
+		for (uint32_t j = i + 1; j < g->nnodes; j++) {
+			if (g->nodes[j].op == GRAPH_OP_RELU &&
+			    g->nodes[j].in[0] == n->out) {
+				m->fused[i] = (int32_t)j;
+				m->skip[j] = 1;
+				break;
+			}
+		}
 	}
 }
 
@@ -571,10 +650,13 @@ cuda_model_load(void *state, const struct graph *g, void **bmodel,
 	m->pin_in = calloc(g->ninputs + 1, sizeof *m->pin_in);
 	m->pin_out = calloc(g->noutputs + 1, sizeof *m->pin_out);
 	m->zc_out = calloc(g->nvalues, sizeof *m->zc_out);
+	m->fused = calloc(g->nnodes + 1, sizeof *m->fused);
+	m->skip = calloc(g->nnodes + 1, sizeof *m->skip);
 	m->slot_shapes = calloc((size_t)CUDA_SLOTS * CUDA_GRAPH_SLOTS *
 	    (g->ninputs + 1), sizeof *m->slot_shapes);
 	if (m->const_off == NULL || m->val_off == NULL || m->pin_in == NULL ||
-	    m->pin_out == NULL || m->zc_out == NULL || m->slot_shapes == NULL) {
+	    m->pin_out == NULL || m->zc_out == NULL || m->fused == NULL ||
+	    m->skip == NULL || m->slot_shapes == NULL) {
 		cuda_cause(cause, "cuda: out of memory");
 		goto fail_free_model;
 	}
@@ -586,6 +668,7 @@ cuda_model_load(void *state, const struct graph *g, void **bmodel,
 	for (uint32_t j = 0; j < g->noutputs && st->zerocopy; j++)
 		if (cuda_zerocopy_ok(g, g->outputs[j]))
 			m->zc_out[g->outputs[j]] = j + 1;
+	cuda_fuse(m, st->fuse);
 
 	/* One device block, each constant 64-float aligned. */
 	for (v = 0; v < g->nvalues; v++) {
@@ -628,6 +711,8 @@ fail_free_model:
 	free(m->pin_in);
 	free(m->pin_out);
 	free(m->zc_out);
+	free(m->fused);
+	free(m->skip);
 	free(m->slot_shapes);
 	free(m);
 	return -1;
@@ -657,6 +742,8 @@ cuda_model_free(void *state, void *bmodel)
 	free(m->pin_in);
 	free(m->pin_out);
 	free(m->zc_out);
+	free(m->fused);
+	free(m->skip);
 	free(m->slot_shapes);
 	free(m);
 }
@@ -855,21 +942,27 @@ cuda_gemm_nn(struct cuda_lane *l, const struct graph_node *n, int64_t M,
 }
 
 /*
- * Row-major Y[rows,out] = X[rows,in] W[out,in]^T (+ b). With Yfinal not Y
- * (an output written straight into mapped host memory) the product goes to
- * Y and the bias kernel writes Y + b to Yfinal; that needs a bias. The
- * product covers gemm_rows >= rows rows (X and Y have room for them); the
- * bias and everything after use rows.
+ * Row-major Y[rows,out] = act(X[rows,in] W[out,in]^T (+ b)), act a ReLU
+ * when relu is set. Yfinal is where the result goes: Y, or mapped host
+ * memory for an output. The product may cover gemm_rows >= rows rows when
+ * it is written to Y (X and Y have room for them); everything else uses
+ * rows. On cuBLASLt the bias and the ReLU run in the product's epilogue;
+ * without it, cublasSgemm writes Y and our kernels add the bias and apply
+ * the ReLU, the last of them writing Yfinal.
  */
 static int
-cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
-    int64_t gemm_rows, int64_t in, int64_t out, const float *X,
-    const float *W, const float *b, float *Y, float *Yfinal, char **cause)
+cuda_linear(struct cuda_lane *l, struct cuda_model *m,
+    const struct graph_node *n, int64_t rows, int64_t gemm_rows, int64_t in,
+    int64_t out, const float *X, const float *W, const float *b, float *Y,
+    float *Yfinal, int relu, char **cause)
 {
 	const float one = 1.0f, zero = 0.0f;
+	struct cuda_gemm_linear a;
 	struct cuk_bcast bc;
 	cublasStatus_t bs;
-	cudaError_t err;
+	cudaError_t err = cudaSuccess;
+	const float *src = Y;
+	int rc;
 
 	if (!cuda_fits_int(gemm_rows) || !cuda_fits_int(in) ||
 	    !cuda_fits_int(out)) {
@@ -878,8 +971,29 @@ cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
 	}
 	if (rows == 0 || out == 0)
 		return 0;
-	if (Yfinal != Y && b == NULL) {
-		cuda_cause(cause, "%s: direct output needs a bias", n->name);
+	if (m->st->gemm != NULL) {
+		memset(&a, 0, sizeof a);
+		a.stream = l->stream;
+		a.ws = l->blas_ws;
+		a.ws_size = CUDA_BLAS_WORKSPACE;
+		a.tf32 = m->g->precision == GRAPH_TF32;
+		a.relu = relu;
+		a.rows = Yfinal == Y ? gemm_rows : rows;
+		a.in = in;
+		a.out = out;
+		a.x = X;
+		a.w = W;
+		a.bias = b;
+		a.y = Yfinal;
+		if ((rc = cuda_gemm_run(m->st->gemm, &a, cause)) != 1) {
+			if (rc != 0 && cause != NULL && *cause != NULL)
+				cuda_prefix(cause, n->name);
+			return rc;
+		}
+	}
+	if (Yfinal != Y && b == NULL && !relu) {
+		cuda_cause(cause, "%s: direct output needs a bias or a ReLU",
+		    n->name);
 		return -1;
 	}
 	bs = cublasSgemm(l->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out,
@@ -890,11 +1004,9 @@ cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
 		    cublasGetStatusString(bs));
 		return -1;
 	}
-	if (b == NULL)
-		return 0;
-	if (Yfinal == Y)
+	if (b != NULL && Yfinal == Y)
 		err = cuk_bias_add(Y, b, rows, out, l->stream);
-	else {
+	else if (b != NULL) {
 		memset(&bc, 0, sizeof bc);
 		bc.ndim = 2;
 		bc.dim[0] = rows;
@@ -905,10 +1017,13 @@ cuda_linear(struct cuda_lane *l, const struct graph_node *n, int64_t rows,
 		bc.b_stride[1] = 1;
 		err = cuk_binary(CUK_ADD, Yfinal, Y, b, &bc, rows * out,
 		    l->stream);
+		src = Yfinal;
 	}
+	if (err == cudaSuccess && relu)
+		err = cuk_unary(CUK_RELU, Yfinal, src, rows * out, l->stream);
 	if (err != cudaSuccess) {
-		cuda_cause(cause, "%s: bias kernel launch failed: %s", n->name,
-		    cudaGetErrorString(err));
+		cuda_cause(cause, "%s: bias or relu kernel launch failed: %s",
+		    n->name, cudaGetErrorString(err));
 		return -1;
 	}
 	return 0;
@@ -1049,8 +1164,8 @@ cuda_mha(struct cuda_lane *l, struct cuda_model *m,
 	v = qkvh + 2 * B * L * d;
 	scale = 1.0f / sqrtf((float)hd);
 
-	if (cuda_linear(l, n, B * L, B * L, d, 3 * d, x, in_w, in_b, qkv, qkv,
-	    cause) != 0)
+	if (cuda_linear(l, m, n, B * L, B * L, d, 3 * d, x, in_w, in_b, qkv,
+	    qkv, 0, cause) != 0)
 		return -1;
 	what = "split kernel";
 	if ((err = cuk_mha_split(qkvh, qkv, B, L, H, hd, l->stream)) !=
@@ -1076,8 +1191,8 @@ cuda_mha(struct cuda_lane *l, struct cuda_model *m,
 	if ((err = cuk_mha_merge(merged, o, B, L, H, hd, l->stream)) !=
 	    cudaSuccess)
 		goto fail_kernel;
-	return cuda_linear(l, n, B * L, B * L, d, d, merged, out_w, out_b,
-	    cuda_arena_ptr(l, m, n->out), y, cause);
+	return cuda_linear(l, m, n, B * L, B * L, d, d, merged, out_w, out_b,
+	    cuda_arena_ptr(l, m, n->out), y, 0, cause);
 
 fail_blas:
 	cuda_cause(cause, "%s: cublasSgemmStridedBatched failed: %s", n->name,
@@ -1091,10 +1206,10 @@ fail_kernel:
 
 /* Enqueues one node on the stream. */
 static int
-cuda_node(struct cuda_lane *l, struct cuda_model *m,
-    const struct graph_node *n, const struct graph_shape *shapes,
-    char **cause)
+cuda_node(struct cuda_lane *l, struct cuda_model *m, uint32_t idx,
+    const struct graph_shape *shapes, char **cause)
 {
+	const struct graph_node *n = &m->g->nodes[idx];
 	const struct graph_shape *so = &shapes[n->out];
 	const struct graph_shape *s0 = &shapes[n->in[0]];
 	float *y = cuda_ptr(l, m, n->out);
@@ -1111,11 +1226,15 @@ cuda_node(struct cuda_lane *l, struct cuda_model *m,
 		int64_t in = sw->dim[1], out = sw->dim[0];
 		int64_t rows = in > 0 ? (int64_t)graph_shape_nelem(s0) / in : 0;
 
+		/* Fused with the ReLU after it: the ReLU's output. */
+		uint32_t ov = m->fused[idx] >= 0 ?
+		    m->g->nodes[m->fused[idx]].out : n->out;
+
 		b = n->nin >= 3 ? cuda_ptr(l, m, n->in[2]) : NULL;
-		return cuda_linear(l, n, rows, cuda_gemm_rows(m->st, rows), in,
-		    out, x,
-		    cuda_ptr(l, m, n->in[1]), b, cuda_arena_ptr(l, m, n->out), y,
-		    cause);
+		return cuda_linear(l, m, n, rows, cuda_gemm_rows(m->st, rows), in,
+		    out, x, cuda_ptr(l, m, n->in[1]), b,
+		    cuda_arena_ptr(l, m, ov), cuda_ptr(l, m, ov),
+		    m->fused[idx] >= 0, cause);
 	}
 	case GRAPH_OP_MATMUL:
 		return cuda_matmul(l, n, s0, &shapes[n->in[1]], so, x,
@@ -1188,7 +1307,7 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 			return cuda_err(cause, "cudaMemcpyAsync (input)", err);
 	}
 	for (uint32_t i = 0; i < g->nnodes; i++)
-		if (cuda_node(l, m, &g->nodes[i], shapes, cause) != 0)
+		if (!m->skip[i] && cuda_node(l, m, i, shapes, cause) != 0)
 			return -1;
 	for (uint32_t j = 0; j < g->noutputs && !l->dma_out; j++) {
 		bytes = graph_shape_nelem(&shapes[g->outputs[j]]) * sizeof(float);

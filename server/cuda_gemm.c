@@ -1,0 +1,383 @@
+/*
+ * cuda_gemm: linear layers on cuBLASLt with the bias and ReLU in the
+ * epilogue, one plan per shape, its algorithm timed once.
+ *
+ * Why timed: cublasSgemm's own choice for a linear(256, 128) on an H200
+ * (CUDA 13.0) ran 8 and 16 rows 4x slower than 32 rows (docs/GPU.md), and
+ * cuBLASLt's heuristic orders its candidates by a model of the GPU, not by
+ * measurement. The first run of a shape outside a graph capture runs each
+ * candidate a few times on the caller's stream and keeps the fastest; a
+ * plan first needed during a capture takes the heuristic's first choice
+ * and is timed at its next eager run.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublasLt.h>
+
+#include "cuda_gemm.h"
+
+#define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
+#define GEMM_CANDIDATES 8    /* algorithms asked of the heuristic */
+#define GEMM_TIME_RUNS 4     /* runs per timing, best of GEMM_TIME_REPS */
+#define GEMM_TIME_REPS 3
+
+/* What a plan is for: a shape, its epilogue and its pointers' alignment. */
+struct gemm_key {
+	int64_t rows, in, out;
+	int tf32, relu, bias;
+	uint32_t align_x, align_y;
+};
+
+/* One shape's descriptors and chosen algorithm. */
+struct gemm_plan {
+	struct gemm_key key;
+	int used;
+	int timed;
+	int nogo;                   /* cuBLASLt has no algorithm for it */
+	uint64_t last;
+	cublasLtMatmulDesc_t desc;
+	cublasLtMatrixLayout_t a, b, d;
+	cublasLtMatmulAlgo_t algo;
+};
+
+struct cuda_gemm {
+	cublasLtHandle_t lt;
+	cudaEvent_t t0, t1;
+	struct gemm_plan plan[GEMM_PLANS];
+	uint32_t nplans;
+	uint64_t tick;
+};
+
+/* Sets *cause to "cuda: what failed: status". */
+static int
+gemm_fail(char **cause, const char *what, cublasStatus_t s)
+{
+	if (cause != NULL && asprintf(cause, "cuda: %s failed: %s", what,
+	    cublasGetStatusString(s)) == -1)
+		*cause = NULL;
+	return -1;
+}
+
+/* Largest power of two up to 256 that divides p's address. */
+static uint32_t
+gemm_align(const void *p)
+{
+	uintptr_t a = (uintptr_t)p;
+	uint32_t al = 256;
+
+	while (al > 4 && a % al != 0)
+		al >>= 1;
+	return al;
+}
+
+/* Creates the cuBLASLt handle and the timing events. */
+int
+cuda_gemm_open(struct cuda_gemm **out, char **cause)
+{
+	struct cuda_gemm *gm;
+	cublasStatus_t s;
+	cudaError_t err;
+
+	if ((gm = calloc(1, sizeof *gm)) == NULL) {
+		if (cause != NULL)
+			*cause = strdup("cuda: out of memory");
+		return -1;
+	}
+	if ((s = cublasLtCreate(&gm->lt)) != CUBLAS_STATUS_SUCCESS) {
+		free(gm);
+		return gemm_fail(cause, "cublasLtCreate", s);
+	}
+	if ((err = cudaEventCreate(&gm->t0)) != cudaSuccess ||
+	    (err = cudaEventCreate(&gm->t1)) != cudaSuccess) {
+		if (cause != NULL && asprintf(cause, "cuda: cudaEventCreate "
+		    "failed: %s", cudaGetErrorString(err)) == -1)
+			*cause = NULL;
+		cuda_gemm_close(gm);
+		return -1;
+	}
+	*out = gm;
+	return 0;
+}
+
+/* Destroys a plan's descriptors. */
+static void
+gemm_plan_clear(struct gemm_plan *p)
+{
+	if (p->desc != NULL)
+		cublasLtMatmulDescDestroy(p->desc);
+	if (p->a != NULL)
+		cublasLtMatrixLayoutDestroy(p->a);
+	if (p->b != NULL)
+		cublasLtMatrixLayoutDestroy(p->b);
+	if (p->d != NULL)
+		cublasLtMatrixLayoutDestroy(p->d);
+	memset(p, 0, sizeof *p);
+}
+
+/* Releases everything; NULL is fine. */
+void
+cuda_gemm_close(struct cuda_gemm *gm)
+{
+	if (gm == NULL)
+		return;
+	for (uint32_t i = 0; i < gm->nplans; i++)
+		gemm_plan_clear(&gm->plan[i]);
+	if (gm->t0 != NULL)
+		cudaEventDestroy(gm->t0);
+	if (gm->t1 != NULL)
+		cudaEventDestroy(gm->t1);
+	if (gm->lt != NULL)
+		cublasLtDestroy(gm->lt);
+	free(gm);
+}
+
+/* Number of cached plans (for tests). */
+int
+cuda_gemm_plans(const struct cuda_gemm *gm)
+{
+	return (int)gm->nplans;
+}
+
+/* Fills in p's descriptors for key k; 0 or -1 with *cause. */
+static int
+gemm_plan_make(struct gemm_plan *p, const struct gemm_key *k, char **cause)
+{
+	cublasOperation_t opt = CUBLAS_OP_T, opn = CUBLAS_OP_N;
+	cublasLtEpilogue_t epi;
+	cublasStatus_t s;
+
+	memset(p, 0, sizeof *p);
+	p->key = *k;
+	if ((s = cublasLtMatmulDescCreate(&p->desc, k->tf32 ?
+	    CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F)) !=
+	    CUBLAS_STATUS_SUCCESS) {
+		p->desc = NULL;
+		return gemm_fail(cause, "cublasLtMatmulDescCreate", s);
+	}
+	if (k->relu)
+		epi = k->bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+	else
+		epi = k->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+	/*
+	 * Column-major, as cuBLAS sees our row-major tensors: D[out, rows] =
+	 * op(A) B with A = w stored [in, out] and transposed, B = x [in, rows].
+	 */
+	if ((s = cublasLtMatmulDescSetAttribute(p->desc,
+	    CUBLASLT_MATMUL_DESC_TRANSA, &opt, sizeof opt)) !=
+	    CUBLAS_STATUS_SUCCESS ||
+	    (s = cublasLtMatmulDescSetAttribute(p->desc,
+	    CUBLASLT_MATMUL_DESC_TRANSB, &opn, sizeof opn)) !=
+	    CUBLAS_STATUS_SUCCESS ||
+	    (s = cublasLtMatmulDescSetAttribute(p->desc,
+	    CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi)) !=
+	    CUBLAS_STATUS_SUCCESS)
+		return gemm_fail(cause, "cublasLtMatmulDescSetAttribute", s);
+	if ((s = cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F,
+	    (uint64_t)k->in, (uint64_t)k->out, k->in)) !=
+	    CUBLAS_STATUS_SUCCESS) {
+		p->a = NULL;
+		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
+	}
+	if ((s = cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F,
+	    (uint64_t)k->in, (uint64_t)k->rows, k->in)) !=
+	    CUBLAS_STATUS_SUCCESS) {
+		p->b = NULL;
+		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
+	}
+	if ((s = cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F,
+	    (uint64_t)k->out, (uint64_t)k->rows, k->out)) !=
+	    CUBLAS_STATUS_SUCCESS) {
+		p->d = NULL;
+		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
+	}
+	return 0;
+}
+
+/* Sets the run's bias pointer on p's descriptor. */
+static int
+gemm_set_bias(struct gemm_plan *p, const struct cuda_gemm_linear *a,
+    char **cause)
+{
+	cublasStatus_t s;
+
+	if (a->bias == NULL)
+		return 0;
+	s = cublasLtMatmulDescSetAttribute(p->desc,
+	    CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a->bias, sizeof a->bias);
+	if (s != CUBLAS_STATUS_SUCCESS)
+		return gemm_fail(cause, "cublasLtMatmulDescSetAttribute", s);
+	return 0;
+}
+
+/* Enqueues the product with algorithm algo. */
+static cublasStatus_t
+gemm_launch(struct cuda_gemm *gm, struct gemm_plan *p,
+    const cublasLtMatmulAlgo_t *algo, const struct cuda_gemm_linear *a)
+{
+	const float one = 1.0f, zero = 0.0f;
+
+	return cublasLtMatmul(gm->lt, p->desc, &one, a->w, p->a, a->x, p->b,
+	    &zero, a->y, p->d, a->y, p->d, algo, a->ws, a->ws_size, a->stream);
+}
+
+/* Milliseconds of GEMM_TIME_RUNS launches of algo, best of the reps; -1 on error. */
+static float
+gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
+    const cublasLtMatmulAlgo_t *algo, const struct cuda_gemm_linear *a)
+{
+	float best = -1.0f, ms;
+
+	if (gemm_launch(gm, p, algo, a) != CUBLAS_STATUS_SUCCESS)
+		return -1.0f;
+	for (int r = 0; r < GEMM_TIME_REPS; r++) {
+		if (cudaEventRecord(gm->t0, a->stream) != cudaSuccess)
+			return -1.0f;
+		for (int i = 0; i < GEMM_TIME_RUNS; i++)
+			if (gemm_launch(gm, p, algo, a) != CUBLAS_STATUS_SUCCESS)
+				return -1.0f;
+		if (cudaEventRecord(gm->t1, a->stream) != cudaSuccess ||
+		    cudaEventSynchronize(gm->t1) != cudaSuccess ||
+		    cudaEventElapsedTime(&ms, gm->t0, gm->t1) != cudaSuccess)
+			return -1.0f;
+		if (best < 0.0f || ms < best)
+			best = ms;
+	}
+	return best;
+}
+
+/*
+ * Picks p's algorithm: the heuristic's candidates, timed unless the stream
+ * is capturing. 0, 1 when cuBLASLt has no algorithm for it, or -1.
+ */
+static int
+gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
+    const struct cuda_gemm_linear *a, char **cause)
+{
+	cublasLtMatmulHeuristicResult_t res[GEMM_CANDIDATES];
+	cublasLtMatmulPreference_t pref;
+	enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+	uint64_t ws = a->ws_size;
+	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = gemm_align(a->w);
+	cublasStatus_t s;
+	int n = 0, best = -1;
+	float best_ms = 0.0f;
+
+	if ((s = cublasLtMatmulPreferenceCreate(&pref)) != CUBLAS_STATUS_SUCCESS)
+		return gemm_fail(cause, "cublasLtMatmulPreferenceCreate", s);
+	if ((s = cublasLtMatmulPreferenceSetAttribute(pref,
+	    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) ==
+	    CUBLAS_STATUS_SUCCESS &&
+	    (s = cublasLtMatmulPreferenceSetAttribute(pref,
+	    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw, sizeof aw)) ==
+	    CUBLAS_STATUS_SUCCESS &&
+	    (s = cublasLtMatmulPreferenceSetAttribute(pref,
+	    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax, sizeof ax)) ==
+	    CUBLAS_STATUS_SUCCESS &&
+	    (s = cublasLtMatmulPreferenceSetAttribute(pref,
+	    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay, sizeof ay)) ==
+	    CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatmulPreferenceSetAttribute(pref,
+		    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof ay);
+	if (s == CUBLAS_STATUS_SUCCESS)
+		s = cublasLtMatmulAlgoGetHeuristic(gm->lt, p->desc, p->a, p->b,
+		    p->d, p->d, pref, GEMM_CANDIDATES, res, &n);
+	cublasLtMatmulPreferenceDestroy(pref);
+	if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS &&
+	    n == 0)) {
+		p->nogo = 1;
+		return 1;
+	}
+	if (s != CUBLAS_STATUS_SUCCESS)
+		return gemm_fail(cause, "cublasLtMatmulAlgoGetHeuristic", s);
+	p->algo = res[0].algo;
+	if (cudaStreamIsCapturing(a->stream, &cs) != cudaSuccess ||
+	    cs != cudaStreamCaptureStatusNone || n == 1) {
+		p->timed = n == 1;
+		return 0;
+	}
+	for (int i = 0; i < n; i++) {
+		float ms;
+
+		if (res[i].state != CUBLAS_STATUS_SUCCESS)
+			continue;
+		ms = gemm_time(gm, p, &res[i].algo, a);
+		(void)cudaGetLastError();
+		if (ms >= 0.0f && (best < 0 || ms < best_ms)) {
+			best = i;
+			best_ms = ms;
+		}
+	}
+	if (best >= 0)
+		p->algo = res[best].algo;
+	p->timed = 1;
+	return 0;
+}
+
+/* Finds the plan for k, or makes one (evicting the least recently used). */
+static struct gemm_plan *
+gemm_plan_get(struct cuda_gemm *gm, const struct gemm_key *k, char **cause)
+{
+	struct gemm_plan *p, *lru = NULL;
+
+	for (uint32_t i = 0; i < gm->nplans; i++) {
+		p = &gm->plan[i];
+		if (memcmp(&p->key, k, sizeof *k) == 0) {
+			p->last = ++gm->tick;
+			return p;
+		}
+		if (lru == NULL || p->last < lru->last)
+			lru = p;
+	}
+	if (gm->nplans < GEMM_PLANS)
+		p = &gm->plan[gm->nplans++];
+	else {
+		p = lru;
+		gemm_plan_clear(p);
+	}
+	if (gemm_plan_make(p, k, cause) != 0) {
+		gemm_plan_clear(p);
+		p->key = *k;
+		p->key.rows = -1;   /* never matches: made again next time */
+		return NULL;
+	}
+	p->used = 1;
+	p->last = ++gm->tick;
+	return p;
+}
+
+/*
+ * Enqueues one linear on a->stream. 0, 1 when cuBLASLt cannot do it (the
+ * caller uses another way), or -1 with *cause.
+ */
+int
+cuda_gemm_run(struct cuda_gemm *gm, const struct cuda_gemm_linear *a,
+    char **cause)
+{
+	struct gemm_key k;
+	struct gemm_plan *p;
+	cublasStatus_t s;
+	int rc;
+
+	memset(&k, 0, sizeof k);
+	k.rows = a->rows;
+	k.in = a->in;
+	k.out = a->out;
+	k.tf32 = a->tf32 != 0;
+	k.relu = a->relu != 0;
+	k.bias = a->bias != NULL;
+	k.align_x = gemm_align(a->x);
+	k.align_y = gemm_align(a->y);
+	if ((p = gemm_plan_get(gm, &k, cause)) == NULL)
+		return -1;
+	if (p->nogo)
+		return 1;
+	if (gemm_set_bias(p, a, cause) != 0)
+		return -1;
+	if (!p->timed && (rc = gemm_choose(gm, p, a, cause)) != 0)
+		return rc;
+	if ((s = gemm_launch(gm, p, &p->algo, a)) != CUBLAS_STATUS_SUCCESS)
+		return gemm_fail(cause, "cublasLtMatmul", s);
+	return 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * cuda_gemm: the cuda backend's linear layers on cuBLASLt. The bias, and a
+ * ReLU that follows the linear, run in the product's epilogue, so a linear
+ * is one kernel (two with split-K) instead of two or three. The algorithm
+ * for each shape is the fastest of cuBLASLt's candidates, timed once on the
+ * device the first time the shape runs outside a CUDA graph capture.
+ */
+#ifndef AGXQ_CUDA_GEMM_H
+#define AGXQ_CUDA_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+struct cuda_gemm;
+
+/* One linear: y[rows, out] = act(x[rows, in] w[out, in]^T + bias). */
+struct cuda_gemm_linear {
+	cudaStream_t stream;
+	void *ws;                   /* workspace of ws_size bytes, stream-ordered */
+	size_t ws_size;
+	int tf32;                   /* the model allows TF32 */
+	int relu;                   /* ReLU in the epilogue */
+	int64_t rows, in, out;
+	const float *x, *w, *bias;  /* bias may be NULL */
+	float *y;
+};
+
+int	 cuda_gemm_open(struct cuda_gemm **, char **);
+void	 cuda_gemm_close(struct cuda_gemm *);
+int	 cuda_gemm_run(struct cuda_gemm *, const struct cuda_gemm_linear *,
+	    char **);
+int	 cuda_gemm_plans(const struct cuda_gemm *);
+
+#endif
