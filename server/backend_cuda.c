@@ -38,7 +38,10 @@
  *   AGXQ_CUDA_LT=0           linears on cublasSgemm and our bias and ReLU
  *                            kernels instead of cuBLASLt with the bias and
  *                            ReLU in the epilogue (cuda_gemm.c)
- *   AGXQ_CUDA_FUSE=0         a ReLU after a linear runs as its own node
+ *   AGXQ_CUDA_FUSE=0         no fused nodes: a ReLU after a linear and an
+ *                            add before a layer norm run as nodes of their
+ *                            own, and attention as five kernels instead of
+ *                            cuk_attention (sequences up to 64)
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -157,7 +160,8 @@ struct cuda_model {
 	size_t *const_off;          /* nvalues: float offset of each constant */
 	size_t *val_off;            /* nvalues: arena byte offset (inputs, nodes) */
 	uint32_t *zc_out;           /* nvalues: j + 1 when output j is written to mapped memory */
-	int32_t *fused;             /* nnodes: a linear's ReLU node, or -1 */
+	int32_t *fused;             /* nnodes: a linear's ReLU node, a layer
+				       norm's add node, or -1 */
 	uint8_t *skip;              /* nnodes: done by the node it is fused into */
 	size_t *pin_in;             /* ninputs: staging byte offsets */
 	size_t *pin_out;            /* noutputs: staging byte offsets */
@@ -559,11 +563,13 @@ cuda_value_uses(const struct graph *g, uint32_t v)
 }
 
 /*
- * Finds the nodes one kernel can do together: a linear whose output only a
+ * Finds the nodes one kernel can do together. A linear whose output only a
  * ReLU reads writes the ReLU's output itself (cuBLASLt's epilogue, or its
- * own ReLU kernel without it), and the ReLU is skipped. Nothing else reads
- * the linear's output, and every value has its own arena space, so writing
- * the ReLU's output early changes nothing else.
+ * own ReLU kernel without it), and the ReLU is skipped. A layer norm whose
+ * input is an add's output that nothing else reads normalises the sum
+ * itself (cuk_add_layer_norm, when the add does not broadcast), and the add
+ * is skipped. Every value has its own arena space, so a value written
+ * earlier or never changes nothing else.
  */
 static void
 cuda_fuse(struct cuda_model *m, int enabled)
@@ -587,6 +593,33 @@ cuda_fuse(struct cuda_model *m, int enabled)
 			}
 		}
 	}
+	for (uint32_t j = 0; j < g->nnodes && enabled; j++) {
+		const struct graph_node *n = &g->nodes[j];
+
+		if (n->op != GRAPH_OP_LAYER_NORM)
+			continue;
+		for (uint32_t i = 0; i < j; i++) {
+			if (g->nodes[i].op == GRAPH_OP_ADD && !m->skip[i] &&
+			    g->nodes[i].out == n->in[0] &&
+			    cuda_value_uses(g, n->in[0]) == 1) {
+				m->fused[j] = (int32_t)i;
+				m->skip[i] = 1;
+				break;
+			}
+		}
+	}
+}
+
+/* Whether a and b have the same dims. */
+static int
+cuda_same_shape(const struct graph_shape *a, const struct graph_shape *b)
+{
+	if (a->ndim != b->ndim)
+		return 0;
+	for (int d = 0; d < a->ndim; d++)
+		if (a->dim[d] != b->dim[d])
+			return 0;
+	return 1;
 }
 
 /* Uploads g's constants and prepares the per-run tables. */
@@ -1167,6 +1200,14 @@ cuda_mha(struct cuda_lane *l, struct cuda_model *m,
 	if (cuda_linear(l, m, n, B * L, B * L, d, 3 * d, x, in_w, in_b, qkv,
 	    qkv, 0, cause) != 0)
 		return -1;
+	/* Short sequences: one kernel from qkv to merged. */
+	if (m->st->fuse && cuk_attention_fits(L, hd)) {
+		what = "attention kernel";
+		if ((err = cuk_attention(merged, qkv, B, L, H, hd, scale,
+		    n->causal, l->stream)) != cudaSuccess)
+			goto fail_kernel;
+		goto out_proj;
+	}
 	what = "split kernel";
 	if ((err = cuk_mha_split(qkvh, qkv, B, L, H, hd, l->stream)) !=
 	    cudaSuccess)
@@ -1191,6 +1232,7 @@ cuda_mha(struct cuda_lane *l, struct cuda_model *m,
 	if ((err = cuk_mha_merge(merged, o, B, L, H, hd, l->stream)) !=
 	    cudaSuccess)
 		goto fail_kernel;
+out_proj:
 	return cuda_linear(l, m, n, B * L, B * L, d, d, merged, out_w, out_b,
 	    cuda_arena_ptr(l, m, n->out), y, 0, cause);
 
@@ -1270,6 +1312,22 @@ cuda_node(struct cuda_lane *l, struct cuda_model *m, uint32_t idx,
 		w = n->has_weight ? cuda_ptr(l, m, n->in[i++]) : NULL;
 		b = n->has_bias ? cuda_ptr(l, m, n->in[i++]) : NULL;
 		cols = s0->ndim > 0 ? s0->dim[s0->ndim - 1] : 1;
+		if (m->fused[idx] >= 0) {
+			/* x is the sum of the add skipped before. */
+			const struct graph_node *a = &m->g->nodes[m->fused[idx]];
+
+			if (cuda_same_shape(&shapes[a->in[0]], s0) &&
+			    cuda_same_shape(&shapes[a->in[1]], s0)) {
+				err = cuk_add_layer_norm(y, cuda_ptr(l, m,
+				    a->in[0]), cuda_ptr(l, m, a->in[1]), w, b,
+				    cols > 0 ? nelem / cols : 0, cols, n->eps,
+				    l->stream);
+				break;
+			}
+			if (cuda_node(l, m, (uint32_t)m->fused[idx], shapes,
+			    cause) != 0)
+				return -1;
+		}
 		err = cuk_layer_norm(y, x, w, b, cols > 0 ? nelem / cols : 0, cols,
 		    n->eps, l->stream);
 		break;

@@ -1,7 +1,9 @@
 /*
  * cuda_kernels: elementwise, broadcasting, softmax, layer norm and attention
- * reshaping kernels for the cuda backend. Plain FP32 arithmetic that follows
- * PyTorch's definitions of each op; row reductions use one warp per row.
+ * reshaping kernels for the cuda backend, a fused attention for short
+ * sequences and a fused residual add + layer norm. Plain FP32 arithmetic that
+ * follows PyTorch's definitions of each op; row reductions use one warp per
+ * row.
  */
 #include <math.h>
 
@@ -10,6 +12,13 @@
 #define CUK_THREADS 256
 #define CUK_ROWS_PER_BLOCK 4 /* warps per block in the row kernels */
 #define CUK_MAX_BLOCKS 65535
+
+#define CUK_ATTN_WARPS 4	/* warps per attention block */
+#define CUK_ATTN_ROWS 16	/* query rows per attention block */
+#define CUK_ATTN_MAX_L 64	/* keys per query: two per lane */
+#define CUK_ATTN_MAX_HD 128	/* head size: one float4 per lane */
+#define CUK_ATTN_SMEM (48 * 1024) /* default shared memory per block */
+#define CUK_ATTN_MAX_GRID (1 << 30) /* heads in one grid before striding */
 
 /* Blocks for a grid-stride loop over n elements. */
 static unsigned int
@@ -269,6 +278,264 @@ cuk_mha_merge_kernel(float *out, const float *o, int64_t B, int64_t L,
 	}
 }
 
+/*
+ * K's row stride in shared memory, in floats: hd padded to an odd number of
+ * float4s, so that the lanes of a quarter warp, each reading its own key's
+ * row, hit different banks.
+ */
+static __host__ __device__ __forceinline__ int64_t
+cuk_attn_kstride(int64_t hd)
+{
+	return (hd / 4) % 2 == 0 ? hd + 4 : hd;
+}
+
+/*
+ * Bytes of shared memory of an attention block: K, V beside it when split
+ * (else V is loaded over K once the scores are done), one query row per warp
+ * and the probabilities of the block's rows.
+ */
+static size_t
+cuk_attn_smem(int64_t L, int64_t hd, int split)
+{
+	int64_t rows = L < CUK_ATTN_ROWS ? L : CUK_ATTN_ROWS;
+	int64_t n = L * cuk_attn_kstride(hd) + (split ? L * hd : 0) +
+	    CUK_ATTN_WARPS * hd + rows * L;
+
+	return (size_t)n * sizeof(float);
+}
+
+/* Loads four floats of read-only data (16-byte aligned). */
+static __device__ __forceinline__ float4
+cuk_ld4(const float *p)
+{
+	return __ldg((const float4 *)p);
+}
+
+/* Dot product of n4 float4s of q and k, in four partial sums. */
+static __device__ __forceinline__ float
+cuk_dot4(const float4 *q, const float4 *k, int n4)
+{
+	float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+
+#pragma unroll 4
+	for (int c = 0; c < n4; c++) {
+		float4 x = q[c], y = k[c];
+
+		acc.x = fmaf(x.x, y.x, acc.x);
+		acc.y = fmaf(x.y, y.y, acc.y);
+		acc.z = fmaf(x.z, y.z, acc.z);
+		acc.w = fmaf(x.w, y.w, acc.w);
+	}
+	return (acc.x + acc.y) + (acc.z + acc.w);
+}
+
+/*
+ * Fused attention. Block (x, y) serves heads bh = x, x + gridDim.x, ... and
+ * query rows [y * CUK_ATTN_ROWS, + CUK_ATTN_ROWS); warp w takes rows w, w +
+ * CUK_ATTN_WARPS, ... of those. The head's K (and V) rows the block needs are
+ * staged in shared memory. Scores: lane j takes keys j and j + 32, then the
+ * row's softmax is two warp reductions. P V: lanes form groups of gw (a power
+ * of two >= hd / 4) owning one float4 column each; group g sums keys g, g +
+ * 32 / gw, ..., and the groups are added with shuffles.
+ */
+static __global__ void __launch_bounds__(32 * CUK_ATTN_WARPS)
+cuk_attention_kernel(float *out, const float *qkv, int64_t BH, int L,
+    int64_t H, int hd, float scale, int causal, int split)
+{
+	extern __shared__ float4 cuk_attn_sm[];
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	const int hd4 = hd / 4, ks4 = (int)cuk_attn_kstride(hd) / 4;
+	const int row0 = blockIdx.y * CUK_ATTN_ROWS;
+	const int nrows = min(CUK_ATTN_ROWS, L - row0);
+	const int nk = causal ? row0 + nrows : L; /* keys the rows see */
+	const int64_t ld = 3 * H * hd; /* qkv row length */
+	float4 *ksh = cuk_attn_sm;
+	float4 *vsh = split ? ksh + L * ks4 : ksh;
+	float4 *qall = split ? vsh + L * hd4 : ksh + L * ks4;
+	float4 *qsh = qall + warp * hd4;
+	float *psh = (float *)(qall + CUK_ATTN_WARPS * hd4);
+	int gw = 1;
+
+	while (gw < hd4)
+		gw <<= 1;
+	for (int64_t bh = blockIdx.x; bh < BH; bh += gridDim.x) {
+		const int64_t b = bh / H, h = bh % H;
+		const float *base = qkv + b * L * ld + h * hd;
+		const int ng = 32 / gw, grp = lane / gw, c4 = lane % gw;
+
+		__syncthreads(); /* the previous head is done with it */
+#pragma unroll 4
+		for (int idx = threadIdx.x; idx < nk * hd4; idx += blockDim.x) {
+			int j = idx / hd4, c = idx % hd4;
+			const float *row = base + j * ld + 4 * c;
+
+			ksh[j * ks4 + c] = cuk_ld4(row + H * hd);
+			if (split)
+				vsh[j * hd4 + c] = cuk_ld4(row + 2 * H * hd);
+		}
+		__syncthreads();
+
+		/* P = softmax(scale * Q K^T) for the block's rows. */
+		for (int r = warp; r < nrows; r += CUK_ATTN_WARPS) {
+			const int i = row0 + r, last = causal ? i : L - 1;
+			float s0 = -INFINITY, s1 = -INFINITY, m, inv;
+			float e0 = 0.0f, e1 = 0.0f;
+
+			if (lane < hd4)
+				qsh[lane] = cuk_ld4(base + i * ld + 4 * lane);
+			__syncwarp();
+			if (lane <= last)
+				s0 = scale * cuk_dot4(qsh, ksh + lane * ks4,
+				    hd4);
+			if (lane + 32 <= last)
+				s1 = scale * cuk_dot4(qsh,
+				    ksh + (lane + 32) * ks4, hd4);
+			m = cuk_warp_max(fmaxf(s0, s1));
+			if (lane <= last)
+				e0 = expf(s0 - m);
+			if (lane + 32 <= last)
+				e1 = expf(s1 - m);
+			inv = 1.0f / cuk_warp_sum(e0 + e1);
+			if (lane < L)
+				psh[r * L + lane] = e0 * inv;
+			if (lane + 32 < L)
+				psh[r * L + lane + 32] = e1 * inv;
+			__syncwarp(); /* qsh is rewritten; psh is read below */
+		}
+
+		if (!split) {
+			__syncthreads(); /* every warp is done with K */
+#pragma unroll 4
+			for (int idx = threadIdx.x; idx < nk * hd4;
+			    idx += blockDim.x) {
+				int j = idx / hd4, c = idx % hd4;
+
+				vsh[j * hd4 + c] = cuk_ld4(base + j * ld +
+				    2 * H * hd + 4 * c);
+			}
+			__syncthreads();
+		}
+
+		/* O = P V, the row written as [B, L, H, hd]. */
+		for (int r = warp; r < nrows; r += CUK_ATTN_WARPS) {
+			const int i = row0 + r, last = causal ? i : L - 1;
+			const float *p = psh + r * L;
+			float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+
+			if (c4 < hd4) {
+				for (int j = grp; j <= last; j += ng) {
+					float pj = p[j];
+					float4 v = vsh[j * hd4 + c4];
+
+					acc.x = fmaf(pj, v.x, acc.x);
+					acc.y = fmaf(pj, v.y, acc.y);
+					acc.z = fmaf(pj, v.z, acc.z);
+					acc.w = fmaf(pj, v.w, acc.w);
+				}
+			}
+			for (int o = gw; o < 32; o <<= 1) {
+				acc.x += __shfl_xor_sync(0xffffffffu, acc.x, o);
+				acc.y += __shfl_xor_sync(0xffffffffu, acc.y, o);
+				acc.z += __shfl_xor_sync(0xffffffffu, acc.z, o);
+				acc.w += __shfl_xor_sync(0xffffffffu, acc.w, o);
+			}
+			if (grp == 0 && c4 < hd4)
+				*(float4 *)(out + ((b * L + i) * H + h) * hd +
+				    4 * c4) = acc;
+		}
+	}
+}
+
+/*
+ * Residual add + layer norm with the row in registers: one warp per row, NV
+ * values per lane (cols <= 32 * NV), so a and b are read once. Sums in the
+ * order of cuk_layer_norm_kernel.
+ */
+template <int NV>
+static __global__ void
+cuk_add_layer_norm_reg_kernel(float *out, const float *a, const float *b,
+    const float *w, const float *bias, int64_t rows, int cols, float eps)
+{
+	int64_t row = (int64_t)blockIdx.x * CUK_ROWS_PER_BLOCK + threadIdx.x / 32;
+	int lane = threadIdx.x % 32;
+	float x[NV], sum = 0.0f, mean, var = 0.0f, rstd;
+
+	if (row >= rows)
+		return;
+	a += row * cols;
+	b += row * cols;
+	out += row * cols;
+#pragma unroll
+	for (int k = 0; k < NV; k++) {
+		int j = lane + 32 * k;
+
+		x[k] = j < cols ? a[j] + b[j] : 0.0f;
+	}
+#pragma unroll
+	for (int k = 0; k < NV; k++)
+		if (lane + 32 * k < cols)
+			sum += x[k];
+	mean = cuk_warp_sum(sum) / (float)cols;
+#pragma unroll
+	for (int k = 0; k < NV; k++)
+		if (lane + 32 * k < cols) {
+			float d = x[k] - mean;
+
+			var += d * d;
+		}
+	var = cuk_warp_sum(var) / (float)cols;
+	rstd = rsqrtf(var + eps);
+#pragma unroll
+	for (int k = 0; k < NV; k++) {
+		int j = lane + 32 * k;
+		float v;
+
+		if (j >= cols)
+			continue;
+		v = (x[k] - mean) * rstd;
+		if (w != NULL)
+			v *= w[j];
+		if (bias != NULL)
+			v += bias[j];
+		out[j] = v;
+	}
+}
+
+/* Residual add + layer norm for long rows: a + b is recomputed each pass. */
+static __global__ void
+cuk_add_layer_norm_kernel(float *out, const float *a, const float *b,
+    const float *w, const float *bias, int64_t rows, int64_t cols, float eps)
+{
+	int64_t row = (int64_t)blockIdx.x * CUK_ROWS_PER_BLOCK + threadIdx.x / 32;
+	int lane = threadIdx.x % 32;
+	float sum = 0.0f, mean, var = 0.0f, rstd;
+
+	if (row >= rows)
+		return;
+	a += row * cols;
+	b += row * cols;
+	out += row * cols;
+	for (int64_t j = lane; j < cols; j += 32)
+		sum += a[j] + b[j];
+	mean = cuk_warp_sum(sum) / (float)cols;
+	for (int64_t j = lane; j < cols; j += 32) {
+		float d = a[j] + b[j] - mean;
+
+		var += d * d;
+	}
+	var = cuk_warp_sum(var) / (float)cols;
+	rstd = rsqrtf(var + eps);
+	for (int64_t j = lane; j < cols; j += 32) {
+		float v = (a[j] + b[j] - mean) * rstd;
+
+		if (w != NULL)
+			v *= w[j];
+		if (bias != NULL)
+			v += bias[j];
+		out[j] = v;
+	}
+}
+
 /* Traps: a fault that breaks the context. */
 static __global__ void
 cuk_trap_kernel(void)
@@ -391,6 +658,69 @@ cuk_mha_merge(float *out, const float *o, int64_t B, int64_t L, int64_t H,
 		return cudaSuccess;
 	cuk_mha_merge_kernel<<<cuk_blocks(n), CUK_THREADS, 0, s>>>(out, o, B, L,
 	    H, hd);
+	return cudaGetLastError();
+}
+
+extern "C" int
+cuk_attention_fits(int64_t L, int64_t hd)
+{
+	if (L < 1 || L > CUK_ATTN_MAX_L || hd < 4 || hd > CUK_ATTN_MAX_HD ||
+	    hd % 4 != 0)
+		return 0;
+	return cuk_attn_smem(L, hd, 0) <= CUK_ATTN_SMEM;
+}
+
+extern "C" cudaError_t
+cuk_attention(float *out, const float *qkv, int64_t B, int64_t L, int64_t H,
+    int64_t hd, float scale, int causal, cudaStream_t s)
+{
+	int64_t BH = B * H;
+	size_t smem;
+	dim3 grid;
+	int split;
+
+	if (B == 0 || L == 0 || H == 0)
+		return cudaSuccess;
+	if (B < 0 || H < 0 || !cuk_attention_fits(L, hd) ||
+	    ((uintptr_t)out | (uintptr_t)qkv) % 16 != 0)
+		return cudaErrorInvalidValue;
+	split = cuk_attn_smem(L, hd, 1) <= CUK_ATTN_SMEM;
+	smem = cuk_attn_smem(L, hd, split);
+	grid.x = (unsigned int)(BH < CUK_ATTN_MAX_GRID ? BH :
+	    CUK_ATTN_MAX_GRID);
+	grid.y = (unsigned int)((L + CUK_ATTN_ROWS - 1) / CUK_ATTN_ROWS);
+	cuk_attention_kernel<<<grid, 32 * CUK_ATTN_WARPS, smem, s>>>(out, qkv,
+	    BH, (int)L, H, (int)hd, scale, causal != 0, split);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+cuk_add_layer_norm(float *out, const float *a, const float *b,
+    const float *w, const float *bias, int64_t rows, int64_t cols, float eps,
+    cudaStream_t s)
+{
+	unsigned int blocks;
+	const unsigned int threads = 32 * CUK_ROWS_PER_BLOCK;
+
+	if (rows <= 0 || cols <= 0)
+		return cudaSuccess;
+	blocks = (unsigned int)((rows + CUK_ROWS_PER_BLOCK - 1) /
+	    CUK_ROWS_PER_BLOCK);
+	if (cols <= 128)
+		cuk_add_layer_norm_reg_kernel<4><<<blocks, threads, 0, s>>>(out,
+		    a, b, w, bias, rows, (int)cols, eps);
+	else if (cols <= 256)
+		cuk_add_layer_norm_reg_kernel<8><<<blocks, threads, 0, s>>>(out,
+		    a, b, w, bias, rows, (int)cols, eps);
+	else if (cols <= 512)
+		cuk_add_layer_norm_reg_kernel<16><<<blocks, threads, 0, s>>>(
+		    out, a, b, w, bias, rows, (int)cols, eps);
+	else if (cols <= 1024)
+		cuk_add_layer_norm_reg_kernel<32><<<blocks, threads, 0, s>>>(
+		    out, a, b, w, bias, rows, (int)cols, eps);
+	else
+		cuk_add_layer_norm_kernel<<<blocks, threads, 0, s>>>(out, a, b,
+		    w, bias, rows, cols, eps);
 	return cudaGetLastError();
 }
 

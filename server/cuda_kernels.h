@@ -77,6 +77,34 @@ cudaError_t cuk_mha_split(float *qkvh, const float *qkv, int64_t B,
 cudaError_t cuk_mha_merge(float *out, const float *o, int64_t B, int64_t L,
     int64_t H, int64_t hd, cudaStream_t s);
 
+/*
+ * 1 when cuk_attention handles sequence length L and head size hd: 1 <= L <=
+ * 64, 4 <= hd <= 128, hd % 4 == 0 (its shared memory then fits the default
+ * 48 KiB per block); else 0.
+ */
+int cuk_attention_fits(int64_t L, int64_t hd);
+
+/*
+ * Fused self-attention for small sequences: qkv [B, L, 3, H, hd] (the
+ * in-projection's output: q, k and v of every head in each row) ->
+ * out [B, L, H, hd]. For each (b, h): softmax(scale * Q K^T) V, where with
+ * causal set query i sees keys j <= i only. Sizes must satisfy
+ * cuk_attention_fits; qkv and out must be 16-byte aligned and must not
+ * overlap. Returns cudaErrorInvalidValue without launching otherwise;
+ * cudaSuccess without launching when B * L * H is 0.
+ */
+cudaError_t cuk_attention(float *out, const float *qkv, int64_t B, int64_t L,
+    int64_t H, int64_t hd, float scale, int causal, cudaStream_t s);
+
+/*
+ * out = layer_norm(a + b) over the last axis of [rows, cols] (a and b of the
+ * same shape, no broadcasting), with the formula of cuk_layer_norm; w and
+ * bias may be NULL. out must not overlap a or b.
+ */
+cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
+    const float *w, const float *bias, int64_t rows, int64_t cols, float eps,
+    cudaStream_t s);
+
 /* Launches a kernel that traps, for fault tests: the context becomes unusable. */
 cudaError_t cuk_trap(cudaStream_t s);
 

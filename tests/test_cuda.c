@@ -6,7 +6,9 @@
  * injected fault failing only its own batch; outputs with and without
  * zero-copy; injected and sticky faults; close and reopen; and the time a run takes with and without CUDA
  * graphs. Exits 77 ("skipped: no GPU") where there is no GPU. The sticky
- * fault case runs last: it may leave CUDA unusable in this process.
+ * fault case runs last: it may leave CUDA unusable in this process. The
+ * fused attention and add + layer norm kernels are also called directly
+ * against a double reference at and around their size bounds.
  * AGXQ_TEST_DUMP=dir writes the reference models' weights, inputs and cuda
  * outputs for compare_torch.py.
  *
@@ -32,6 +34,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "cuda_kernels.h"
 #include "engine.h"
 #include "graph.h"
 #include "tgraph.h"
@@ -659,9 +662,9 @@ t_layer_norm(void)
 	return tc_check("layer_norm (w/b, eps)", t, ATOL_OP);
 }
 
-/* One mha graph: x [B, L, d]. */
-static int
-t_mha_one(const char *name, int64_t L, int64_t d, unsigned heads, int causal)
+/* An mha graph on x [B, L, d]. */
+static struct tgraph *
+g_mha(int64_t L, int64_t d, unsigned heads, int causal)
 {
 	struct tgraph *t = tg_new();
 	float s = 1.0f / sqrtf((float)d);
@@ -670,7 +673,25 @@ t_mha_one(const char *name, int64_t L, int64_t d, unsigned heads, int causal)
 	uint32_t ow = c_rand2(t, d, d, s), ob = c_rand1(t, d, 0.1f);
 
 	tg_output(t, tg_mha(t, x, iw, ib, ow, ob, heads, causal));
-	return tc_check(name, t, ATOL_OP);
+	return t;
+}
+
+/* One mha graph: x [B, L, d]. */
+static int
+t_mha_one(const char *name, int64_t L, int64_t d, unsigned heads, int causal)
+{
+	return tc_check(name, g_mha(L, d, heads, causal), ATOL_OP);
+}
+
+/* One mha graph run at batch B (twice: the CUDA graph is replayed) and B2. */
+static int
+t_mha_at(const char *name, int64_t B, int64_t B2, int64_t L, int64_t d,
+    unsigned heads, int causal)
+{
+	const int64_t batches[] = { B, B, B2, B };
+
+	return tc_check_at(name, g_mha(L, d, heads, causal), ATOL_OP, batches,
+	    sizeof batches / sizeof batches[0]);
 }
 
 static int
@@ -681,6 +702,358 @@ t_mha(void)
 	rc |= t_mha_one("mha non-causal h4", 17, 64, 4, 0);
 	rc |= t_mha_one("mha causal h4", 17, 64, 4, 1);
 	rc |= t_mha_one("mha causal h1 L40", 40, 24, 1, 1);
+	return rc;
+}
+
+/*
+ * Attention shapes around the fused kernel's bounds (L <= 64, hd <= 128,
+ * hd % 4 == 0): the transformer's [B, 32, 256] with 4 heads (B up to 32),
+ * L = 1, hd = 128 with L = 64 (two keys a lane, several row blocks), L and
+ * hd that are not multiples of 32, and shapes past the bounds that take the
+ * unfused path: L = 65 and hd = 6.
+ */
+static int
+t_mha_fused(void)
+{
+	int rc = 0;
+
+	rc |= t_mha_at("mha [4,32,256] h4", 4, 32, 32, 256, 4, 0);
+	rc |= t_mha_at("mha [4,32,256] h4 causal", 4, 32, 32, 256, 4, 1);
+	rc |= t_mha_at("mha [1,1,64] h2", 1, 3, 1, 64, 2, 0);
+	rc |= t_mha_at("mha [1,1,64] h2 causal", 1, 3, 1, 64, 2, 1);
+	rc |= t_mha_at("mha [3,64,128] h1", 3, 1, 64, 128, 1, 0);
+	rc |= t_mha_at("mha [3,64,128] h1 causal", 3, 1, 64, 128, 1, 1);
+	rc |= t_mha_at("mha [2,40,96] h2 causal", 2, 5, 40, 96, 2, 1);
+	rc |= t_mha_at("mha [2,33,32] h8", 2, 1, 33, 32, 8, 0);
+	rc |= t_mha_at("mha [2,65,64] h4 (unfused)", 2, 3, 65, 64, 4, 0);
+	rc |= t_mha_at("mha [2,65,64] h4 causal", 2, 3, 65, 64, 4, 1);
+	rc |= t_mha_at("mha [2,9,30] h5 (unfused)", 2, 3, 9, 30, 5, 1);
+	return rc;
+}
+
+/* Runs t at batch 7 (twice, so the CUDA graph is replayed), 3 and 7. */
+static int
+tc_check_7(const char *name, struct tgraph *t)
+{
+	static const int64_t batches[] = { 7, 7, 3, 7 };
+
+	return tc_check_at(name, t, ATOL_OP, batches,
+	    sizeof batches / sizeof batches[0]);
+}
+
+/* layer_norm(add(x, y)) on x, y [B, cols], with or without weight and bias. */
+static int
+t_add_ln_one(const char *name, int64_t cols, int affine)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(cols)), y = tg_input(t, TG_DIMS(cols));
+	uint32_t w = TG_NONE, b = TG_NONE;
+
+	if (affine) {
+		w = c_rand1(t, cols, 1.0f);
+		b = c_rand1(t, cols, 1.0f);
+	}
+	tg_output(t, tg_layer_norm(t, tg_add(t, x, y), w, b, 1e-5f));
+	return tc_check_7(name, t);
+}
+
+/*
+ * A residual add followed by a layer norm (what the backend may fuse): with
+ * and without weight and bias, rows in registers (256) and not (1500); an add
+ * whose sum is also a graph output (must still be written); an add read by
+ * two layer norms; one of x with itself; and a broadcasting add, which the
+ * fused kernel does not handle.
+ */
+static int
+t_add_layer_norm(void)
+{
+	struct tgraph *t;
+	uint32_t x, y, s, w, b;
+	int rc = 0;
+
+	rc |= t_add_ln_one("add+ln w/b [7,256]", 256, 1);
+	rc |= t_add_ln_one("add+ln [7,256]", 256, 0);
+	rc |= t_add_ln_one("add+ln w/b [5,1500]", 1500, 1);
+	rc |= t_add_ln_one("add+ln [5,1500]", 1500, 0);
+	rc |= t_add_ln_one("add+ln w/b [7,1024]", 1024, 1);
+	rc |= t_add_ln_one("add+ln w/b [7,33]", 33, 1);
+
+	t = tg_new();
+	x = tg_input(t, TG_DIMS(256));
+	y = tg_input(t, TG_DIMS(256));
+	w = c_rand1(t, 256, 1.0f);
+	b = c_rand1(t, 256, 1.0f);
+	s = tg_add(t, x, y);
+	tg_output(t, tg_layer_norm(t, s, w, b, 1e-5f));
+	tg_output(t, s);
+	rc |= tc_check_7("add+ln, sum is output", t);
+
+	t = tg_new();
+	x = tg_input(t, TG_DIMS(32, 256));
+	y = tg_input(t, TG_DIMS(32, 256));
+	w = c_rand1(t, 256, 1.0f);
+	b = c_rand1(t, 256, 1.0f);
+	s = tg_add(t, x, y);
+	tg_output(t, tg_layer_norm(t, s, w, TG_NONE, 1e-5f));
+	tg_output(t, tg_layer_norm(t, s, TG_NONE, b, 1e-3f));
+	tg_output(t, tg_layer_norm(t, tg_add(t, x, x), w, b, 1e-5f));
+	rc |= tc_check_7("add+ln, two norms, x+x", t);
+
+	t = tg_new();
+	x = tg_input(t, TG_DIMS(256));
+	y = c_rand1(t, 256, 1.0f);
+	w = c_rand1(t, 256, 1.0f);
+	b = c_rand1(t, 256, 1.0f);
+	tg_output(t, tg_layer_norm(t, tg_add(t, x, y), w, b, 1e-5f));
+	rc |= tc_check_7("add+ln, broadcast add", t);
+	return rc;
+}
+
+/* Double-precision attention of query row i of head (b, h) into o[hd]. */
+static void
+ref_attention_row(double *o, const float *qkv, int64_t L, int64_t H,
+    int64_t hd, int64_t b, int64_t h, int64_t i, float scale, int causal)
+{
+	int64_t ld = 3 * H * hd, last = causal ? i : L - 1;
+	const float *q = qkv + (b * L + i) * ld + h * hd;
+	double p[64], m = -INFINITY, sum = 0.0;
+
+	if (L > 64)
+		abort();
+	for (int64_t j = 0; j <= last; j++) {
+		const float *k = qkv + (b * L + j) * ld + H * hd + h * hd;
+		double acc = 0.0;
+
+		for (int64_t c = 0; c < hd; c++)
+			acc += (double)q[c] * k[c];
+		p[j] = (double)scale * acc;
+		if (p[j] > m)
+			m = p[j];
+	}
+	for (int64_t j = 0; j <= last; j++) {
+		p[j] = exp(p[j] - m);
+		sum += p[j];
+	}
+	for (int64_t c = 0; c < hd; c++)
+		o[c] = 0.0;
+	for (int64_t j = 0; j <= last; j++) {
+		const float *v = qkv + (b * L + j) * ld + 2 * H * hd + h * hd;
+
+		for (int64_t c = 0; c < hd; c++)
+			o[c] += p[j] / sum * v[c];
+	}
+}
+
+/*
+ * Runs cuk_attention once on random qkv [B, L, 3, H, hd] and folds its
+ * errors against ref_attention_row into c. Unwritten outputs stay NaN.
+ */
+static int
+k_attention_one(struct cmp *c, float *dqkv, float *dout, size_t cap,
+    int64_t B, int64_t L, int64_t H, int64_t hd, int causal)
+{
+	size_t nin = (size_t)(B * L * 3 * H * hd), nout = (size_t)(B * L * H * hd);
+	float *qkv = malloc(nin * sizeof *qkv), *out = malloc(nout * sizeof *out);
+	double *want = malloc(nout * sizeof *want);
+	float scale = 1.0f / sqrtf((float)hd);
+	cudaError_t err;
+	int rc = -1;
+
+	if (qkv == NULL || out == NULL || want == NULL || nin > cap)
+		abort();
+	tg_rand_fill(qkv, nin, 1.0f, &seed);
+	if (cudaMemcpy(dqkv, qkv, nin * sizeof *qkv, cudaMemcpyHostToDevice) !=
+	    cudaSuccess || cudaMemset(dout, 0xff, nout * sizeof *out) !=
+	    cudaSuccess) {
+		printf("  cudaMemcpy/cudaMemset failed\n");
+		goto out;
+	}
+	if ((err = cuk_attention(dout, dqkv, B, L, H, hd, scale, causal, 0)) !=
+	    cudaSuccess || (err = cudaDeviceSynchronize()) != cudaSuccess ||
+	    (err = cudaMemcpy(out, dout, nout * sizeof *out,
+	    cudaMemcpyDeviceToHost)) != cudaSuccess) {
+		printf("  cuk_attention B %lld L %lld H %lld hd %lld: %s\n",
+		    (long long)B, (long long)L, (long long)H, (long long)hd,
+		    cudaGetErrorString(err));
+		goto out;
+	}
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t i = 0; i < L; i++)
+			for (int64_t h = 0; h < H; h++)
+				ref_attention_row(want + ((b * L + i) * H + h) *
+				    hd, qkv, L, H, hd, b, h, i, scale, causal);
+	cmp_add(c, out, want, nout, ATOL_OP);
+	rc = 0;
+out:
+	free(qkv);
+	free(out);
+	free(want);
+	return rc;
+}
+
+/*
+ * cuk_attention called directly against a double reference, for every L and
+ * hd class in its bounds (L = 1, around 16, 32 and 64; hd from 4 to 128,
+ * padded K rows or not, V over K or beside it), causal and not, and many
+ * heads; and cuk_attention_fits and the refusals at and past the bounds.
+ */
+static int
+t_kernel_attention(void)
+{
+	static const int64_t Ls[] = { 1, 2, 5, 16, 17, 31, 32, 33, 48, 63, 64 };
+	static const int64_t hds[] = { 4, 8, 12, 16, 24, 32, 48, 64, 96, 128 };
+	const size_t cap = 32 * 32 * 3 * 256 + 4; /* [32, 32, 3, 4, 64] */
+	struct cmp c = { 0, 0 };
+	float *dqkv = NULL, *dout = NULL;
+	int rc = 0, bad = 0;
+
+	if (as_cpu)
+		return 0;
+	if (!cuk_attention_fits(1, 4) || !cuk_attention_fits(64, 128) ||
+	    !cuk_attention_fits(32, 64) || cuk_attention_fits(65, 64) ||
+	    cuk_attention_fits(0, 64) || cuk_attention_fits(32, 6) ||
+	    cuk_attention_fits(32, 132) || cuk_attention_fits(32, 0)) {
+		printf("  cuk_attention_fits: wrong bounds\n");
+		return -1;
+	}
+	if (cudaMalloc((void **)&dqkv, cap * sizeof(float)) != cudaSuccess ||
+	    cudaMalloc((void **)&dout, cap * sizeof(float)) != cudaSuccess) {
+		printf("  cudaMalloc failed\n");
+		rc = -1;
+		goto out;
+	}
+	if (cuk_attention(dout, dqkv, 0, 32, 4, 64, 1.0f, 0, 0) != cudaSuccess ||
+	    cuk_attention(dout, dqkv, 2, 65, 4, 64, 1.0f, 0, 0) !=
+	    cudaErrorInvalidValue ||
+	    cuk_attention(dout + 1, dqkv, 2, 32, 4, 64, 1.0f, 0, 0) !=
+	    cudaErrorInvalidValue) {
+		printf("  cuk_attention: empty, too long or misaligned not "
+		    "refused as documented\n");
+		bad = 1;
+	}
+	for (size_t li = 0; li < sizeof Ls / sizeof Ls[0]; li++)
+		for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+			for (int causal = 0; causal < 2; causal++) {
+				struct cmp one = { 0, 0 };
+
+				if (k_attention_one(&one, dqkv, dout, cap, 2,
+				    Ls[li], 3, hds[hi], causal) != 0) {
+					rc = -1;
+					goto out;
+				}
+				if (one.max_ratio > 1 && bad++ < 5)
+					printf("  L %lld hd %lld causal %d: max "
+					    "error %.2e (%.3f of tol)\n",
+					    (long long)Ls[li], (long long)hds[hi],
+					    causal, one.max_abs, one.max_ratio);
+				if (one.max_abs > c.max_abs)
+					c.max_abs = one.max_abs;
+				if (one.max_ratio > c.max_ratio)
+					c.max_ratio = one.max_ratio;
+			}
+	/* the transformer's shape at batch 32, and many heads */
+	if (k_attention_one(&c, dqkv, dout, cap, 32, 32, 4, 64, 0) != 0 ||
+	    k_attention_one(&c, dqkv, dout, cap, 32, 32, 4, 64, 1) != 0 ||
+	    k_attention_one(&c, dqkv, dout, cap, 700, 9, 4, 8, 1) != 0) {
+		rc = -1;
+		goto out;
+	}
+	if (bad || c.max_ratio > 1)
+		rc = -1;
+	printf("  cuk_attention %zu shapes max|got-ref| %.2e (%.3f of tol)\n",
+	    2 * sizeof Ls / sizeof Ls[0] * sizeof hds / sizeof hds[0] + 3,
+	    c.max_abs, c.max_ratio);
+out:
+	cudaFree(dqkv);
+	cudaFree(dout);
+	return rc;
+}
+
+/*
+ * cuk_add_layer_norm called directly against a double reference: columns
+ * around each register width (128, 256, 512, 1024) and past it, with weight
+ * and bias, either or none.
+ */
+static int
+t_kernel_add_layer_norm(void)
+{
+	static const int64_t colss[] = { 1, 31, 32, 33, 128, 129, 256, 257, 500,
+	    512, 513, 1000, 1024, 1025, 1500, 4099 };
+	const int64_t rows = 9;
+	const float eps = 1e-5f;
+	struct cmp c = { 0, 0 };
+	float *d = NULL;
+	int rc = -1;
+
+	if (as_cpu)
+		return 0;
+	if (cudaMalloc((void **)&d, (4 * rows + 2) * 4099 * sizeof(float)) !=
+	    cudaSuccess) {
+		printf("  cudaMalloc failed\n");
+		return -1;
+	}
+	for (size_t ci = 0; ci < sizeof colss / sizeof colss[0]; ci++) {
+		int64_t cols = colss[ci];
+		size_t n = (size_t)(rows * cols);
+		float *h = malloc((3 * n + 2 * (size_t)cols) * sizeof *h);
+		float *a = h, *b = h + n, *w = h + 2 * n, *bias = w + cols;
+		float *out = bias + cols;
+		float *da = d, *db = d + n, *dw = d + 2 * n, *dbias = dw + cols;
+		float *dout = dbias + cols;
+		double *want = malloc(n * sizeof *want);
+		int use_w = ci % 4 == 0 || ci % 4 == 2;
+		int use_b = ci % 4 == 0 || ci % 4 == 1;
+		cudaError_t err;
+
+		if (h == NULL || want == NULL)
+			abort();
+		tg_rand_fill(h, 2 * n + 2 * (size_t)cols, 1.0f, &seed);
+		if (cudaMemcpy(d, h, (2 * n + 2 * (size_t)cols) * sizeof *h,
+		    cudaMemcpyHostToDevice) != cudaSuccess ||
+		    cudaMemset(dout, 0xff, n * sizeof *h) != cudaSuccess ||
+		    (err = cuk_add_layer_norm(dout, da, db, use_w ? dw : NULL,
+		    use_b ? dbias : NULL, rows, cols, eps, 0)) != cudaSuccess ||
+		    (err = cudaDeviceSynchronize()) != cudaSuccess ||
+		    cudaMemcpy(out, dout, n * sizeof *h,
+		    cudaMemcpyDeviceToHost) != cudaSuccess) {
+			printf("  cuk_add_layer_norm cols %lld failed\n",
+			    (long long)cols);
+			free(h);
+			free(want);
+			goto out;
+		}
+		for (int64_t r = 0; r < rows; r++) {
+			double mean = 0.0, var = 0.0;
+
+			for (int64_t j = 0; j < cols; j++)
+				mean += (double)(a[r * cols + j] + b[r * cols + j]);
+			mean /= (double)cols;
+			for (int64_t j = 0; j < cols; j++) {
+				double x = a[r * cols + j] + b[r * cols + j];
+
+				var += (x - mean) * (x - mean);
+			}
+			var /= (double)cols;
+			for (int64_t j = 0; j < cols; j++) {
+				double x = a[r * cols + j] + b[r * cols + j];
+				double y = (x - mean) / sqrt(var + eps);
+
+				if (use_w)
+					y *= w[j];
+				if (use_b)
+					y += bias[j];
+				want[r * cols + j] = y;
+			}
+		}
+		cmp_add(&c, out, want, n, ATOL_OP);
+		free(h);
+		free(want);
+	}
+	rc = c.max_ratio > 1 ? -1 : 0;
+	printf("  cuk_add_layer_norm %zu widths max|got-ref| %.2e (%.3f of "
+	    "tol)\n", sizeof colss / sizeof colss[0], c.max_abs, c.max_ratio);
+out:
+	cudaFree(d);
 	return rc;
 }
 
@@ -1366,33 +1739,118 @@ out:
 }
 
 /*
- * Batches of 5 to 31 rows, whose linears compute 32 rows (AGXQ_CUDA_PAD_ROWS),
- * around the edges and replayed, against cpu and the reference; then the
- * same with padding off. The rows past the batch must not leak into the
- * results, and the outputs written to mapped memory stay within theirs.
+ * Batches of 4 to 33 rows around the edges and replayed, against cpu and
+ * the reference: as opened by default, then with linears of 5 to 31 rows
+ * computing 32 (AGXQ_CUDA_PAD_ROWS=32) on cuBLASLt and on cublasSgemm
+ * (AGXQ_CUDA_LT=0, where 32 is the default). The rows past the batch must
+ * not leak into the results, and the outputs written to mapped memory
+ * stay within theirs.
  */
 static int
 t_pad_rows(void)
 {
 	static const int64_t batches[] = { 4, 5, 8, 8, 16, 31, 32, 33, 16, 5 };
+	static const char *lt[] = { NULL, "1", "0" };
 	struct engine *saved = ecuda;
+	char label[64];
 	int rc = 0;
 
-	rc |= tc_check_at("padded linear", m_linear(), ATOL_MODEL, batches,
-	    sizeof batches / sizeof batches[0]);
-	rc |= tc_check_at("padded mlp", m_mlp(), ATOL_MODEL, batches,
-	    sizeof batches / sizeof batches[0]);
-	setenv("AGXQ_CUDA_PAD_ROWS", "0", 1);
-	ecuda = open_cuda(NULL, NULL, NULL);
-	unsetenv("AGXQ_CUDA_PAD_ROWS");
-	if (ecuda == NULL) {
+	for (int k = 0; k < 3; k++) {
+		if (lt[k] != NULL) {
+			setenv("AGXQ_CUDA_PAD_ROWS", "32", 1);
+			setenv("AGXQ_CUDA_LT", lt[k], 1);
+			ecuda = open_cuda(NULL, NULL, NULL);
+			unsetenv("AGXQ_CUDA_PAD_ROWS");
+			unsetenv("AGXQ_CUDA_LT");
+			if (ecuda == NULL) {
+				ecuda = saved;
+				return -1;
+			}
+		}
+		snprintf(label, sizeof label, "linear, %s",
+		    lt[k] == NULL ? "default" : lt[k][0] == '1' ?
+		    "padded, cuBLASLt" : "padded, cublasSgemm");
+		rc |= tc_check_at(label, m_linear(), ATOL_MODEL, batches,
+		    sizeof batches / sizeof batches[0]);
+		snprintf(label, sizeof label, "mlp, %s",
+		    lt[k] == NULL ? "default" : lt[k][0] == '1' ?
+		    "padded, cuBLASLt" : "padded, cublasSgemm");
+		rc |= tc_check_at(label, m_mlp(), ATOL_MODEL, batches,
+		    sizeof batches / sizeof batches[0]);
+		if (lt[k] != NULL)
+			engine_close(ecuda);
 		ecuda = saved;
-		return -1;
 	}
-	rc |= tc_check_at("unpadded mlp", m_mlp(), ATOL_MODEL, batches,
-	    sizeof batches / sizeof batches[0]);
-	engine_close(ecuda);
-	ecuda = saved;
+	return rc;
+}
+
+/* The graphs of the fused cases: x [B, 96] through linears and ReLUs. */
+static struct tgraph *
+g_relu(int which)
+{
+	struct tgraph *t = tg_new();
+	uint32_t x = tg_input(t, TG_DIMS(5, 96));
+	uint32_t w = c_rand2(t, 40, 96, 0.1f), b = c_rand1(t, 40, 0.1f);
+	uint32_t w2 = c_rand2(t, 24, 40, 0.15f), y;
+
+	switch (which) {
+	case 0:     /* linear + bias -> relu, the output (mapped memory) */
+		tg_output(t, tg_relu(t, tg_linear(t, x, w, b)));
+		break;
+	case 1:     /* no bias: the ReLU alone in the epilogue */
+		tg_output(t, tg_relu(t, tg_linear(t, x, w, TG_NONE)));
+		break;
+	case 2:     /* the linear's output is read twice: not fused */
+		y = tg_linear(t, x, w, b);
+		tg_output(t, tg_relu(t, y));
+		tg_output(t, y);
+		break;
+	default:    /* fused in the middle, as in mlp */
+		y = tg_relu(t, tg_linear(t, x, w, b));
+		tg_output(t, tg_linear(t, y, w2, TG_NONE));
+		break;
+	}
+	return t;
+}
+
+/*
+ * Linear -> ReLU done by one node: on cuBLASLt (its epilogue), on
+ * cublasSgemm with our kernels (AGXQ_CUDA_LT=0), and not fused
+ * (AGXQ_CUDA_FUSE=0), each against the cpu backend and the reference at
+ * row counts padded and not.
+ */
+static int
+t_fused_relu(void)
+{
+	static const int64_t batches[] = { 4, 5, 8, 8, 16, 31, 32, 33, 3, 1 };
+	static const char *names[] = { "relu(linear+b)", "relu(linear)",
+	    "linear read twice", "mlp-like" };
+	static const char *envs[] = { NULL, "AGXQ_CUDA_LT", "AGXQ_CUDA_FUSE" };
+	struct engine *saved = ecuda;
+	char label[64];
+	int rc = 0;
+
+	for (int e = 0; e < 3; e++) {
+		if (envs[e] != NULL) {
+			setenv(envs[e], "0", 1);
+			ecuda = open_cuda(NULL, NULL, NULL);
+			unsetenv(envs[e]);
+			if (ecuda == NULL) {
+				ecuda = saved;
+				return -1;
+			}
+		}
+		for (int w = 0; w < 4; w++) {
+			snprintf(label, sizeof label, "%s%s%s", names[w],
+			    envs[e] != NULL ? ", no " : "",
+			    envs[e] != NULL ? envs[e] + 10 : "");
+			rc |= tc_check_at(label, g_relu(w), ATOL_OP, batches,
+			    sizeof batches / sizeof batches[0]);
+		}
+		if (envs[e] != NULL)
+			engine_close(ecuda);
+		ecuda = saved;
+	}
 	return rc;
 }
 
@@ -1504,8 +1962,13 @@ static const struct {
 	{ "softmax", t_softmax },
 	{ "layer_norm", t_layer_norm },
 	{ "mha", t_mha },
+	{ "mha_fused", t_mha_fused },
+	{ "add_layer_norm", t_add_layer_norm },
+	{ "kernel_attention", t_kernel_attention },
+	{ "kernel_add_layer_norm", t_kernel_add_layer_norm },
 	{ "models", t_models },
 	{ "pad_rows", t_pad_rows },
+	{ "fused_relu", t_fused_relu },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },
