@@ -23,11 +23,15 @@
 #define GEMM_TIME_RUNS 4     /* runs per timing, best of GEMM_TIME_REPS */
 #define GEMM_TIME_REPS 3
 
-/* What a plan is for: a shape, its epilogue and its pointers' alignment. */
+/*
+ * What a plan is for: a shape, its epilogue and its pointers' alignment
+ * (the heuristic only offers algorithms those pointers allow; it reads the
+ * bias pointer's from the descriptor).
+ */
 struct gemm_key {
 	int64_t rows, in, out;
 	int tf32, relu, bias;
-	uint32_t align_x, align_y;
+	uint32_t align_x, align_y, align_w, align_b;
 };
 
 /* One shape's descriptors and chosen algorithm. */
@@ -140,6 +144,22 @@ cuda_gemm_plans(const struct cuda_gemm *gm)
 	return (int)gm->nplans;
 }
 
+/* A column-major rows x cols FP32 layout, packed; 0 or -1 with *cause. */
+static int
+gemm_layout(cublasLtMatrixLayout_t *l, int64_t rows, int64_t cols,
+    char **cause)
+{
+	cublasStatus_t s;
+
+	s = cublasLtMatrixLayoutCreate(l, CUDA_R_32F, (uint64_t)rows,
+	    (uint64_t)cols, rows);
+	if (s != CUBLAS_STATUS_SUCCESS) {
+		*l = NULL;
+		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
+	}
+	return 0;
+}
+
 /* Fills in p's descriptors for key k; 0 or -1 with *cause. */
 static int
 gemm_plan_make(struct gemm_plan *p, const struct gemm_key *k, char **cause)
@@ -174,24 +194,10 @@ gemm_plan_make(struct gemm_plan *p, const struct gemm_key *k, char **cause)
 	    CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi)) !=
 	    CUBLAS_STATUS_SUCCESS)
 		return gemm_fail(cause, "cublasLtMatmulDescSetAttribute", s);
-	if ((s = cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F,
-	    (uint64_t)k->in, (uint64_t)k->out, k->in)) !=
-	    CUBLAS_STATUS_SUCCESS) {
-		p->a = NULL;
-		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
-	}
-	if ((s = cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F,
-	    (uint64_t)k->in, (uint64_t)k->rows, k->in)) !=
-	    CUBLAS_STATUS_SUCCESS) {
-		p->b = NULL;
-		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
-	}
-	if ((s = cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F,
-	    (uint64_t)k->out, (uint64_t)k->rows, k->out)) !=
-	    CUBLAS_STATUS_SUCCESS) {
-		p->d = NULL;
-		return gemm_fail(cause, "cublasLtMatrixLayoutCreate", s);
-	}
+	if (gemm_layout(&p->a, k->in, k->out, cause) != 0 ||
+	    gemm_layout(&p->b, k->in, k->rows, cause) != 0 ||
+	    gemm_layout(&p->d, k->out, k->rows, cause) != 0)
+		return -1;
 	return 0;
 }
 
@@ -259,7 +265,7 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	cublasLtMatmulPreference_t pref;
 	enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
 	uint64_t ws = a->ws_size;
-	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = gemm_align(a->w);
+	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = p->key.align_w;
 	cublasStatus_t s;
 	int n = 0, best = -1;
 	float best_ms = 0.0f;
@@ -369,6 +375,8 @@ cuda_gemm_run(struct cuda_gemm *gm, const struct cuda_gemm_linear *a,
 	k.bias = a->bias != NULL;
 	k.align_x = gemm_align(a->x);
 	k.align_y = gemm_align(a->y);
+	k.align_w = gemm_align(a->w);
+	k.align_b = a->bias != NULL ? gemm_align(a->bias) : 0;
 	if ((p = gemm_plan_get(gm, &k, cause)) == NULL)
 		return -1;
 	if (p->nogo)

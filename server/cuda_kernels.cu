@@ -198,32 +198,43 @@ cuk_attn_softmax_kernel(float *x, int64_t rows, int64_t n, int causal)
 		p[j] = j <= last ? expf(p[j] - m) * inv : 0.0f;
 }
 
-/* Layer norm over the last axis, one warp per row, two passes. */
+/* Element j of the row: in[j], plus in2[j] when there is a second input. */
+static __device__ __forceinline__ float
+cuk_ln_in(const float *in, const float *in2, int64_t j)
+{
+	return in2 != NULL ? in[j] + in2[j] : in[j];
+}
+
+/*
+ * Layer norm over the last axis of in (+ in2, when not NULL: a residual
+ * add), one warp per row, two passes; the sum is recomputed on each.
+ */
 static __global__ void
-cuk_layer_norm_kernel(float *out, const float *in, const float *w,
-    const float *b, int64_t rows, int64_t cols, float eps)
+cuk_layer_norm_kernel(float *out, const float *in, const float *in2,
+    const float *w, const float *b, int64_t rows, int64_t cols, float eps)
 {
 	int64_t row = (int64_t)blockIdx.x * CUK_ROWS_PER_BLOCK + threadIdx.x / 32;
 	int lane = threadIdx.x % 32;
-	const float *x;
 	float *y, sum = 0.0f, mean, var = 0.0f, rstd;
 
 	if (row >= rows)
 		return;
-	x = in + row * cols;
+	in += row * cols;
+	if (in2 != NULL)
+		in2 += row * cols;
 	y = out + row * cols;
 	for (int64_t j = lane; j < cols; j += 32)
-		sum += x[j];
+		sum += cuk_ln_in(in, in2, j);
 	mean = cuk_warp_sum(sum) / (float)cols;
 	for (int64_t j = lane; j < cols; j += 32) {
-		float d = x[j] - mean;
+		float d = cuk_ln_in(in, in2, j) - mean;
 
 		var += d * d;
 	}
 	var = cuk_warp_sum(var) / (float)cols;
 	rstd = rsqrtf(var + eps);
 	for (int64_t j = lane; j < cols; j += 32) {
-		float v = (x[j] - mean) * rstd;
+		float v = (cuk_ln_in(in, in2, j) - mean) * rstd;
 
 		if (w != NULL)
 			v *= w[j];
@@ -501,41 +512,6 @@ cuk_add_layer_norm_reg_kernel(float *out, const float *a, const float *b,
 	}
 }
 
-/* Residual add + layer norm for long rows: a + b is recomputed each pass. */
-static __global__ void
-cuk_add_layer_norm_kernel(float *out, const float *a, const float *b,
-    const float *w, const float *bias, int64_t rows, int64_t cols, float eps)
-{
-	int64_t row = (int64_t)blockIdx.x * CUK_ROWS_PER_BLOCK + threadIdx.x / 32;
-	int lane = threadIdx.x % 32;
-	float sum = 0.0f, mean, var = 0.0f, rstd;
-
-	if (row >= rows)
-		return;
-	a += row * cols;
-	b += row * cols;
-	out += row * cols;
-	for (int64_t j = lane; j < cols; j += 32)
-		sum += a[j] + b[j];
-	mean = cuk_warp_sum(sum) / (float)cols;
-	for (int64_t j = lane; j < cols; j += 32) {
-		float d = a[j] + b[j] - mean;
-
-		var += d * d;
-	}
-	var = cuk_warp_sum(var) / (float)cols;
-	rstd = rsqrtf(var + eps);
-	for (int64_t j = lane; j < cols; j += 32) {
-		float v = (a[j] + b[j] - mean) * rstd;
-
-		if (w != NULL)
-			v *= w[j];
-		if (bias != NULL)
-			v += bias[j];
-		out[j] = v;
-	}
-}
-
 /* Traps: a fault that breaks the context. */
 static __global__ void
 cuk_trap_kernel(void)
@@ -631,7 +607,7 @@ cuk_layer_norm(float *out, const float *in, const float *w, const float *b,
 	if (rows <= 0 || cols <= 0)
 		return cudaSuccess;
 	cuk_layer_norm_kernel<<<(unsigned int)blocks, 32 * CUK_ROWS_PER_BLOCK,
-	    0, s>>>(out, in, w, b, rows, cols, eps);
+	    0, s>>>(out, in, NULL, w, b, rows, cols, eps);
 	return cudaGetLastError();
 }
 
@@ -719,7 +695,7 @@ cuk_add_layer_norm(float *out, const float *a, const float *b,
 		cuk_add_layer_norm_reg_kernel<32><<<blocks, threads, 0, s>>>(
 		    out, a, b, w, bias, rows, (int)cols, eps);
 	else
-		cuk_add_layer_norm_kernel<<<blocks, threads, 0, s>>>(out, a, b,
+		cuk_layer_norm_kernel<<<blocks, threads, 0, s>>>(out, a, b,
 		    w, bias, rows, cols, eps);
 	return cudaGetLastError();
 }
