@@ -123,7 +123,7 @@ struct cuda_state {
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
 	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
 	struct cuda_gemm *gemm;     /* linears on cuBLASLt; NULL: cublasSgemm */
-	int fuse;                   /* fold a ReLU into the linear before it */
+	int fuse;                   /* fused nodes and attention (cuda_fuse) */
 	int hostreg;                /* host_register allowed */
 	int parts;                  /* submit_parts allowed */
 	unsigned long fault_every;

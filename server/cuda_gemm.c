@@ -37,7 +37,6 @@ struct gemm_key {
 /* One shape's descriptors and chosen algorithm. */
 struct gemm_plan {
 	struct gemm_key key;
-	int used;
 	int timed;
 	int nogo;                   /* cuBLASLt has no algorithm for it */
 	uint64_t last;
@@ -135,13 +134,6 @@ cuda_gemm_close(struct cuda_gemm *gm)
 	if (gm->lt != NULL)
 		cublasLtDestroy(gm->lt);
 	free(gm);
-}
-
-/* Number of cached plans (for tests). */
-int
-cuda_gemm_plans(const struct cuda_gemm *gm)
-{
-	return (int)gm->nplans;
 }
 
 /* A column-major rows x cols FP32 layout, packed; 0 or -1 with *cause. */
@@ -348,7 +340,6 @@ gemm_plan_get(struct cuda_gemm *gm, const struct gemm_key *k, char **cause)
 		p->key.rows = -1;   /* never matches: made again next time */
 		return NULL;
 	}
-	p->used = 1;
 	p->last = ++gm->tick;
 	return p;
 }

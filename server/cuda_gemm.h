@@ -31,6 +31,5 @@ int	 cuda_gemm_open(struct cuda_gemm **, char **);
 void	 cuda_gemm_close(struct cuda_gemm *);
 int	 cuda_gemm_run(struct cuda_gemm *, const struct cuda_gemm_linear *,
 	    char **);
-int	 cuda_gemm_plans(const struct cuda_gemm *);
 
 #endif
