@@ -2,7 +2,9 @@
  * agxq-bench-rows: how long one pass of each reference model takes on the
  * direct engine at several batch sizes, one run after another on one
  * thread (a pass: inputs in, the graph, outputs out, waited for). Shows
- * where a backend's cost jumps with the rows of a batch.
+ * where a backend's cost jumps with the rows of a batch, and what the
+ * first pass of a new batch size costs (on cuda it picks the GEMM
+ * algorithms of that size; see cuda_gemm.c).
  *
  *   agxq-bench-rows [--backend cpu|cuda] [--rows 4,8,16,32,64]
  *                   [--models linear,mlp,transformer] [--runs N]
@@ -64,7 +66,7 @@ br_model(agxq_direct *d, int which, const int64_t *rows, int nrows, int runs)
 		goto out;
 	}
 	for (int b = 0; b < nrows; b++) {
-		double sum = 0, best = 1e30, t0, dt;
+		double sum = 0, best = 1e30, first = 0, t0, dt;
 		float *x;
 
 		if (agxq_reference_input_shape(which, rows[b], &t) != 0 ||
@@ -73,11 +75,15 @@ br_model(agxq_direct *d, int which, const int64_t *rows, int nrows, int runs)
 		for (size_t i = 0; i < agxq_tensor_nelem(&t); i++)
 			x[i] = (float)(i % 97) / 97.0f;
 		t.data = x;
+		/* Warm-up; the first pass of a size also plans it. */
 		for (int i = 0; i < runs / 10 + 10; i++) {
+			t0 = br_now_us();
 			if (agxq_direct_infer(m, &t, 1, &r) != 0) {
 				free(x);
 				goto out;
 			}
+			if (i == 0)
+				first = br_now_us() - t0;
 			agxq_result_free(r);
 		}
 		for (int i = 0; i < runs; i++) {
@@ -92,9 +98,9 @@ br_model(agxq_direct *d, int which, const int64_t *rows, int nrows, int runs)
 			if (dt < best)
 				best = dt;
 		}
-		printf("%-12s %5lld rows: mean %8.1f us, min %8.1f us\n",
-		    agxq_reference_name(which), (long long)rows[b], sum / runs,
-		    best);
+		printf("%-12s %5lld rows: mean %8.1f us, min %8.1f us, "
+		    "first %8.1f us\n", agxq_reference_name(which),
+		    (long long)rows[b], sum / runs, best, first);
 		free(x);
 	}
 	rc = 0;

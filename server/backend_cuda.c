@@ -38,6 +38,9 @@
  *   AGXQ_CUDA_LT=0           linears on cublasSgemm and our bias and ReLU
  *                            kernels instead of cuBLASLt with the bias and
  *                            ReLU in the epilogue (cuda_gemm.c)
+ *   AGXQ_CUDA_LT_CANDIDATES=N  cuBLASLt algorithms timed for each new
+ *                            linear shape (1-16, default 8; 1: the
+ *                            heuristic's first, untimed)
  *   AGXQ_CUDA_FUSE=0         no fused nodes: a ReLU after a linear and an
  *                            add before a layer norm run as nodes of their
  *                            own, and attention as five kernels instead of

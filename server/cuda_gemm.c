@@ -19,9 +19,10 @@
 #include "cuda_gemm.h"
 
 #define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
-#define GEMM_CANDIDATES 8    /* algorithms asked of the heuristic */
-#define GEMM_TIME_RUNS 4     /* runs per timing, best of GEMM_TIME_REPS */
-#define GEMM_TIME_REPS 3
+#define GEMM_CANDIDATES 8    /* algorithms timed, by default */
+#define GEMM_CANDIDATES_MAX 16
+#define GEMM_TIME_RUNS 3     /* runs per timing, best of GEMM_TIME_REPS */
+#define GEMM_TIME_REPS 2
 
 /*
  * What a plan is for: a shape, its epilogue and its pointers' alignment
@@ -48,6 +49,7 @@ struct gemm_plan {
 struct cuda_gemm {
 	cublasLtHandle_t lt;
 	cudaEvent_t t0, t1;
+	int candidates;             /* algorithms timed per shape; 1: none */
 	struct gemm_plan plan[GEMM_PLANS];
 	uint32_t nplans;
 	uint64_t tick;
@@ -80,6 +82,8 @@ int
 cuda_gemm_open(struct cuda_gemm **out, char **cause)
 {
 	struct cuda_gemm *gm;
+	const char *env;
+	char *end;
 	cublasStatus_t s;
 	cudaError_t err;
 
@@ -87,6 +91,21 @@ cuda_gemm_open(struct cuda_gemm **out, char **cause)
 		if (cause != NULL)
 			*cause = strdup("cuda: out of memory");
 		return -1;
+	}
+	/*
+	 * AGXQ_CUDA_LT_CANDIDATES=N (1-16, default 8): how many of the heuristic's
+	 * algorithms the first run of a shape times; 1 takes its first choice
+	 * untimed (on an H200 that ran linear and mlp at 16 rows 3x slower;
+	 * docs/GPU.md). Timing costs the first run of a new batch size a few
+	 * milliseconds; fewer candidates cost less and may miss the fastest.
+	 * An invalid value leaves the default.
+	 */
+	gm->candidates = GEMM_CANDIDATES;
+	if ((env = getenv("AGXQ_CUDA_LT_CANDIDATES")) != NULL && *env != '\0') {
+		long v = strtol(env, &end, 10);
+
+		if (*end == '\0' && v >= 1 && v <= GEMM_CANDIDATES_MAX)
+			gm->candidates = (int)v;
 	}
 	if ((s = cublasLtCreate(&gm->lt)) != CUBLAS_STATUS_SUCCESS) {
 		free(gm);
@@ -253,7 +272,7 @@ static int
 gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
     const struct cuda_gemm_linear *a, char **cause)
 {
-	cublasLtMatmulHeuristicResult_t res[GEMM_CANDIDATES];
+	cublasLtMatmulHeuristicResult_t res[GEMM_CANDIDATES_MAX];
 	cublasLtMatmulPreference_t pref;
 	enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
 	uint64_t ws = a->ws_size;
@@ -280,7 +299,7 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 		    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay, sizeof ay);
 	if (s == CUBLAS_STATUS_SUCCESS)
 		s = cublasLtMatmulAlgoGetHeuristic(gm->lt, p->desc, p->a, p->b,
-		    p->d, p->d, pref, GEMM_CANDIDATES, res, &n);
+		    p->d, p->d, pref, gm->candidates, res, &n);
 	cublasLtMatmulPreferenceDestroy(pref);
 	if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS &&
 	    n == 0)) {

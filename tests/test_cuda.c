@@ -1815,9 +1815,10 @@ g_relu(int which)
 
 /*
  * Linear -> ReLU done by one node: on cuBLASLt (its epilogue), on
- * cublasSgemm with our kernels (AGXQ_CUDA_LT=0), and not fused
- * (AGXQ_CUDA_FUSE=0), each against the cpu backend and the reference at
- * row counts padded and not.
+ * cublasSgemm with our kernels (AGXQ_CUDA_LT=0), not fused
+ * (AGXQ_CUDA_FUSE=0), and on cuBLASLt's untimed first choice
+ * (AGXQ_CUDA_LT_CANDIDATES=1), each against the cpu backend and the
+ * reference at row counts padded and not.
  */
 static int
 t_fused_relu(void)
@@ -1825,14 +1826,16 @@ t_fused_relu(void)
 	static const int64_t batches[] = { 4, 5, 8, 8, 16, 31, 32, 33, 3, 1 };
 	static const char *names[] = { "relu(linear+b)", "relu(linear)",
 	    "linear read twice", "mlp-like" };
-	static const char *envs[] = { NULL, "AGXQ_CUDA_LT", "AGXQ_CUDA_FUSE" };
+	static const char *envs[] = { NULL, "AGXQ_CUDA_LT", "AGXQ_CUDA_FUSE",
+	    "AGXQ_CUDA_LT_CANDIDATES" };
+	static const char *vals[] = { NULL, "0", "0", "1" };
 	struct engine *saved = ecuda;
 	char label[64];
 	int rc = 0;
 
-	for (int e = 0; e < 3; e++) {
+	for (int e = 0; e < 4; e++) {
 		if (envs[e] != NULL) {
-			setenv(envs[e], "0", 1);
+			setenv(envs[e], vals[e], 1);
 			ecuda = open_cuda(NULL, NULL, NULL);
 			unsetenv(envs[e]);
 			if (ecuda == NULL) {
@@ -1841,9 +1844,11 @@ t_fused_relu(void)
 			}
 		}
 		for (int w = 0; w < 4; w++) {
-			snprintf(label, sizeof label, "%s%s%s", names[w],
-			    envs[e] != NULL ? ", no " : "",
-			    envs[e] != NULL ? envs[e] + 10 : "");
+			if (envs[e] != NULL)
+				snprintf(label, sizeof label, "%s, %s=%s",
+				    names[w], envs[e] + 10, vals[e]);
+			else
+				snprintf(label, sizeof label, "%s", names[w]);
 			rc |= tc_check_at(label, g_relu(w), ATOL_OP, batches,
 			    sizeof batches / sizeof batches[0]);
 		}
