@@ -93,12 +93,12 @@ cuda_gemm_open(struct cuda_gemm **out, char **cause)
 		return -1;
 	}
 	/*
-	 * AGXQ_CUDA_LT_CANDIDATES=N (1-16, default 8): how many of the heuristic's
-	 * algorithms the first run of a shape times; 1 takes its first choice
-	 * untimed (on an H200 that ran linear and mlp at 16 rows 3x slower;
-	 * docs/GPU.md). Timing costs the first run of a new batch size a few
-	 * milliseconds; fewer candidates cost less and may miss the fastest.
-	 * An invalid value leaves the default.
+	 * AGXQ_CUDA_LT_CANDIDATES=N (1-16, default 8): how many of the
+	 * heuristic's algorithms the first run of a shape times; 1 takes its
+	 * first choice untimed (on an H200 that ran linear and mlp at 16 rows
+	 * 3x slower; docs/GPU.md). Timing costs the first run of a new batch
+	 * size a few milliseconds; fewer candidates cost less and may miss the
+	 * fastest. An invalid value leaves the default.
 	 */
 	gm->candidates = GEMM_CANDIDATES;
 	if ((env = getenv("AGXQ_CUDA_LT_CANDIDATES")) != NULL && *env != '\0') {
@@ -187,10 +187,14 @@ gemm_plan_make(struct gemm_plan *p, const struct gemm_key *k, char **cause)
 		p->desc = NULL;
 		return gemm_fail(cause, "cublasLtMatmulDescCreate", s);
 	}
-	if (k->relu)
-		epi = k->bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+	if (k->relu && k->bias)
+		epi = CUBLASLT_EPILOGUE_RELU_BIAS;
+	else if (k->relu)
+		epi = CUBLASLT_EPILOGUE_RELU;
+	else if (k->bias)
+		epi = CUBLASLT_EPILOGUE_BIAS;
 	else
-		epi = k->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+		epi = CUBLASLT_EPILOGUE_DEFAULT;
 	/*
 	 * Column-major, as cuBLAS sees our row-major tensors: D[out, rows] =
 	 * op(A) B with A = w stored [in, out] and transposed, B = x [in, rows].
@@ -239,7 +243,7 @@ gemm_launch(struct cuda_gemm *gm, struct gemm_plan *p,
 	    &zero, a->y, p->d, a->y, p->d, algo, a->ws, a->ws_size, a->stream);
 }
 
-/* Milliseconds of GEMM_TIME_RUNS launches of algo, best of the reps; -1 on error. */
+/* Milliseconds of GEMM_TIME_RUNS launches of algo (best of the reps), or -1. */
 static float
 gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
     const cublasLtMatmulAlgo_t *algo, const struct cuda_gemm_linear *a)
@@ -251,9 +255,11 @@ gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
 	for (int r = 0; r < GEMM_TIME_REPS; r++) {
 		if (cudaEventRecord(gm->t0, a->stream) != cudaSuccess)
 			return -1.0f;
-		for (int i = 0; i < GEMM_TIME_RUNS; i++)
-			if (gemm_launch(gm, p, algo, a) != CUBLAS_STATUS_SUCCESS)
+		for (int i = 0; i < GEMM_TIME_RUNS; i++) {
+			if (gemm_launch(gm, p, algo, a) !=
+			    CUBLAS_STATUS_SUCCESS)
 				return -1.0f;
+		}
 		if (cudaEventRecord(gm->t1, a->stream) != cudaSuccess ||
 		    cudaEventSynchronize(gm->t1) != cudaSuccess ||
 		    cudaEventElapsedTime(&ms, gm->t0, gm->t1) != cudaSuccess)
@@ -281,7 +287,8 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	int n = 0, best = -1;
 	float best_ms = 0.0f;
 
-	if ((s = cublasLtMatmulPreferenceCreate(&pref)) != CUBLAS_STATUS_SUCCESS)
+	s = cublasLtMatmulPreferenceCreate(&pref);
+	if (s != CUBLAS_STATUS_SUCCESS)
 		return gemm_fail(cause, "cublasLtMatmulPreferenceCreate", s);
 	if ((s = cublasLtMatmulPreferenceSetAttribute(pref,
 	    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) ==

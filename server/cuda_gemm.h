@@ -18,7 +18,8 @@ struct cuda_gemm;
 /* One linear: y[rows, out] = act(x[rows, in] w[out, in]^T + bias). */
 struct cuda_gemm_linear {
 	cudaStream_t stream;
-	void *ws;                   /* workspace of ws_size bytes, stream-ordered */
+	void *ws;                   /* workspace (ws_size bytes), used in
+				       stream order */
 	size_t ws_size;
 	int tf32;                   /* the model allows TF32 */
 	int relu;                   /* ReLU in the epilogue */
