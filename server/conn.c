@@ -277,25 +277,38 @@ conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len)
 	}
 }
 
+/* Formats, logs and encodes an Error for request id into a new frame. */
+int
+conn_error_framev(struct conn *c, uint64_t id, int code, const char *fmt,
+    va_list ap, uint8_t **frame, size_t *len)
+{
+	char *msg = NULL;
+	int rc;
+
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	log_debug("conn %llu: request %llu: error %d: %s",
+	    (unsigned long long)c->id, (unsigned long long)id, code,
+	    msg != NULL ? msg : "");
+	rc = request_error_frame(id, code, msg, frame, len);
+	free(msg);
+	return rc;
+}
+
 /* Sends an Error for request id. */
 void
 conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg = NULL;
 	uint8_t *frame;
 	size_t len;
+	int rc;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
+	rc = conn_error_framev(c, id, code, fmt, ap, &frame, &len);
 	va_end(ap);
-	log_debug("conn %llu: request %llu: error %d: %s",
-	    (unsigned long long)c->id, (unsigned long long)id, code,
-	    msg != NULL ? msg : "");
-	if (request_error_frame(id, code, msg, &frame, &len) == 0)
+	if (rc == 0)
 		conn_send(c, frame, len, 0);
-	free(msg);
 }
 
 /*
@@ -394,13 +407,26 @@ conn_pop_fd(struct conn *c)
 }
 
 /* Takes the descriptor that came with the frame being dispatched. */
-int
+static int
 conn_take_fd(struct conn *c)
 {
 	if (c->nfds == 0 || c->fds[0].from > c->frame_start ||
 	    c->fds[0].to <= c->frame_start)
 		return -1;
 	return conn_pop_fd(c);
+}
+
+/* The descriptor of request id's frame, or -1 after answering an Error. */
+int
+conn_take_request_fd(struct conn *c, uint64_t id, const char *what)
+{
+	int fd;
+
+	if ((fd = conn_take_fd(c)) == -1)
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_INVAL, "%s without "
+		    "a file descriptor (send the memfd as SCM_RIGHTS with the "
+		    "frame)", what);
+	return fd;
 }
 
 /*

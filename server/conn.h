@@ -7,6 +7,7 @@
 #ifndef AGXQ_CONN_H
 #define AGXQ_CONN_H
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/types.h>
@@ -110,6 +111,21 @@ void conn_send(struct conn *c, uint8_t *frame, size_t len, size_t raw_len);
 void conn_send_error(struct conn *c, uint64_t id, int code, const char *fmt,
     ...) __attribute__((format(printf, 4, 5)));
 
+/*
+ * Formats and logs an Error for request id on c and encodes it into a new
+ * frame (*frame, *len) for the caller to send; 0, or -1 out of memory.
+ */
+int conn_error_framev(struct conn *c, uint64_t id, int code, const char *fmt,
+    va_list ap, uint8_t **frame, size_t *len)
+    __attribute__((format(printf, 4, 0)));
+
+/*
+ * Takes the descriptor that came with the frame being dispatched (request
+ * id, a `what` message: RegisterRegion, AttachRing); the caller owns it.
+ * Without one, answers the request with an Error and returns -1.
+ */
+int conn_take_request_fd(struct conn *c, uint64_t id, const char *what);
+
 /* Tells c its last request in flight finished (restarts the idle timeout). */
 void conn_idle(struct conn *c);
 
@@ -137,12 +153,6 @@ struct model *conn_remove_model(struct conn *c, uint64_t id);
 
 /* Returns the state's name. */
 const char *conn_state_name(enum conn_state s);
-
-/*
- * Takes the descriptor that came with the frame being dispatched (a
- * RegisterRegion); the caller owns it. Returns -1 when none came.
- */
-int conn_take_fd(struct conn *c);
 
 /* Finds region id on c, or NULL. */
 struct region *conn_find_region(struct conn *c, uint64_t id);

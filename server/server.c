@@ -683,22 +683,23 @@ server_infer_error(struct conn *c, int32_t slot, uint64_t id, int code,
     const char *fmt, ...)
 {
 	va_list ap;
-	char *msg = NULL;
 	uint8_t *frame;
 	size_t len;
+	int rc;
 
 	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		msg = NULL;
+	rc = conn_error_framev(c, id, code, fmt, ap, &frame, &len);
 	va_end(ap);
-	if (slot < 0)
-		conn_send_error(c, id, code, "%s", msg != NULL ? msg : "");
-	else {
-		if (request_error_frame(id, code, msg, &frame, &len) != 0)
+	if (rc != 0) {
+		/* A slot must get its reply; the socket can do without. */
+		if (slot >= 0)
 			server_oom();
-		server_ring_reply(c, slot, frame, len, 0);
+		return;
 	}
-	free(msg);
+	if (slot < 0)
+		conn_send(c, frame, len, 0);
+	else
+		server_ring_reply(c, slot, frame, len, 0);
 }
 
 /* Answers request r, which the executor refused, and frees it. */
@@ -818,12 +819,9 @@ server_register_region(struct server *srv, struct conn *c,
 	char *cause = NULL;
 	int fd, code;
 
-	if ((fd = conn_take_fd(c)) == -1) {
-		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
-		    "RegisterRegion without a file descriptor (send the memfd "
-		    "as SCM_RIGHTS with the frame)");
+	if ((fd = conn_take_request_fd(c, rr->request_id,
+	    "RegisterRegion")) == -1)
 		return;
-	}
 	if (c->nregions >= config.max_regions) {
 		conn_send_error(c, rr->request_id, AGXQ__ERROR_CODE__ERR_LIMIT,
 		    "this connection already has %u shared memory regions "
@@ -957,12 +955,9 @@ server_attach_ring(struct server *srv, struct conn *c,
 	char *cause = NULL;
 	int fd, code;
 
-	if ((fd = conn_take_fd(c)) == -1) {
-		conn_send_error(c, ar->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
-		    "AttachRing without a file descriptor (send the memfd "
-		    "as SCM_RIGHTS with the frame)");
+	if ((fd = conn_take_request_fd(c, ar->request_id, "AttachRing")) ==
+	    -1)
 		return;
-	}
 	if (c->ring != NULL) {
 		conn_send_error(c, ar->request_id, AGXQ__ERROR_CODE__ERR_INVAL,
 		    "this connection already has a ring");
