@@ -224,6 +224,36 @@ out:
 	return rc;
 }
 
+/*
+ * Connects to sock as rt_connect (ring, spin), loads reference model which
+ * and runs threads threads of reqs requests each over io (nio of them);
+ * *delta is how many requests agxqd took from rings meanwhile. 0 or -1;
+ * *cp and *mp are the caller's to free either way.
+ */
+static int
+rt_ring_run(const char *sock, const char *ring, const char *spin,
+    agxq_reference which, const struct du_io *io, int nio, int threads,
+    int reqs, agxq_client **cp, agxq_model **mp, long long *delta)
+{
+	long long before, after;
+	int rc;
+
+	if ((before = rt_ring_requests(sock)) < 0)
+		return -1;
+	if ((rc = rt_connect(sock, ring, spin, NULL, cp)) != 0 ||
+	    (rc = du_load_ref(*cp, NULL, which, RT_SEED, mp, NULL)) != 0) {
+		printf("  connect and load: %s\n", agxq_strerror(rc));
+		return -1;
+	}
+	if (rt_run_threads(*mp, io, nio, threads, reqs) != 0 ||
+	    (after = rt_ring_requests(sock)) < 0)
+		return -1;
+	*delta = after - before;
+	printf("  %lld of %d requests through the ring\n", *delta,
+	    threads * reqs);
+	return 0;
+}
+
 /* ---- Raw rings ----------------------------------------------------------- */
 
 /* A ring area made by the test: its memfd and its mapping here. */
@@ -658,18 +688,14 @@ t_used(void)
 	struct du_io *io = NULL;
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
-	long long before, after, json;
+	long long delta, after, json;
 
 	CHECK(rt_ios_make(AGXQ_REF_MLP, US_NIO, 4, 0, &io) == 0);
-	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "20000", NULL, &c));
-	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_MLP, RT_SEED, &m, NULL));
-	CHECK(rt_run_threads(m, io, US_NIO, US_THREADS, US_REQS) == 0);
+	CHECK(rt_ring_run(daemon_.sock, NULL, "20000", AGXQ_REF_MLP, io,
+	    US_NIO, US_THREADS, US_REQS, &c, &m, &delta) == 0);
+	CHECK(delta > 0);
+	CHECK(delta <= US_THREADS * US_REQS);
 	after = rt_ring_requests(daemon_.sock);
-	printf("  %lld of %d requests through the ring\n", after - before,
-	    US_THREADS * US_REQS);
-	CHECK(after > before);
-	CHECK(after - before <= US_THREADS * US_REQS);
 	json = rt_json_ring(c);
 	if (json != after) {
 		printf("  stats JSON ring_requests %lld, Stats %lld\n", json,
@@ -699,9 +725,8 @@ t_off_without_polling(void)
 	d.pid = -1;
 	CHECK(rt_ios_make(AGXQ_REF_MLP, 16, 4, 0, &io) == 0);
 	CHECK(du_start(&d, extra) == 0);
-	CHECK_OK(rt_connect(d.sock, NULL, "500", NULL, &c));
-	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_MLP, RT_SEED, &m, NULL));
-	CHECK(rt_run_threads(m, io, 16, 2, 50) == 0);
+	CHECK(rt_ring_run(d.sock, NULL, "500", AGXQ_REF_MLP, io, 16, 2, 50,
+	    &c, &m, &n) == 0);
 	n = rt_ring_requests(d.sock);
 	if (n != 0) {
 		printf("  ring_requests %lld, want 0\n", n);
@@ -812,20 +837,13 @@ t_env_off(void)
 	struct du_io *io = NULL;
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
-	long long before, after;
+	long long delta;
 
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 16, 4, 0, &io) == 0);
-	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, "0", "500", NULL, &c));
+	CHECK(rt_ring_run(daemon_.sock, "0", "500", AGXQ_REF_LINEAR, io, 16,
+	    2, 100, &c, &m, &delta) == 0);
 	CHECK(getenv("AGXQ_RING") == NULL);
-	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
-	CHECK(rt_run_threads(m, io, 16, 2, 100) == 0);
-	after = rt_ring_requests(daemon_.sock);
-	if (after != before) {
-		printf("  ring_requests went from %lld to %lld\n", before,
-		    after);
-		CHECK(0);
-	}
+	CHECK(delta == 0);
 out:
 	agxq_model_unload(m);
 	agxq_close(c);
@@ -845,17 +863,12 @@ t_more_threads_than_slots(void)
 	struct du_io *io = NULL;
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
-	long long before, after;
+	long long delta;
 
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, MT_NIO, 4, 0, &io) == 0);
-	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "20000", NULL, &c));
-	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_LINEAR, RT_SEED, &m, NULL));
-	CHECK(rt_run_threads(m, io, MT_NIO, MT_THREADS, MT_REQS) == 0);
-	after = rt_ring_requests(daemon_.sock);
-	printf("  %lld of %d requests through the ring\n", after - before,
-	    MT_THREADS * MT_REQS);
-	CHECK(after > before);
+	CHECK(rt_ring_run(daemon_.sock, NULL, "20000", AGXQ_REF_LINEAR, io,
+	    MT_NIO, MT_THREADS, MT_REQS, &c, &m, &delta) == 0);
+	CHECK(delta > 0);
 out:
 	agxq_model_unload(m);
 	agxq_close(c);
@@ -909,7 +922,7 @@ t_waiter(void)
 	agxq_model *m = NULL;
 	agxq_graph *kg = NULL;
 	pthread_t keeper;
-	long long before, after;
+	long long delta;
 	int keeper_on = 0;
 
 	CHECK(rt_ios_make(AGXQ_REF_TRANSFORMER, WT_NIO, 2, 0, &io) == 0);
@@ -919,14 +932,9 @@ t_waiter(void)
 	CHECK_OK(agxq_model_load(keep.c, kg, "keeper", &keep.m));
 	CHECK(pthread_create(&keeper, NULL, br_keeper_main, &keep) == 0);
 	keeper_on = 1;
-	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK_OK(rt_connect(daemon_.sock, NULL, "1", NULL, &c));
-	CHECK_OK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, RT_SEED, &m,
-	    NULL));
-	CHECK(rt_run_threads(m, io, WT_NIO, 2, 12) == 0);
-	after = rt_ring_requests(daemon_.sock);
-	printf("  %lld of %d requests through the ring\n", after - before, 24);
-	CHECK(after > before);
+	CHECK(rt_ring_run(daemon_.sock, NULL, "1", AGXQ_REF_TRANSFORMER, io,
+	    WT_NIO, 2, 12, &c, &m, &delta) == 0);
+	CHECK(delta > 0);
 out:
 	if (keeper_on) {
 		atomic_store(&keep.stop, 1);
