@@ -229,17 +229,24 @@ client_on_reader(const agxq_client *c)
 	    pthread_equal(pthread_self(), c->reader);
 }
 
-/* Adds p to the pending table, growing it; fails once the client is dead. */
+/*
+ * Adds p to the pending table, growing it; fails once the client is dead:
+ * AGXQ_EAGAIN when the daemon said it would run nothing more (dead and
+ * goaway change together under c->mu), else AGXQ_EDISCONNECTED.
+ */
 static int
 client_pending_add(agxq_client *c, struct client_pending *p)
 {
 	struct client_pending **nb, *q, *next;
 	size_t n, h;
+	int rc;
 
 	pthread_mutex_lock(&c->mu);
 	if (atomic_load(&c->dead)) {
+		rc = atomic_load(&c->goaway) ? AGXQ_EAGAIN :
+		    AGXQ_EDISCONNECTED;
 		pthread_mutex_unlock(&c->mu);
-		return AGXQ_EDISCONNECTED;
+		return rc;
 	}
 	if (c->npending >= c->nbuckets) {
 		n = c->nbuckets * 2;
@@ -358,7 +365,7 @@ client_send(agxq_client *c, unsigned gen, const uint8_t *frame, size_t len,
 	int rc = 0;
 
 	if (atomic_load(&c->dead))
-		return atomic_load(&c->goaway) ? AGXQ_EAGAIN :
+		return atomic_load(&c->goaway_gen) == gen ? AGXQ_EAGAIN :
 		    AGXQ_EDISCONNECTED;
 	pthread_mutex_lock(&c->send_mu);
 	if (atomic_load(&c->gen) != gen || c->fd < 0)
