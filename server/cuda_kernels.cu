@@ -513,6 +513,95 @@ cuk_add_layer_norm_reg_kernel(float *out, const float *a, const float *b,
 }
 
 /* Traps: a fault that breaks the context. */
+#define CUK_COPY_UNROLL 4       /* chunks a thread has in flight */
+
+/*
+ * The entry of list chunk c: the last one whose first is at most c (first
+ * ascends; entries of 0 bytes share their successor's first).
+ */
+static __device__ int
+cuk_copy_find(const unsigned long long *first, int n, unsigned long long c)
+{
+	int lo = 0, hi = n - 1;
+
+	while (lo < hi) {
+		int mid = (lo + hi + 1) / 2;
+
+		if (first[mid] <= c)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo;
+}
+
+/*
+ * Copies a list: the list is read into shared memory at once (one trip over
+ * the bus when it is mapped), then each block copies chunks b, b + G, ...
+ * (G blocks), CUK_COPY_UNROLL of them loaded before any is stored, so that
+ * reads of mapped memory overlap. A thread moves 16 bytes of a chunk;
+ * unaligned entries and their tails go byte by byte.
+ */
+static __global__ void
+cuk_copy_list_kernel(const struct cuk_copy_list *list)
+{
+	__shared__ unsigned long long src[CUK_COPY_MAX], dst[CUK_COPY_MAX];
+	__shared__ unsigned long long len[CUK_COPY_MAX], first[CUK_COPY_MAX];
+	__shared__ unsigned long long chunks;
+	__shared__ int n;
+	const unsigned long long step = (unsigned long long)gridDim.x *
+	    CUK_COPY_UNROLL;
+	int t = threadIdx.x;
+
+	if (t == 0) {
+		n = (int)min(list->n, (uint32_t)CUK_COPY_MAX);
+		chunks = list->chunks;
+	}
+	if (t < CUK_COPY_MAX) {
+		src[t] = list->e[t].src;
+		dst[t] = list->e[t].dst;
+		len[t] = list->e[t].bytes;
+		first[t] = list->e[t].first;
+	}
+	__syncthreads();
+	if (n == 0)
+		return;
+	for (unsigned long long c0 = blockIdx.x; c0 < chunks; c0 += step) {
+		uint4 v[CUK_COPY_UNROLL];
+		uint4 *to[CUK_COPY_UNROLL];
+
+		for (int k = 0; k < CUK_COPY_UNROLL; k++) {
+			unsigned long long c = c0 + (unsigned long long)k *
+			    gridDim.x, off;
+			const char *s;
+			char *d;
+			int e;
+
+			to[k] = NULL;
+			if (c >= chunks)
+				continue;
+			e = cuk_copy_find(first, n, c);
+			off = (c - first[e]) * CUK_COPY_CHUNK +
+			    (unsigned long long)t * 16;
+			if (c < first[e] || off >= len[e])
+				continue;
+			s = (const char *)src[e] + off;
+			d = (char *)dst[e] + off;
+			if (((src[e] | dst[e]) & 15) == 0 && off + 16 <= len[e]) {
+				v[k] = *(const uint4 *)s;
+				to[k] = (uint4 *)d;
+				continue;
+			}
+			for (unsigned long long i = 0; i < 16 &&
+			    off + i < len[e]; i++)
+				d[i] = s[i];
+		}
+		for (int k = 0; k < CUK_COPY_UNROLL; k++)
+			if (to[k] != NULL)
+				*to[k] = v[k];
+	}
+}
+
 static __global__ void
 cuk_trap_kernel(void)
 {
@@ -705,4 +794,35 @@ cuk_trap(cudaStream_t s)
 {
 	cuk_trap_kernel<<<1, 1, 0, s>>>();
 	return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+cuk_copy_list(const struct cuk_copy_list *list, uint64_t bytes, cudaStream_t s)
+{
+	uint64_t blocks = bytes / (CUK_COPY_CHUNK * CUK_COPY_UNROLL) + 1;
+
+	if (list == NULL)
+		return cudaErrorInvalidValue;
+	/* One thread per 16 bytes of a chunk; the list is read by the first. */
+	static_assert(CUK_COPY_CHUNK / 16 >= CUK_COPY_MAX, "list load");
+	cuk_copy_list_kernel<<<(unsigned int)(blocks < 132 ? blocks : 132),
+	    CUK_COPY_CHUNK / 16, 0, s>>>(list);
+	return cudaGetLastError();
+}
+
+extern "C" int
+cuk_copy_add(struct cuk_copy_list *list, const void *dst, const void *src,
+    uint64_t bytes)
+{
+	struct cuk_copy *e;
+
+	if (list->n >= CUK_COPY_MAX)
+		return -1;
+	e = &list->e[list->n++];
+	e->src = (uint64_t)(uintptr_t)src;
+	e->dst = (uint64_t)(uintptr_t)dst;
+	e->bytes = bytes;
+	e->first = list->chunks;
+	list->chunks += (bytes + CUK_COPY_CHUNK - 1) / CUK_COPY_CHUNK;
+	return 0;
 }
