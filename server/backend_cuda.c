@@ -159,7 +159,7 @@ struct cuda_state {
 struct cuda_hostreg {
 	char *p;
 	size_t len;
-	char *dev;                  /* p's device address (mapped) */
+	char *dev;                  /* p's device address (with map_max) */
 };
 
 struct cuda_graph_slot {
@@ -1555,11 +1555,11 @@ fail_nomem:
 }
 
 /*
- * The device address of host memory [p, p + len) when it lies in memory
- * registered by host_register, else NULL.
+ * The registration host memory [p, p + len) lies in (host_register), or
+ * NULL.
  */
-static char *
-cuda_hostreg_dev(const struct cuda_state *st, const void *p, size_t len)
+static const struct cuda_hostreg *
+cuda_hostreg_find(const struct cuda_state *st, const void *p, size_t len)
 {
 	const char *c = p;
 
@@ -1567,7 +1567,7 @@ cuda_hostreg_dev(const struct cuda_state *st, const void *p, size_t len)
 		const struct cuda_hostreg *r = &st->hreg[i];
 
 		if (c >= r->p && len <= r->len && (size_t)(c - r->p) <= r->len - len)
-			return r->dev + (c - r->p);
+			return r;
 	}
 	return NULL;
 }
@@ -1598,7 +1598,7 @@ cuda_dma_modes(const struct cuda_state *st, const struct cuda_model *m,
 			sh = &shapes[i];
 			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
 			    (size_t)sh->dim[0] * sizeof(float) : 0;
-			if (row > 0 && cuda_hostreg_dev(st,
+			if (row > 0 && cuda_hostreg_find(st,
 			    in[k * g->ninputs + i], row * rows[k]) == NULL)
 				*dma_in = 0;
 		}
@@ -1607,7 +1607,7 @@ cuda_dma_modes(const struct cuda_state *st, const struct cuda_model *m,
 			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
 			    (size_t)sh->dim[0] * sizeof(float) : 0;
 			if (row > 0 && (out[k * g->noutputs + j] == NULL ||
-			    cuda_hostreg_dev(st, out[k * g->noutputs + j],
+			    cuda_hostreg_find(st, out[k * g->noutputs + j],
 			    row * rows[k]) == NULL))
 				*dma_out = 0;
 		}
@@ -1630,10 +1630,12 @@ cuda_dma_copy(struct cuda_state *st, struct cuda_lane *l,
 	uint32_t nv = outputs ? g->noutputs : g->ninputs;
 	int map = outputs ? l->map_out : l->map_in;
 	struct cuk_copy_list *list = &l->maps[outputs ? 1 : 0];
+	const struct cuda_hostreg *r;
 	const struct graph_shape *sh;
+	const char *host;
 	cudaError_t err;
 	size_t row, off;
-	char *dev, *host;
+	char *dev, *hdev;
 
 	list->n = 0;
 	list->chunks = 0;
@@ -1646,12 +1648,14 @@ cuda_dma_copy(struct cuda_state *st, struct cuda_lane *l,
 		    l->arena + m->val_off[v];
 		off = 0;
 		for (uint32_t k = 0; k < nparts && map; k++) {
-			host = cuda_hostreg_dev(st, outputs ?
-			    (const void *)out[k * nv + v] : in[k * nv + v],
-			    row * rows[k]);
-			if (host == NULL || (outputs ? cuk_copy_add(list, host,
+			host = outputs ? (const char *)out[k * nv + v] :
+			    (const char *)in[k * nv + v];
+			r = cuda_hostreg_find(st, host, row * rows[k]);
+			hdev = r != NULL && r->dev != NULL ? r->dev +
+			    (host - r->p) : NULL;
+			if (hdev == NULL || (outputs ? cuk_copy_add(list, hdev,
 			    dev + off, row * rows[k]) : cuk_copy_add(list,
-			    dev + off, host, row * rows[k])) != 0) {
+			    dev + off, hdev, row * rows[k])) != 0) {
 				cuda_cause(cause, "cuda: a copy list's tensor "
 				    "is not registered or the list is full");
 				return -1;
@@ -1752,9 +1756,10 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->dma_in = dma_in;
 	l->dma_out = dma_out;
 	/* By the copy kernel when the lists hold every part of every tensor. */
-	l->map_in = dma_in && bytes <= st->map_max &&
+	l->map_in = st->map_max > 0 && dma_in && bytes <= st->map_max &&
 	    (size_t)nparts * g->ninputs <= CUK_COPY_MAX;
-	l->map_out = dma_out && cuda_io_bytes(g, shapes, 1) <= st->map_max &&
+	l->map_out = st->map_max > 0 && dma_out &&
+	    cuda_io_bytes(g, shapes, 1) <= st->map_max &&
 	    (size_t)nparts * g->noutputs <= CUK_COPY_MAX;
 	bs = cublasSetMathMode(l->blas, g->precision == GRAPH_TF32 ?
 	    CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
@@ -1976,13 +1981,15 @@ cuda_host_register(void *state, void *p, size_t len, char **cause)
 		st->hreg = n;
 		st->hreg_cap = cap;
 	}
-	if ((err = cudaHostRegister(p, len, cudaHostRegisterMapped)) !=
-	    cudaSuccess) {
+	/* Mapped, with its device address, for the copy kernel. */
+	st->hreg[st->nhreg].dev = NULL;
+	if ((err = cudaHostRegister(p, len, st->map_max > 0 ?
+	    cudaHostRegisterMapped : cudaHostRegisterDefault)) != cudaSuccess) {
 		(void)cudaGetLastError();
 		return cuda_err(cause, "cudaHostRegister", err);
 	}
-	if ((err = cudaHostGetDevicePointer((void **)&st->hreg[st->nhreg].dev,
-	    p, 0)) != cudaSuccess) {
+	if (st->map_max > 0 && (err = cudaHostGetDevicePointer(
+	    (void **)&st->hreg[st->nhreg].dev, p, 0)) != cudaSuccess) {
 		(void)cudaHostUnregister(p);
 		(void)cudaGetLastError();
 		return cuda_err(cause, "cudaHostGetDevicePointer (registered)",
