@@ -11,6 +11,7 @@
 
 struct backend_ops {
 	const char *name;
+	const char *env_prefix;     /* of its settings (see envset.h) */
 
 	/* Opens device number `device`. Returns 0 and *state, or -1 with *cause. */
 	int (*open)(int device, void **state, char **cause);

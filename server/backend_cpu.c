@@ -6,6 +6,7 @@
  * straight into the caller's buffers.
  */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "backend.h"
 #include "engine.h"
+#include "envset.h"
 
 #define CPU_ALIGN_FLOATS 16 /* 64-byte alignment of every arena slice */
 
@@ -66,8 +68,9 @@ cpu_round(size_t n)
 static int
 cpu_open(int device, void **state, char **cause)
 {
+	/* In the order of enum cpu_fault_kind. */
+	static const char *const kinds[] = { "error", "lost", "sticky", NULL };
 	struct cpu_state *s;
-	const char *env;
 
 	if (atomic_load(&cpu_sticky_fault)) {
 		if (cause != NULL)
@@ -81,15 +84,9 @@ cpu_open(int device, void **state, char **cause)
 		return -1;
 	}
 	s->device = device;
-	if ((env = getenv("AGXQ_CPU_FAULT_EVERY")) != NULL)
-		s->fault_every = strtoul(env, NULL, 10);
-	s->fault_kind = CPU_FAULT_ERROR;
-	if ((env = getenv("AGXQ_CPU_FAULT_KIND")) != NULL) {
-		if (strcmp(env, "lost") == 0)
-			s->fault_kind = CPU_FAULT_LOST;
-		else if (strcmp(env, "sticky") == 0)
-			s->fault_kind = CPU_FAULT_STICKY;
-	}
+	s->fault_every = envset_ulong("AGXQ_CPU_FAULT_EVERY", 0, 0, ULONG_MAX);
+	s->fault_kind = envset_choice("AGXQ_CPU_FAULT_KIND", CPU_FAULT_ERROR,
+	    kinds);
 	*state = s;
 	return 0;
 }
@@ -609,6 +606,7 @@ engine_set_cpu_threads(int n)
 
 const struct backend_ops backend_cpu_ops = {
 	.name = "cpu",
+	.env_prefix = "AGXQ_CPU_",
 	.open = cpu_open,
 	.close = cpu_close,
 	.model_load = cpu_model_load,

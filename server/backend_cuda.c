@@ -67,6 +67,7 @@
  * (cudaErrorDevicesUnavailable), as CUDA's documentation allows, so the
  * reopen fails there and only a new process recovers.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -81,6 +82,7 @@
 #include "backend.h"
 #include "cuda_gemm.h"
 #include "cuda_kernels.h"
+#include "envset.h"
 
 #define CUDA_ALIGN 256              /* arena alignment of each tensor */
 #define CUDA_PIN_ALIGN 64           /* staging alignment of each tensor */
@@ -241,22 +243,6 @@ static size_t
 cuda_align(size_t n, size_t a)
 {
 	return (n + a - 1) / a * a;
-}
-
-/* Reads a non-negative integer environment variable, or def. */
-static unsigned long
-cuda_env_ulong(const char *name, unsigned long def)
-{
-	const char *s = getenv(name);
-	char *end;
-	unsigned long v;
-
-	if (s == NULL || *s == '\0')
-		return def;
-	v = strtoul(s, &end, 10);
-	if (*end != '\0')
-		return def;
-	return v;
 }
 
 /* Monotonic nanoseconds. */
@@ -434,8 +420,9 @@ cuda_open(int device, void **state, char **cause)
 {
 	struct cuda_state *st;
 	cudaError_t err;
-	int count = 0, k;
-	const char *kind;
+	static const char *const kinds[] = { "error", "trap", NULL };
+	unsigned long zc_in_max, map_max;
+	int count = 0, k, lt, candidates;
 
 	if ((err = cudaGetDeviceCount(&count)) != cudaSuccess)
 		return cuda_err(cause, "cudaGetDeviceCount", err);
@@ -448,8 +435,9 @@ cuda_open(int device, void **state, char **cause)
 		return -1;
 	}
 	st->device = device;
-	st->use_graphs = cuda_env_ulong("AGXQ_CUDA_GRAPHS", 1) != 0;
-	st->zerocopy = cuda_env_ulong("AGXQ_CUDA_ZEROCOPY", 1) != 0;
+	/* Every setting read first, so that each one set is validated. */
+	st->use_graphs = envset_ulong("AGXQ_CUDA_GRAPHS", 1, 0, 1);
+	st->zerocopy = envset_ulong("AGXQ_CUDA_ZEROCOPY", 1, 0, 1);
 	/*
 	 * 4 KiB, one request of the reference linear and mlp. A kernel that
 	 * reads a mapped input reads it over the bus once per tile it
@@ -457,8 +445,7 @@ cuda_open(int device, void **state, char **cause)
 	 * 81 us at 8 rows read mapped and 41 us copied; linear 20.7 and 22.6
 	 * us; at 4 rows both ways are within 1 us (docs/GPU.md).
 	 */
-	st->zc_in_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_ZC_IN_MAX",
-	    4096) : 0;
+	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_IN_MAX", 4096, 0, ULONG_MAX);
 	/*
 	 * With a limit, a batch's tensors in clients' registered memory move
 	 * by one copy kernel per direction inside the run's graph, instead
@@ -466,27 +453,18 @@ cuda_open(int device, void **state, char **cause)
 	 * costs the executor a call and the device a copy. Off until it has
 	 * been measured against the copies on a GPU (docs/GPU.md).
 	 */
-	st->map_max = st->zerocopy ? cuda_env_ulong("AGXQ_CUDA_MAP_MAX", 0) :
-	    0;
-	st->fuse = cuda_env_ulong("AGXQ_CUDA_FUSE", 1) != 0;
-	st->hostreg = cuda_env_ulong("AGXQ_CUDA_HOSTREG", 1) != 0;
-	st->parts = cuda_env_ulong("AGXQ_CUDA_PARTS", 1) != 0;
-	st->fault_every = cuda_env_ulong("AGXQ_CUDA_FAULT_EVERY", 0);
-	kind = getenv("AGXQ_CUDA_FAULT_KIND");
-	st->fault_trap = kind != NULL && strcmp(kind, "trap") == 0;
-
-	if ((err = cudaSetDevice(device)) != cudaSuccess) {
-		cuda_err(cause, "cudaSetDevice", err);
-		goto fail_free_state;
-	}
-	for (k = 0; k < CUDA_SLOTS; k++)
-		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
-			goto fail_close_lanes;
-	if (cuda_env_ulong("AGXQ_CUDA_LT", 1) != 0 &&
-	    cuda_gemm_open(&st->gemm, cause) != 0) {
-		k = CUDA_SLOTS - 1;
-		goto fail_close_lanes;
-	}
+	map_max = envset_ulong("AGXQ_CUDA_MAP_MAX", 0, 0, ULONG_MAX);
+	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
+	st->map_max = st->zerocopy ? map_max : 0;
+	st->fuse = envset_ulong("AGXQ_CUDA_FUSE", 1, 0, 1);
+	st->hostreg = envset_ulong("AGXQ_CUDA_HOSTREG", 1, 0, 1);
+	st->parts = envset_ulong("AGXQ_CUDA_PARTS", 1, 0, 1);
+	st->fault_every = envset_ulong("AGXQ_CUDA_FAULT_EVERY", 0, 0,
+	    ULONG_MAX);
+	st->fault_trap = envset_choice("AGXQ_CUDA_FAULT_KIND", 0, kinds) == 1;
+	lt = (int)envset_ulong("AGXQ_CUDA_LT", 1, 0, 1);
+	candidates = (int)envset_ulong("AGXQ_CUDA_LT_CANDIDATES",
+	    CUDA_GEMM_CANDIDATES, 1, CUDA_GEMM_CANDIDATES_MAX);
 	/*
 	 * cublasSgemm picks a slow kernel for the products of small batches:
 	 * on an H200 (CUDA 13.0) a linear(256, 128) took 15 us at 4 rows, 62
@@ -495,8 +473,20 @@ cuda_open(int device, void **state, char **cause)
 	 * mlp at 8 rows 24 us unpadded, 34 padded), linears of 5 to 31 rows
 	 * therefore compute 32 (the extra rows are never read).
 	 */
-	st->pad_rows = cuda_env_ulong("AGXQ_CUDA_PAD_ROWS",
-	    st->gemm != NULL ? 0 : 32);
+	st->pad_rows = envset_ulong("AGXQ_CUDA_PAD_ROWS", lt ? 0 : 32, 0,
+	    1u << 16);
+
+	if ((err = cudaSetDevice(device)) != cudaSuccess) {
+		cuda_err(cause, "cudaSetDevice", err);
+		goto fail_free_state;
+	}
+	for (k = 0; k < CUDA_SLOTS; k++)
+		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
+			goto fail_close_lanes;
+	if (lt && cuda_gemm_open(&st->gemm, candidates, cause) != 0) {
+		k = CUDA_SLOTS - 1;
+		goto fail_close_lanes;
+	}
 	*state = st;
 	return 0;
 
@@ -2020,6 +2010,7 @@ cuda_host_unregister(void *state, void *p)
 
 const struct backend_ops backend_cuda_ops = {
 	.name = "cuda",
+	.env_prefix = "AGXQ_CUDA_",
 	.open = cuda_open,
 	.close = cuda_close,
 	.model_load = cuda_model_load,

@@ -19,8 +19,6 @@
 #include "cuda_gemm.h"
 
 #define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
-#define GEMM_CANDIDATES 8    /* algorithms timed, by default */
-#define GEMM_CANDIDATES_MAX 16
 #define GEMM_TIME_RUNS 3     /* runs per timing, best of GEMM_TIME_REPS */
 #define GEMM_TIME_REPS 2
 
@@ -79,11 +77,9 @@ gemm_align(const void *p)
 
 /* Creates the cuBLASLt handle and the timing events. */
 int
-cuda_gemm_open(struct cuda_gemm **out, char **cause)
+cuda_gemm_open(struct cuda_gemm **out, int candidates, char **cause)
 {
 	struct cuda_gemm *gm;
-	const char *env;
-	char *end;
 	cublasStatus_t s;
 	cudaError_t err;
 
@@ -93,20 +89,14 @@ cuda_gemm_open(struct cuda_gemm **out, char **cause)
 		return -1;
 	}
 	/*
-	 * AGXQ_CUDA_LT_CANDIDATES=N (1-16, default 8): how many of the
-	 * heuristic's algorithms the first run of a shape times; 1 takes its
-	 * first choice untimed (on an H200 that ran linear and mlp at 16 rows
-	 * 3x slower; docs/GPU.md). Timing costs the first run of a new batch
-	 * size a few milliseconds; fewer candidates cost less and may miss the
-	 * fastest. An invalid value leaves the default.
+	 * How many of the heuristic's algorithms the first run of a shape
+	 * times (AGXQ_CUDA_LT_CANDIDATES); 1 takes its first choice untimed
+	 * (on an H200 that ran linear and mlp at 16 rows 3x slower;
+	 * docs/GPU.md). Timing costs the first run of a new batch size a few
+	 * milliseconds; fewer candidates cost less and may miss the fastest.
 	 */
-	gm->candidates = GEMM_CANDIDATES;
-	if ((env = getenv("AGXQ_CUDA_LT_CANDIDATES")) != NULL && *env != '\0') {
-		long v = strtol(env, &end, 10);
-
-		if (*end == '\0' && v >= 1 && v <= GEMM_CANDIDATES_MAX)
-			gm->candidates = (int)v;
-	}
+	gm->candidates = candidates < 1 ? 1 : candidates >
+	    CUDA_GEMM_CANDIDATES_MAX ? CUDA_GEMM_CANDIDATES_MAX : candidates;
 	if ((s = cublasLtCreate(&gm->lt)) != CUBLAS_STATUS_SUCCESS) {
 		free(gm);
 		return gemm_fail(cause, "cublasLtCreate", s);
@@ -278,7 +268,7 @@ static int
 gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
     const struct cuda_gemm_linear *a, char **cause)
 {
-	cublasLtMatmulHeuristicResult_t res[GEMM_CANDIDATES_MAX];
+	cublasLtMatmulHeuristicResult_t res[CUDA_GEMM_CANDIDATES_MAX];
 	cublasLtMatmulPreference_t pref;
 	enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
 	uint64_t ws = a->ws_size;

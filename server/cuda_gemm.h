@@ -28,7 +28,10 @@ struct cuda_gemm_linear {
 	float *y;
 };
 
-int	 cuda_gemm_open(struct cuda_gemm **, char **);
+#define CUDA_GEMM_CANDIDATES 8      /* algorithms timed, by default */
+#define CUDA_GEMM_CANDIDATES_MAX 16
+
+int	 cuda_gemm_open(struct cuda_gemm **, int, char **);
 void	 cuda_gemm_close(struct cuda_gemm *);
 int	 cuda_gemm_run(struct cuda_gemm *, const struct cuda_gemm_linear *,
 	    char **);

@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "engine.h"
+#include "envset.h"
 
 struct engine {
 	const struct backend_ops *ops;
@@ -129,6 +130,9 @@ engine_open(const char *name, int device, enum engine_owner_mode mode,
 		free(e);
 		return -1;
 	}
+	/* The backend has read its settings: the others are misspelt. */
+	if (ops->env_prefix != NULL)
+		envset_check_prefix(ops->env_prefix);
 	*out = e;
 	return 0;
 }

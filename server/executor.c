@@ -4,6 +4,7 @@
  * runs as one launch and is split back into one encoded reply per request.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "envset.h"
 #include "executor.h"
 #include "log.h"
 #include "region.h"
@@ -797,21 +799,29 @@ executor_await(struct executor *ex)
 	}
 }
 
+/* Logs a setting of the environment that is not used as given. */
+static void
+executor_env_note(const char *note, void *arg)
+{
+	(void)arg;
+	log_warn("%s", note);
+}
+
 /* Allocates the in-flight slots once the backend says how many it takes. */
 static int
 executor_make_slots(struct executor *ex)
 {
 	uint32_t cap = ex->cfg.batch.max_batch > 0 ? ex->cfg.batch.max_batch : 1;
-
-	const char *env = getenv("AGXQ_LANES");
+	unsigned long lanes;
 
 	ex->nslots = (uint32_t)engine_slots(ex->engine);
 	/*
 	 * AGXQ_LANES=N runs at most N batches at once (fewer, bigger
 	 * batches); for measuring, see docs/GPU.md.
 	 */
-	if (env != NULL && atoi(env) > 0 && (uint32_t)atoi(env) < ex->nslots)
-		ex->nslots = (uint32_t)atoi(env);
+	lanes = envset_ulong("AGXQ_LANES", ex->nslots, 1, ULONG_MAX);
+	if (lanes < ex->nslots)
+		ex->nslots = (uint32_t)lanes;
 	if ((ex->slots = calloc(ex->nslots, sizeof *ex->slots)) == NULL)
 		return -1;
 	for (uint32_t i = 0; i < ex->nslots; i++) {
@@ -846,6 +856,7 @@ executor_main(void *arg)
 		cause = strdup("out of memory");
 		rc = -1;
 	}
+	envset_take_notes(executor_env_note, NULL);
 	if (rc == 0) {
 		snprintf(ex->backend, sizeof ex->backend, "%s",
 		    engine_backend_name(ex->engine));

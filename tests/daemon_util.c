@@ -1033,3 +1033,43 @@ du_fd_count(pid_t pid)
 	closedir(dp);
 	return n;
 }
+
+/* Reads the daemon's log (<socket>.log) into a malloc'd string, or NULL. */
+char *
+du_log(const struct du_daemon *d)
+{
+	char path[128], *text;
+	size_t len;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s.log", d->sock);
+	if ((f = fopen(path, "r")) == NULL)
+		return NULL;
+	if ((text = calloc(1, 1 << 20)) != NULL) {
+		len = fread(text, 1, (1 << 20) - 1, f);
+		text[len] = '\0';
+	}
+	fclose(f);
+	return text;
+}
+
+/* Waits up to timeout_ms for the log to contain needle; 1 when it does. */
+int
+du_log_has(const struct du_daemon *d, const char *needle, int timeout_ms)
+{
+	uint64_t end = du_now_ms() + (uint64_t)timeout_ms;
+	char *text;
+	int found;
+
+	for (;;) {
+		text = du_log(d);
+		found = text != NULL && strstr(text, needle) != NULL;
+		free(text);
+		if (found || du_now_ms() >= end)
+			break;
+		usleep(50000);
+	}
+	if (!found)
+		printf("  the log lacks \"%s\"\n", needle);
+	return found;
+}

@@ -75,6 +75,15 @@ pid_t du_daemon_pid(const char *sock);
  */
 pid_t du_worker_pid(const char *sock);
 
+/* The daemon's log (d->sock with .log: start's) as a malloc'd string, or NULL. */
+char *du_log(const struct du_daemon *d);
+
+/*
+ * Waits up to timeout_ms for d's log to contain needle: 1 when it does,
+ * else 0 (saying so on stdout).
+ */
+int du_log_has(const struct du_daemon *d, const char *needle, int timeout_ms);
+
 /* Returns 1 when pid runs: exists, and is not a zombie with all its threads gone. */
 int du_alive(pid_t pid);
 

@@ -3,7 +3,7 @@
  * stop, status, stale sockets, socket mode), SIGTERM with requests in
  * flight, 8 threads and 4 processes against all three reference models
  * checked against direct mode, clients that vanish with requests in flight,
- * and model sharing.
+ * model sharing, and settings in the environment that are logged as unused.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -749,6 +749,43 @@ out:
 	du_cleanup(&d);
 }
 
+/*
+ * Settings in the environment that agxqd cannot use as given are logged as
+ * warnings naming them, and the daemon runs with the defaults: a word that
+ * is not a fault kind, a lane count that is no number, and a misspelt
+ * variable with the cpu backend's prefix. A valid one is not mentioned.
+ */
+static void
+t_env_settings(void)
+{
+	static const char *const vars[][2] = {
+	    { "AGXQ_CPU_FAULT_KIND", "bogus" }, { "AGXQ_LANES", "two" },
+	    { "AGXQ_CPU_FAULT_EVRY", "3" }, { "AGXQ_CPU_FAULT_EVERY", "0" } };
+	struct du_daemon d;
+	char *text = NULL;
+	int rc;
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	for (size_t i = 0; i < TESTLIB_N(vars); i++)
+		setenv(vars[i][0], vars[i][1], 1);
+	rc = du_start(&d, NULL);
+	for (size_t i = 0; i < TESTLIB_N(vars); i++)
+		unsetenv(vars[i][0]);
+	CHECK(rc == 0);
+	CHECK(du_log_has(&d, "AGXQ_CPU_FAULT_KIND=\"bogus\" is not one of "
+	    "error, lost, sticky: using error", 5000));
+	CHECK(du_log_has(&d, "AGXQ_LANES=\"two\" is not a whole number", 1000));
+	CHECK(du_log_has(&d, "AGXQ_CPU_FAULT_EVRY is set but is no setting",
+	    1000));
+	CHECK((text = du_log(&d)) != NULL);
+	CHECK(strstr(text, "AGXQ_CPU_FAULT_EVERY") == NULL);
+	CHECK(du_stop(&d) == 0);
+out:
+	free(text);
+	du_cleanup(&d);
+}
+
 static const struct testlib_case cases[] = {
 	{ "cli_basic", t_cli_basic },
 	{ "cli_usage", t_cli_usage },
@@ -760,6 +797,7 @@ static const struct testlib_case cases[] = {
 	{ "shared_models", t_shared_models },
 	{ "close_with_models", t_close_with_models },
 	{ "spin_paths", t_spin_paths },
+	{ "env_settings", t_env_settings },
 };
 
 int

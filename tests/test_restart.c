@@ -98,8 +98,6 @@ out:
 	return -1;
 }
 
-static char *rs_log(const struct rs_env *e);
-
 /* Prints the last lines of the daemon's log, to show why a case failed. */
 static void
 rs_log_dump(const struct rs_env *e, int nlines)
@@ -107,7 +105,7 @@ rs_log_dump(const struct rs_env *e, int nlines)
 	char *text, *p;
 	int n = 0;
 
-	if ((text = rs_log(e)) == NULL)
+	if ((text = du_log(&e->d)) == NULL)
 		return;
 	p = text + strlen(text);
 	while (p > text && n <= nlines) {
@@ -176,46 +174,6 @@ rs_stats(const char *sock, struct rs_stats *st, int timeout_ms)
 		}
 		usleep(20000);
 	}
-}
-
-/* Reads the daemon's log (<socket>.log) into a malloc'd string, or NULL. */
-static char *
-rs_log(const struct rs_env *e)
-{
-	char path[128], *text;
-	size_t len;
-	FILE *f;
-
-	snprintf(path, sizeof path, "%s.log", e->d.sock);
-	if ((f = fopen(path, "r")) == NULL)
-		return NULL;
-	if ((text = calloc(1, 1 << 20)) != NULL) {
-		len = fread(text, 1, (1 << 20) - 1, f);
-		text[len] = '\0';
-	}
-	fclose(f);
-	return text;
-}
-
-/* Waits up to timeout_ms for the log to contain needle; 1 when it does. */
-static int
-rs_log_has(const struct rs_env *e, const char *needle, int timeout_ms)
-{
-	uint64_t end = du_now_ms() + (uint64_t)timeout_ms;
-	char *text;
-	int found;
-
-	for (;;) {
-		text = rs_log(e);
-		found = text != NULL && strstr(text, needle) != NULL;
-		free(text);
-		if (found || du_now_ms() >= end)
-			break;
-		usleep(50000);
-	}
-	if (!found)
-		printf("  the log lacks \"%s\"\n", needle);
-	return found;
 }
 
 /* Connects l's client and loads linear and mlp into it. */
@@ -371,7 +329,7 @@ out:
 		EXPECT(st.worker_pid > 0 && st.worker_pid != st0.worker_pid);
 		EXPECT(st.worker_restarts >= 1);
 		EXPECT(du_wait_gone(st0.worker_pid, 2000) == 0);
-		EXPECT(rs_log_has(&e, "starting a new worker", 2000));
+		EXPECT(du_log_has(&e.d, "starting a new worker", 2000));
 	}
 	for (int j = 0; j < RS_THREADS; j++)
 		rs_load_free(&l[j]);
@@ -525,7 +483,7 @@ out:
 		EXPECT(st.worker_restarts == 1);
 		EXPECT(st.worker_pid > 0 && st.worker_pid != st0.worker_pid);
 		EXPECT(du_alive(st.worker_pid));
-		EXPECT(rs_log_has(&e, "starting a new worker", 2000));
+		EXPECT(du_log_has(&e.d, "starting a new worker", 2000));
 	}
 	for (int j = 0; j < 2; j++)
 		rs_load_free(&l[j]);
@@ -662,7 +620,7 @@ case_give_up(void)
 		printf("  the socket is still there after giving up\n");
 		testlib_failed = 1;
 	}
-	EXPECT(rs_log_has(&e, "giving up", 1000));
+	EXPECT(du_log_has(&e.d, "giving up", 1000));
 out:
 	rs_load_free(&l);
 	rs_teardown(&e);
@@ -730,7 +688,7 @@ case_crash_while_stopping(void)
 	printf("  agxqd exit status %d\n", WIFEXITED(status) ?
 	    WEXITSTATUS(status) : -1);
 	EXPECT(WIFEXITED(status) && WEXITSTATUS(status) != 0);
-	EXPECT(rs_log_has(&e, "while stopping", 2000));
+	EXPECT(du_log_has(&e.d, "while stopping", 2000));
 	EXPECT(access(e.d.sock, F_OK) != 0);
 out:
 	if (got != sup && sup > 0)
@@ -785,7 +743,7 @@ case_term_right_after_crash(void)
 			goto out;
 		}
 		/* Whether the supervisor was replacing the worker by then. */
-		if ((text = rs_log(&e)) != NULL) {
+		if ((text = du_log(&e.d)) != NULL) {
 			forked += du_count(text, "starting a new worker") > 0;
 			free(text);
 		}
