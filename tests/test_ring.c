@@ -34,12 +34,17 @@
 #define RT_MEMFD "agxqt-ring"   /* this test's own ring memfds */
 #define RT_RAW_N 16             /* floats per row of the raw relu model */
 
-static struct du_daemon daemon_; /* --spin-us 2000, most cases share it */
+static struct du_daemon daemon_; /* rt_polling; most cases share it */
 
 /* ---- Helpers ------------------------------------------------------------- */
 
-/* The extra options of a polling daemon. */
-static const char *const rt_polling[] = { "--spin-us", "2000", NULL };
+/*
+ * The extra options of a polling daemon: its loops poll for 20 ms after
+ * the last request, longer than a round trip takes in sanitizer builds on
+ * a loaded 2-core machine. With 2 ms they went to sleep between requests
+ * there, rings read not awake, and cases expecting ring traffic saw none.
+ */
+static const char *const rt_polling[] = { "--spin-us", "20000", NULL };
 
 /*
  * Connects a client to sock with the environment variables ring
@@ -769,7 +774,7 @@ rl_ring_share(const char *sock, agxq_model *m, const struct du_io *io, int n)
 static void
 t_ring_clients(void)
 {
-	static const char *const extra[] = { "--spin-us", "2000",
+	static const char *const extra[] = { "--spin-us", "20000",
 	    "--ring-clients", "1", NULL };
 	static const char *const bad[] = { "x", "-1", "65537", "" };
 	struct du_daemon d;
