@@ -512,7 +512,6 @@ cuk_add_layer_norm_reg_kernel(float *out, const float *a, const float *b,
 	}
 }
 
-/* Traps: a fault that breaks the context. */
 #define CUK_COPY_UNROLL 4       /* chunks a thread has in flight */
 
 /*
@@ -602,6 +601,7 @@ cuk_copy_list_kernel(const struct cuk_copy_list *list)
 	}
 }
 
+/* Traps: a fault that breaks the context. */
 static __global__ void
 cuk_trap_kernel(void)
 {
