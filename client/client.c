@@ -46,6 +46,7 @@
 #include "agxq.h"
 #include "builder.h"
 #include "codec.h"
+#include "envset.h"
 #include "stats_json.h"
 #include "result.h"
 #include "ringfmt.h"
@@ -81,6 +82,8 @@
  */
 #define CLIENT_SPIN_US 50
 #define CLIENT_RING_SPIN_US 200
+#define CLIENT_SPIN_MAX_US 100000    /* AGXQ_SPIN_US at most */
+#define CLIENT_RETRY_MAX_MS 86400000 /* AGXQ_RETRY_MS at most: a day */
 #define CLIENT_RING_PAUSE_US 20      /* then a ring waiter polls between yields */
 
 enum client_wait {
@@ -397,22 +400,44 @@ client_encode(agxq_client *c, const Agxq__Envelope *env, uint8_t **frame,
 	return 0;
 }
 
+/* Writes a note about a setting c cannot use as given to stderr. */
+static void
+client_env_note(const char *note, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "agxq: %s\n", note);
+}
+
 /*
- * How long sync callers poll for their reply before sleeping: $AGXQ_SPIN_US,
- * else def on machines with more than 4 cores and 0 on smaller ones, where
+ * Reads c's settings from the environment (see agxq_connect); a value that
+ * cannot be used keeps the default and is reported on stderr, once per
+ * process. Sync callers poll for their reply before sleeping for
+ * $AGXQ_SPIN_US, else CLIENT_SPIN_US (socket) and CLIENT_RING_SPIN_US
+ * (ring) on machines with more than 4 cores and 0 on smaller ones, where
  * the polling thread would take the core the daemon needs.
  */
-static int
-client_spin_default(int def)
+static void
+client_settings(agxq_client *c)
 {
-	const char *env = getenv("AGXQ_SPIN_US");
+	int many = sysconf(_SC_NPROCESSORS_ONLN) > 4;
+	unsigned long spin;
 
-	if (env != NULL && *env != '\0') {
-		long v = strtol(env, NULL, 10);
-
-		return v < 0 ? 0 : v > 100000 ? 100000 : (int)v;
+	if (envset_ulong_opt("AGXQ_SPIN_US", 0, CLIENT_SPIN_MAX_US, &spin,
+	    "the defaults") == 1)
+		c->spin_us = c->ring_spin_us = (int)spin;
+	else {
+		c->spin_us = many ? CLIENT_SPIN_US : 0;
+		c->ring_spin_us = many ? CLIENT_RING_SPIN_US : 0;
 	}
-	return sysconf(_SC_NPROCESSORS_ONLN) > 4 ? def : 0;
+	c->reconnect = envset_bool("AGXQ_RECONNECT", 1);
+	c->retry_ms = (int64_t)envset_ulong("AGXQ_RETRY_MS", CLIENT_RETRY_MS,
+	    0, CLIENT_RETRY_MAX_MS);
+	c->compress_threshold = envset_ulong("AGXQ_COMPRESS_THRESHOLD",
+	    CODEC_DEFAULT_COMPRESS_THRESHOLD, 0, SIZE_MAX);
+	c->shm_threshold = envset_ulong("AGXQ_SHM_THRESHOLD",
+	    CLIENT_SHM_THRESHOLD, 0, SIZE_MAX);
+	atomic_init(&c->ring_off, !envset_bool("AGXQ_RING", 1));
+	envset_take_notes(client_env_note, NULL);
 }
 
 /*
@@ -1151,23 +1176,6 @@ client_start_reader(agxq_client *c)
 	return 0;
 }
 
-/* Reads a byte count from environment variable name (def when unset or bad). */
-static size_t
-client_env_size(const char *name, size_t def)
-{
-	const char *v = getenv(name);
-	unsigned long long n;
-	char *end;
-
-	if (v == NULL || *v == '\0')
-		return def;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno != 0 || *end != '\0' || n > SIZE_MAX)
-		return def;
-	return (size_t)n;
-}
-
 /*
  * Loads m again on fd, a new connection with no reader yet: its LoadModel
  * frame is decoded, given a new request id and sent. Sets m->new_id (0
@@ -1336,7 +1344,6 @@ int
 agxq_connect(const char *socket_path, agxq_client **out)
 {
 	agxq_client *c;
-	const char *env;
 	int rc;
 
 	if (out == NULL)
@@ -1354,20 +1361,12 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	atomic_init(&c->gen, 1);
 	atomic_init(&c->goaway_gen, 0); /* gen starts at 1: matches none */
 	atomic_init(&c->reader_started, 0);
-	env = getenv("AGXQ_RECONNECT");
-	c->reconnect = env == NULL || strcmp(env, "0") != 0;
-	env = getenv("AGXQ_RETRY_MS");
-	c->retry_ms = env != NULL && *env != '\0' ? strtoll(env, NULL, 10) :
-	    CLIENT_RETRY_MS;
-	if (c->retry_ms < 0)
-		c->retry_ms = 0;
+	client_settings(c);
 	if ((c->path = strdup(socket_path)) == NULL) {
 		free(c);
 		return AGXQ_ENOMEM;
 	}
 	codec_limits_default(&c->lim);
-	c->spin_us = client_spin_default(CLIENT_SPIN_US);
-	c->ring_spin_us = client_spin_default(CLIENT_RING_SPIN_US);
 	c->nbuckets = CLIENT_MIN_BUCKETS;
 	if ((c->buckets = calloc(c->nbuckets, sizeof *c->buckets)) == NULL) {
 		rc = AGXQ_ENOMEM;
@@ -1378,13 +1377,7 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	pthread_mutex_init(&c->grow_mu, NULL);
 	pthread_mutex_init(&c->info_mu, NULL);
 	pthread_mutex_init(&c->conn_mu, NULL);
-	c->compress_threshold = client_env_size("AGXQ_COMPRESS_THRESHOLD",
-	    CODEC_DEFAULT_COMPRESS_THRESHOLD);
-	c->shm_threshold = client_env_size("AGXQ_SHM_THRESHOLD",
-	    CLIENT_SHM_THRESHOLD);
 	atomic_init(&c->shm_off, 0);
-	env = getenv("AGXQ_RING");
-	atomic_init(&c->ring_off, env != NULL && strcmp(env, "0") == 0);
 	atomic_init(&c->ring_ready, 0);
 	if ((c->pool = shmpool_new()) == NULL) {
 		rc = AGXQ_ENOMEM;

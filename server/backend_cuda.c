@@ -436,8 +436,8 @@ cuda_open(int device, void **state, char **cause)
 	}
 	st->device = device;
 	/* Every setting read first, so that each one set is validated. */
-	st->use_graphs = envset_ulong("AGXQ_CUDA_GRAPHS", 1, 0, 1);
-	st->zerocopy = envset_ulong("AGXQ_CUDA_ZEROCOPY", 1, 0, 1);
+	st->use_graphs = envset_bool("AGXQ_CUDA_GRAPHS", 1);
+	st->zerocopy = envset_bool("AGXQ_CUDA_ZEROCOPY", 1);
 	/*
 	 * 4 KiB, one request of the reference linear and mlp. A kernel that
 	 * reads a mapped input reads it over the bus once per tile it
@@ -456,13 +456,13 @@ cuda_open(int device, void **state, char **cause)
 	map_max = envset_ulong("AGXQ_CUDA_MAP_MAX", 0, 0, ULONG_MAX);
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
 	st->map_max = st->zerocopy ? map_max : 0;
-	st->fuse = envset_ulong("AGXQ_CUDA_FUSE", 1, 0, 1);
-	st->hostreg = envset_ulong("AGXQ_CUDA_HOSTREG", 1, 0, 1);
-	st->parts = envset_ulong("AGXQ_CUDA_PARTS", 1, 0, 1);
+	st->fuse = envset_bool("AGXQ_CUDA_FUSE", 1);
+	st->hostreg = envset_bool("AGXQ_CUDA_HOSTREG", 1);
+	st->parts = envset_bool("AGXQ_CUDA_PARTS", 1);
 	st->fault_every = envset_ulong("AGXQ_CUDA_FAULT_EVERY", 0, 0,
 	    ULONG_MAX);
 	st->fault_trap = envset_choice("AGXQ_CUDA_FAULT_KIND", 0, kinds) == 1;
-	lt = (int)envset_ulong("AGXQ_CUDA_LT", 1, 0, 1);
+	lt = envset_bool("AGXQ_CUDA_LT", 1);
 	candidates = (int)envset_ulong("AGXQ_CUDA_LT_CANDIDATES",
 	    CUDA_GEMM_CANDIDATES, 1, CUDA_GEMM_CANDIDATES_MAX);
 	/*

@@ -549,6 +549,98 @@ out:
 	return rc;
 }
 
+/*
+ * agxq_connect(path) with stderr sent to a temporary file, whose text ends
+ * in out. Returns agxq_connect's code, or -1 when stderr could not be
+ * redirected.
+ */
+static int
+connect_quoting_stderr(const char *path, agxq_client **c, char *out,
+    size_t outlen)
+{
+	FILE *tmp = tmpfile();
+	int saved = dup(2), rc;
+	size_t n;
+
+	out[0] = '\0';
+	if (tmp == NULL || saved < 0 || (fflush(stderr), dup2(fileno(tmp),
+	    2)) < 0) {
+		if (tmp != NULL)
+			fclose(tmp);
+		if (saved >= 0)
+			close(saved);
+		return -1;
+	}
+	rc = agxq_connect(path, c);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(tmp);
+	n = fread(out, 1, outlen - 1, tmp);
+	out[n] = '\0';
+	fclose(tmp);
+	return rc;
+}
+
+/*
+ * Settings in the environment the library cannot use are reported on
+ * stderr, once per process, naming each, and the client works with the
+ * defaults: a spin time that is no number, a retry time that is negative,
+ * a ring switch that is neither 0 nor 1. A valid one is not mentioned; a
+ * second connect with the same settings reports nothing.
+ */
+static int
+t_bad_settings(void)
+{
+	static const char *const vars[][2] = {
+	    { "AGXQ_SPIN_US", "fast" }, { "AGXQ_RETRY_MS", "-5" },
+	    { "AGXQ_RING", "yes" }, { "AGXQ_SHM_THRESHOLD", "4096" } };
+	struct fake *f = fake_start(FAKE_ECHO, 0), *f2 = NULL;
+	agxq_client *c = NULL, *c2 = NULL;
+	agxq_model *m = NULL;
+	agxq_result *r = NULL;
+	agxq_tensor t;
+	float buf[8];
+	char err[4096];
+	int rc = -1, rc1, rc2;
+
+	for (size_t i = 0; i < TESTLIB_N(vars); i++)
+		setenv(vars[i][0], vars[i][1], 1);
+	rc1 = connect_quoting_stderr(f->path, &c, err, sizeof err);
+	printf("%s", err);
+	CHECK(rc1 == 0);
+	CHECK(strstr(err, "agxq: AGXQ_SPIN_US=\"fast\" is not a whole number "
+	    "from 0 to 100000: using the defaults\n") != NULL);
+	CHECK(strstr(err, "agxq: AGXQ_RETRY_MS=\"-5\" is not a whole number "
+	    "from 0 to 86400000: using 10000\n") != NULL);
+	CHECK(strstr(err, "agxq: AGXQ_RING=\"yes\" is not one of 0, 1: "
+	    "using 1\n") != NULL);
+	CHECK(strstr(err, "AGXQ_SHM_THRESHOLD") == NULL);
+	CHECK(load_tiny(c, &m) == 0);
+	make_input(&t, buf, 2, 1.5f);
+	CHECK(agxq_infer(m, &t, 1, NULL, &r) == 0);
+	CHECK(result_ok(r, 2, 1.5f));
+	/* The fake serves one connection: a second one for the second. */
+	f2 = fake_start(FAKE_ECHO, 0);
+	rc2 = connect_quoting_stderr(f2->path, &c2, err, sizeof err);
+	CHECK(rc2 == 0);
+	CHECK(err[0] == '\0');
+	rc = 0;
+out:
+	for (size_t i = 0; i < TESTLIB_N(vars); i++)
+		unsetenv(vars[i][0]);
+	if (testlib_failed)
+		rc = -1;
+	agxq_result_free(r);
+	agxq_model_unload(m);
+	agxq_close(c2);
+	agxq_close(c);
+	if (f2 != NULL)
+		fake_stop(f2);
+	fake_stop(f);
+	return rc;
+}
+
 static int
 t_version_mismatch(void)
 {
@@ -1071,6 +1163,7 @@ static const struct testlib_icase cases[] = {
 	{ "big_payloads", t_big_payloads },
 	{ "connect_errors", t_connect_errors },
 	{ "handshake_timeout", t_handshake_timeout },
+	{ "bad_settings", t_bad_settings },
 };
 
 int

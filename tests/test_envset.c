@@ -4,7 +4,8 @@
  * are negative, overflow or lie out of range give the default and a note
  * naming the variable, the value and what is allowed; a variable with a
  * backend's prefix that nothing reads is noted as misspelt; each note is
- * made once, handed out once, and their number is bounded.
+ * made once, handed out once, and their number is bounded. Switches take
+ * 0 or 1; the optional form tells whether a valid value was set.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +93,39 @@ out:
 	unsetenv("AGXQ_TESTC_KIND");
 }
 
+/*
+ * Switches take 0 or 1; the optional form says whether a valid value was
+ * set, and its note names what is used instead.
+ */
+static void
+t_bool_opt(void)
+{
+	unsigned long v = 42;
+
+	(void)es_take();
+	unsetenv("AGXQ_TESTO_SW");
+	CHECK(envset_bool("AGXQ_TESTO_SW", 1) == 1);
+	setenv("AGXQ_TESTO_SW", "0", 1);
+	CHECK(envset_bool("AGXQ_TESTO_SW", 1) == 0);
+	CHECK(es_take() == 0);
+	setenv("AGXQ_TESTO_SW", "on", 1);
+	CHECK(envset_bool("AGXQ_TESTO_SW", 0) == 0);
+	CHECK(es_take() == 1);
+	CHECK(strstr(es_text, "AGXQ_TESTO_SW=\"on\" is not one of 0, 1: "
+	    "using 0") != NULL);
+	unsetenv("AGXQ_TESTO_N");
+	CHECK(envset_ulong_opt("AGXQ_TESTO_N", 1, 9, &v, "x") == 0 && v == 42);
+	setenv("AGXQ_TESTO_N", "7", 1);
+	CHECK(envset_ulong_opt("AGXQ_TESTO_N", 1, 9, &v, "x") == 1 && v == 7);
+	setenv("AGXQ_TESTO_N", "70", 1);
+	CHECK(envset_ulong_opt("AGXQ_TESTO_N", 1, 9, &v, "the old way") == 0);
+	CHECK(v == 7 && es_take() == 1);
+	CHECK(strstr(es_text, "from 1 to 9: using the old way") != NULL);
+out:
+	unsetenv("AGXQ_TESTO_SW");
+	unsetenv("AGXQ_TESTO_N");
+}
+
 /* A prefix's variables that nothing read are noted; read ones are not. */
 static void
 t_prefix(void)
@@ -137,6 +171,7 @@ out:
 static const struct testlib_case cases[] = {
 	{ "ulong", t_ulong },
 	{ "choice", t_choice },
+	{ "bool_opt", t_bool_opt },
 	{ "prefix", t_prefix },
 	{ "bounded", t_bounded },
 };

@@ -180,7 +180,12 @@ typedef struct agxq_model agxq_model;
  * hosts with more than 4 cores, 0 on smaller ones). The ring is a shared
  * memory area through which synchronous requests and their replies pass
  * without a system call while agxqd polls it; it is made on the first
- * synchronous agxq_infer (docs/SHM.md).
+ * synchronous agxq_infer (docs/SHM.md). AGXQ_COMPRESS_THRESHOLD: frames
+ * of at least this many bytes (default 65536) are sent zstd-compressed
+ * when that pays (0: never). A value of these, or of AGXQ_RECONNECT and
+ * AGXQ_RETRY_MS below, that cannot be used, such as a word where a number
+ * goes, keeps the default and is reported on stderr once per process
+ * ("agxq: AGXQ_SPIN_US=..."). Switches take 0 or 1.
  *
  * Reconnecting: when the connection is lost (agxqd killed or restarted),
  * every request in flight completes exactly once with AGXQ_EDISCONNECTED

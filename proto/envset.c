@@ -70,31 +70,44 @@ envset_note(const char *fmt, ...)
 	free(s);
 }
 
-/* Reads an unsigned whole number setting in [min, max]. */
-unsigned long
-envset_ulong(const char *name, unsigned long def, unsigned long min,
-    unsigned long max)
+/* Reads an unsigned whole number setting in [min, max], if set and valid. */
+int
+envset_ulong_opt(const char *name, unsigned long min, unsigned long max,
+    unsigned long *v, const char *instead)
 {
 	const char *s = getenv(name);
-	unsigned long v;
+	unsigned long n;
 	char *end;
 
 	envset_known(name);
 	if (s == NULL || *s == '\0')
-		return def;
+		return 0;
 	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || v < min ||
-	    v > max) {
+	n = strtoul(s, &end, 10);
+	if (*s < '0' || *s > '9' || *end != '\0' || errno != 0 || n < min ||
+	    n > max) {
 		if (max != ULONG_MAX)
 			envset_note("%s=\"%s\" is not a whole number from %lu "
-			    "to %lu: using %lu", name, s, min, max, def);
+			    "to %lu: using %s", name, s, min, max, instead);
 		else
 			envset_note("%s=\"%s\" is not a whole number of at "
-			    "least %lu: using %lu", name, s, min, def);
-		return def;
+			    "least %lu: using %s", name, s, min, instead);
+		return 0;
 	}
-	return v;
+	*v = n;
+	return 1;
+}
+
+/* Reads an unsigned whole number setting in [min, max], or def. */
+unsigned long
+envset_ulong(const char *name, unsigned long def, unsigned long min,
+    unsigned long max)
+{
+	char instead[24];
+	unsigned long v;
+
+	snprintf(instead, sizeof instead, "%lu", def);
+	return envset_ulong_opt(name, min, max, &v, instead) ? v : def;
 }
 
 /* Reads a setting that is one of a list of words. */
@@ -119,6 +132,15 @@ envset_choice(const char *name, int def, const char *const *choices)
 	envset_note("%s=\"%s\" is not one of %s: using %s", name, s, list,
 	    choices[def]);
 	return def;
+}
+
+/* Reads an off/on setting: 0 or 1. */
+int
+envset_bool(const char *name, int def)
+{
+	static const char *const words[] = { "0", "1", NULL };
+
+	return envset_choice(name, def != 0, words);
 }
 
 /* Notes the variables with prefix that are no known setting. */
