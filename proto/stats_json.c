@@ -71,11 +71,18 @@ stats_json_render(const Agxq__Stats *st)
 		    ", \"timeouts\": %" PRIu64 ", \"rejected_busy\": %" PRIu64
 		    ", \"queue_p50_us\": %" PRIu64 ", \"queue_p99_us\": %" PRIu64
 		    ", \"exec_p50_us\": %" PRIu64 ", \"exec_p99_us\": %" PRIu64
-		    ", \"weight_bytes\": %" PRIu64 ", \"queued\": %u}",
+		    ", \"weight_bytes\": %" PRIu64 ", \"queued\": %u",
 		    m->refs, m->requests, m->batches, m->rows, mean, m->errors,
 		    m->timeouts, m->rejected_busy, m->queue_p50_us,
 		    m->queue_p99_us, m->exec_p50_us, m->exec_p99_us,
 		    m->weight_bytes, m->queued);
+		fprintf(f, ", \"in_p50_us\": %" PRIu64 ", \"in_p99_us\": %" PRIu64
+		    ", \"stage_p50_us\": %" PRIu64 ", \"stage_p99_us\": %" PRIu64
+		    ", \"device_p50_us\": %" PRIu64 ", \"device_p99_us\": %"
+		    PRIu64 ", \"reply_p50_us\": %" PRIu64 ", \"reply_p99_us\": %"
+		    PRIu64 "}", m->in_p50_us, m->in_p99_us, m->stage_p50_us,
+		    m->stage_p99_us, m->device_p50_us, m->device_p99_us,
+		    m->reply_p50_us, m->reply_p99_us);
 	}
 	fprintf(f, "]}\n");
 	if (fclose(f) != 0) {

@@ -597,6 +597,7 @@ conn_parse(struct conn *c)
 		    codec_raw_size(p + CODEC_HEADER_SIZE, plen, flags);
 		c->frame_start = c->rx_used;
 		c->rx_used += CODEC_HEADER_SIZE + (uint64_t)plen;
+		c->t_frame_ns = request_now_ns();
 		if (codec_decode(p + CODEC_HEADER_SIZE, plen, flags,
 		    &config.limits, &env, &code, &cause) != 0) {
 			evbuffer_drain(in, CODEC_HEADER_SIZE + plen);

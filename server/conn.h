@@ -61,9 +61,10 @@ struct conn {
 	struct conn_model *models;
 	uint32_t nmodels;
 	uint32_t models_cap;
-	int reads_paused;
+	int reads_paused;              /* output over max_outbuf */
 	int lingering;                 /* draining done: write side shut, reading to EOF */
-	uint64_t linger_until_ns;      /* then closed regardless */              /* output over max_outbuf */
+	uint64_t linger_until_ns;      /* then closed regardless */
+	uint64_t t_frame_ns;           /* when the frame being decoded was taken */
 
 	/*
 	 * Input: read with recvmsg by our own event (a bufferevent cannot

@@ -255,6 +255,22 @@ ctl_print_table(const Agxq__Stats *st)
 		    m->queue_p50_us, m->queue_p99_us, m->exec_p50_us,
 		    m->exec_p99_us, m->errors, m->timeouts, m->rejected_busy);
 	}
+	printf("where the time goes, p50/p99 us: in (frame decoded and "
+	    "checked), queue,\nstage (staged and launched), device (until "
+	    "finished), reply (encoded)\n");
+	printf("%-4s %-16s %13s %13s %13s %13s %13s\n", "id", "model", "in",
+	    "queue", "stage", "device", "reply");
+	for (size_t i = 0; i < st->n_models; i++) {
+		const Agxq__ModelStats *m = st->models[i];
+
+		printf("%-4" PRIu64 " %-16.16s %6" PRIu64 "/%-6" PRIu64
+		    " %6" PRIu64 "/%-6" PRIu64 " %6" PRIu64 "/%-6" PRIu64
+		    " %6" PRIu64 "/%-6" PRIu64 " %6" PRIu64 "/%-6" PRIu64 "\n",
+		    m->model_id, m->name, m->in_p50_us, m->in_p99_us,
+		    m->queue_p50_us, m->queue_p99_us, m->stage_p50_us,
+		    m->stage_p99_us, m->device_p50_us, m->device_p99_us,
+		    m->reply_p50_us, m->reply_p99_us);
+	}
 }
 
 /* Prints the daemon's stats. */

@@ -28,7 +28,8 @@ struct xslot {
 	struct model *model;
 	void *ticket;
 	int failed;                  /* the batch already has its error replies */
-	uint64_t t0;
+	uint64_t t0;                 /* started */
+	uint64_t t_sub;              /* staged and launched */
 	uint32_t nin_cap, nout_cap;
 	struct graph_shape *in_shapes, *out_shapes;
 	const float **in;
@@ -477,6 +478,32 @@ fail:
 	free(cause);
 }
 
+/* The microseconds from t0 to t1, 0 when either is unknown (0) or t1 < t0. */
+static uint64_t
+executor_us(uint64_t t0, uint64_t t1)
+{
+	return t0 != 0 && t1 > t0 ? (t1 - t0) / 1000 : 0;
+}
+
+/*
+ * Records where request r of slot x's batch (finished at t1) spent its
+ * time in agxqd. Under the lock.
+ */
+static void
+executor_record(struct model *m, const struct xslot *x,
+    const struct request *r, uint64_t t1)
+{
+	uint64_t us[MODEL_T_COUNT];
+
+	us[MODEL_T_IN] = executor_us(r->t_in_ns, r->t_enqueue_ns);
+	us[MODEL_T_QUEUE] = r->queue_us;
+	us[MODEL_T_STAGE] = executor_us(x->t0, x->t_sub);
+	us[MODEL_T_DEVICE] = executor_us(x->t_sub, t1);
+	us[MODEL_T_REPLY] = executor_us(t1, r->t_reply_ns);
+	us[MODEL_T_EXEC] = executor_us(x->t0, t1);
+	models_record(m, us);
+}
+
 /* Waits for slot x's batch, then encodes every reply and records stats. */
 static void
 executor_end_batch(struct executor *ex, struct xslot *x)
@@ -527,6 +554,7 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 			    "reply does not fit in one frame");
 			request_encode_error(r);
 		}
+		r->t_reply_ns = request_now_ns();
 		row += r->rows;
 	}
 	for (uint32_t k = 0; k < b->n; k++) {
@@ -541,7 +569,7 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 	m->stats.timeouts += timeouts;
 	m->stats.errors += errors;
 	for (uint32_t k = 0; k < b->n; k++)
-		models_record(m, b->reqs[k]->queue_us, exec_us);
+		executor_record(m, x, b->reqs[k], t1);
 	pthread_mutex_unlock(&ex->lock);
 }
 
@@ -944,8 +972,9 @@ executor_main(void *arg)
 			pthread_mutex_unlock(&ex->lock);
 			t0 = request_now_ns();
 			executor_start_batch(ex, x);
-			atomic_fetch_add_explicit(&ex->busy_ns,
-			    request_now_ns() - t0, memory_order_relaxed);
+			x->t_sub = request_now_ns();
+			atomic_fetch_add_explicit(&ex->busy_ns, x->t_sub - t0,
+			    memory_order_relaxed);
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}

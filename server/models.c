@@ -132,16 +132,16 @@ models_count(const struct models *reg)
 	return reg->count;
 }
 
-/* Records queue and execution times of one request. */
+/* Records the times of one request (microseconds, by enum model_time). */
 void
-models_record(struct model *m, uint64_t queue_us, uint64_t exec_us)
+models_record(struct model *m, const uint64_t us[MODEL_T_COUNT])
 {
 	struct model_stats *s = &m->stats;
+	size_t at = (size_t)(s->nt++ % MODEL_SAMPLES);
 
-	s->queue_us[s->nq++ % MODEL_SAMPLES] =
-	    queue_us > UINT32_MAX ? UINT32_MAX : (uint32_t)queue_us;
-	s->exec_us[s->ne++ % MODEL_SAMPLES] =
-	    exec_us > UINT32_MAX ? UINT32_MAX : (uint32_t)exec_us;
+	for (int k = 0; k < MODEL_T_COUNT; k++)
+		s->t_us[k][at] = us[k] > UINT32_MAX ? UINT32_MAX :
+		    (uint32_t)us[k];
 }
 
 /* Orders two u32 samples. */

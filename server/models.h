@@ -20,12 +20,22 @@ enum model_state { MODEL_LOADING, MODEL_READY, MODEL_FAILED };
 
 #define MODEL_SAMPLES 1024 /* recent latency samples kept for percentiles */
 
+/* The stages of a request's time in agxqd (ModelStats in agxq.proto). */
+enum model_time {
+	MODEL_T_IN,        /* frame taken -> decoded, checked, queued */
+	MODEL_T_QUEUE,     /* queued -> its batch starts */
+	MODEL_T_STAGE,     /* batch start -> staged and launched */
+	MODEL_T_DEVICE,    /* launched -> finished */
+	MODEL_T_REPLY,     /* finished -> its reply encoded */
+	MODEL_T_EXEC,      /* batch start -> finished */
+	MODEL_T_COUNT
+};
+
 struct model_stats {
 	uint64_t requests, batches, rows, errors, timeouts, rejected_busy;
 	uint32_t queued;
-	uint64_t nq, ne;                   /* samples recorded so far */
-	uint32_t queue_us[MODEL_SAMPLES];  /* ring of recent queue times */
-	uint32_t exec_us[MODEL_SAMPLES];   /* ring of recent execution times */
+	uint64_t nt;                       /* samples recorded so far */
+	uint32_t t_us[MODEL_T_COUNT][MODEL_SAMPLES]; /* rings of recent times */
 };
 
 struct model {
@@ -75,7 +85,7 @@ struct model *models_next(struct model *m);
 uint32_t models_count(const struct models *reg);
 
 /* Records queue and execution times of one request (executor's lock held). */
-void models_record(struct model *m, uint64_t queue_us, uint64_t exec_us);
+void models_record(struct model *m, const uint64_t us[MODEL_T_COUNT]);
 
 /* Percentile p (0..100) of n recent samples in ring. */
 uint64_t models_percentile(const uint32_t *ring, uint64_t n, double p);

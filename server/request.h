@@ -37,7 +37,8 @@ struct request {
 	struct conn *conn;            /* loop thread only; holds a reference */
 	struct model *model;          /* holds a reference (loop thread count) */
 	int32_t priority;
-	uint64_t t_enqueue_ns;
+	uint64_t t_in_ns;             /* the loop took its frame, to decode */
+	uint64_t t_enqueue_ns;        /* decoded and checked, queued */
 	uint64_t deadline_ns;         /* 0: none */
 	uint32_t rows;                /* batch rows of this request */
 	uint32_t ninputs;
@@ -59,6 +60,7 @@ struct request {
 	size_t reply_raw_len;
 	uint64_t queue_us;
 	uint64_t exec_us;
+	uint64_t t_reply_ns;          /* when its reply was encoded */
 	uint32_t batch_rows;
 };
 TAILQ_HEAD(request_list, request);

@@ -781,6 +781,7 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
 	r->id = in->request_id;
 	r->priority = in->priority;
 	r->rows = (uint32_t)r->in_shapes[0].dim[0];
+	r->t_in_ns = c->t_frame_ns;
 	r->t_enqueue_ns = request_now_ns();
 	if (in->timeout_us != 0)
 		r->deadline_ns = r->t_enqueue_ns + in->timeout_us * 1000;
@@ -902,6 +903,7 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint8_t *frame,
 		return;
 	}
 	srv->ctr.bytes_in += len;
+	c->t_frame_ns = request_now_ns();
 	if (codec_header_parse(frame, len, &config.limits, &plen, &flags,
 	    &code, &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen) {
 		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
@@ -1031,10 +1033,20 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 		o->errors = snap.errors;
 		o->timeouts = snap.timeouts;
 		o->rejected_busy = snap.rejected_busy;
-		o->queue_p50_us = models_percentile(snap.queue_us, snap.nq, 50);
-		o->queue_p99_us = models_percentile(snap.queue_us, snap.nq, 99);
-		o->exec_p50_us = models_percentile(snap.exec_us, snap.ne, 50);
-		o->exec_p99_us = models_percentile(snap.exec_us, snap.ne, 99);
+#define P(k, p) models_percentile(snap.t_us[k], snap.nt, p)
+		o->queue_p50_us = P(MODEL_T_QUEUE, 50);
+		o->queue_p99_us = P(MODEL_T_QUEUE, 99);
+		o->exec_p50_us = P(MODEL_T_EXEC, 50);
+		o->exec_p99_us = P(MODEL_T_EXEC, 99);
+		o->in_p50_us = P(MODEL_T_IN, 50);
+		o->in_p99_us = P(MODEL_T_IN, 99);
+		o->stage_p50_us = P(MODEL_T_STAGE, 50);
+		o->stage_p99_us = P(MODEL_T_STAGE, 99);
+		o->device_p50_us = P(MODEL_T_DEVICE, 50);
+		o->device_p99_us = P(MODEL_T_DEVICE, 99);
+		o->reply_p50_us = P(MODEL_T_REPLY, 50);
+		o->reply_p99_us = P(MODEL_T_REPLY, 99);
+#undef P
 		o->weight_bytes = m->graph->weight_bytes;
 		o->queued = snap.queued;
 		msp[k++] = o;

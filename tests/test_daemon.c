@@ -3,7 +3,8 @@
  * stop, status, stale sockets, socket mode), SIGTERM with requests in
  * flight, 8 threads and 4 processes against all three reference models
  * checked against direct mode, clients that vanish with requests in flight,
- * model sharing, and settings in the environment that are logged as unused.
+ * model sharing, settings in the environment that are logged as unused, and
+ * the stats of where a request's time goes.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -786,6 +787,68 @@ out:
 	du_cleanup(&d);
 }
 
+/*
+ * Stats say where a request's time goes: after 60 mlp requests on the cpu
+ * backend (which computes while the executor stages the batch), stage is
+ * above 0 and within exec, every p99 is at least its p50, and `agxqd
+ * status` prints the breakdown.
+ */
+static void
+t_stage_times(void)
+{
+	static const char *const keys[] = { "in", "queue", "stage", "device",
+	    "reply", "exec" };
+	static float x[4 * 256];
+	struct du_daemon d;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	agxq_result *r = NULL;
+	agxq_tensor t;
+	char *json = NULL, key[32], out[8192];
+	long long p50, p99;
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	CHECK(agxq_reference_input_shape(AGXQ_REF_MLP, 4, &t) == 0);
+	CHECK(agxq_tensor_nelem(&t) == 4 * 256);
+	agxq_reference_weights(7, 1.0f, x, 4 * 256);
+	t.data = x;
+	CHECK(du_start(&d, NULL) == 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 42, &m, NULL) == 0);
+	for (int i = 0; i < 60; i++) {
+		CHECK(agxq_infer(m, &t, 1, NULL, &r) == 0);
+		agxq_result_free(r);
+		r = NULL;
+	}
+	CHECK(agxq_stats_json(c, &json) == 0);
+	for (size_t k = 0; k < TESTLIB_N(keys); k++) {
+		snprintf(key, sizeof key, "%s_p50_us", keys[k]);
+		p50 = du_json_num(json, key);
+		snprintf(key, sizeof key, "%s_p99_us", keys[k]);
+		p99 = du_json_num(json, key);
+		printf("  %s: p50 %lld us, p99 %lld us\n", keys[k], p50, p99);
+		CHECK(p50 >= 0 && p99 >= p50);
+	}
+	CHECK(du_json_num(json, "stage_p50_us") > 0);
+	CHECK(du_json_num(json, "stage_p50_us") <=
+	    du_json_num(json, "exec_p50_us"));
+	{
+		const char *a[] = { "status", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 0);
+		CHECK(strstr(out, "where the time goes") != NULL);
+	}
+out:
+	free(json);
+	agxq_result_free(r);
+	agxq_model_unload(m);
+	agxq_close(c);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+}
+
 static const struct testlib_case cases[] = {
 	{ "cli_basic", t_cli_basic },
 	{ "cli_usage", t_cli_usage },
@@ -798,6 +861,7 @@ static const struct testlib_case cases[] = {
 	{ "close_with_models", t_close_with_models },
 	{ "spin_paths", t_spin_paths },
 	{ "env_settings", t_env_settings },
+	{ "stage_times", t_stage_times },
 };
 
 int
