@@ -19,6 +19,7 @@ struct bqueue {
 struct batcher {
 	struct batcher_config cfg;
 	TAILQ_HEAD(, bqueue) active; /* models with queued requests, turn order */
+	TAILQ_HEAD(, bqueue) spare;  /* emptied queues, kept for reuse */
 	uint32_t queued;
 	uint64_t next_deadline;      /* earliest deadline queued; 0: none */
 };
@@ -35,6 +36,7 @@ batcher_new(const struct batcher_config *cfg)
 	if (b->cfg.max_batch == 0)
 		b->cfg.max_batch = 1;
 	TAILQ_INIT(&b->active);
+	TAILQ_INIT(&b->spare);
 	return b;
 }
 
@@ -48,6 +50,10 @@ batcher_free(struct batcher *b)
 		return;
 	while ((q = TAILQ_FIRST(&b->active)) != NULL) {
 		TAILQ_REMOVE(&b->active, q, entry);
+		free(q);
+	}
+	while ((q = TAILQ_FIRST(&b->spare)) != NULL) {
+		TAILQ_REMOVE(&b->spare, q, entry);
 		free(q);
 	}
 	free(b);
@@ -76,13 +82,17 @@ batcher_unlink(struct batcher *b, struct bqueue *q, struct request *r)
 	b->queued--;
 }
 
-/* Frees q when it is empty. */
+/*
+ * Puts q aside when it is empty: a model's queue empties and fills again
+ * with nearly every request, and allocating it each time cost as much as
+ * queueing the request (callgrind).
+ */
 static void
 batcher_retire(struct batcher *b, struct bqueue *q)
 {
 	if (q->n == 0) {
 		TAILQ_REMOVE(&b->active, q, entry);
-		free(q);
+		TAILQ_INSERT_HEAD(&b->spare, q, entry);
 	}
 }
 
@@ -96,8 +106,11 @@ batcher_push(struct batcher *b, struct request *r)
 	if (b->queued >= b->cfg.max_queue)
 		return -1;
 	if ((q = batcher_find(b, r->model)) == NULL) {
-		if ((q = calloc(1, sizeof *q)) == NULL)
+		if ((q = TAILQ_FIRST(&b->spare)) != NULL)
+			TAILQ_REMOVE(&b->spare, q, entry);
+		else if ((q = calloc(1, sizeof *q)) == NULL)
 			return -1;
+		memset(q, 0, sizeof *q);
 		q->key = r->model;
 		TAILQ_INIT(&q->reqs);
 		TAILQ_INSERT_TAIL(&b->active, q, entry);

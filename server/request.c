@@ -10,24 +10,31 @@
 #include "codec.h"
 #include "request.h"
 
-/* Allocates a request with room for ninputs inputs. */
+/*
+ * Allocates a request with room for ninputs inputs: one allocation, the
+ * input shapes and pointers after the request (one per request served, so
+ * it counts).
+ */
 struct request *
 request_new(enum request_kind kind, uint32_t ninputs)
 {
+	size_t shapes = (sizeof(struct request) + _Alignof(struct graph_shape) -
+	    1) / _Alignof(struct graph_shape) * _Alignof(struct graph_shape);
+	size_t ptrs = shapes + (size_t)ninputs * sizeof(struct graph_shape);
 	struct request *r;
 
-	if ((r = calloc(1, sizeof *r)) == NULL)
+	ptrs = (ptrs + _Alignof(const float *) - 1) /
+	    _Alignof(const float *) * _Alignof(const float *);
+	if ((r = calloc(1, ptrs + (size_t)ninputs * sizeof(const float *))) ==
+	    NULL)
 		return NULL;
 	r->kind = kind;
 	r->ninputs = ninputs;
 	r->ring_slot = -1;
 	if (ninputs > 0) {
-		r->in_shapes = calloc(ninputs, sizeof *r->in_shapes);
-		r->in = calloc(ninputs, sizeof *r->in);
-		if (r->in_shapes == NULL || r->in == NULL) {
-			request_free(r);
-			return NULL;
-		}
+		r->in_shapes = (struct graph_shape *)(void *)((char *)r +
+		    shapes);
+		r->in = (const float **)(void *)((char *)r + ptrs);
 	}
 	return r;
 }
@@ -39,8 +46,6 @@ request_free(struct request *r)
 	if (r == NULL)
 		return;
 	codec_envelope_free(r->env);
-	free(r->in_shapes);
-	free(r->in);
 	free(r->regions);
 	free(r->outs);
 	free(r->cause);

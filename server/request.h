@@ -42,8 +42,8 @@ struct request {
 	uint64_t deadline_ns;         /* 0: none */
 	uint32_t rows;                /* batch rows of this request */
 	uint32_t ninputs;
-	struct graph_shape *in_shapes; /* ninputs concrete shapes */
-	const float **in;             /* ninputs, pointing into env */
+	struct graph_shape *in_shapes; /* ninputs concrete shapes (in r's block) */
+	const float **in;             /* ninputs, pointing into env (in r's block) */
 	Agxq__Envelope *env;          /* the decoded Infer; owns the input data */
 	struct region **regions;      /* loop thread: one reference to each */
 	struct region *region;        /* REQUEST_UNMAP's */
