@@ -6,7 +6,7 @@
  * nothing reads (misspelt) is ignored; each makes a note, once per
  * process, instead of failing silently. The engine never prints: agxqd
  * takes the notes and logs them, the client library writes them to
- * stderr. Thread-safe.
+ * stderr. Thread-safe. Names are kept: pass string constants.
  */
 #ifndef AGXQ_ENVSET_H
 #define AGXQ_ENVSET_H
