@@ -84,7 +84,7 @@ struct model *models_first(struct models *reg);
 struct model *models_next(struct model *m);
 uint32_t models_count(const struct models *reg);
 
-/* Records queue and execution times of one request (executor's lock held). */
+/* Records the stage times of one request (executor's lock held). */
 void models_record(struct model *m, const uint64_t us[MODEL_T_COUNT]);
 
 /* Percentile p (0..100) of n recent samples in ring. */
