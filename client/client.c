@@ -1738,14 +1738,21 @@ client_ring_ready(agxq_client *c, unsigned gen)
 	return atomic_load(&c->ring_ready) && c->ring->gen == gen;
 }
 
-/* Monotonic clock in microseconds. */
-static int64_t
-client_now_us(void)
+/* Monotonic clock in nanoseconds (agxqd's clock too). */
+static uint64_t
+client_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Monotonic clock in microseconds. */
+static int64_t
+client_now_us(void)
+{
+	return (int64_t)(client_now_ns() / 1000);
 }
 
 /* Folds one sync round trip of us microseconds into m's running mean. */
@@ -1920,6 +1927,7 @@ client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
 	memcpy(ring_slot_data(s), frame, len);
 	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->request_id, id, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->posted_ns, client_now_ns(), __ATOMIC_RELAXED);
 	__atomic_store_n(&s->state, RING_POSTED, __ATOMIC_SEQ_CST);
 	__atomic_fetch_add(&h->posted, 1, __ATOMIC_SEQ_CST);
 	/* agxqd stopped polling meanwhile: tell it (see proto/ringfmt.h). */

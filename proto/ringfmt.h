@@ -9,7 +9,9 @@
  *
  * A slot's state word: the client owns a FREE or DONE or SOCKET slot; it
  * writes one frame (header and payload, as on the socket) at data, its
- * length at len, then stores POSTED and bumps `posted` in the header. agxqd
+ * length at len and the time at posted_ns (for agxqd's stats only: how long
+ * a posted request waited to be taken), then stores POSTED and bumps
+ * `posted` in the header. agxqd
  * copies the frame out (with request_id, which it names in an Error when
  * the frame cannot be read), runs it and either writes the reply frame at data
  * and stores DONE, or, when the reply does not fit, stores SOCKET and sends
@@ -60,7 +62,8 @@ struct ring_slot {
 	uint32_t state;
 	uint32_t len;                   /* frame bytes at data */
 	uint64_t request_id;            /* the frame's, for errors about it */
-	uint64_t pad[6];
+	uint64_t posted_ns;             /* CLOCK_MONOTONIC at posting; 0: not given */
+	uint64_t pad[5];
 	/* slot_size - RING_SLOT_HEADER bytes of frame follow */
 };
 

@@ -4,8 +4,8 @@
 # agxq-bench --backend cuda (client processes, 1 and 8 clients, the three
 # reference models) and, for the last binary, samples the busy time of the
 # daemon's loop thread and executor while 8 client processes drive each
-# model, and prints where a request's time goes (agxqd status: in, queue,
-# stage, device, reply).
+# model, and prints where a request's time goes (agxqd status: ring wait,
+# in, queue, stage, device, reply, out).
 #
 #   BUILD=build-gpu-carry scripts/gpu_ab.sh OUTDIR AGXQD_A [AGXQD_B ...]
 #
@@ -66,9 +66,11 @@ print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
       100.0 * (b.get("ring_requests", 0) - a.get("ring_requests", 0)) / max(req, 1),
       (b["frames_out"] - a["frames_out"]) / max(req, 1)))
 if "stage_p50_us" in m:
-    print("%-12s p50 us: in %d, queue %d, stage %d, device %d, reply %d" % (
-          sys.argv[1], m["in_p50_us"], m["queue_p50_us"], m["stage_p50_us"],
-          m["device_p50_us"], m["reply_p50_us"]))
+    print("%-12s p50 us: ring wait %d, in %d, queue %d, stage %d, device %d, "
+          "reply %d, out %d" % (
+          sys.argv[1], b.get("ring_wait_p50_us", -1), m["in_p50_us"],
+          m["queue_p50_us"], m["stage_p50_us"], m["device_p50_us"],
+          m["reply_p50_us"], b.get("out_p50_us", -1)))
 PY
 	rm -f "$out/s1.json" "$out/s2.json" "$out/busy-$m.err"
 done

@@ -236,6 +236,10 @@ ctl_print_table(const Agxq__Stats *st)
 		    st->io_threads == 1 ? "" : "s", 100.0 *
 		    (double)st->loop_busy_us / (double)st->uptime_us, 100.0 *
 		    (double)st->executor_busy_us / (double)st->uptime_us);
+	printf("p50/p99 us: posted in a ring until taken %" PRIu64 "/%" PRIu64
+	    ", reply encoded until handed out %" PRIu64 "/%" PRIu64 "\n",
+	    st->ring_wait_p50_us, st->ring_wait_p99_us, st->out_p50_us,
+	    st->out_p99_us);
 	if (st->n_models == 0) {
 		printf("no models loaded\n");
 		return;

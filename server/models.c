@@ -153,19 +153,60 @@ models_cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Percentile p of the k times at v, which it sorts. */
+static uint64_t
+models_pick(uint32_t *v, size_t k, double p)
+{
+	size_t idx;
+
+	if (k == 0)
+		return 0;
+	qsort(v, k, sizeof *v, models_cmp_u32);
+	idx = (size_t)(p / 100.0 * (double)(k - 1) + 0.5);
+	return v[idx < k ? idx : k - 1];
+}
+
 /* Percentile p of the recent samples in ring. */
 uint64_t
 models_percentile(const uint32_t *ring, uint64_t n, double p)
 {
 	uint32_t tmp[MODEL_SAMPLES];
-	size_t k = n < MODEL_SAMPLES ? (size_t)n : MODEL_SAMPLES, idx;
+	size_t k = n < MODEL_SAMPLES ? (size_t)n : MODEL_SAMPLES;
 
-	if (k == 0)
-		return 0;
 	memcpy(tmp, ring, k * sizeof *tmp);
-	qsort(tmp, k, sizeof *tmp, models_cmp_u32);
-	idx = (size_t)(p / 100.0 * (double)(k - 1) + 0.5);
-	if (idx >= k)
-		idx = k - 1;
-	return tmp[idx];
+	return models_pick(tmp, k, p);
+}
+
+/* Adds a time to t (its one writer). */
+void
+models_sample(struct tsamples *t, uint64_t us)
+{
+	uint64_t n = __atomic_load_n(&t->n, __ATOMIC_RELAXED);
+
+	__atomic_store_n(&t->us[n % MODEL_SAMPLES], us > UINT32_MAX ?
+	    UINT32_MAX : (uint32_t)us, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->n, n + 1, __ATOMIC_RELEASE);
+}
+
+/* Percentile p of the recent times in the n sample sets at t; 0 on OOM. */
+uint64_t
+models_samples_percentile(struct tsamples *const *t, uint32_t n, double p)
+{
+	uint32_t *v;
+	size_t k = 0;
+	uint64_t r;
+
+	if (n == 0 || (v = calloc(n, sizeof t[0]->us)) == NULL)
+		return 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t have = __atomic_load_n(&t[i]->n, __ATOMIC_ACQUIRE);
+
+		if (have > MODEL_SAMPLES)
+			have = MODEL_SAMPLES;
+		for (uint64_t j = 0; j < have; j++)
+			v[k++] = __atomic_load_n(&t[i]->us[j], __ATOMIC_RELAXED);
+	}
+	r = models_pick(v, k, p);
+	free(v);
+	return r;
 }

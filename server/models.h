@@ -31,6 +31,15 @@ enum model_time {
 	MODEL_T_COUNT
 };
 
+/*
+ * Recent times of one kind kept by one thread and read by any (relaxed
+ * atomics: a reader may see a sample being replaced, never a torn one).
+ */
+struct tsamples {
+	uint64_t n;                        /* recorded so far */
+	uint32_t us[MODEL_SAMPLES];
+};
+
 struct model_stats {
 	uint64_t requests, batches, rows, errors, timeouts, rejected_busy;
 	uint32_t queued;
@@ -86,6 +95,13 @@ uint32_t models_count(const struct models *reg);
 
 /* Records the stage times of one request (executor's lock held). */
 void models_record(struct model *m, const uint64_t us[MODEL_T_COUNT]);
+
+/* Adds a time to t (its one writer). */
+void models_sample(struct tsamples *t, uint64_t us);
+
+/* Percentile p of the recent times in the n sample sets at t. */
+uint64_t models_samples_percentile(struct tsamples *const *t, uint32_t n,
+    double p);
 
 /* Percentile p (0..100) of n recent samples in ring. */
 uint64_t models_percentile(const uint32_t *ring, uint64_t n, double p);

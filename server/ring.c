@@ -120,7 +120,7 @@ ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
 	for (uint32_t i = 0; i < r->slots && r->nbusy < r->slots; i++) {
 		struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, i);
 		uint32_t st, len;
-		uint64_t id;
+		uint64_t id, posted_ns;
 		uint8_t *frame;
 
 		if (r->busy[i])
@@ -130,6 +130,7 @@ ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
 			continue;
 		len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
 		id = __atomic_load_n(&s->request_id, __ATOMIC_RELAXED);
+		posted_ns = __atomic_load_n(&s->posted_ns, __ATOMIC_RELAXED);
 		/* Copied once: the client can write the slot meanwhile. */
 		frame = NULL;
 		if (len <= cap && len > 0) {
@@ -142,7 +143,7 @@ ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
 		r->busy[i] = 1;
 		r->nbusy++;
 		n++;
-		fn(arg, i, id, frame, len);
+		fn(arg, i, id, posted_ns, frame, len);
 	}
 	return n;
 }

@@ -23,10 +23,11 @@ struct ring {
 
 /*
  * Called with each posted frame, copied out of the ring (the callee's), or
- * NULL when its length is out of range (0 or over the slot).
+ * NULL when its length is out of range (0 or over the slot), and the time
+ * the client says it posted it (0: not given; not to be trusted).
  */
 typedef void (*ring_take_fn)(void *arg, uint32_t slot, uint64_t id,
-    uint8_t *frame, size_t len);
+    uint64_t posted_ns, uint8_t *frame, size_t len);
 
 /*
  * Checks and maps the ring in fd (not taken) as AttachRing describes it.

@@ -50,6 +50,8 @@ struct server_loop {
 	struct request_list taken;    /* taken from rings, not submitted yet */
 	uint32_t ring_inflight;       /* taken from rings, not answered yet */
 	int rings_on;                 /* its rings' awake says it polls */
+	struct tsamples ring_wait;    /* posted in a ring -> taken (us) */
+	struct tsamples out;          /* reply encoded -> handed to its client */
 	struct server *srv;
 };
 
@@ -883,8 +885,8 @@ server_release_region(struct server *srv, struct conn *c,
 
 /* Ring slot frame taken by ring_poll: decodes it and runs it as an Infer. */
 static void
-server_ring_take(void *arg, uint32_t slot, uint64_t id, uint8_t *frame,
-    size_t len)
+server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
+    uint8_t *frame, size_t len)
 {
 	struct conn *c = arg;
 	struct server *srv = c->srv;
@@ -904,6 +906,11 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint8_t *frame,
 	}
 	srv->ctr.bytes_in += len;
 	c->t_frame_ns = request_now_ns();
+	/* The client's clock is ours (CLOCK_MONOTONIC); a minute is a lie. */
+	if (posted_ns != 0 && posted_ns <= c->t_frame_ns &&
+	    c->t_frame_ns - posted_ns < 60000000000ull)
+		models_sample(&srv->loops[c->loop].ring_wait,
+		    (c->t_frame_ns - posted_ns) / 1000);
 	if (codec_header_parse(frame, len, &config.limits, &plen, &flags,
 	    &code, &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen) {
 		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
@@ -997,6 +1004,25 @@ out_close:
 	close(fd);
 }
 
+/* Fills in st the loops' times: ring waits and replies handed out. */
+static void
+server_loop_times(struct server *srv, Agxq__Stats *st)
+{
+	struct tsamples **t;
+
+	if ((t = calloc(srv->nloops, sizeof *t)) == NULL)
+		server_oom();
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		t[i] = &srv->loops[i].ring_wait;
+	st->ring_wait_p50_us = models_samples_percentile(t, srv->nloops, 50);
+	st->ring_wait_p99_us = models_samples_percentile(t, srv->nloops, 99);
+	for (uint32_t i = 0; i < srv->nloops; i++)
+		t[i] = &srv->loops[i].out;
+	st->out_p50_us = models_samples_percentile(t, srv->nloops, 50);
+	st->out_p99_us = models_samples_percentile(t, srv->nloops, 99);
+	free(t);
+}
+
 /* Answers a StatsRequest. */
 static void
 server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
@@ -1059,6 +1085,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.loop_busy_us = srv->ctr.busy_ns / 1000;
 	st.io_threads = srv->nloops;
 	st.ring_requests = srv->ctr.ring_requests;
+	server_loop_times(srv, &st);
 	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
 	st.executor_wait_us = executor_wait_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
@@ -1179,6 +1206,9 @@ server_done(struct request *r, void *arg)
 			    (int)r->rows);
 		return;
 	}
+	if (r->t_reply_ns != 0 && t0 > r->t_reply_ns)
+		models_sample(&srv->loops[c->loop].out,
+		    (t0 - r->t_reply_ns) / 1000);
 	/*
 	 * The request lets go of its model and regions before its client
 	 * can see the reply: stats read on another loop right after it

@@ -1432,6 +1432,86 @@ out:
 	rt_ios_free(io, 4);
 }
 
+/* ---- wait_times ---------------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in nanoseconds, agxqd's clock. */
+static uint64_t
+wt_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Stats' ring wait comes from the posting time the client writes in the
+ * slot. On a fresh agxqd, a raw client posts an Infer stamped 40 ms ago,
+ * one stamped 10 s ahead and one unstamped (0): only the first makes a
+ * sample, so p50 and p99 are its 40+ ms (the other two would be a wait
+ * of 0 or of the whole uptime). The replies handed out have times too, no
+ * longer than the test took; `agxqd status` prints both.
+ */
+static void
+t_wait_times(void)
+{
+	struct du_daemon d;
+	struct rt_ring r;
+	struct tgraph *tg = NULL;
+	Agxq__Envelope *st = NULL;
+	const uint64_t stamp[3] = { 40000000, 0, 0 };
+	char msg[256], out[4096];
+	uint64_t model, t0 = du_now_ms();
+	int fd = -1;
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	rt_ring_init(&r);
+	CHECK(du_start(&d, rt_polling) == 0);
+	CHECK((fd = rt_raw_hello(d.sock)) >= 0);
+	tg = bs_graph();
+	if (du_load(fd, 1, tg_graph(tg), &model, msg, sizeof msg) != 0) {
+		printf("  load: %s\n", msg);
+		CHECK(0);
+	}
+	CHECK(rt_ring_valid(&r, BS_SLOTS, BS_SLOT_SIZE) == 0);
+	CHECK(rt_attach(fd, 2, &r) == 0);
+	for (uint32_t i = 0; i < 3; i++) {
+		struct ring_slot *s = ring_slot_at(r.base, r.slot_size, i);
+		uint64_t now = wt_now_ns();
+
+		s->posted_ns = i == 0 ? now - stamp[0] : i == 1 ?
+		    now + 10000000000ull : 0;
+		CHECK(bs_expect_slot_infer(fd, &r, i, 10 + i, model, 1) == 0);
+	}
+	CHECK((st = du_raw_stats(d.sock)) != NULL);
+	printf("  ring wait p50 %llu p99 %llu us; out p50 %llu p99 %llu us\n",
+	    (unsigned long long)st->stats->ring_wait_p50_us,
+	    (unsigned long long)st->stats->ring_wait_p99_us,
+	    (unsigned long long)st->stats->out_p50_us,
+	    (unsigned long long)st->stats->out_p99_us);
+	CHECK(st->stats->ring_wait_p50_us >= stamp[0] / 1000);
+	CHECK(st->stats->ring_wait_p99_us == st->stats->ring_wait_p50_us);
+	CHECK(st->stats->ring_wait_p99_us < (du_now_ms() - t0 + 40) * 1000);
+	CHECK(st->stats->out_p50_us <= st->stats->out_p99_us);
+	CHECK(st->stats->out_p99_us < (du_now_ms() - t0) * 1000);
+	{
+		const char *a[] = { "status", "--socket", d.sock, NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 0);
+		CHECK(rt_has(out, "posted in a ring until taken"));
+	}
+out:
+	codec_envelope_free(st);
+	if (fd >= 0)
+		close(fd);
+	rt_ring_free(&r);
+	tg_free(tg);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+}
+
 /* ---- daemon_dies --------------------------------------------------------- */
 
 #define DD_NIO 4
@@ -1578,6 +1658,7 @@ static const struct testlib_case cases[] = {
 	{ "bad_attach", t_bad_attach },
 	{ "bad_slot", t_bad_slot },
 	{ "daemon_dies", t_daemon_dies },
+	{ "wait_times", t_wait_times },
 };
 
 int
