@@ -18,7 +18,7 @@ config_defaults(struct config *c)
 	strcpy(c->socket_path, CONFIG_DEFAULT_SOCKET);
 	strcpy(c->backend, "cpu");
 	c->spin_us = -1;
-	c->conns_per_io_thread = 12;
+	c->conns_per_io_thread = 4;
 	c->ring_clients = -1;
 	c->max_batch = 64;
 	c->max_delay_us = 0;

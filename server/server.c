@@ -1335,7 +1335,8 @@ server_adopt_task(void *arg, intptr_t val)
  * The loop for a new connection: the first with fewer than
  * --conns-per-io-thread, else the one with the fewest. A few busy clients
  * are served best by one loop (the others would only take cores polling);
- * many would saturate it (docs/GPU.md).
+ * more would keep it busy and their posted requests would wait for it
+ * (docs/GPU.md).
  */
 static uint32_t
 server_pick_loop(struct server *srv)
@@ -1706,8 +1707,9 @@ server_listen(struct server *srv, int listen_fd, char **cause)
  * How many I/O loops serve connections: --io-threads, else two on hosts
  * with 8 cores or more, one on smaller ones. Measured on an H200 host with
  * 16 cores (docs/GPU.md): 32 client processes ran 34-41% faster on two
- * loops than on one and no faster on four; 8 ran fastest on one, which
- * server_pick_loop gives them (--conns-per-io-thread, default 12).
+ * loops than on one and no faster on four. With request rings, 8 ran
+ * faster on two loops than on one (H100: linear +16%, mlp +10%), which
+ * server_pick_loop gives them (--conns-per-io-thread, default 4).
  */
 static uint32_t
 server_nloops(void)
