@@ -10,7 +10,8 @@
 #   BUILD=build-gpu-carry scripts/gpu_sweep.sh OUTDIR \
 #       'base||' 'lanes4|AGXQ_LANES=4|' 'delay20||--max-delay-us 20'
 #
-# SWEEP_CLIENTS (default 8) and SWEEP_MODELS (default all three) narrow it.
+# SWEEP_CLIENTS (default 8) and SWEEP_MODELS (default all three) narrow it;
+# SWEEP_WINDOW_MS (default 500) and SWEEP_WINDOWS (default 3) lengthen it.
 set -u
 out=$1
 shift
@@ -40,7 +41,8 @@ EOF
 	env $envs timeout 200 "$b/examples/agxq-bench" --backend ${BACKEND:-cuda} \
 	    --agxqd "$w" --modes processes --clients ${SWEEP_CLIENTS:-8} \
 	    --kinds proxy --models ${SWEEP_MODELS:-linear,mlp,transformer} \
-	    --window-ms 500 --warmup-ms 300 --max-windows 3 \
+	    --window-ms ${SWEEP_WINDOW_MS:-500} --warmup-ms 300 \
+	    --max-windows ${SWEEP_WINDOWS:-3} \
 	    --csv "$out/sweep-$n.csv" >> "$out/sweep.txt" 2>&1
 	awk -F, -v l="$label" 'NR > 1 { printf "%s,%s,%s,%.0f,%.0f,%.0f\n",
 	    l, $1, $4, $5, $7, $8 }' "$out/sweep-$n.csv" >> "$out/sweep.csv"
