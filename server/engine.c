@@ -32,6 +32,7 @@ struct engine_model {
 	void *bmodel;               /* NULL when a reset could not reload it */
 	struct engine_model *prev, *next;
 	struct graph_shape *shapes; /* g->nvalues, reused by every run */
+	int shapes_ok;              /* shapes are inferred from shapes[0..ninputs) */
 };
 
 static const struct backend_ops *const engine_table[] = {
@@ -263,6 +264,33 @@ engine_model_free(struct engine *e, struct engine_model *m)
 }
 
 /*
+ * Infers m's shapes for inputs in_shapes into m->shapes, unless they are
+ * already the inference for the same input shapes (a batch size seen
+ * last time: the common case). Owner thread.
+ */
+static int
+engine_infer(struct engine_model *m, const struct graph_shape *in_shapes,
+    char **cause)
+{
+	uint32_t i;
+
+	for (i = 0; m->shapes_ok && i < m->g->ninputs; i++) {
+		const struct graph_shape *a = &m->shapes[i], *b = &in_shapes[i];
+
+		if (a->ndim != b->ndim || memcmp(a->dim, b->dim,
+		    (size_t)a->ndim * sizeof a->dim[0]) != 0)
+			break;
+	}
+	if (m->shapes_ok && i == m->g->ninputs)
+		return 0;
+	m->shapes_ok = 0;
+	if (graph_infer(m->g, in_shapes, m->shapes, cause) != 0)
+		return -1;
+	m->shapes_ok = 1;
+	return 0;
+}
+
+/*
  * Checks a run of m may start (on the owner thread, device and model
  * present) and infers every value's shape into m->shapes. 0, or -1 with
  * *cause.
@@ -279,7 +307,7 @@ engine_prepare(struct engine *e, struct engine_model *m,
 	}
 	if (engine_lost(e, m, cause))
 		return -1;
-	return graph_infer(m->g, in_shapes, m->shapes, cause);
+	return engine_infer(m, in_shapes, cause);
 }
 
 /*
@@ -452,6 +480,25 @@ engine_output_shapes(const struct graph *g,
 	for (uint32_t j = 0; j < g->noutputs; j++)
 		out_shapes[j] = shapes[g->outputs[j]];
 	free(shapes);
+	return 0;
+}
+
+/* The shapes of m's outputs for inputs in_shapes (engine.h). */
+int
+engine_model_output_shapes(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, struct graph_shape *out_shapes,
+    char **cause)
+{
+	if (!pthread_equal(pthread_self(), e->owner)) {
+		if (cause != NULL)
+			*cause = strdup("engine_model_output_shapes called off "
+			    "the owner thread");
+		return -1;
+	}
+	if (engine_infer(m, in_shapes, cause) != 0)
+		return -1;
+	for (uint32_t j = 0; j < m->g->noutputs; j++)
+		out_shapes[j] = m->shapes[m->g->outputs[j]];
 	return 0;
 }
 

@@ -148,6 +148,16 @@ int engine_output_shapes(const struct graph *g,
     char **cause);
 
 /*
+ * The same for model m on the owner thread, inferred once for each new
+ * set of input shapes: the run of m that follows with the same shapes
+ * does not infer them again. 0, or -1 with *cause (bad shapes, or called
+ * off the owner thread; not counted as a backend call).
+ */
+int engine_model_output_shapes(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, struct graph_shape *out_shapes,
+    char **cause);
+
+/*
  * Sets the number of threads the CPU backend's BLAS uses (process-wide);
  * n <= 0 restores the library default. Returns 0, or -1 when unsupported.
  */

@@ -397,7 +397,8 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		x->in_shapes[i].dim[0] = b->rows;
 		x->in[i] = r0->in[i];
 	}
-	if (engine_output_shapes(g, x->in_shapes, x->out_shapes, &cause) != 0) {
+	if (engine_model_output_shapes(ex->engine, x->model->emodel,
+	    x->in_shapes, x->out_shapes, &cause) != 0) {
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_SHAPE, cause);
 		x->failed = 1;
 		free(cause);

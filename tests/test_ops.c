@@ -817,6 +817,88 @@ struct foreign_arg {
 	char *cause;
 };
 
+/* engine_model_output_shapes from a thread that does not own the engine. */
+static void *
+foreign_shapes(void *p)
+{
+	struct foreign_arg *a = p;
+	struct graph_shape os;
+
+	a->rc = engine_model_output_shapes(a->e, a->m, a->is, &os, &a->cause);
+	return NULL;
+}
+
+/*
+ * engine_model_output_shapes infers once per new input shape and the run
+ * reuses it: shapes and results stay right as the batch size goes 4, 7,
+ * 4, then a bad shape (refused, naming it), then 2; off the owner thread
+ * it is refused and not counted as a backend call.
+ */
+static int
+test_shape_memo(void)
+{
+	struct tgraph *t = tg_new();
+	struct graph *g = NULL;
+	struct engine_model *m = NULL;
+	const int64_t rows[] = { 4, 7, 4, 0, 2 };
+	float *w = rnd(3 * 5, 1), *b = rnd(3, 1), *x = rnd(7 * 5, 1);
+	float y[7 * 3], want[7 * 3];
+	struct foreign_arg a = { 0 };
+	struct graph_shape is, os;
+	uint64_t calls;
+	uint32_t in, wv;
+	char *cause = NULL;
+	pthread_t th;
+	int ok;
+
+	in = tg_input(t, TG_DIMS(5));
+	wv = tg_const(t, TG_DIMS(3, 5), w);
+	tg_output(t, tg_linear(t, in, wv, tg_const(t, TG_DIMS(3), b)));
+	ok = graph_from_proto(tg_graph(t), NULL, &g, &cause) == 0 &&
+	    engine_model_load(eng, g, &m, &cause) == 0;
+	for (size_t k = 0; ok && k < sizeof rows / sizeof rows[0]; k++) {
+		if (rows[k] == 0) {
+			is = SHP(2, 6);
+			ok = engine_model_output_shapes(eng, m, &is, &os,
+			    &cause) == -1 && cause != NULL &&
+			    strstr(cause, "input 0: shape [2, 6]") != NULL;
+			free(cause);
+			cause = NULL;
+			continue;
+		}
+		is = SHP(rows[k], 5);
+		ok = engine_model_output_shapes(eng, m, &is, &os, &cause) == 0 &&
+		    os.ndim == 2 && os.dim[0] == rows[k] && os.dim[1] == 3 &&
+		    engine_run(eng, m, &is, (const float *const *)&x,
+		    (float *const[]){ y }, &cause) == 0;
+		ref_linear(x, w, b, want, (size_t)rows[k], 5, 3);
+		ok = ok && close_to("y", y, want, (size_t)rows[k] * 3, 1e-5);
+		if (!ok)
+			printf("  %lld rows: shape [%lld, %lld]\n",
+			    (long long)rows[k], (long long)os.dim[0],
+			    (long long)os.dim[1]);
+	}
+	calls = engine_backend_calls(eng);
+	a.e = eng;
+	a.m = m;
+	a.is = &is;
+	ok = ok && pthread_create(&th, NULL, foreign_shapes, &a) == 0 &&
+	    pthread_join(th, NULL) == 0 && a.rc == -1 && a.cause != NULL &&
+	    strstr(a.cause, "off the owner thread") != NULL &&
+	    engine_backend_calls(eng) == calls;
+	if (cause != NULL)
+		printf("  %s\n", cause);
+	free(cause);
+	free(a.cause);
+	engine_model_free(eng, m);
+	graph_free(g);
+	tg_free(t);
+	free(w);
+	free(b);
+	free(x);
+	return ok;
+}
+
 /* Calls engine_run from a thread that does not own the engine. */
 static void *
 foreign_run(void *p)
@@ -905,6 +987,7 @@ static const struct {
 	{ "no_scratch", test_no_scratch },
 	{ "run_errors", test_run_errors },
 	{ "owner", test_owner },
+	{ "shape_memo", test_shape_memo },
 	{ "threads", test_threads },
 };
 
