@@ -126,6 +126,7 @@ struct cuda_lane {
 
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
+	int seen_done;              /* a poll saw it done: no more queries */
 	uint64_t run;
 	uint32_t nout, out_cap;
 	float **out;                /* the caller's output buffers */
@@ -1720,6 +1721,7 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 		return -1;
 	l->run = ++st->runs;
 	l->fault = 0;
+	l->seen_done = 0;
 	l->nout = 0;
 	l->zc_in = zc_in;
 	l->dma_in = 0;
@@ -1825,7 +1827,10 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 	    ticket, cause);
 }
 
-/* Waits for lane l's event: polls for CUDA_SPIN_NS, then blocks. */
+/*
+ * Waits for lane l's event: polls for CUDA_SPIN_NS, then blocks. Not at
+ * all when a poll saw it done: each query costs about 1 us under load.
+ */
 static cudaError_t
 cuda_wait(struct cuda_lane *l)
 {
@@ -1833,6 +1838,8 @@ cuda_wait(struct cuda_lane *l)
 	uint64_t t0 = 0;
 	unsigned n = 0;
 
+	if (l->seen_done)
+		return cudaSuccess;
 	while ((err = cudaEventQuery(l->done)) == cudaErrorNotReady) {
 		if (++n % 16 != 0)
 			continue;
@@ -1849,9 +1856,14 @@ static int
 cuda_poll(void *state, void *ticket)
 {
 	struct cuda_lane *l = ticket;
+	cudaError_t err;
 
 	(void)state;
-	return l->fault || cudaEventQuery(l->done) != cudaErrorNotReady;
+	if (l->fault || l->seen_done)
+		return 1;
+	if ((err = cudaEventQuery(l->done)) == cudaSuccess)
+		l->seen_done = 1;
+	return err != cudaErrorNotReady;
 }
 
 /*

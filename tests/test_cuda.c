@@ -1511,6 +1511,67 @@ t_inflight(void)
 	return rc;
 }
 
+/*
+ * engine_poll, then engine_finish, run after run round every lane twice:
+ * a long run (64 transformer samples) just submitted is not done, also on
+ * a lane whose last run a poll saw done; once a poll says done, finish
+ * gives the right outputs.
+ */
+static int
+t_poll(void)
+{
+	struct tcase_graph tg;
+	struct flight f;
+	struct cmp c = { 0, 0 };
+	int n = 2 * engine_slots(ecuda) + 1, bad = 0;
+
+	if (tc_load(m_transformer(), &tg) != 0)
+		abort();
+	for (int k = 0; k < n; k++) {
+		struct timespec t0, t1;
+		char *cause = NULL;
+		long polls = 0;
+
+		flight_prep(&f, &tg, 64);
+		if (engine_submit(ecuda, tg.mc, f.is, (const float *const *)f.in,
+		    f.oc, &f.ticket, &cause) != 0) {
+			printf("  run %d: submit: %s\n", k, cause);
+			bad++;
+			goto next;
+		}
+		if (!as_cpu && engine_poll(ecuda, f.ticket)) {
+			printf("  run %d: done as soon as submitted\n", k);
+			bad++;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (!engine_poll(ecuda, f.ticket)) {
+			polls++;
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			if (t1.tv_sec - t0.tv_sec > 10) {
+				printf("  run %d: not done after 10 s\n", k);
+				bad++;
+				break;
+			}
+		}
+		if (engine_finish(ecuda, f.ticket, &cause) != 0) {
+			printf("  run %d: finish: %s\n", k, cause);
+			bad++;
+		} else if (flight_check(&f, &c) != 0) {
+			printf("  run %d: wrong result\n", k);
+			bad++;
+		}
+		if (k == 0)
+			printf("  first run: %ld polls before done\n", polls);
+next:
+		free(cause);
+		flight_free(&f);
+	}
+	printf("  %d runs polled to done: max|cuda-cpu| %.2e (%.3f of tol)\n",
+	    n, c.max_abs, c.max_ratio);
+	tc_unload(&tg);
+	return bad == 0 ? 0 : -1;
+}
+
 static int
 t_inflight_fault(void)
 {
@@ -2196,6 +2257,7 @@ static const struct {
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },
+	{ "poll", t_poll },
 	{ "no_zerocopy", t_no_zerocopy },
 	{ "host_register", t_host_register },
 	{ "submit_parts", t_submit_parts },
