@@ -41,14 +41,21 @@ du_agxqd(void)
 	return p != NULL && *p != '\0' ? p : "agxqd";
 }
 
-/* Monotonic milliseconds. */
+/* Monotonic nanoseconds (CLOCK_MONOTONIC, agxqd's clock). */
 uint64_t
-du_now_ms(void)
+du_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Monotonic milliseconds. */
+uint64_t
+du_now_ms(void)
+{
+	return du_now_ns() / 1000000;
 }
 
 /* Sleeps ms milliseconds. */

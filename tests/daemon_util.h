@@ -99,6 +99,9 @@ void du_cleanup(struct du_daemon *d);
 /* Monotonic milliseconds. */
 uint64_t du_now_ms(void);
 
+/* Monotonic nanoseconds (CLOCK_MONOTONIC, agxqd's clock). */
+uint64_t du_now_ns(void);
+
 /* Connects to a Unix socket; returns the fd or -1. */
 int du_connect(const char *path);
 

@@ -1208,6 +1208,37 @@ bs_graph(void)
 	return t;
 }
 
+/*
+ * A raw connection to sock with bs_graph loaded (its id in *model, the
+ * graph in *tg) and a ring of BS_SLOTS slots attached (r, whose
+ * descriptor is closed: agxqd has its own). The descriptor, or -1.
+ */
+static int
+bs_raw_ring(const char *sock, struct rt_ring *r, struct tgraph **tg,
+    uint64_t *model)
+{
+	char msg[256];
+	int fd;
+
+	if ((fd = rt_raw_hello(sock)) < 0)
+		return -1;
+	*tg = bs_graph();
+	if (du_load(fd, 1, tg_graph(*tg), model, msg, sizeof msg) != 0) {
+		printf("  load: %s\n", msg);
+		goto fail;
+	}
+	if (rt_ring_valid(r, BS_SLOTS, BS_SLOT_SIZE) != 0 ||
+	    rt_attach(fd, 2, r) != 0)
+		goto fail;
+	close(r->fd);
+	r->fd = -1;
+	return fd;
+
+fail:
+	close(fd);
+	return -1;
+}
+
 /* Whether code is a sensible answer to a frame that is not an Infer. */
 static int
 bs_sensible(int code)
@@ -1345,23 +1376,13 @@ t_bad_slot(void)
 	size_t len;
 	long long before, after;
 	pid_t worker;
-	char msg[256];
 	int fd = -1;
 
 	rt_ring_init(&r);
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 4, 4, 0, &io) == 0);
 	CHECK((worker = du_worker_pid(daemon_.sock)) > 0);
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK((fd = rt_raw_hello(daemon_.sock)) >= 0);
-	tg = bs_graph();
-	if (du_load(fd, 1, tg_graph(tg), &model, msg, sizeof msg) != 0) {
-		printf("  load: %s\n", msg);
-		CHECK(0);
-	}
-	CHECK(rt_ring_valid(&r, BS_SLOTS, BS_SLOT_SIZE) == 0);
-	CHECK(rt_attach(fd, 2, &r) == 0);
-	close(r.fd); /* agxqd has its own; the mapping stays */
-	r.fd = -1;
+	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
 	for (int k = 0; k < RT_RAW_N; k++)
 		x[k] = (float)k - 8.0f;
 
@@ -1434,15 +1455,7 @@ out:
 
 /* ---- wait_times ---------------------------------------------------------- */
 
-/* CLOCK_MONOTONIC in nanoseconds, agxqd's clock. */
-static uint64_t
-wt_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+#define WT_STAMP_NS 40000000ull /* the one stamped post: 40 ms before */
 
 /*
  * Stats' ring wait comes from the posting time the client writes in the
@@ -1459,8 +1472,7 @@ t_wait_times(void)
 	struct rt_ring r;
 	struct tgraph *tg = NULL;
 	Agxq__Envelope *st = NULL;
-	const uint64_t stamp[3] = { 40000000, 0, 0 };
-	char msg[256], out[4096];
+	char out[4096];
 	uint64_t model, t0 = du_now_ms();
 	int fd = -1;
 
@@ -1468,19 +1480,12 @@ t_wait_times(void)
 	d.pid = -1;
 	rt_ring_init(&r);
 	CHECK(du_start(&d, rt_polling) == 0);
-	CHECK((fd = rt_raw_hello(d.sock)) >= 0);
-	tg = bs_graph();
-	if (du_load(fd, 1, tg_graph(tg), &model, msg, sizeof msg) != 0) {
-		printf("  load: %s\n", msg);
-		CHECK(0);
-	}
-	CHECK(rt_ring_valid(&r, BS_SLOTS, BS_SLOT_SIZE) == 0);
-	CHECK(rt_attach(fd, 2, &r) == 0);
+	CHECK((fd = bs_raw_ring(d.sock, &r, &tg, &model)) >= 0);
 	for (uint32_t i = 0; i < 3; i++) {
 		struct ring_slot *s = ring_slot_at(r.base, r.slot_size, i);
-		uint64_t now = wt_now_ns();
+		uint64_t now = du_now_ns();
 
-		s->posted_ns = i == 0 ? now - stamp[0] : i == 1 ?
+		s->posted_ns = i == 0 ? now - WT_STAMP_NS : i == 1 ?
 		    now + 10000000000ull : 0;
 		CHECK(bs_expect_slot_infer(fd, &r, i, 10 + i, model, 1) == 0);
 	}
@@ -1490,7 +1495,7 @@ t_wait_times(void)
 	    (unsigned long long)st->stats->ring_wait_p99_us,
 	    (unsigned long long)st->stats->out_p50_us,
 	    (unsigned long long)st->stats->out_p99_us);
-	CHECK(st->stats->ring_wait_p50_us >= stamp[0] / 1000);
+	CHECK(st->stats->ring_wait_p50_us >= WT_STAMP_NS / 1000);
 	CHECK(st->stats->ring_wait_p99_us == st->stats->ring_wait_p50_us);
 	CHECK(st->stats->ring_wait_p99_us < (du_now_ms() - t0 + 40) * 1000);
 	CHECK(st->stats->out_p50_us <= st->stats->out_p99_us);
