@@ -11,11 +11,11 @@
  * writes one frame (header and payload, as on the socket) at data, its
  * length at len and the time at posted_ns (for agxqd's stats only: how long
  * a posted request waited to be taken), then stores POSTED and bumps
- * `posted` in the header. agxqd
- * copies the frame out (with request_id, which it names in an Error when
- * the frame cannot be read), runs it and either writes the reply frame at data
- * and stores DONE, or, when the reply does not fit, stores SOCKET and sends
- * the reply on the connection's socket. A client that stops polling sets
+ * `posted` in the header. agxqd copies the frame out (with request_id,
+ * which it names in an Error when the frame cannot be read), runs it and
+ * either writes the reply frame at data and stores DONE, or, when the
+ * reply does not fit, stores SOCKET and sends the reply on the
+ * connection's socket. A client that stops polling sets
  * RING_WAITER on a POSTED slot first; agxqd then sends a DONE reply on the
  * socket as well, so the waiter sleeps on its socket as for any request.
  *
@@ -62,7 +62,7 @@ struct ring_slot {
 	uint32_t state;
 	uint32_t len;                   /* frame bytes at data */
 	uint64_t request_id;            /* the frame's, for errors about it */
-	uint64_t posted_ns;             /* CLOCK_MONOTONIC at posting; 0: not given */
+	uint64_t posted_ns;             /* CLOCK_MONOTONIC posted; 0: none */
 	uint64_t pad[5];
 	/* slot_size - RING_SLOT_HEADER bytes of frame follow */
 };

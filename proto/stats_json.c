@@ -58,10 +58,11 @@ stats_json_render(const Agxq__Stats *st)
 	    st->worker_pid, st->worker_restarts, st->loop_busy_us,
 	    st->executor_busy_us, st->executor_wait_us, st->io_threads,
 	    st->ring_requests);
-	fprintf(f, ", \"ring_wait_p50_us\": %" PRIu64 ", \"ring_wait_p99_us\": %"
-	    PRIu64 ", \"out_p50_us\": %" PRIu64 ", \"out_p99_us\": %" PRIu64
-	    ", \"models\": [", st->ring_wait_p50_us, st->ring_wait_p99_us,
-	    st->out_p50_us, st->out_p99_us);
+	fprintf(f, ", \"ring_wait_p50_us\": %" PRIu64
+	    ", \"ring_wait_p99_us\": %" PRIu64 ", \"out_p50_us\": %" PRIu64
+	    ", \"out_p99_us\": %" PRIu64 ", \"models\": [",
+	    st->ring_wait_p50_us, st->ring_wait_p99_us, st->out_p50_us,
+	    st->out_p99_us);
 	for (size_t i = 0; i < st->n_models; i++) {
 		const Agxq__ModelStats *m = st->models[i];
 		double mean = m->batches ? (double)m->rows / (double)m->batches : 0;

@@ -32,7 +32,7 @@ struct engine_model {
 	void *bmodel;               /* NULL when a reset could not reload it */
 	struct engine_model *prev, *next;
 	struct graph_shape *shapes; /* g->nvalues, reused by every run */
-	int shapes_ok;              /* shapes are inferred from shapes[0..ninputs) */
+	int shapes_ok;              /* shapes: inferred from their inputs */
 };
 
 static const struct backend_ops *const engine_table[] = {

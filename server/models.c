@@ -204,7 +204,8 @@ models_samples_percentile(struct tsamples *const *t, uint32_t n, double p)
 		if (have > MODEL_SAMPLES)
 			have = MODEL_SAMPLES;
 		for (uint64_t j = 0; j < have; j++)
-			v[k++] = __atomic_load_n(&t[i]->us[j], __ATOMIC_RELAXED);
+			v[k++] = __atomic_load_n(&t[i]->us[j],
+			    __ATOMIC_RELAXED);
 	}
 	r = models_pick(v, k, p);
 	free(v);

@@ -51,7 +51,7 @@ struct server_loop {
 	uint32_t ring_inflight;       /* taken from rings, not answered yet */
 	int rings_on;                 /* its rings' awake says it polls */
 	struct tsamples ring_wait;    /* posted in a ring -> taken (us) */
-	struct tsamples out;          /* reply encoded -> handed to its client */
+	struct tsamples out;          /* reply encoded -> handed out */
 	struct server *srv;
 };
 

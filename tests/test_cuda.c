@@ -1533,8 +1533,8 @@ t_poll(void)
 		long polls = 0;
 
 		flight_prep(&f, &tg, 64);
-		if (engine_submit(ecuda, tg.mc, f.is, (const float *const *)f.in,
-		    f.oc, &f.ticket, &cause) != 0) {
+		if (engine_submit(ecuda, tg.mc, f.is,
+		    (const float *const *)f.in, f.oc, &f.ticket, &cause) != 0) {
 			printf("  run %d: submit: %s\n", k, cause);
 			bad++;
 			goto next;

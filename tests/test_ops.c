@@ -867,7 +867,8 @@ test_shape_memo(void)
 			continue;
 		}
 		is = SHP(rows[k], 5);
-		ok = engine_model_output_shapes(eng, m, &is, &os, &cause) == 0 &&
+		ok = engine_model_output_shapes(eng, m, &is, &os,
+		    &cause) == 0 &&
 		    os.ndim == 2 && os.dim[0] == rows[k] && os.dim[1] == 3 &&
 		    engine_run(eng, m, &is, (const float *const *)&x,
 		    (float *const[]){ y }, &cause) == 0;
