@@ -13,15 +13,11 @@
  * (elementwise, layer norm, a linear's bias add) are written straight into
  * the mapped pinned buffer, saving a device-to-host copy. Inputs and
  * outputs in host memory the caller registered (host_register: agxqd
- * registers clients' shared memory regions) move straight from and to it,
- * with no copy on the calling thread; submit_parts does the same for a
- * batch of several requests, each request's rows moved to and from its own
- * memory: a DMA copy per request and tensor, queued outside the graph; or,
- * up to AGXQ_CUDA_MAP_MAX bytes a direction, one copy kernel in the run's
- * graph moving them all (cuk_copy_list, reading the lane's list of copies,
- * written before each launch, from mapped memory). Lanes are used
- * as a ring and finished oldest first; all calls come from one thread. run
- * is submit then finish.
+ * registers clients' shared memory regions) are copied by DMA straight
+ * from and to it, outside the captured graph, with no copy on the calling
+ * thread; submit_parts does the same for a batch of several requests, each
+ * request's rows copied to and from its own memory. Lanes are used as a ring and finished oldest first; all calls
+ * come from one thread. run is submit then finish.
  *
  * Environment, read at open:
  *   AGXQ_CUDA_GRAPHS=0       never capture CUDA graphs (run eagerly)
@@ -36,10 +32,6 @@
  *                            4096) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
  *                            host-to-device copy; 0: always copy
- *   AGXQ_CUDA_MAP_MAX=N      inputs (and, apart, outputs) in registered
- *                            memory totalling at most N bytes move by the
- *                            copy kernel; larger ones, or all with 0 (the
- *                            default, until measured), by DMA copies
  *   AGXQ_CUDA_PAD_ROWS=N     linears of 5 to N-1 rows compute N rows, where
  *                            cublasSgemm is faster (default 32 with
  *                            AGXQ_CUDA_LT=0, else 0: never)
@@ -98,10 +90,8 @@
 struct cuda_model;
 
 /* How a run moves its inputs and outputs (part of a graph's key). */
-#define CUDA_MODE_DMA_IN 1    /* inputs come from registered memory */
-#define CUDA_MODE_DMA_OUT 2   /* outputs go to registered memory */
-#define CUDA_MODE_MAP_IN 4    /* and by cuk_copy_list in the graph, not */
-#define CUDA_MODE_MAP_OUT 8   /* by copies outside it */
+#define CUDA_MODE_DMA_IN 1    /* H2D copies from registered memory, outside the graph */
+#define CUDA_MODE_DMA_OUT 2   /* D2H copies to registered memory, outside the graph */
 
 /* One lane: a stream and the buffers of one run in flight. */
 struct cuda_lane {
@@ -119,10 +109,6 @@ struct cuda_lane {
 	int zc_in;                  /* this run's kernels read inputs from pinned */
 	int dma_in;                 /* this run's inputs come by DMA from registered memory */
 	int dma_out;                /* and its outputs go there by DMA */
-	int map_in;                 /* dma_in by the copy kernel (maps[0]) */
-	int map_out;                /* dma_out by the copy kernel (maps[1]) */
-	struct cuk_copy_list *maps;     /* mapped host: the two copy lists */
-	struct cuk_copy_list *maps_dev; /* their device address */
 
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
@@ -141,8 +127,6 @@ struct cuda_state {
 	int use_graphs;
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
-	unsigned long map_max;      /* registered-memory moves up to this
-				       many bytes: by the copy kernel */
 	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
 	struct cuda_gemm *gemm;     /* linears on cuBLASLt; NULL: cublasSgemm */
 	int fuse;                   /* fused nodes and attention (cuda_fuse) */
@@ -162,7 +146,6 @@ struct cuda_state {
 struct cuda_hostreg {
 	char *p;
 	size_t len;
-	char *dev;                  /* p's device address (with map_max) */
 };
 
 struct cuda_graph_slot {
@@ -355,8 +338,6 @@ cuda_lane_close(struct cuda_lane *l, int broken)
 		cudaFree(l->arena);
 	if (l->pinned != NULL)
 		cudaFreeHost(l->pinned);
-	if (l->maps != NULL)
-		cudaFreeHost(l->maps);
 	if (l->done != NULL)
 		cudaEventDestroy(l->done);
 	if (l->stream != NULL)
@@ -401,17 +382,6 @@ cuda_lane_open(struct cuda_lane *l, int index, char **cause)
 	if ((bs = cublasSetWorkspace(l->blas, l->blas_ws,
 	    CUDA_BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS)
 		return cuda_blas_err(cause, "cublasSetWorkspace", bs);
-	/* At a fixed place for good: captured copy kernels read it. */
-	if ((err = cudaHostAlloc((void **)&l->maps, 2 * sizeof *l->maps,
-	    cudaHostAllocMapped)) != cudaSuccess) {
-		l->maps = NULL;
-		return cuda_err(cause, "cudaHostAlloc (copy lists)", err);
-	}
-	memset(l->maps, 0, 2 * sizeof *l->maps);
-	if ((err = cudaHostGetDevicePointer((void **)&l->maps_dev, l->maps,
-	    0)) != cudaSuccess)
-		return cuda_err(cause, "cudaHostGetDevicePointer (copy lists)",
-		    err);
 	return 0;
 }
 
@@ -422,7 +392,7 @@ cuda_open(int device, void **state, char **cause)
 	struct cuda_state *st;
 	cudaError_t err;
 	static const char *const kinds[] = { "error", "trap", NULL };
-	unsigned long zc_in_max, map_max;
+	unsigned long zc_in_max;
 	int count = 0, k, lt, candidates;
 
 	if ((err = cudaGetDeviceCount(&count)) != cudaSuccess)
@@ -447,16 +417,7 @@ cuda_open(int device, void **state, char **cause)
 	 * us; at 4 rows both ways are within 1 us (docs/GPU.md).
 	 */
 	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_IN_MAX", 4096, 0, ULONG_MAX);
-	/*
-	 * With a limit, a batch's tensors in clients' registered memory move
-	 * by one copy kernel per direction inside the run's graph, instead
-	 * of a DMA copy per request and tensor outside it, each of which
-	 * costs the executor a call and the device a copy. Off until it has
-	 * been measured against the copies on a GPU (docs/GPU.md).
-	 */
-	map_max = envset_ulong("AGXQ_CUDA_MAP_MAX", 0, 0, ULONG_MAX);
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
-	st->map_max = st->zerocopy ? map_max : 0;
 	st->fuse = envset_bool("AGXQ_CUDA_FUSE", 1);
 	st->hostreg = envset_bool("AGXQ_CUDA_HOSTREG", 1);
 	st->parts = envset_bool("AGXQ_CUDA_PARTS", 1);
@@ -1379,23 +1340,7 @@ cuda_node(struct cuda_lane *l, struct cuda_model *m, uint32_t idx,
 	return 0;
 }
 
-/* Bytes of a run's inputs, or of its outputs, all together. */
-static size_t
-cuda_io_bytes(const struct graph *g, const struct graph_shape *shapes,
-    int outputs)
-{
-	size_t bytes = 0;
-
-	for (uint32_t i = 0; i < (outputs ? g->noutputs : g->ninputs); i++)
-		bytes += graph_shape_nelem(&shapes[outputs ? g->outputs[i] :
-		    i]) * sizeof(float);
-	return bytes;
-}
-
-/*
- * Enqueues a whole run: inputs in, every node, outputs out. The copy
- * kernel's launches read the lane's lists when they run (see map_in).
- */
+/* Enqueues a whole run: inputs in, every node, outputs out. */
 static int
 cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
     const struct graph_shape *shapes, char **cause)
@@ -1404,9 +1349,6 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	cudaError_t err;
 	size_t bytes;
 
-	if (l->map_in && (err = cuk_copy_list(&l->maps_dev[0],
-	    cuda_io_bytes(g, shapes, 0), l->stream)) != cudaSuccess)
-		return cuda_err(cause, "cuk_copy_list (inputs)", err);
 	for (uint32_t i = 0; i < g->ninputs && !l->zc_in && !l->dma_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes == 0)
@@ -1428,9 +1370,6 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 		    l->stream)) != cudaSuccess)
 			return cuda_err(cause, "cudaMemcpyAsync (output)", err);
 	}
-	if (l->map_out && (err = cuk_copy_list(&l->maps_dev[1],
-	    cuda_io_bytes(g, shapes, 1), l->stream)) != cudaSuccess)
-		return cuda_err(cause, "cuk_copy_list (outputs)", err);
 	return 0;
 }
 
@@ -1545,12 +1484,9 @@ fail_nomem:
 	return -1;
 }
 
-/*
- * The registration host memory [p, p + len) lies in (host_register), or
- * NULL.
- */
-static const struct cuda_hostreg *
-cuda_hostreg_find(const struct cuda_state *st, const void *p, size_t len)
+/* Whether [p, p + len) lies in host memory registered by host_register. */
+static int
+cuda_hostreg_has(const struct cuda_state *st, const void *p, size_t len)
 {
 	const char *c = p;
 
@@ -1558,9 +1494,9 @@ cuda_hostreg_find(const struct cuda_state *st, const void *p, size_t len)
 		const struct cuda_hostreg *r = &st->hreg[i];
 
 		if (c >= r->p && len <= r->len && (size_t)(c - r->p) <= r->len - len)
-			return r;
+			return 1;
 	}
-	return NULL;
+	return 0;
 }
 
 /*
@@ -1589,8 +1525,8 @@ cuda_dma_modes(const struct cuda_state *st, const struct cuda_model *m,
 			sh = &shapes[i];
 			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
 			    (size_t)sh->dim[0] * sizeof(float) : 0;
-			if (row > 0 && cuda_hostreg_find(st,
-			    in[k * g->ninputs + i], row * rows[k]) == NULL)
+			if (row > 0 && !cuda_hostreg_has(st,
+			    in[k * g->ninputs + i], row * rows[k]))
 				*dma_in = 0;
 		}
 		for (uint32_t j = 0; j < g->noutputs && *dma_out; j++) {
@@ -1598,38 +1534,29 @@ cuda_dma_modes(const struct cuda_state *st, const struct cuda_model *m,
 			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
 			    (size_t)sh->dim[0] * sizeof(float) : 0;
 			if (row > 0 && (out[k * g->noutputs + j] == NULL ||
-			    cuda_hostreg_find(st, out[k * g->noutputs + j],
-			    row * rows[k]) == NULL))
+			    !cuda_hostreg_has(st, out[k * g->noutputs + j],
+			    row * rows[k])))
 				*dma_out = 0;
 		}
 	}
 }
 
 /*
- * Moves a run's inputs from registered host memory (each part's rows to
- * their place in the batch) or its outputs to it: with the lane's copy
- * list for the direction set (map_in, map_out), as its entries, for the
- * copy kernel of the run's graph; else as DMA copies queued now.
+ * Queues the copies of a run's inputs from registered host memory (each
+ * part's rows to their place in the batch) or its outputs to it.
  */
 static int
-cuda_dma_copy(struct cuda_state *st, struct cuda_lane *l,
-    struct cuda_model *m, const struct graph_shape *shapes, uint32_t nparts,
-    const uint32_t *rows, const float *const *in, float *const *out,
-    int outputs, char **cause)
+cuda_dma_copy(struct cuda_lane *l, struct cuda_model *m,
+    const struct graph_shape *shapes, uint32_t nparts, const uint32_t *rows,
+    const float *const *in, float *const *out, int outputs, char **cause)
 {
 	const struct graph *g = m->g;
 	uint32_t nv = outputs ? g->noutputs : g->ninputs;
-	int map = outputs ? l->map_out : l->map_in;
-	struct cuk_copy_list *list = &l->maps[outputs ? 1 : 0];
-	const struct cuda_hostreg *r;
 	const struct graph_shape *sh;
-	const char *host;
 	cudaError_t err;
 	size_t row, off;
-	char *dev, *hdev;
+	char *dev;
 
-	list->n = 0;
-	list->chunks = 0;
 	for (uint32_t v = 0; v < nv; v++) {
 		sh = outputs ? &shapes[g->outputs[v]] : &shapes[v];
 		if (sh->dim[0] <= 0 || graph_shape_nelem(sh) == 0)
@@ -1638,22 +1565,7 @@ cuda_dma_copy(struct cuda_state *st, struct cuda_lane *l,
 		dev = outputs ? (char *)cuda_ptr(l, m, g->outputs[v]) :
 		    l->arena + m->val_off[v];
 		off = 0;
-		for (uint32_t k = 0; k < nparts && map; k++) {
-			host = outputs ? (const char *)out[k * nv + v] :
-			    (const char *)in[k * nv + v];
-			r = cuda_hostreg_find(st, host, row * rows[k]);
-			hdev = r != NULL && r->dev != NULL ? r->dev +
-			    (host - r->p) : NULL;
-			if (hdev == NULL || (outputs ? cuk_copy_add(list, hdev,
-			    dev + off, row * rows[k]) : cuk_copy_add(list,
-			    dev + off, hdev, row * rows[k])) != 0) {
-				cuda_cause(cause, "cuda: a copy list's tensor "
-				    "is not registered or the list is full");
-				return -1;
-			}
-			off += row * rows[k];
-		}
-		for (uint32_t k = 0; k < nparts && !map; k++) {
+		for (uint32_t k = 0; k < nparts; k++) {
 			err = outputs ? cudaMemcpyAsync(out[k * nv + v],
 			    dev + off, row * rows[k], cudaMemcpyDeviceToHost,
 			    l->stream) : cudaMemcpyAsync(dev + off,
@@ -1711,7 +1623,9 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	 * The decision follows from the shapes, so graphs captured for these
 	 * shapes stay right.
 	 */
-	bytes = cuda_io_bytes(g, shapes, 0);
+	bytes = 0;
+	for (uint32_t i = 0; i < g->ninputs; i++)
+		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
 	zc_in = bytes <= st->zc_in_max;
 	cuda_dma_modes(st, m, shapes, zc_in, nparts, rows, in, out, &dma_in,
 	    &dma_out);
@@ -1726,8 +1640,6 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->zc_in = zc_in;
 	l->dma_in = 0;
 	l->dma_out = 0;
-	l->map_in = 0;
-	l->map_out = 0;
 	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
 		if (!st->fault_trap) {
 			l->fault = 1;   /* nothing launched; finish fails */
@@ -1747,12 +1659,6 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 		return -1;
 	l->dma_in = dma_in;
 	l->dma_out = dma_out;
-	/* By the copy kernel when the lists hold every part of every tensor. */
-	l->map_in = st->map_max > 0 && dma_in && bytes <= st->map_max &&
-	    (size_t)nparts * g->ninputs <= CUK_COPY_MAX;
-	l->map_out = st->map_max > 0 && dma_out &&
-	    cuda_io_bytes(g, shapes, 1) <= st->map_max &&
-	    (size_t)nparts * g->noutputs <= CUK_COPY_MAX;
 	bs = cublasSetMathMode(l->blas, g->precision == GRAPH_TF32 ?
 	    CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
@@ -1766,21 +1672,15 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 		if (bytes > 0 && (const char *)in[i] != l->pinned + m->pin_in[i])
 			memcpy(l->pinned + m->pin_in[i], in[i], bytes);
 	}
-	if (l->dma_in && cuda_dma_copy(st, l, m, shapes, nparts, rows, in, out,
-	    0, cause) != 0)
-		goto fail;
-	/* The kernel reads its list when it runs: written before the launch. */
-	if (l->map_out && cuda_dma_copy(st, l, m, shapes, nparts, rows, in,
-	    out, 1, cause) != 0)
+	if (l->dma_in && cuda_dma_copy(l, m, shapes, nparts, rows, in, out, 0,
+	    cause) != 0)
 		goto fail;
 
 	s = NULL;
 	if (st->use_graphs) {
 		s = cuda_slot_find(m, l->index, shapes,
 		    (l->dma_in ? CUDA_MODE_DMA_IN : 0) |
-		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0) |
-		    (l->map_in ? CUDA_MODE_MAP_IN : 0) |
-		    (l->map_out ? CUDA_MODE_MAP_OUT : 0), &found);
+		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0), &found);
 		if (s->exec != NULL && s->gen != l->gen) {
 			cudaGraphExecDestroy(s->exec);
 			s->exec = NULL;
@@ -1797,8 +1697,8 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 		}
 	} else if (cuda_enqueue(l, m, shapes, cause) != 0)
 		goto fail;
-	if (l->dma_out && !l->map_out && cuda_dma_copy(st, l, m, shapes,
-	    nparts, rows, in, out, 1, cause) != 0)
+	if (l->dma_out && cuda_dma_copy(l, m, shapes, nparts, rows, in, out, 1,
+	    cause) != 0)
 		goto fail;
 	if ((err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
 		cuda_err(cause, "cudaEventRecord", err);
@@ -1983,19 +1883,10 @@ cuda_host_register(void *state, void *p, size_t len, char **cause)
 		st->hreg = n;
 		st->hreg_cap = cap;
 	}
-	/* Mapped, with its device address, for the copy kernel. */
-	st->hreg[st->nhreg].dev = NULL;
-	if ((err = cudaHostRegister(p, len, st->map_max > 0 ?
-	    cudaHostRegisterMapped : cudaHostRegisterDefault)) != cudaSuccess) {
+	if ((err = cudaHostRegister(p, len, cudaHostRegisterDefault)) !=
+	    cudaSuccess) {
 		(void)cudaGetLastError();
 		return cuda_err(cause, "cudaHostRegister", err);
-	}
-	if (st->map_max > 0 && (err = cudaHostGetDevicePointer(
-	    (void **)&st->hreg[st->nhreg].dev, p, 0)) != cudaSuccess) {
-		(void)cudaHostUnregister(p);
-		(void)cudaGetLastError();
-		return cuda_err(cause, "cudaHostGetDevicePointer (registered)",
-		    err);
 	}
 	st->hreg[st->nhreg].p = p;
 	st->hreg[st->nhreg].len = len;

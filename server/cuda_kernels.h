@@ -108,43 +108,6 @@ cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
 /* Launches a kernel that traps, for fault tests: the context becomes unusable. */
 cudaError_t cuk_trap(cudaStream_t s);
 
-#define CUK_COPY_MAX 128        /* entries of a copy list */
-#define CUK_COPY_CHUNK 4096     /* bytes a block copies per step */
-
-/*
- * One copy of a list: bytes from src to dst (device addresses, either of
- * them mapped host memory; 16-byte aligned ones go fastest). first: the
- * number of CUK_COPY_CHUNK chunks of the entries before it.
- */
-struct cuk_copy {
-	uint64_t src;
-	uint64_t dst;
-	uint64_t bytes;
-	uint64_t first;
-};
-
-/* n entries, chunks CUK_COPY_CHUNK chunks in all (the last first + its own). */
-struct cuk_copy_list {
-	uint32_t n;
-	uint32_t pad;
-	uint64_t chunks;
-	struct cuk_copy e[CUK_COPY_MAX];
-};
-
-/*
- * Copies what *list says (a device address, typically of mapped host
- * memory) when the kernel runs, not when it is launched: a launch captured
- * into a CUDA graph copies, at each replay, the entries written before it.
- * bytes (all entries together, at most) sizes the grid; n is clamped to
- * CUK_COPY_MAX. Entries must not overlap.
- */
-cudaError_t cuk_copy_list(const struct cuk_copy_list *list, uint64_t bytes,
-    cudaStream_t s);
-
-/* Adds a copy to list (its first, the list's chunks); -1 when full. */
-int cuk_copy_add(struct cuk_copy_list *list, const void *dst, const void *src,
-    uint64_t bytes);
-
 #ifdef __cplusplus
 }
 #endif

@@ -1645,157 +1645,6 @@ out:
 }
 
 /*
- * One round of copies through cuk_copy_list: entry k moves sizes[k] bytes
- * from src + soff[k] to dst + doff[k] (regions apart, 64 KiB each, dst
- * prefilled with 0xa5); launched directly or, when g is given, by replaying
- * it (a graph captured on a list at the same address). Checks every byte
- * of dst: copied where an entry wrote, 0xa5 elsewhere.
- */
-static int
-copy_round(struct cuk_copy_list *list, const struct cuk_copy_list *dlist,
-    uint8_t *src, uint8_t *dsrc, uint8_t *dst, uint8_t *ddst, int to_host,
-    const uint32_t *sizes, const uint32_t *soff, const uint32_t *doff,
-    uint32_t n, cudaGraphExec_t g)
-{
-	const size_t region = 64u << 10;
-	uint8_t *want, *got;
-	cudaError_t err;
-	int rc = 0;
-
-	if ((want = malloc(region * n + 1)) == NULL ||
-	    (got = malloc(region * n + 1)) == NULL)
-		abort();
-	memset(want, 0xa5, region * n + 1);
-	if (to_host)
-		memset(dst, 0xa5, region * n);
-	else if (cudaMemset(ddst, 0xa5, region * n) != cudaSuccess)
-		abort();
-	list->n = 0;
-	list->chunks = 0;
-	for (uint32_t k = 0; k < n; k++) {
-		uint8_t *from = src + region * k + soff[k];
-
-		memcpy(want + region * k + doff[k], from, sizes[k]);
-		if (cuk_copy_add(list, ddst + region * k + doff[k],
-		    dsrc + region * k + soff[k], sizes[k]) != 0)
-			abort();
-	}
-	err = g != NULL ? cudaGraphLaunch(g, 0) :
-	    cuk_copy_list(dlist, region * n, 0);
-	if (err == cudaSuccess)
-		err = cudaDeviceSynchronize();
-	if (err == cudaSuccess && !to_host)
-		err = cudaMemcpy(got, ddst, region * n, cudaMemcpyDeviceToHost);
-	else if (err == cudaSuccess)
-		memcpy(got, dst, region * n);
-	if (err != cudaSuccess) {
-		printf("  copy list of %u: %s\n", n, cudaGetErrorString(err));
-		rc = -1;
-	}
-	for (size_t i = 0; rc == 0 && i < region * n; i++) {
-		if (got[i] != want[i]) {
-			printf("  copy list of %u entries (%s): byte %zu of "
-			    "region %zu is %#x, not %#x\n", n, to_host ?
-			    "to host" : "to device", i % region, i / region,
-			    got[i], want[i]);
-			rc = -1;
-		}
-	}
-	free(want);
-	free(got);
-	return rc;
-}
-
-/*
- * cuk_copy_list, the kernel that moves a batch's tensors between clients'
- * registered memory and the device: sizes from 0 bytes to several chunks,
- * aligned and not, from mapped host memory to the device and back; a full
- * list of CUK_COPY_MAX entries; a graph captured once and replayed on a
- * rewritten list of another length copies what the list says at replay;
- * a NULL list and an entry past a full list are refused.
- */
-static int
-t_kernel_copy_list(void)
-{
-	static const uint32_t sizes[] = { 0, 1, 3, 15, 16, 17, 4095, 4096,
-	    4097, 16384, 40000, 65000 };
-	static const uint32_t soff[] = { 0, 0, 1, 0, 4, 0, 8, 0, 16, 64, 4, 0 };
-	static const uint32_t doff[] = { 0, 5, 1, 0, 0, 16, 8, 0, 16, 64, 4, 0 };
-	const uint32_t n = sizeof sizes / sizeof sizes[0];
-	const size_t region = 64u << 10, len = region * CUK_COPY_MAX;
-	uint32_t fs[CUK_COPY_MAX], fo[CUK_COPY_MAX];
-	struct cuk_copy_list *list = NULL, *dlist = NULL;
-	uint8_t *h = NULL, *dh = NULL, *d = NULL;
-	cudaStream_t cs = NULL;
-	cudaGraph_t graph = NULL;
-	cudaGraphExec_t g = NULL;
-	int rc = -1;
-
-	if (as_cpu)
-		return 0;
-	if (cudaHostAlloc((void **)&list, sizeof *list, cudaHostAllocMapped) !=
-	    cudaSuccess || cudaHostGetDevicePointer((void **)&dlist, list, 0) !=
-	    cudaSuccess || cudaHostAlloc((void **)&h, 2 * len,
-	    cudaHostAllocMapped) != cudaSuccess ||
-	    cudaHostGetDevicePointer((void **)&dh, h, 0) != cudaSuccess ||
-	    cudaMalloc((void **)&d, len) != cudaSuccess ||
-	    cudaStreamCreate(&cs) != cudaSuccess) {
-		printf("  allocations failed\n");
-		goto out;
-	}
-	tg_rand_fill((float *)(void *)h, len / sizeof(float), 1.0f, &seed);
-	memset(list, 0, sizeof *list);
-	/* Host to device, then device to host (as a batch's outputs). */
-	if (copy_round(list, dlist, h, dh, h + len, d, 0, sizes, soff, doff, n,
-	    NULL) != 0 || cudaMemcpy(d, h, len, cudaMemcpyHostToDevice) !=
-	    cudaSuccess || copy_round(list, dlist, h, d, h + len, dh + len, 1,
-	    sizes, soff, doff, n, NULL) != 0)
-		goto out;
-	for (uint32_t k = 0; k < CUK_COPY_MAX; k++) {
-		fs[k] = 100 + 37 * k;
-		fo[k] = k % 4 * 4;
-	}
-	if (copy_round(list, dlist, h, dh, h + len, d, 0, fs, fo, fo,
-	    CUK_COPY_MAX, NULL) != 0)
-		goto out;
-	if (cuk_copy_add(list, d, dh, 4) != -1 || list->n != CUK_COPY_MAX) {
-		printf("  an entry past a full list was taken\n");
-		goto out;
-	}
-	if (cuk_copy_list(NULL, 4096, 0) != cudaErrorInvalidValue) {
-		printf("  a NULL list was launched\n");
-		goto out;
-	}
-	/* Captured on a list of 12 entries, replayed on 3 and on 128. */
-	if (cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal) !=
-	    cudaSuccess || cuk_copy_list(dlist, len, cs) != cudaSuccess ||
-	    cudaStreamEndCapture(cs, &graph) != cudaSuccess ||
-	    cudaGraphInstantiate(&g, graph, 0) != cudaSuccess) {
-		printf("  capturing the copy kernel failed\n");
-		goto out;
-	}
-	if (copy_round(list, dlist, h, dh, h + len, d, 0, sizes + 7, soff + 7,
-	    doff + 7, 3, g) != 0 || copy_round(list, dlist, h, dh, h + len, d, 0,
-	    fs, fo, fo, CUK_COPY_MAX, g) != 0)
-		goto out;
-	printf("  %u entries of 0-65000 bytes both ways, %d full, and a graph "
-	    "replayed on rewritten lists: every byte right\n", n,
-	    CUK_COPY_MAX);
-	rc = 0;
-out:
-	if (g != NULL)
-		cudaGraphExecDestroy(g);
-	if (graph != NULL)
-		cudaGraphDestroy(graph);
-	if (cs != NULL)
-		cudaStreamDestroy(cs);
-	cudaFree(d);
-	cudaFreeHost(h);
-	cudaFreeHost(list);
-	return rc;
-}
-
-/*
  * Inputs and outputs in host memory registered with the device (as agxqd
  * registers clients' shared memory regions) move by DMA: the three models
  * match the cpu engine, three runs each (later ones replay a captured
@@ -1846,175 +1695,108 @@ t_host_register(void)
 }
 
 /*
- * Runs a batch of the transformer's rows (all: its input; want: the cpu
- * engine's output; rin and rout floats a row) on ecuda as nparts parts of
- * rows[k] rows, each part's input and output at its own place in buf, the
- * first part 4 bytes off 16-byte alignment when misalign. Each part's
- * output must match its rows of want. Returns submit_parts' 1 (refused,
- * nothing done) as is.
- */
-static int
-parts_run(struct tcase_graph *tg, const struct graph_shape *is,
-    const float *all, const float *want, size_t rin, size_t rout,
-    const uint32_t *rows, uint32_t nparts, uint8_t *buf, int misalign,
-    struct cmp *c)
-{
-	const float *in[8];
-	float *out[8];
-	size_t off = misalign ? 4 : 0, row = 0;
-	void *ticket = NULL;
-	char *cause = NULL;
-	int got;
-
-	for (uint32_t k = 0; k < nparts; k++) {
-		float *p = (float *)(void *)(buf + off);
-
-		memcpy(p, all + row * rin, rows[k] * rin * sizeof *p);
-		in[k] = p;
-		off += ((rows[k] * rin * sizeof *p) + 8192) & ~4095ul;
-		out[k] = (float *)(void *)(buf + off);
-		memset(out[k], 0xff, rows[k] * rout * sizeof(float));
-		off += ((rows[k] * rout * sizeof(float)) + 8192) & ~4095ul;
-		row += rows[k];
-	}
-	got = engine_submit_parts(ecuda, tg->mc, is, nparts, rows, in, out,
-	    &ticket, &cause);
-	if (got == 0 && engine_finish(ecuda, ticket, &cause) != 0)
-		got = -1;
-	if (got != 0) {
-		if (got < 0)
-			printf("  submit_parts of %u parts: %s\n", nparts,
-			    cause != NULL ? cause : "failed");
-		free(cause);
-		return got;
-	}
-	for (uint32_t k = 0, r = 0; k < nparts; r += rows[k], k++)
-		cmp_addf(c, out[k], want + (size_t)r * rout, rows[k] * rout,
-		    ATOL_MODEL);
-	return 0;
-}
-
-/*
- * A batch of 6 rows whose tensors stay in registered memory runs as parts,
- * split five ways (3, 4, 1 parts; one misaligned) with the same shapes, so
- * that later splits replay the graph captured for an earlier one: each
- * part's output matches the cpu engine on the gathered batch. Both with the
- * copy kernel in the graph (AGXQ_CUDA_MAP_MAX=1048576) and with DMA copies
- * (0, the default). Small inputs (read mapped) and memory that is not
- * registered are refused with 1, nothing done.
+ * A batch of three requests (1, 2 and 3 rows) whose tensors stay in
+ * registered memory runs as parts: each part's output matches the cpu
+ * engine on the gathered batch. Small inputs (read mapped) and memory
+ * that is not registered are refused with 1, nothing done.
  */
 static int
 t_submit_parts(void)
 {
-	static const uint32_t splits[5][5] = { { 1, 2, 3 }, { 3, 2, 1 },
-	    { 2, 2, 2 }, { 1, 1, 1, 3 }, { 6 } };
-	static const uint32_t small[3] = { 1, 1, 1 };
-	static const char *const modes[2] = { "1048576", "0" };
-	struct engine *saved = ecuda;
+	static const uint32_t rows[3] = { 1, 2, 3 }, small[3] = { 1, 1, 1 };
 	struct tcase_graph tg[2];
 	struct graph_shape is, os;
-	struct cmp c[2] = { { 0, 0 }, { 0, 0 } };
-	size_t len = 8u << 20, nin, nout;
-	float *all = NULL, *want = NULL;
+	struct cmp c = { 0, 0 };
+	size_t len = 8u << 20, nin, nout, rin, rout, off = 0;
+	const float *in[3];
+	float *out[3], *all = NULL, *want = NULL;
 	uint64_t gen = 0;
 	uint8_t *buf;
+	void *ticket = NULL;
 	char *cause = NULL;
-	int rc = 0, reg, got = 0, loaded = 0;
+	int rc = -1, reg, got;
 
 	buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	    -1, 0);
 	if (buf == MAP_FAILED)
 		abort();
-	for (int mode = 0; mode < 2 && rc == 0; mode++) {
-		setenv("AGXQ_CUDA_MAP_MAX", modes[mode], 1);
-		ecuda = open_cuda(NULL, NULL, NULL);
-		unsetenv("AGXQ_CUDA_MAP_MAX");
-		if (ecuda == NULL) {
-			rc = -1;
-			break;
-		}
-		if (tc_load(m_transformer(), &tg[0]) != 0 ||
-		    tc_load(m_linear(), &tg[1]) != 0)
-			abort();
-		loaded = 1;
-		is = tg[0].g->values[0].shape;
-		is.dim[0] = 6;
-		if (engine_output_shapes(tg[0].g, &is, &os, &cause) != 0) {
-			rc = -1;
-			break;
-		}
-		nin = graph_shape_nelem(&is);
-		nout = graph_shape_nelem(&os);
-		free(all);
-		free(want);
-		if ((all = calloc(nin, sizeof *all)) == NULL ||
-		    (want = calloc(nout, sizeof *want)) == NULL)
-			abort();
-		tg_rand_fill(all, nin, 1.0f, &seed);
-		if (engine_run(ecpu, tg[0].mp, &is, (const float *const *)&all,
-		    &want, &cause) != 0) {
-			rc = -1;
-			break;
-		}
-		/* Not registered yet: refused. */
-		if ((got = parts_run(&tg[0], &is, all, want, nin / 6, nout / 6,
-		    splits[0], 3, buf, 0, &c[mode])) != 1) {
-			printf("  unregistered memory: submit_parts gave %d\n",
-			    got);
-			rc = -1;
-			break;
-		}
-		if ((reg = engine_host_register(ecuda, buf, len, &gen,
-		    &cause)) != 1) {
-			if (!(as_cpu && reg == 0))
-				rc = -1;
-			else
-				printf("  no host registration on this backend\n");
-			break;
-		}
-		/* The first split runs eagerly, the second captures. */
-		for (int k = 0; k < 5 && rc == 0; k++) {
-			uint32_t n = 0;
+	if (tc_load(m_transformer(), &tg[0]) != 0 ||
+	    tc_load(m_linear(), &tg[1]) != 0)
+		abort();
+	is = tg[0].g->values[0].shape;
+	is.dim[0] = 6;
+	if (engine_output_shapes(tg[0].g, &is, &os, &cause) != 0)
+		goto out;
+	nin = graph_shape_nelem(&is);
+	nout = graph_shape_nelem(&os);
+	rin = nin / 6;
+	rout = nout / 6;
+	if ((all = calloc(nin, sizeof *all)) == NULL ||
+	    (want = calloc(nout, sizeof *want)) == NULL)
+		abort();
+	tg_rand_fill(all, nin, 1.0f, &seed);
+	/* Parts scattered in the buffer, each input apart from the others. */
+	for (int k = 0, row = 0; k < 3; row += (int)rows[k], k++) {
+		float *p = (float *)(void *)(buf + off);
 
-			while (n < 5 && splits[k][n] != 0)
-				n++;
-			if (parts_run(&tg[0], &is, all, want, nin / 6,
-			    nout / 6, splits[k], n, buf, k == 2, &c[mode]) != 0)
-				rc = -1;
-		}
-		/*
-		 * A linear's small inputs (3 rows, 3 KiB: under
-		 * AGXQ_CUDA_ZC_IN_MAX's 4 KiB) are read mapped: refused.
-		 */
-		is = tg[1].g->values[0].shape;
-		is.dim[0] = 3;
-		if (rc == 0 && (got = parts_run(&tg[1], &is, all, want, 256,
-		    128, small, 3, buf, 0, &c[mode])) != 1)
-			rc = -1;
-		engine_host_unregister(ecuda, buf, gen);
-		for (int k = 0; k < 2; k++)
-			tc_unload(&tg[k]);
-		loaded = 0;
-		if (ecuda != saved)
-			engine_close(ecuda);
-		ecuda = saved;
+		memcpy(p, all + (size_t)row * rin, rows[k] * rin * sizeof *p);
+		in[k] = p;
+		off += ((rows[k] * rin * sizeof *p) + 8192) & ~4095ul;
+		out[k] = (float *)(void *)(buf + off);
+		memset(out[k], 0xff, rows[k] * rout * sizeof(float));
+		off += ((rows[k] * rout * sizeof(float)) + 8192) & ~4095ul;
 	}
-	if (loaded)
-		for (int k = 0; k < 2; k++)
-			tc_unload(&tg[k]);
-	if (ecuda != saved)
-		engine_close(ecuda);
-	ecuda = saved;
-	printf("  6 rows split 5 ways: max|cuda-cpu| %.2e (%.3f of tol) by the "
-	    "copy kernel, %.2e (%.3f of tol) by DMA; small inputs: %d\n",
-	    c[0].max_abs, c[0].max_ratio, c[1].max_abs, c[1].max_ratio, got);
+	if (engine_run(ecpu, tg[0].mp, &is, (const float *const *)&all, &want,
+	    &cause) != 0)
+		goto out;
+	/* Not registered yet: refused. */
+	got = engine_submit_parts(ecuda, tg[0].mc, &is, 3, rows, in, out,
+	    &ticket, &cause);
+	if (got != 1) {
+		printf("  unregistered memory: submit_parts gave %d\n", got);
+		goto out;
+	}
+	if ((reg = engine_host_register(ecuda, buf, len, &gen, &cause)) != 1) {
+		if (as_cpu && reg == 0) {
+			printf("  no host registration on this backend\n");
+			rc = 0;
+		}
+		goto out;
+	}
+	for (int n = 0; n < 3; n++) {  /* the third replays a captured graph */
+		got = engine_submit_parts(ecuda, tg[0].mc, &is, 3, rows, in,
+		    out, &ticket, &cause);
+		if (got != 0 || engine_finish(ecuda, ticket, &cause) != 0) {
+			printf("  submit_parts gave %d\n", got);
+			goto out_unreg;
+		}
+		for (int k = 0, row = 0; k < 3; row += (int)rows[k], k++)
+			cmp_addf(&c, out[k], want + (size_t)row * rout,
+			    rows[k] * rout, ATOL_MODEL);
+	}
+	/*
+	 * A linear's small inputs (3 rows, 3 KiB: under AGXQ_CUDA_ZC_IN_MAX's
+	 * 4 KiB) are read mapped, not by DMA: refused.
+	 */
+	is = tg[1].g->values[0].shape;
+	is.dim[0] = 3;
+	got = engine_submit_parts(ecuda, tg[1].mc, &is, 3, small, in, out,
+	    &ticket, &cause);
+	printf("  3 parts of 1, 2, 3 rows: max|cuda-cpu| %.2e (%.3f of tol); "
+	    "small inputs: %d\n", c.max_abs, c.max_ratio, got);
+	rc = c.max_ratio <= 1 && got == 1 ? 0 : -1;
+out_unreg:
+	engine_host_unregister(ecuda, buf, gen);
+out:
 	if (cause != NULL)
 		printf("  %s\n", cause);
 	free(cause);
 	free(all);
 	free(want);
+	for (int k = 0; k < 2; k++)
+		tc_unload(&tg[k]);
 	munmap(buf, len);
-	return rc == 0 && c[0].max_ratio <= 1 && c[1].max_ratio <= 1 ? 0 : -1;
+	return rc;
 }
 
 /*
@@ -2250,7 +2032,6 @@ static const struct {
 	{ "add_layer_norm", t_add_layer_norm },
 	{ "kernel_attention", t_kernel_attention },
 	{ "kernel_add_layer_norm", t_kernel_add_layer_norm },
-	{ "kernel_copy_list", t_kernel_copy_list },
 	{ "models", t_models },
 	{ "pad_rows", t_pad_rows },
 	{ "fused_relu", t_fused_relu },
