@@ -153,15 +153,14 @@ models_cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Percentile p of the k times at v, which it sorts. */
+/* Percentile p of the k sorted times at v. */
 static uint64_t
-models_pick(uint32_t *v, size_t k, double p)
+models_pick(const uint32_t *v, size_t k, double p)
 {
 	size_t idx;
 
 	if (k == 0)
 		return 0;
-	qsort(v, k, sizeof *v, models_cmp_u32);
 	idx = (size_t)(p / 100.0 * (double)(k - 1) + 0.5);
 	return v[idx < k ? idx : k - 1];
 }
@@ -174,6 +173,7 @@ models_percentile(const uint32_t *ring, uint64_t n, double p)
 	size_t k = n < MODEL_SAMPLES ? (size_t)n : MODEL_SAMPLES;
 
 	memcpy(tmp, ring, k * sizeof *tmp);
+	qsort(tmp, k, sizeof *tmp, models_cmp_u32);
 	return models_pick(tmp, k, p);
 }
 
@@ -188,16 +188,17 @@ models_sample(struct tsamples *t, uint64_t us)
 	__atomic_store_n(&t->n, n + 1, __ATOMIC_RELEASE);
 }
 
-/* Percentile p of the recent times in the n sample sets at t; 0 on OOM. */
-uint64_t
-models_samples_percentile(struct tsamples *const *t, uint32_t n, double p)
+/* The p50 and p99 of the recent times in the n sets at t; 0 on OOM. */
+void
+models_samples_pcts(struct tsamples *const *t, uint32_t n, uint64_t *p50,
+    uint64_t *p99)
 {
 	uint32_t *v;
 	size_t k = 0;
-	uint64_t r;
 
+	*p50 = *p99 = 0;
 	if (n == 0 || (v = calloc(n, sizeof t[0]->us)) == NULL)
-		return 0;
+		return;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t have = __atomic_load_n(&t[i]->n, __ATOMIC_ACQUIRE);
 
@@ -207,7 +208,8 @@ models_samples_percentile(struct tsamples *const *t, uint32_t n, double p)
 			v[k++] = __atomic_load_n(&t[i]->us[j],
 			    __ATOMIC_RELAXED);
 	}
-	r = models_pick(v, k, p);
+	qsort(v, k, sizeof *v, models_cmp_u32);
+	*p50 = models_pick(v, k, 50);
+	*p99 = models_pick(v, k, 99);
 	free(v);
-	return r;
 }

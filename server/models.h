@@ -99,9 +99,9 @@ void models_record(struct model *m, const uint64_t us[MODEL_T_COUNT]);
 /* Adds a time to t (its one writer). */
 void models_sample(struct tsamples *t, uint64_t us);
 
-/* Percentile p of the recent times in the n sample sets at t. */
-uint64_t models_samples_percentile(struct tsamples *const *t, uint32_t n,
-    double p);
+/* The p50 and p99 of the recent times in the n sample sets at t. */
+void models_samples_pcts(struct tsamples *const *t, uint32_t n,
+    uint64_t *p50, uint64_t *p99);
 
 /* Percentile p (0..100) of n recent samples in ring. */
 uint64_t models_percentile(const uint32_t *ring, uint64_t n, double p);

@@ -18,6 +18,7 @@
 #endif
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1004,22 +1005,18 @@ out_close:
 	close(fd);
 }
 
-/* Fills in st the loops' times: ring waits and replies handed out. */
+/* p50 and p99 of the samples at offset off of every loop. */
 static void
-server_loop_times(struct server *srv, Agxq__Stats *st)
+server_loop_pcts(struct server *srv, size_t off, uint64_t *p50,
+    uint64_t *p99)
 {
 	struct tsamples **t;
 
 	if ((t = calloc(srv->nloops, sizeof *t)) == NULL)
 		server_oom();
 	for (uint32_t i = 0; i < srv->nloops; i++)
-		t[i] = &srv->loops[i].ring_wait;
-	st->ring_wait_p50_us = models_samples_percentile(t, srv->nloops, 50);
-	st->ring_wait_p99_us = models_samples_percentile(t, srv->nloops, 99);
-	for (uint32_t i = 0; i < srv->nloops; i++)
-		t[i] = &srv->loops[i].out;
-	st->out_p50_us = models_samples_percentile(t, srv->nloops, 50);
-	st->out_p99_us = models_samples_percentile(t, srv->nloops, 99);
+		t[i] = (struct tsamples *)((char *)&srv->loops[i] + off);
+	models_samples_pcts(t, srv->nloops, p50, p99);
 	free(t);
 }
 
@@ -1085,7 +1082,11 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.loop_busy_us = srv->ctr.busy_ns / 1000;
 	st.io_threads = srv->nloops;
 	st.ring_requests = srv->ctr.ring_requests;
-	server_loop_times(srv, &st);
+	/* The loops' times: ring waits and replies handed out. */
+	server_loop_pcts(srv, offsetof(struct server_loop, ring_wait),
+	    &st.ring_wait_p50_us, &st.ring_wait_p99_us);
+	server_loop_pcts(srv, offsetof(struct server_loop, out),
+	    &st.out_p50_us, &st.out_p99_us);
 	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
 	st.executor_wait_us = executor_wait_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
