@@ -165,16 +165,17 @@ models_pick(const uint32_t *v, size_t k, double p)
 	return v[idx < k ? idx : k - 1];
 }
 
-/* Percentile p of the recent samples in ring. */
-uint64_t
-models_percentile(const uint32_t *ring, uint64_t n, double p)
+/* The p50 and p99 of the recent samples in ring (n recorded so far). */
+void
+models_pcts(const uint32_t *ring, uint64_t n, uint64_t *p50, uint64_t *p99)
 {
 	uint32_t tmp[MODEL_SAMPLES];
 	size_t k = n < MODEL_SAMPLES ? (size_t)n : MODEL_SAMPLES;
 
 	memcpy(tmp, ring, k * sizeof *tmp);
 	qsort(tmp, k, sizeof *tmp, models_cmp_u32);
-	return models_pick(tmp, k, p);
+	*p50 = models_pick(tmp, k, 50);
+	*p99 = models_pick(tmp, k, 99);
 }
 
 /* Adds a time to t (its one writer). */

@@ -103,7 +103,8 @@ void models_sample(struct tsamples *t, uint64_t us);
 void models_samples_pcts(struct tsamples *const *t, uint32_t n,
     uint64_t *p50, uint64_t *p99);
 
-/* Percentile p (0..100) of n recent samples in ring. */
-uint64_t models_percentile(const uint32_t *ring, uint64_t n, double p);
+/* The p50 and p99 of the recent samples in ring (n recorded so far). */
+void models_pcts(const uint32_t *ring, uint64_t n, uint64_t *p50,
+    uint64_t *p99);
 
 #endif

@@ -1056,19 +1056,14 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 		o->errors = snap.errors;
 		o->timeouts = snap.timeouts;
 		o->rejected_busy = snap.rejected_busy;
-#define P(k, p) models_percentile(snap.t_us[k], snap.nt, p)
-		o->queue_p50_us = P(MODEL_T_QUEUE, 50);
-		o->queue_p99_us = P(MODEL_T_QUEUE, 99);
-		o->exec_p50_us = P(MODEL_T_EXEC, 50);
-		o->exec_p99_us = P(MODEL_T_EXEC, 99);
-		o->in_p50_us = P(MODEL_T_IN, 50);
-		o->in_p99_us = P(MODEL_T_IN, 99);
-		o->stage_p50_us = P(MODEL_T_STAGE, 50);
-		o->stage_p99_us = P(MODEL_T_STAGE, 99);
-		o->device_p50_us = P(MODEL_T_DEVICE, 50);
-		o->device_p99_us = P(MODEL_T_DEVICE, 99);
-		o->reply_p50_us = P(MODEL_T_REPLY, 50);
-		o->reply_p99_us = P(MODEL_T_REPLY, 99);
+#define P(k, f) models_pcts(snap.t_us[k], snap.nt, &o->f##_p50_us, \
+    &o->f##_p99_us)
+		P(MODEL_T_QUEUE, queue);
+		P(MODEL_T_EXEC, exec);
+		P(MODEL_T_IN, in);
+		P(MODEL_T_STAGE, stage);
+		P(MODEL_T_DEVICE, device);
+		P(MODEL_T_REPLY, reply);
 #undef P
 		o->weight_bytes = m->graph->weight_bytes;
 		o->queued = snap.queued;
