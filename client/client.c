@@ -140,6 +140,7 @@ struct client_ring {
 	uint32_t slot_size;
 	unsigned gen;                 /* the connection it is attached to */
 	atomic_uint_fast64_t free_mask;
+	atomic_uint next;             /* where client_ring_get looks first */
 	uint8_t *kick;                /* an encoded RingKick frame */
 	size_t kick_len;
 };
@@ -1689,6 +1690,7 @@ client_ring_attach(agxq_client *c, unsigned gen)
 	rg->size = (size_t)ring_area_size(rg->slots, rg->slot_size);
 	atomic_init(&rg->free_mask, (CLIENT_RING_SLOTS == 64 ? ~(uint64_t)0 :
 	    ((uint64_t)1 << CLIENT_RING_SLOTS) - 1));
+	atomic_init(&rg->next, 0);
 	env.body_case = AGXQ__ENVELOPE__BODY_RING_KICK;
 	env.ring_kick = &kick;
 	if (client_encode(c, &env, &rg->kick, &rg->kick_len) != 0)
@@ -1767,18 +1769,32 @@ client_rtt_learn(agxq_model *m, int64_t us)
 	atomic_store_explicit(&m->rtt_us, mean, memory_order_relaxed);
 }
 
-/* Takes a free slot of rg; -1 when every slot is in use. */
+/*
+ * Takes a free slot of rg, the first at or after the one after the last
+ * taken; -1 when every slot is in use. agxqd may answer a slot before its
+ * loop has counted it free again (ring_answer), and a post to the slot
+ * just answered would wait for that; going round, the next post goes to a
+ * slot it counts free.
+ */
 static int
 client_ring_get(struct client_ring *rg)
 {
-	uint64_t m = atomic_load(&rg->free_mask);
+	uint64_t m = atomic_load(&rg->free_mask), rot;
+	unsigned start = atomic_load_explicit(&rg->next, memory_order_relaxed) %
+	    rg->slots;
+	int i;
 
 	while (m != 0) {
-		int i = __builtin_ctzll(m);
+		/* Bit j of rot is bit (start + j) % 64 of m. */
+		rot = start == 0 ? m : (m >> start) | (m << (64 - start));
+		i = (int)((start + (unsigned)__builtin_ctzll(rot)) % 64);
 
 		if (atomic_compare_exchange_weak(&rg->free_mask, &m,
-		    m & ~((uint64_t)1 << i)))
+		    m & ~((uint64_t)1 << i))) {
+			atomic_store_explicit(&rg->next, (unsigned)i + 1,
+			    memory_order_relaxed);
 			return i;
+		}
 	}
 	return -1;
 }

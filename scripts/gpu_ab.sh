@@ -55,7 +55,8 @@ m = max(b["models"], key=lambda x: x["requests"])
 print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
       "executor busy %5.1f%% (+%.1f%% blocked in finish), per request: "
       "loop %.1f us, executor %.1f us; queue p50 %d us, exec p50 %d us; "
-      "from rings %.0f%%, socket frames out per request %.2f" % (
+      "from rings %.0f%% (answered in the slot %.0f%%), socket frames out "
+      "per request %.2f" % (
       sys.argv[1], req * 1e6 / dt, req / max(bat, 1),
       100.0 * (b["loop_busy_us"] - a["loop_busy_us"]) / dt,
       100.0 * (b["executor_busy_us"] - a["executor_busy_us"]) / dt,
@@ -64,6 +65,7 @@ print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
       (b["executor_busy_us"] - a["executor_busy_us"]) / max(req, 1),
       m["queue_p50_us"], m["exec_p50_us"],
       100.0 * (b.get("ring_requests", 0) - a.get("ring_requests", 0)) / max(req, 1),
+      100.0 * (b.get("ring_answered", 0) - a.get("ring_answered", 0)) / max(req, 1),
       (b["frames_out"] - a["frames_out"]) / max(req, 1)))
 if "stage_p50_us" in m:
     print("%-12s p50 us: ring wait %d, in %d, queue %d, stage %d, device %d, "

@@ -121,6 +121,7 @@ conn_new(struct server *srv, struct event_base *base, int fd, uint64_t id,
 	c->srv = srv;
 	c->state = CONN_HANDSHAKE;
 	c->refs = 1;
+	atomic_init(&c->answered, 0);
 	c->pid = -1;
 	c->uid = (uid_t)-1;
 	c->gid = (gid_t)-1;

@@ -8,6 +8,7 @@
 #define AGXQ_CONN_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/types.h>
@@ -55,6 +56,8 @@ struct conn {
 	enum conn_state state;
 	uint32_t refs;                 /* the server's list + requests in flight */
 	uint32_t inflight;             /* requests in flight */
+	atomic_uint answered;          /* any thread: of those, answered in
+	                                  their ring slot (server_answer_early) */
 	pid_t pid;                     /* peer credentials */
 	uid_t uid;
 	gid_t gid;

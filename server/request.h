@@ -30,6 +30,8 @@ enum request_kind {
 	REQUEST_UNMAP  /* unregister request->region from the device, then unmap it */
 };
 
+struct ring;
+
 struct request {
 	TAILQ_ENTRY(request) entry;
 	enum request_kind kind;
@@ -51,6 +53,8 @@ struct request {
 	uint32_t nouts;               /* output regions named (0: all inline) */
 	struct request_out *outs;     /* nouts */
 	int32_t ring_slot;            /* the conn's ring slot it came in; -1: socket */
+	struct ring *ring;            /* the conn's ring, if ring_slot >= 0 */
+	int answered;                 /* its reply is in the slot (ring_answer) */
 
 	/* Set by the executor. */
 	int status;                   /* 0 or an AGXQ__ERROR_CODE__* */

@@ -103,7 +103,8 @@ ring_pending(const struct ring *r)
 {
 	const struct ring_header *h = (const struct ring_header *)r->rg->base;
 
-	return __atomic_load_n(&h->posted, __ATOMIC_SEQ_CST) != r->seen;
+	return r->rescan ||
+	    __atomic_load_n(&h->posted, __ATOMIC_SEQ_CST) != r->seen;
 }
 
 /* Takes the posted slots. */
@@ -114,9 +115,10 @@ ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
 	uint64_t posted = __atomic_load_n(&h->posted, __ATOMIC_SEQ_CST);
 	uint32_t n = 0, cap = r->slot_size - RING_SLOT_HEADER;
 
-	if (!force && posted == r->seen)
+	if (!force && !r->rescan && posted == r->seen)
 		return 0;
 	r->seen = posted;
+	r->rescan = 0;
 	for (uint32_t i = 0; i < r->slots && r->nbusy < r->slots; i++) {
 		struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, i);
 		uint32_t st, len;
@@ -166,6 +168,39 @@ ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
 	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
 	old = __atomic_exchange_n(&s->state, RING_DONE, __ATOMIC_SEQ_CST);
 	return (old & RING_WAITER) != 0;
+}
+
+/*
+ * Any thread: answers slot, which the loop took and still counts busy, with
+ * frame, unless the frame does not fit or the state is not plain POSTED (a
+ * waiter, or a client that broke the protocol), when the loop must answer.
+ */
+int
+ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame, size_t len)
+{
+	struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, slot);
+	uint32_t st = RING_POSTED;
+
+	if (len > r->slot_size - RING_SLOT_HEADER ||
+	    __atomic_load_n(&s->state, __ATOMIC_SEQ_CST) != RING_POSTED)
+		return -1;
+	memcpy(ring_slot_data(s), frame, len);
+	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
+	/* A waiter flagged meanwhile: the loop answers in both places. */
+	if (!__atomic_compare_exchange_n(&s->state, &st, RING_DONE, 0,
+	    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+		return -1;
+	return 0;
+}
+
+/* Puts slot, answered by ring_answer, back in the loop's books. */
+void
+ring_release(struct ring *r, uint32_t slot)
+{
+	r->busy[slot] = 0;
+	r->nbusy--;
+	/* Its client may have posted there again already: look. */
+	r->rescan = 1;
 }
 
 /* Whether slot is taken and not yet answered. */

@@ -1,8 +1,9 @@
 /*
  * ring: agxqd's side of a client's request ring (layout in proto/ringfmt.h).
- * One per connection, touched only on the thread of the loop serving it:
- * the loop polls it for posted Infer frames and writes each reply into the
- * slot the request came from.
+ * One per connection, touched only on the thread of the loop serving it,
+ * but for ring_answer: the loop polls it for posted Infer frames and writes
+ * each reply into the slot the request came from, unless the executor
+ * answered there first (ring_answer) and left the loop only its books.
  */
 #ifndef AGXQ_SERVER_RING_H
 #define AGXQ_SERVER_RING_H
@@ -17,6 +18,7 @@ struct ring {
 	uint32_t slots;
 	uint32_t slot_size;
 	uint64_t seen;                  /* header's posted at the last scan */
+	int rescan;                     /* scan even if nothing was posted */
 	uint8_t *busy;                  /* per slot: taken, not answered yet */
 	uint32_t nbusy;
 };
@@ -58,6 +60,18 @@ uint32_t ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg);
  */
 int ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
     size_t len);
+
+/*
+ * Any thread, while the loop counts slot busy: writes frame into slot and
+ * stores DONE. Returns 0, or -1, having changed no state, when the frame
+ * does not fit or the slot's state is not plain POSTED (the client waits on
+ * the socket); the loop must then answer with ring_complete.
+ */
+int ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame,
+    size_t len);
+
+/* Loop thread: frees slot, answered by ring_answer, for the next post. */
+void ring_release(struct ring *r, uint32_t slot);
 
 /* Whether the client posted since the last ring_poll (a cheap look). */
 int ring_pending(const struct ring *r);

@@ -121,8 +121,8 @@ server_model_ref(struct server *srv, struct model *m)
 }
 
 /*
- * Drops one reference to m; the last one frees it on the executor (or here
- * once the executor is gone).
+ * Any thread: drops one reference to m (none for NULL); the last one frees
+ * it on the executor (or here once the executor is gone).
  */
 static void
 server_model_unref(struct server *srv, struct model *m)
@@ -130,6 +130,8 @@ server_model_unref(struct server *srv, struct model *m)
 	struct request *r;
 	int ready;
 
+	if (m == NULL)
+		return;
 	pthread_mutex_lock(&srv->lock);
 	if (--m->refs > 0) {
 		pthread_mutex_unlock(&srv->lock);
@@ -745,6 +747,7 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
 	struct model *m;
 	struct request *r;
 	char *msg = NULL;
+	uint32_t busy;
 	int code;
 
 	if ((m = conn_find_model(c, in->model_id)) == NULL) {
@@ -753,11 +756,13 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
 		    in->model_id);
 		goto out_free;
 	}
-	if (c->inflight >= config.max_inflight) {
+	/* Those answered in their slots are the client's already. */
+	if ((busy = c->inflight - atomic_load(&c->answered)) >=
+	    config.max_inflight) {
 		executor_count_busy(srv->ex, m);
 		server_infer_error(c, slot, in->request_id, AGXQ__ERROR_CODE__ERR_BUSY,
 		    "%u requests already in flight on this connection (limit)",
-		    c->inflight);
+		    busy);
 		goto out_free;
 	}
 	if (in->n_inputs != m->graph->ninputs) {
@@ -791,6 +796,7 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
 	r->env = env;
 	r->conn = c;
 	r->ring_slot = slot;
+	r->ring = slot >= 0 ? c->ring : NULL;
 	r->model = m;
 	/* Before the submission: the executor may finish r at once. */
 	conn_ref(c);
@@ -1077,6 +1083,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.loop_busy_us = srv->ctr.busy_ns / 1000;
 	st.io_threads = srv->nloops;
 	st.ring_requests = srv->ctr.ring_requests;
+	st.ring_answered = srv->ctr.ring_answered;
 	/* The loops' times: ring waits and replies handed out. */
 	server_loop_pcts(srv, offsetof(struct server_loop, ring_wait),
 	    &st.ring_wait_p50_us, &st.ring_wait_p99_us);
@@ -1165,8 +1172,32 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 }
 
 /*
- * Any thread (the executor's mostly): hands each finished request to the
- * loop of its connection; the executor's own loads go to the main loop.
+ * Any thread: answers finished ring request r in its slot now, rather than
+ * once its loop takes it from the mailbox (the loop then only does the
+ * books, in server_done), when r holds no region. As server_done does, r
+ * lets go of its model before its client can see the reply.
+ */
+static void
+server_answer_early(struct server *srv, struct request *r)
+{
+	if (r->kind != REQUEST_INFER || r->ring == NULL || r->nregions != 0 ||
+	    r->reply == NULL)
+		return;
+	server_model_unref(srv, r->model);
+	r->model = NULL;
+	if (ring_answer(r->ring, (uint32_t)r->ring_slot, r->reply,
+	    r->reply_len) == 0) {
+		r->answered = 1;
+		srv->ctr.ring_answered++;
+		/* r holds c; the count is atomic, c's other fields the loop's. */
+		atomic_fetch_add(&r->conn->answered, 1);
+	}
+}
+
+/*
+ * Any thread (the executor's mostly): answers what it can in ring slots,
+ * and hands each finished request to the loop of its connection; the
+ * executor's own loads go to the main loop.
  */
 static void
 server_deliver(struct request_list *list, void *arg)
@@ -1179,6 +1210,7 @@ server_deliver(struct request_list *list, void *arg)
 		TAILQ_INIT(&each[i]);
 	while ((r = TAILQ_FIRST(list)) != NULL) {
 		TAILQ_REMOVE(list, r, entry);
+		server_answer_early(srv, r);
 		TAILQ_INSERT_TAIL(&each[r->conn != NULL ? r->conn->loop : 0], r,
 		    entry);
 	}
@@ -1202,7 +1234,10 @@ server_done(struct request *r, void *arg)
 			    (int)r->rows);
 		return;
 	}
-	if (r->t_reply_ns != 0 && t0 > r->t_reply_ns)
+	/* Answered in its slot: the client waited for no loop. */
+	if (r->answered)
+		models_sample(&srv->loops[c->loop].out, 0);
+	else if (r->t_reply_ns != 0 && t0 > r->t_reply_ns)
 		models_sample(&srv->loops[c->loop].out,
 		    (t0 - r->t_reply_ns) / 1000);
 	/*
@@ -1213,7 +1248,12 @@ server_done(struct request *r, void *arg)
 	server_request_unref_regions(srv, r);
 	server_model_unref(srv, r->model);
 	r->model = NULL;
-	if (r->ring_slot >= 0) {
+	if (r->answered) {
+		server_traffic(srv, c->loop);
+		srv->loops[c->loop].ring_inflight--;
+		ring_release(c->ring, (uint32_t)r->ring_slot);
+		atomic_fetch_sub(&c->answered, 1);
+	} else if (r->ring_slot >= 0) {
 		server_ring_reply(c, r->ring_slot, r->reply, r->reply_len,
 		    r->reply_len != r->reply_raw_len + CODEC_HEADER_SIZE ?
 		    r->reply_raw_len : 0);

@@ -23,6 +23,8 @@ struct server_counters {
 	atomic_uint_fast64_t bytes_in_raw, bytes_out_raw;
 	atomic_uint_fast64_t busy_ns; /* loop time reading and replying */
 	atomic_uint_fast64_t ring_requests; /* Infers taken from rings */
+	atomic_uint_fast64_t ring_answered; /* of those, answered in the slot
+	                                       by the executor */
 };
 
 /*
