@@ -5,8 +5,10 @@
  * the socket, more threads than slots and replies too big for a slot;
  * agxqd counts the requests it took from rings and takes none when it
  * never polls or the client turns the ring off. Raw connections check
- * AttachRing's validation and the answers to garbage posted in slots; a
- * client waiting on a slot when agxqd dies gets an error, not a hang.
+ * AttachRing's validation, the answers to garbage posted in slots, and
+ * replies the executor writes into the slot before the loop has freed it
+ * in its books; a client waiting on a slot when agxqd dies gets an error,
+ * not a hang.
  */
 #include <sys/mman.h>
 #include <sys/socket.h>
