@@ -1458,6 +1458,45 @@ out:
 	rt_ios_free(io, 4);
 }
 
+/*
+ * A fresh agxqd (started with extra) and a raw connection to it with a ring
+ * (bs_raw_ring), for the cases that watch one client's slots and the stats.
+ */
+struct rd {
+	struct du_daemon d;
+	struct rt_ring r;
+	struct tgraph *tg;
+	uint64_t model;
+	int fd;
+};
+
+/* Starts rd's daemon and connects; 0 or -1 (rd_close still needed). */
+static int
+rd_open(struct rd *rd, const char *const *extra)
+{
+	memset(rd, 0, sizeof *rd);
+	rd->d.pid = -1;
+	rd->fd = -1;
+	rt_ring_init(&rd->r);
+	if (du_start(&rd->d, extra) != 0)
+		return -1;
+	rd->fd = bs_raw_ring(rd->d.sock, &rd->r, &rd->tg, &rd->model);
+	return rd->fd >= 0 ? 0 : -1;
+}
+
+/* Closes what rd_open made, and stops its daemon (a failure fails the case). */
+static void
+rd_close(struct rd *rd)
+{
+	if (rd->fd >= 0)
+		close(rd->fd);
+	rt_ring_free(&rd->r);
+	tg_free(rd->tg);
+	if (rd->d.pid > 0 && du_stop(&rd->d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&rd->d);
+}
+
 /* ---- wait_times ---------------------------------------------------------- */
 
 #define WT_STAMP_NS 40000000ull /* the one stamped post: 40 ms before */
@@ -1473,28 +1512,23 @@ out:
 static void
 t_wait_times(void)
 {
-	struct du_daemon d;
-	struct rt_ring r;
-	struct tgraph *tg = NULL;
+	struct rd rd;
 	Agxq__Envelope *st = NULL;
 	char out[4096];
-	uint64_t model, t0 = du_now_ms();
-	int fd = -1;
+	uint64_t t0 = du_now_ms();
 
-	memset(&d, 0, sizeof d);
-	d.pid = -1;
-	rt_ring_init(&r);
-	CHECK(du_start(&d, rt_polling) == 0);
-	CHECK((fd = bs_raw_ring(d.sock, &r, &tg, &model)) >= 0);
+	CHECK(rd_open(&rd, rt_polling) == 0);
 	for (uint32_t i = 0; i < 3; i++) {
-		struct ring_slot *s = ring_slot_at(r.base, r.slot_size, i);
+		struct ring_slot *s = ring_slot_at(rd.r.base, rd.r.slot_size,
+		    i);
 		uint64_t now = du_now_ns();
 
 		s->posted_ns = i == 0 ? now - WT_STAMP_NS : i == 1 ?
 		    now + 10000000000ull : 0;
-		CHECK(bs_expect_slot_infer(fd, &r, i, 10 + i, model, 1) == 0);
+		CHECK(bs_expect_slot_infer(rd.fd, &rd.r, i, 10 + i, rd.model,
+		    1) == 0);
 	}
-	CHECK((st = du_raw_stats(d.sock)) != NULL);
+	CHECK((st = du_raw_stats(rd.d.sock)) != NULL);
 	printf("  ring wait p50 %llu p99 %llu us; out p50 %llu p99 %llu us\n",
 	    (unsigned long long)st->stats->ring_wait_p50_us,
 	    (unsigned long long)st->stats->ring_wait_p99_us,
@@ -1506,20 +1540,14 @@ t_wait_times(void)
 	CHECK(st->stats->out_p50_us <= st->stats->out_p99_us);
 	CHECK(st->stats->out_p99_us < (du_now_ms() - t0) * 1000);
 	{
-		const char *a[] = { "status", "--socket", d.sock, NULL };
+		const char *a[] = { "status", "--socket", rd.d.sock, NULL };
 
 		CHECK(du_run(a, 10000, out, sizeof out) == 0);
 		CHECK(rt_has(out, "posted in a ring until taken"));
 	}
 out:
 	codec_envelope_free(st);
-	if (fd >= 0)
-		close(fd);
-	rt_ring_free(&r);
-	tg_free(tg);
-	if (d.pid > 0 && du_stop(&d) != 0)
-		testlib_failed = 1;
-	du_cleanup(&d);
+	rd_close(&rd);
 }
 
 /* ---- answered ------------------------------------------------------------ */
@@ -1540,25 +1568,17 @@ t_answered(void)
 {
 	static const char *const extra[] = { "--spin-us", "20000",
 	    "--max-inflight", "1", NULL };
-	struct du_daemon d;
-	struct rt_ring r;
-	struct tgraph *tg = NULL;
+	struct rd rd;
 	Agxq__Envelope *st = NULL;
-	uint64_t model;
-	int fd = -1;
 
-	memset(&d, 0, sizeof d);
-	d.pid = -1;
-	rt_ring_init(&r);
-	CHECK(du_start(&d, extra) == 0);
-	CHECK((fd = bs_raw_ring(d.sock, &r, &tg, &model)) >= 0);
+	CHECK(rd_open(&rd, extra) == 0);
 	for (int k = 0; k < AN_REQS; k++)
-		CHECK(bs_expect_slot_infer(fd, &r, 0, 100 + (uint64_t)k, model,
-		    1 + k % 4) == 0);
+		CHECK(bs_expect_slot_infer(rd.fd, &rd.r, 0, 100 + (uint64_t)k,
+		    rd.model, 1 + k % 4) == 0);
 	for (int k = 0; k < AN_REQS; k++)
-		CHECK(bs_expect_slot_infer(fd, &r, (uint32_t)k % 4,
-		    1000 + (uint64_t)k, model, 1 + k % 4) == 0);
-	CHECK((st = du_raw_stats(d.sock)) != NULL);
+		CHECK(bs_expect_slot_infer(rd.fd, &rd.r, (uint32_t)k % 4,
+		    1000 + (uint64_t)k, rd.model, 1 + k % 4) == 0);
+	CHECK((st = du_raw_stats(rd.d.sock)) != NULL);
 	printf("  ring requests %llu, answered in the slot %llu\n",
 	    (unsigned long long)st->stats->ring_requests,
 	    (unsigned long long)st->stats->ring_answered);
@@ -1566,13 +1586,7 @@ t_answered(void)
 	CHECK(st->stats->ring_answered == 2 * AN_REQS);
 out:
 	codec_envelope_free(st);
-	if (fd >= 0)
-		close(fd);
-	rt_ring_free(&r);
-	tg_free(tg);
-	if (d.pid > 0 && du_stop(&d) != 0)
-		testlib_failed = 1;
-	du_cleanup(&d);
+	rd_close(&rd);
 }
 
 /* ---- daemon_dies --------------------------------------------------------- */
