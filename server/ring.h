@@ -63,9 +63,9 @@ int ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
 
 /*
  * Any thread, while the loop counts slot busy: writes frame into slot and
- * stores DONE. Returns 0, or -1, having changed no state, when the frame
- * does not fit or the slot's state is not plain POSTED (the client waits on
- * the socket); the loop must then answer with ring_complete.
+ * stores DONE. Returns 0, or -1 without storing a state when the frame does
+ * not fit or the slot's state is not plain POSTED (the client waits on the
+ * socket); the loop must then answer with ring_complete.
  */
 int ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame,
     size_t len);

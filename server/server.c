@@ -1185,13 +1185,21 @@ server_answer_early(struct server *srv, struct request *r)
 		return;
 	server_model_unref(srv, r->model);
 	r->model = NULL;
+	/*
+	 * Counted before the client can see the reply, and its next request
+	 * or Stats; taken back if the slot is the loop's to answer after all.
+	 * r holds its conn; the count is atomic, the conn's other fields are
+	 * its loop's.
+	 */
+	atomic_fetch_add(&r->conn->answered, 1);
+	srv->ctr.ring_answered++;
 	if (ring_answer(r->ring, (uint32_t)r->ring_slot, r->reply,
 	    r->reply_len) == 0) {
 		r->answered = 1;
-		srv->ctr.ring_answered++;
-		/* r holds c; the count is atomic, c's other fields the loop's. */
-		atomic_fetch_add(&r->conn->answered, 1);
+		return;
 	}
+	srv->ctr.ring_answered--;
+	atomic_fetch_sub(&r->conn->answered, 1);
 }
 
 /*
