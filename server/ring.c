@@ -193,14 +193,21 @@ ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame, size_t len)
 	return 0;
 }
 
-/* Puts slot, answered by ring_answer, back in the loop's books. */
+/*
+ * Puts slot, answered by ring_answer, back in the loop's books. A post to
+ * it before now found it busy, and the scan it set off passed it by: scan
+ * again. A post after now sets off a scan of its own.
+ */
 void
 ring_release(struct ring *r, uint32_t slot)
 {
+	struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, slot);
+
 	r->busy[slot] = 0;
 	r->nbusy--;
-	/* Its client may have posted there again already: look. */
-	r->rescan = 1;
+	if (RING_PHASE(__atomic_load_n(&s->state, __ATOMIC_SEQ_CST)) ==
+	    RING_POSTED)
+		r->rescan = 1;
 }
 
 /* Whether slot is taken and not yet answered. */
