@@ -32,6 +32,9 @@
  *                            4096) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
  *                            host-to-device copy; 0: always copy
+ *   AGXQ_CUDA_COPY_KERNEL=0  larger inputs staged in the pinned buffer are
+ *                            copied in by cudaMemcpyAsync instead of a
+ *                            kernel reading the mapped buffer
  *   AGXQ_CUDA_PAD_ROWS=N     linears of 5 to N-1 rows compute N rows, where
  *                            cublasSgemm is faster (default 32 with
  *                            AGXQ_CUDA_LT=0, else 0: never)
@@ -127,6 +130,7 @@ struct cuda_state {
 	int use_graphs;
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
+	int copy_kernel;            /* staged inputs copied in by a kernel */
 	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
 	struct cuda_gemm *gemm;     /* linears on cuBLASLt; NULL: cublasSgemm */
 	int fuse;                   /* fused nodes and attention (cuda_fuse) */
@@ -418,6 +422,13 @@ cuda_open(int device, void **state, char **cause)
 	 */
 	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_IN_MAX", 4096, 0, ULONG_MAX);
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
+	/*
+	 * Larger staged inputs are copied in by a kernel reading mapped
+	 * memory, not by a copy node: on an H100 a graph holding a copy node
+	 * took 5-6 us to launch, one of kernels alone 1.4 (docs/GPU.md).
+	 */
+	st->copy_kernel = envset_bool("AGXQ_CUDA_COPY_KERNEL", 1) &&
+	    st->zerocopy;
 	st->fuse = envset_bool("AGXQ_CUDA_FUSE", 1);
 	st->hostreg = envset_bool("AGXQ_CUDA_HOSTREG", 1);
 	st->parts = envset_bool("AGXQ_CUDA_PARTS", 1);
@@ -1353,7 +1364,13 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes == 0)
 			continue;
-		if ((err = cudaMemcpyAsync(l->arena + m->val_off[i],
+		if (m->st->copy_kernel) {
+			err = cuk_copy(cuda_arena_ptr(l, m, i),
+			    (const float *)(l->pinned_dev + m->pin_in[i]),
+			    (int64_t)(bytes / sizeof(float)), l->stream);
+			if (err != cudaSuccess)
+				return cuda_err(cause, "cuk_copy (input)", err);
+		} else if ((err = cudaMemcpyAsync(l->arena + m->val_off[i],
 		    l->pinned + m->pin_in[i], bytes, cudaMemcpyHostToDevice,
 		    l->stream)) != cudaSuccess)
 			return cuda_err(cause, "cudaMemcpyAsync (input)", err);

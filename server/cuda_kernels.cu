@@ -6,6 +6,7 @@
  * row.
  */
 #include <math.h>
+#include <stdint.h>
 
 #include "cuda_kernels.h"
 
@@ -512,6 +513,24 @@ cuk_add_layer_norm_reg_kernel(float *out, const float *a, const float *b,
 	}
 }
 
+/*
+ * dst[0, n) = src[0, n), by float4 when vec (both 16-byte aligned), the
+ * rest by float. src may be mapped host memory: each byte crosses the bus
+ * once.
+ */
+static __global__ void
+cuk_copy_kernel(float *dst, const float *src, int64_t n, int vec)
+{
+	int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	int64_t step = (int64_t)gridDim.x * blockDim.x;
+	int64_t n4 = vec ? n / 4 : 0;
+
+	for (int64_t k = i; k < n4; k += step)
+		((float4 *)dst)[k] = ((const float4 *)src)[k];
+	for (int64_t k = 4 * n4 + i; k < n; k += step)
+		dst[k] = src[k];
+}
+
 /* Traps: a fault that breaks the context. */
 static __global__ void
 cuk_trap_kernel(void)
@@ -697,6 +716,18 @@ cuk_add_layer_norm(float *out, const float *a, const float *b,
 	else
 		cuk_layer_norm_kernel<<<blocks, threads, 0, s>>>(out, a, b,
 		    w, bias, rows, cols, eps);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s)
+{
+	int vec = ((uintptr_t)dst | (uintptr_t)src) % 16 == 0;
+
+	if (n <= 0)
+		return cudaSuccess;
+	cuk_copy_kernel<<<cuk_blocks(vec ? (n + 3) / 4 : n), CUK_THREADS, 0,
+	    s>>>(dst, src, n, vec);
 	return cudaGetLastError();
 }
 

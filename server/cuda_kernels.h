@@ -105,6 +105,14 @@ cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
     const float *w, const float *bias, int64_t rows, int64_t cols, float eps,
     cudaStream_t s);
 
+/*
+ * dst[0, n) = src[0, n) (n floats, not overlapping) by a kernel, so that a
+ * CUDA graph copying inputs from mapped host memory holds kernel nodes
+ * only: on an H100 a graph with a copy node took 5-6 us to launch, one
+ * with kernels alone 1.4 (docs/GPU.md).
+ */
+cudaError_t cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s);
+
 /* Launches a kernel that traps, for fault tests: the context becomes unusable. */
 cudaError_t cuk_trap(cudaStream_t s);
 

@@ -1057,6 +1057,73 @@ out:
 	return rc;
 }
 
+/*
+ * cuk_copy called directly, from mapped host memory to device memory as
+ * the cuda backend uses it: lengths around the float4 step and large,
+ * source and destination aligned to 16 bytes or off by one float. The
+ * floats before and after the destination stay as they were.
+ */
+static int
+t_kernel_copy(void)
+{
+	static const int64_t lens[] = { 1, 2, 3, 4, 5, 7, 8, 255, 256, 1023,
+	    4096, 4099, 65536 + 3 };
+	const size_t cap = 65536 + 16;
+	float *h = NULL, *hd = NULL, *d = NULL, *back = NULL;
+	int rc = -1, bad = 0;
+
+	if (as_cpu)
+		return 0;
+	if (cudaHostAlloc((void **)&h, cap * sizeof *h, cudaHostAllocMapped) !=
+	    cudaSuccess || cudaHostGetDevicePointer((void **)&hd, h, 0) !=
+	    cudaSuccess || cudaMalloc((void **)&d, cap * sizeof *d) !=
+	    cudaSuccess || (back = malloc(cap * sizeof *back)) == NULL) {
+		printf("  allocation failed\n");
+		goto out;
+	}
+	tg_rand_fill(h, cap, 1.0f, &seed);
+	for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+		for (int off = 0; off < 4; off++) {
+			int64_t n = lens[li];
+			int so = off & 1, dof = (off >> 1) & 1;
+			cudaError_t err;
+
+			if (cudaMemset(d, 0xff, cap * sizeof *d) != cudaSuccess ||
+			    (err = cuk_copy(d + 1 + dof, hd + so, n, 0)) !=
+			    cudaSuccess ||
+			    (err = cudaDeviceSynchronize()) != cudaSuccess ||
+			    cudaMemcpy(back, d, cap * sizeof *d,
+			    cudaMemcpyDeviceToHost) != cudaSuccess) {
+				printf("  cuk_copy of %lld floats failed\n",
+				    (long long)n);
+				goto out;
+			}
+			for (int64_t k = 0; k < (int64_t)cap; k++) {
+				uint32_t u;
+				int in = k >= 1 + dof && k < 1 + dof + n;
+
+				memcpy(&u, &back[k], sizeof u);
+				if (in ? memcmp(&back[k], &h[k - 1 - dof + so],
+				    sizeof u) != 0 : u != 0xffffffffu) {
+					if (bad++ < 3)
+						printf("  %lld floats, src+%d "
+						    "dst+%d: float %lld wrong\n",
+						    (long long)n, so, 1 + dof,
+						    (long long)k);
+				}
+			}
+		}
+	}
+	printf("  cuk_copy %zu lengths x 4 alignments: %d wrong floats\n",
+	    sizeof lens / sizeof lens[0], bad);
+	rc = bad == 0 ? 0 : -1;
+out:
+	cudaFreeHost(h);
+	cudaFree(d);
+	free(back);
+	return rc;
+}
+
 /* nn.Linear(256, 128). */
 static struct tgraph *
 m_linear(void)
@@ -1877,9 +1944,10 @@ g_relu(int which)
 /*
  * Linear -> ReLU done by one node: on cuBLASLt (its epilogue), on
  * cublasSgemm with our kernels (AGXQ_CUDA_LT=0), not fused
- * (AGXQ_CUDA_FUSE=0), and on cuBLASLt's untimed first choice
- * (AGXQ_CUDA_LT_CANDIDATES=1), each against the cpu backend and the
- * reference at row counts padded and not.
+ * (AGXQ_CUDA_FUSE=0), on cuBLASLt's untimed first choice
+ * (AGXQ_CUDA_LT_CANDIDATES=1) and with inputs over 4 KiB copied in by
+ * cudaMemcpyAsync rather than a kernel (AGXQ_CUDA_COPY_KERNEL=0), each
+ * against the cpu backend and the reference at row counts padded and not.
  */
 static int
 t_fused_relu(void)
@@ -1888,13 +1956,13 @@ t_fused_relu(void)
 	static const char *names[] = { "relu(linear+b)", "relu(linear)",
 	    "linear read twice", "mlp-like" };
 	static const char *envs[] = { NULL, "AGXQ_CUDA_LT", "AGXQ_CUDA_FUSE",
-	    "AGXQ_CUDA_LT_CANDIDATES" };
-	static const char *vals[] = { NULL, "0", "0", "1" };
+	    "AGXQ_CUDA_LT_CANDIDATES", "AGXQ_CUDA_COPY_KERNEL" };
+	static const char *vals[] = { NULL, "0", "0", "1", "0" };
 	struct engine *saved = ecuda;
 	char label[64];
 	int rc = 0;
 
-	for (int e = 0; e < 4; e++) {
+	for (int e = 0; e < 5; e++) {
 		if (envs[e] != NULL) {
 			setenv(envs[e], vals[e], 1);
 			ecuda = open_cuda(NULL, NULL, NULL);
@@ -2032,6 +2100,7 @@ static const struct {
 	{ "add_layer_norm", t_add_layer_norm },
 	{ "kernel_attention", t_kernel_attention },
 	{ "kernel_add_layer_norm", t_kernel_add_layer_norm },
+	{ "kernel_copy", t_kernel_copy },
 	{ "models", t_models },
 	{ "pad_rows", t_pad_rows },
 	{ "fused_relu", t_fused_relu },
