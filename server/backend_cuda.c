@@ -424,8 +424,8 @@ cuda_open(int device, void **state, char **cause)
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
 	/*
 	 * Larger staged inputs are copied in by a kernel reading mapped
-	 * memory, not by a copy node: on an H100 a graph holding a copy node
-	 * took 5-6 us to launch, one of kernels alone 1.4 (docs/GPU.md).
+	 * memory, not by a copy node: on an H100 a graph holding copy nodes
+	 * took 5-9 us to launch, one of a kernel alone 1.4-2.3 (docs/GPU.md).
 	 */
 	st->copy_kernel = envset_bool("AGXQ_CUDA_COPY_KERNEL", 1) &&
 	    st->zerocopy;

@@ -108,8 +108,8 @@ cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
 /*
  * dst[0, n) = src[0, n) (n floats, not overlapping) by a kernel, so that a
  * CUDA graph copying inputs from mapped host memory holds kernel nodes
- * only: on an H100 a graph with a copy node took 5-6 us to launch, one
- * with kernels alone 1.4 (docs/GPU.md).
+ * only: on an H100 a graph with copy nodes took 5-9 us to launch, one
+ * with a kernel alone 1.4-2.3 (docs/GPU.md).
  */
 cudaError_t cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s);
 
