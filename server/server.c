@@ -121,19 +121,20 @@ server_model_ref(struct server *srv, struct model *m)
 }
 
 /*
- * Any thread: drops one reference to m (none for NULL); the last one frees
- * it on the executor (or here once the executor is gone).
+ * Any thread: drops n references to m (none for NULL) under one lock; the
+ * last one frees it on the executor (or here once the executor is gone).
  */
 static void
-server_model_unref(struct server *srv, struct model *m)
+server_model_drop(struct server *srv, struct model *m, uint32_t n)
 {
 	struct request *r;
 	int ready;
 
-	if (m == NULL)
+	if (m == NULL || n == 0)
 		return;
 	pthread_mutex_lock(&srv->lock);
-	if (--m->refs > 0) {
+	m->refs -= n;
+	if (m->refs > 0) {
 		pthread_mutex_unlock(&srv->lock);
 		return;
 	}
@@ -151,6 +152,13 @@ server_model_unref(struct server *srv, struct model *m)
 		server_oom();
 	r->model = m;
 	executor_control(srv->ex, r);
+}
+
+/* Any thread: drops one reference to m (server_model_drop). */
+static void
+server_model_unref(struct server *srv, struct model *m)
+{
+	server_model_drop(srv, m, 1);
 }
 
 /* Encodes and sends env to c. */
@@ -1171,20 +1179,22 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 	codec_envelope_free(env);
 }
 
+/* Whether finished request r may be answered in its ring slot at once. */
+static int
+server_answerable(const struct request *r)
+{
+	return r->kind == REQUEST_INFER && r->ring != NULL &&
+	    r->nregions == 0 && r->reply != NULL;
+}
+
 /*
- * Any thread: answers finished ring request r in its slot now, rather than
- * once its loop takes it from the mailbox (the loop then only does the
- * books, in server_done), when r holds no region. As server_done does, r
- * lets go of its model before its client can see the reply.
+ * Any thread: answers finished ring request r (server_answerable, its
+ * model let go already) in its slot now, rather than once its loop takes
+ * it from the mailbox (the loop then only does the books, in server_done).
  */
 static void
 server_answer_early(struct server *srv, struct request *r)
 {
-	if (r->kind != REQUEST_INFER || r->ring == NULL || r->nregions != 0 ||
-	    r->reply == NULL)
-		return;
-	server_model_unref(srv, r->model);
-	r->model = NULL;
 	/*
 	 * Counted before the client can see the reply, and its next request
 	 * or Stats; taken back if the slot is the loop's to answer after all.
@@ -1205,7 +1215,9 @@ server_answer_early(struct server *srv, struct request *r)
 /*
  * Any thread (the executor's mostly): answers what it can in ring slots,
  * and hands each finished request to the loop of its connection; the
- * executor's own loads go to the main loop.
+ * executor's own loads go to the main loop. As server_done does, a
+ * request lets go of its model before its client can see the reply; the
+ * requests of a batch share one, dropped under one lock.
  */
 static void
 server_deliver(struct request_list *list, void *arg)
@@ -1213,12 +1225,27 @@ server_deliver(struct request_list *list, void *arg)
 	struct server *srv = arg;
 	struct request_list each[CONFIG_MAX_IO_THREADS];
 	struct request *r;
+	struct model *m = NULL;
+	uint32_t n = 0;
 
+	TAILQ_FOREACH(r, list, entry) {
+		if (!server_answerable(r))
+			continue;
+		if (r->model != m) {
+			server_model_drop(srv, m, n);
+			m = r->model;
+			n = 0;
+		}
+		n++;
+		r->model = NULL;
+	}
+	server_model_drop(srv, m, n);
 	for (uint32_t i = 0; i < srv->nloops; i++)
 		TAILQ_INIT(&each[i]);
 	while ((r = TAILQ_FIRST(list)) != NULL) {
 		TAILQ_REMOVE(list, r, entry);
-		server_answer_early(srv, r);
+		if (server_answerable(r))
+			server_answer_early(srv, r);
 		TAILQ_INSERT_TAIL(&each[r->conn != NULL ? r->conn->loop : 0], r,
 		    entry);
 	}
