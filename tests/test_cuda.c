@@ -1061,13 +1061,14 @@ out:
  * cuk_copy called directly, from mapped host memory to device memory as
  * the cuda backend uses it: lengths around the float4 step and large,
  * source and destination aligned to 16 bytes or off by one float. The
- * floats before and after the destination stay as they were.
+ * floats before and after the destination stay as they were; a length of
+ * 0 or below copies nothing and is no error.
  */
 static int
 t_kernel_copy(void)
 {
-	static const int64_t lens[] = { 1, 2, 3, 4, 5, 7, 8, 255, 256, 1023,
-	    4096, 4099, 65536 + 3 };
+	static const int64_t lens[] = { -1, 0, 1, 2, 3, 4, 5, 7, 8, 255, 256,
+	    1023, 4096, 4099, 65536 + 3 };
 	const size_t cap = 65536 + 16;
 	float *h = NULL, *hd = NULL, *d = NULL, *back = NULL;
 	int rc = -1, bad = 0;
