@@ -48,6 +48,7 @@
 #include "codec.h"
 #include "envset.h"
 #include "stats_json.h"
+#include "rawinfer.h"
 #include "result.h"
 #include "ringfmt.h"
 #include "shmpool.h"
@@ -184,6 +185,8 @@ struct agxq_client {
 	atomic_int ring_off;           /* AGXQ_RING=0, refused, or reconnected */
 	atomic_int ring_ready;         /* ring is attached (set under grow_mu) */
 	struct client_ring *ring;
+	int ring_raw_on;               /* AGXQ_RING_RAW is not 0 */
+	int ring_raw;                  /* and agxqd reads raw Infers (rawinfer.h) */
 	struct client_outinfo outinfo[CLIENT_OUTINFO];
 	uint32_t outinfo_next;
 
@@ -438,6 +441,7 @@ client_settings(agxq_client *c)
 	c->shm_threshold = envset_ulong("AGXQ_SHM_THRESHOLD",
 	    CLIENT_SHM_THRESHOLD, 0, SIZE_MAX);
 	atomic_init(&c->ring_off, !envset_bool("AGXQ_RING", 1));
+	c->ring_raw_on = envset_bool("AGXQ_RING_RAW", 1);
 	envset_take_notes(client_env_note, NULL);
 }
 
@@ -1140,6 +1144,7 @@ client_handshake(agxq_client *c, int fd, char **backend, char **version)
 			atomic_store(&c->shm_off, 1);
 		if (!hr->ring)
 			atomic_store(&c->ring_off, 1);
+		c->ring_raw = hr->ring_raw && c->ring_raw_on;
 		*backend = client_strdup(hr->backend);
 		*version = client_strdup(hr->server_version);
 		rc = *backend == NULL || *version == NULL ? AGXQ_ENOMEM : 0;
@@ -1570,46 +1575,65 @@ agxq_model_unload(agxq_model *m)
 }
 
 /*
- * Checks the inputs and encodes an Infer for them into one frame (*frame,
- * *len; caller frees). The tensors are packed straight from the caller's
- * buffers, or named in h's shared memory slice when h is not NULL.
+ * An Infer as protobuf-c structs over the caller's buffers (no copies),
+ * ready to pack or to write raw. Up to 8 tensors live inside it.
  */
-static int
-client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
-    const agxq_infer_opts *opts, uint64_t id, const struct client_hold *h,
-    uint8_t **frame, size_t *len)
-{
-	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
-	Agxq__Infer inf = AGXQ__INFER__INIT;
+struct client_infer_msg {
+	Agxq__Infer inf;
 	Agxq__ShmRef inref[CLIENT_SHM_MAX_IN], outref[CLIENT_SHM_MAX_OUT];
 	Agxq__ShmRef *outrefp[CLIENT_SHM_MAX_OUT];
-	Agxq__Tensor tstack[8], *tps_stack[8], *ts = tstack, **tps = tps_stack;
-	int rc = AGXQ_EINVAL;
+	Agxq__Tensor tstack[8], *tps_stack[8], *ts, **tps;
+};
 
+/* Frees what client_infer_build allocated. */
+static void
+client_infer_msg_free(struct client_infer_msg *q)
+{
+	if (q->ts != q->tstack)
+		free(q->ts);
+	if (q->tps != q->tps_stack)
+		free(q->tps);
+	q->ts = q->tstack;
+	q->tps = q->tps_stack;
+}
+
+/*
+ * Checks the inputs and builds an Infer for them in q (client_infer_msg_free
+ * afterwards, either way). The tensors point at the caller's buffers, or
+ * are named in h's shared memory slice when h is not NULL.
+ */
+static int
+client_infer_build(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    const agxq_infer_opts *opts, uint64_t id, const struct client_hold *h,
+    struct client_infer_msg *q)
+{
+	Agxq__Tensor *ts;
+
+	q->ts = q->tstack;
+	q->tps = q->tps_stack;
 	if (m == NULL || m->client == NULL || inputs == NULL || ninputs < 1 ||
 	    ninputs > CLIENT_MAX_INPUTS)
 		return AGXQ_EINVAL;
 	if (ninputs > 8) {
-		ts = calloc((size_t)ninputs, sizeof *ts);
-		tps = calloc((size_t)ninputs, sizeof *tps);
-		if (ts == NULL || tps == NULL) {
-			rc = AGXQ_ENOMEM;
-			goto out;
-		}
+		q->ts = calloc((size_t)ninputs, sizeof *q->ts);
+		q->tps = calloc((size_t)ninputs, sizeof *q->tps);
+		if (q->ts == NULL || q->tps == NULL)
+			return AGXQ_ENOMEM;
 	}
+	ts = q->ts;
 	for (int i = 0; i < ninputs; i++) {
 		const agxq_tensor *t = &inputs[i];
 		uint64_t n = 1;
 
 		if (t->dtype != AGXQ_FLOAT32 || t->ndim < 1 ||
 		    t->ndim > AGXQ_MAX_DIMS || t->data == NULL)
-			goto out;
+			return AGXQ_EINVAL;
 		for (int d = 0; d < t->ndim; d++) {
 			if (t->shape[d] <= 0 || t->shape[d] > (1LL << 32))
-				goto out;
+				return AGXQ_EINVAL;
 			n *= (uint64_t)t->shape[d];
 			if (n > ((uint64_t)UINT32_MAX >> 2))
-				goto out;
+				return AGXQ_EINVAL;
 		}
 		ts[i] = (Agxq__Tensor)AGXQ__TENSOR__INIT;
 		ts[i].dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
@@ -1617,44 +1641,67 @@ client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		ts[i].shape = (int64_t *)t->shape;
 		ts[i].data.len = (size_t)n * sizeof(float);
 		ts[i].data.data = t->data;
-		tps[i] = &ts[i];
+		q->tps[i] = &ts[i];
 		if (h != NULL && i < h->nin) {
-			agxq__shm_ref__init(&inref[i]);
-			inref[i].region_id = h->slice.region_id;
-			inref[i].offset = h->slice.offset + h->in_off[i];
-			inref[i].length = h->in_len[i];
-			ts[i].shm = &inref[i];
+			agxq__shm_ref__init(&q->inref[i]);
+			q->inref[i].region_id = h->slice.region_id;
+			q->inref[i].offset = h->slice.offset + h->in_off[i];
+			q->inref[i].length = h->in_len[i];
+			ts[i].shm = &q->inref[i];
 			ts[i].data.len = 0;
 			ts[i].data.data = NULL;
 		}
 	}
+	agxq__infer__init(&q->inf);
 	for (int j = 0; h != NULL && j < h->nout; j++) {
-		agxq__shm_ref__init(&outref[j]);
-		outref[j].region_id = h->slice.region_id;
-		outref[j].offset = h->slice.offset + h->out_off[j];
-		outref[j].length = h->out_len[j];
-		outrefp[j] = &outref[j];
+		agxq__shm_ref__init(&q->outref[j]);
+		q->outref[j].region_id = h->slice.region_id;
+		q->outref[j].offset = h->slice.offset + h->out_off[j];
+		q->outref[j].length = h->out_len[j];
+		q->outrefp[j] = &q->outref[j];
 	}
 	if (h != NULL && h->nout > 0) {
-		inf.n_output_refs = (size_t)h->nout;
-		inf.output_refs = outrefp;
+		q->inf.n_output_refs = (size_t)h->nout;
+		q->inf.output_refs = q->outrefp;
 	}
-	inf.request_id = id;
-	inf.model_id = atomic_load(&m->model_id);
-	inf.n_inputs = (size_t)ninputs;
-	inf.inputs = tps;
+	q->inf.request_id = id;
+	q->inf.model_id = atomic_load(&m->model_id);
+	q->inf.n_inputs = (size_t)ninputs;
+	q->inf.inputs = q->tps;
 	if (opts != NULL) {
-		inf.timeout_us = opts->timeout_us;
-		inf.priority = opts->priority;
+		q->inf.timeout_us = opts->timeout_us;
+		q->inf.priority = opts->priority;
 	}
+	return 0;
+}
+
+/* Packs q's Infer into one frame (*frame, *len; caller frees). */
+static int
+client_infer_pack(agxq_client *c, struct client_infer_msg *q,
+    uint8_t **frame, size_t *len)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+
 	env.body_case = AGXQ__ENVELOPE__BODY_INFER;
-	env.infer = &inf;
-	rc = client_encode(m->client, &env, frame, len);
-out:
-	if (ts != tstack)
-		free(ts);
-	if (tps != tps_stack)
-		free(tps);
+	env.infer = &q->inf;
+	return client_encode(c, &env, frame, len);
+}
+
+/*
+ * Checks the inputs and encodes an Infer for them into one frame (*frame,
+ * *len; caller frees): client_infer_build, then client_infer_pack.
+ */
+static int
+client_infer_encode(agxq_model *m, const agxq_tensor *inputs, int ninputs,
+    const agxq_infer_opts *opts, uint64_t id, const struct client_hold *h,
+    uint8_t **frame, size_t *len)
+{
+	struct client_infer_msg q;
+	int rc;
+
+	if ((rc = client_infer_build(m, inputs, ninputs, opts, id, h, &q)) == 0)
+		rc = client_infer_pack(m->client, &q, frame, len);
+	client_infer_msg_free(&q);
 	return rc;
 }
 
@@ -1807,12 +1854,42 @@ client_ring_put(struct client_ring *rg, int i)
 }
 
 /*
- * Decodes the reply agxqd left in slot s into *reply (an Error's code is
- * returned, as for a reply from the socket). Returns the status.
+ * A raw InferReply of plen bytes at payload, in the slot: copied out (the
+ * slot is posted to again) and made into *res, which owns the copy.
+ */
+static int
+client_ring_reply_raw(const uint8_t *payload, uint32_t plen,
+    agxq_result **res)
+{
+	const Agxq__InferReply *rep;
+	struct rawinfer_view v;
+	char *cause = NULL;
+	uint8_t *buf;
+	int rc = AGXQ_EPROTO;
+
+	if ((buf = malloc(plen > 0 ? plen : 1)) == NULL)
+		return AGXQ_ENOMEM;
+	memcpy(buf, payload, plen);
+	if (rawinfer_reply_read(buf, plen, &v, &rep, &cause) == 0 &&
+	    (rc = result_from_reply(rep, NULL, NULL, res)) == 0) {
+		(*res)->release = free;
+		(*res)->release_arg = buf;
+		buf = NULL;
+	}
+	free(cause);
+	rawinfer_view_free(&v);
+	free(buf);
+	return rc;
+}
+
+/*
+ * Decodes the reply agxqd left in slot s into *reply, or a raw one into
+ * *res (an Error's code is returned, as for a reply from the socket).
+ * Returns the status.
  */
 static int
 client_ring_reply(agxq_client *c, struct client_ring *rg,
-    struct ring_slot *s, Agxq__Envelope **reply)
+    struct ring_slot *s, Agxq__Envelope **reply, agxq_result **res)
 {
 	const uint8_t *data = ring_slot_data(s);
 	uint32_t len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
@@ -1822,9 +1899,14 @@ client_ring_reply(agxq_client *c, struct client_ring *rg,
 	int code, rc;
 
 	if (len > rg->slot_size - RING_SLOT_HEADER ||
-	    codec_header_parse(data, len, &c->lim, &plen, &flags, &code,
-	    &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen ||
-	    codec_decode(data + CODEC_HEADER_SIZE, plen, flags, &c->lim, &env,
+	    codec_ring_header_parse(data, len, &c->lim, &plen, &flags, &code,
+	    &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen) {
+		free(cause);
+		return AGXQ_EPROTO;
+	}
+	if (flags & CODEC_FLAG_RAW)
+		return client_ring_reply_raw(data + CODEC_HEADER_SIZE, plen, res);
+	if (codec_decode(data + CODEC_HEADER_SIZE, plen, flags, &c->lim, &env,
 	    &code, &cause) != 0) {
 		free(cause);
 		return AGXQ_EPROTO;
@@ -1843,11 +1925,11 @@ client_ring_reply(agxq_client *c, struct client_ring *rg,
  * hands over the reply, which agxqd then also sends on the socket (as it
  * does a reply too big for the slot). A reply left only in the slot is
  * taken out of the pending table here. Returns the status, with *reply on
- * success.
+ * success, or *res for a raw reply in the slot.
  */
 static int
 client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
-    struct client_pending *p, Agxq__Envelope **reply)
+    struct client_pending *p, Agxq__Envelope **reply, agxq_result **res)
 {
 	struct timespec ts;
 	int64_t end = 0, yield_at = 0, now;
@@ -1860,7 +1942,7 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 			pthread_mutex_lock(&c->mu);
 			(void)client_pending_take(c, p->id);
 			pthread_mutex_unlock(&c->mu);
-			return client_ring_reply(c, rg, s, reply);
+			return client_ring_reply(c, rg, s, reply, res);
 		}
 		/* The reply comes on the socket, or the reader failed p. */
 		if (RING_PHASE(st) != RING_POSTED || (st & RING_WAITER) ||
@@ -1903,14 +1985,16 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 }
 
 /*
- * Runs request id (frame, not taken) through the ring of connection gen.
- * Returns CLIENT_NO_RING, having done nothing, when agxqd does not poll
- * the ring now, no slot is free or the frame does not fit one; else the
- * status, with *reply on success.
+ * Runs request id through the ring of connection gen: inf written raw
+ * when it is not NULL, else frame (not taken). Returns CLIENT_NO_RING,
+ * having done nothing, when agxqd does not poll the ring now, no slot is
+ * free or the frame does not fit one; else the status, with *reply or
+ * (raw) *res on success.
  */
 static int
-client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
-    size_t len, uint64_t id, Agxq__Envelope **reply)
+client_ring_call(agxq_client *c, unsigned gen, const Agxq__Infer *inf,
+    const uint8_t *frame, size_t len, uint64_t id, Agxq__Envelope **reply,
+    agxq_result **res)
 {
 	struct client_ring *rg = c->ring;
 	struct ring_header *h = rg->base;
@@ -1940,7 +2024,10 @@ client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
 		goto out;
 	}
 	s = ring_slot_at(rg->base, rg->slot_size, (uint32_t)slot);
-	memcpy(ring_slot_data(s), frame, len);
+	if (inf != NULL)
+		rawinfer_infer_frame_write(inf, ring_slot_data(s));
+	else
+		memcpy(ring_slot_data(s), frame, len);
 	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->request_id, id, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->posted_ns, client_now_ns(), __ATOMIC_RELAXED);
@@ -1949,7 +2036,7 @@ client_ring_call(agxq_client *c, unsigned gen, const uint8_t *frame,
 	/* agxqd stopped polling meanwhile: tell it (see proto/ringfmt.h). */
 	if (!__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST))
 		(void)client_send(c, gen, rg->kick, rg->kick_len, -1);
-	rc = client_ring_wait(c, rg, s, &p, reply);
+	rc = client_ring_wait(c, rg, s, &p, reply, res);
 out:
 	pthread_cond_destroy(&p.cv);
 	client_ring_put(rg, slot);
@@ -1962,9 +2049,11 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
     const agxq_infer_opts *opts, agxq_result **out)
 {
 	Agxq__Envelope *reply = NULL;
+	struct client_infer_msg q;
 	struct client_hold *h;
+	agxq_result *res = NULL;
 	agxq_client *c;
-	uint8_t *frame;
+	uint8_t *frame = NULL;
 	uint64_t id;
 	int64_t t0;
 	size_t len;
@@ -1981,33 +2070,52 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 		return rc;
 	id = atomic_fetch_add(&c->next_id, 1);
 	client_shm_prepare(m, gen, inputs, ninputs, &h);
-	if ((rc = client_infer_encode(m, inputs, ninputs, opts, id, h, &frame,
-	    &len)) != 0)
-		goto fail_release;
+	if ((rc = client_infer_build(m, inputs, ninputs, opts, id, h, &q)) != 0)
+		goto fail_free;
 	/*
 	 * The ring only for a model whose round trips have been shorter than
 	 * the polling: a caller that would sleep anyway does better on the
 	 * socket (on an H200, transformer through the ring with its replies
-	 * on the socket ran 8% slower than all on the socket).
+	 * on the socket ran 8% slower than all on the socket). There, the
+	 * Infer goes raw when agxqd reads raw frames and its inputs are all
+	 * inline.
 	 */
 	rc = CLIENT_NO_RING;
 	t0 = client_now_us();
 	if (atomic_load_explicit(&m->rtt_us, memory_order_relaxed) <
-	    c->ring_spin_us && client_ring_ready(c, gen))
-		rc = client_ring_call(c, gen, frame, len, id, &reply);
-	if (rc == CLIENT_NO_RING)
+	    c->ring_spin_us && client_ring_ready(c, gen)) {
+		if (c->ring_raw && (len = rawinfer_infer_frame_size(&q.inf)) != 0)
+			rc = client_ring_call(c, gen, &q.inf, NULL, len, id,
+			    &reply, &res);
+		else if ((rc = client_infer_pack(c, &q, &frame, &len)) == 0)
+			rc = client_ring_call(c, gen, NULL, frame, len, id,
+			    &reply, &res);
+	}
+	if (rc == CLIENT_NO_RING) {
+		if (frame == NULL &&
+		    (rc = client_infer_pack(c, &q, &frame, &len)) != 0)
+			goto fail_free;
 		rc = client_call_frame(c, gen, frame, len, id,
 		    AGXQ__ENVELOPE__BODY_INFER_REPLY, &reply, -1);
-	else
-		free(frame);
+		frame = NULL;
+	}
 	if (rc != 0)
-		goto fail_release;
+		goto fail_free;
+	free(frame);
+	client_infer_msg_free(&q);
 	client_rtt_learn(m, client_now_us() - t0);
+	if (res != NULL) {
+		client_hold_release(h);
+		*out = res;
+		return 0;
+	}
 	if (h != NULL)
 		return client_hold_result(h, reply, out);
 	return result_from_envelope(reply, out);
 
-fail_release:
+fail_free:
+	free(frame);
+	client_infer_msg_free(&q);
 	client_hold_release(h);
 	return rc;
 }

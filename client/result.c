@@ -117,23 +117,31 @@ int
 result_from_envelope_shm(Agxq__Envelope *env, result_shm_fn shm, void *arg,
     agxq_result **out)
 {
-	Agxq__InferReply *rep;
-	agxq_result *r;
+	int rc;
 
 	if (env->body_case != AGXQ__ENVELOPE__BODY_INFER_REPLY) {
 		codec_envelope_free(env);
 		return AGXQ_EPROTO;
 	}
-	rep = env->infer_reply;
-	if (rep->n_outputs > 1024) {
+	if ((rc = result_from_reply(env->infer_reply, shm, arg, out)) != 0) {
 		codec_envelope_free(env);
+		return rc;
+	}
+	(*out)->env = env;
+	return 0;
+}
+
+/* Makes a result whose outputs point into rep's data (see result.h). */
+int
+result_from_reply(const Agxq__InferReply *rep, result_shm_fn shm, void *arg,
+    agxq_result **out)
+{
+	agxq_result *r;
+
+	if (rep->n_outputs > 1024)
 		return AGXQ_EPROTO;
-	}
-	if ((r = result_new((int)rep->n_outputs)) == NULL) {
-		codec_envelope_free(env);
+	if ((r = result_new((int)rep->n_outputs)) == NULL)
 		return AGXQ_ENOMEM;
-	}
-	r->env = env;
 	r->queue_us = rep->queue_us;
 	r->exec_us = rep->exec_us;
 	r->batch_rows = rep->batch_rows;

@@ -41,6 +41,15 @@ int result_from_envelope(Agxq__Envelope *env, agxq_result **out);
 int result_from_envelope_shm(Agxq__Envelope *env, result_shm_fn shm,
     void *arg, agxq_result **out);
 
+/*
+ * Makes a result from an InferReply (not taken): output data points into
+ * rep's, which must outlive the result (the caller sets env or release to
+ * free it with the result). Shared memory outputs resolve as in
+ * result_from_envelope_shm. Returns 0, AGXQ_EPROTO or AGXQ_ENOMEM.
+ */
+int result_from_reply(const Agxq__InferReply *rep, result_shm_fn shm,
+    void *arg, agxq_result **out);
+
 /* Makes a result of n outputs whose buffers the caller will give it. */
 agxq_result *result_new(int n);
 

@@ -99,9 +99,12 @@ codec_limits_default(struct codec_limits *lim)
 	lim->max_message = CODEC_DEFAULT_MAX_MESSAGE;
 }
 
-/* Parses a frame header, checking flags and length against the limits. */
-enum codec_result
-codec_header_parse(const uint8_t *buf, size_t len,
+/*
+ * Parses a frame header, checking flags (known: those in known) and length
+ * against the limits.
+ */
+static enum codec_result
+codec_header_check(const uint8_t *buf, size_t len, uint32_t known,
     const struct codec_limits *lim, uint32_t *payload_len, uint32_t *flags,
     int *code, char **cause)
 {
@@ -111,9 +114,14 @@ codec_header_parse(const uint8_t *buf, size_t len,
 		return CODEC_NEED_MORE;
 	n = codec_get_u32(buf);
 	f = codec_get_u32(buf + 4);
-	if (f & ~CODEC_FLAGS_KNOWN) {
+	if (f & ~known) {
 		codec_fail(code, cause, AGXQ__ERROR_CODE__ERR_PROTO,
 		    "unknown frame flags 0x%x", f);
+		return CODEC_ERROR;
+	}
+	if ((f & CODEC_FLAG_RAW) && f != CODEC_FLAG_RAW) {
+		codec_fail(code, cause, AGXQ__ERROR_CODE__ERR_PROTO,
+		    "frame flags 0x%x: a raw frame is not compressed", f);
 		return CODEC_ERROR;
 	}
 	if (n > lim->max_frame) {
@@ -129,6 +137,26 @@ codec_header_parse(const uint8_t *buf, size_t len,
 	*payload_len = n;
 	*flags = f;
 	return CODEC_OK;
+}
+
+/* Parses a frame header, checking flags and length against the limits. */
+enum codec_result
+codec_header_parse(const uint8_t *buf, size_t len,
+    const struct codec_limits *lim, uint32_t *payload_len, uint32_t *flags,
+    int *code, char **cause)
+{
+	return codec_header_check(buf, len, CODEC_FLAGS_KNOWN, lim,
+	    payload_len, flags, code, cause);
+}
+
+/* The same for a ring slot's frame, which may be raw. */
+enum codec_result
+codec_ring_header_parse(const uint8_t *buf, size_t len,
+    const struct codec_limits *lim, uint32_t *payload_len, uint32_t *flags,
+    int *code, char **cause)
+{
+	return codec_header_check(buf, len, CODEC_FLAGS_KNOWN | CODEC_FLAG_RAW,
+	    lim, payload_len, flags, code, cause);
 }
 
 /* Writes a frame header. */

@@ -17,6 +17,8 @@
 #define CODEC_PROTOCOL_VERSION 1
 #define CODEC_HEADER_SIZE 8
 #define CODEC_FLAG_ZSTD 0x1u
+/* Ring slots only: the payload is a raw Infer or InferReply (rawinfer.h). */
+#define CODEC_FLAG_RAW 0x2u
 #define CODEC_FLAGS_KNOWN CODEC_FLAG_ZSTD
 
 /* Default limits: payload on the wire and message after decompression. */
@@ -45,6 +47,14 @@ void codec_limits_default(struct codec_limits *lim);
  * (malloc'd, caller frees). Rejects unknown flags and lengths over the limit.
  */
 enum codec_result codec_header_parse(const uint8_t *buf, size_t len,
+    const struct codec_limits *lim, uint32_t *payload_len, uint32_t *flags,
+    int *code, char **cause);
+
+/*
+ * The same for a frame in a ring slot, where CODEC_FLAG_RAW is known too
+ * (alone: a raw payload is not compressed).
+ */
+enum codec_result codec_ring_header_parse(const uint8_t *buf, size_t len,
     const struct codec_limits *lim, uint32_t *payload_len, uint32_t *flags,
     int *code, char **cause);
 

@@ -77,8 +77,9 @@ check_reports "$tsan"
 stage "fuzzing"
 CC=clang cmake -S . -B build-test-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DAGXQ_WERROR=ON -DAGXQ_CUDA=OFF -DAGXQ_FUZZ=ON >/dev/null
-cmake --build build-test-fuzz -j"$jobs" --target fuzz_codec fuzz_message fuzz_graph
-for t in codec message graph; do
+cmake --build build-test-fuzz -j"$jobs" --target fuzz_codec fuzz_message fuzz_graph \
+	fuzz_rawinfer
+for t in codec message graph rawinfer; do
 	work="build-test-fuzz/corpus_$t"
 	mkdir -p "$work"
 	# New inputs go to the scratch corpus; the committed one is read only.

@@ -17,6 +17,7 @@
 #include "envset.h"
 #include "executor.h"
 #include "log.h"
+#include "rawinfer.h"
 #include "region.h"
 
 /*
@@ -203,6 +204,26 @@ executor_grow(float **buf, size_t *cap, size_t n)
 	return 0;
 }
 
+/*
+ * Writes rep as r's raw reply frame (r came raw, so it names no regions),
+ * under the limit of a packed one.
+ */
+static int
+executor_encode_raw(struct executor *ex, const Agxq__InferReply *rep,
+    struct request *r)
+{
+	size_t len = rawinfer_reply_frame_size(rep);
+
+	if (len == 0 || len - CODEC_HEADER_SIZE > ex->cfg.limits.max_message)
+		return -1;
+	if ((r->reply = malloc(len)) == NULL)
+		return -1;
+	rawinfer_reply_frame_write(rep, r->reply);
+	r->reply_len = len;
+	r->reply_raw_len = len - CODEC_HEADER_SIZE;
+	return 0;
+}
+
 /* Encodes r's slice [row, row + r->rows) of the batch outputs as its reply. */
 static int
 executor_encode(struct executor *ex, const struct xslot *x,
@@ -247,6 +268,8 @@ executor_encode(struct executor *ex, const struct xslot *x,
 	rep.queue_us = r->queue_us;
 	rep.exec_us = r->exec_us;
 	rep.batch_rows = r->batch_rows;
+	if (r->raw != NULL)
+		return executor_encode_raw(ex, &rep, r);
 	env.body_case = AGXQ__ENVELOPE__BODY_INFER_REPLY;
 	env.infer_reply = &rep;
 	return codec_encode(&env, ex->cfg.compress_threshold, &ex->cfg.limits,

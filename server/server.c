@@ -35,6 +35,7 @@
 #include "ioloop.h"
 #include "log.h"
 #include "models.h"
+#include "rawinfer.h"
 #include "region.h"
 #include "ring.h"
 #include "ringfmt.h"
@@ -203,6 +204,7 @@ server_hello(struct server *srv, struct conn *c, const Agxq__Hello *h)
 	rep.pid = config.supervisor_pid;
 	rep.shm = config.max_regions > 0;
 	rep.ring = config.max_regions > 0;
+	rep.ring_raw = rep.ring;
 	env.body_case = AGXQ__ENVELOPE__BODY_HELLO_REPLY;
 	env.hello_reply = &rep;
 	conn_set_state(c, CONN_READY);
@@ -682,12 +684,29 @@ static void
 server_ring_reply(struct conn *c, int32_t slot, uint8_t *frame, size_t len,
     size_t raw_len)
 {
+	uint8_t *packed;
+	uint64_t id;
+
 	server_traffic(c->srv, c->loop);
 	c->srv->loops[c->loop].ring_inflight--;
-	if (ring_complete(c->ring, (uint32_t)slot, frame, len))
-		conn_send(c, frame, len, raw_len);
-	else
+	if (!ring_complete(c->ring, (uint32_t)slot, frame, len)) {
 		free(frame);
+		return;
+	}
+	/* A raw reply goes on the socket packed, as every frame there. */
+	switch (rawinfer_reply_pack(frame, len, config.compress_threshold,
+	    &config.limits, &packed, &len, &raw_len, &id)) {
+	case 0:
+		free(frame);
+		frame = packed;
+		break;
+	case -1:
+		free(frame);
+		conn_send_error(c, id, AGXQ__ERROR_CODE__ERR_TOOBIG,
+		    "reply does not fit in one frame");
+		return;
+	}
+	conn_send(c, frame, len, raw_len);
 }
 
 /* Sends an Error for request id, in ring slot slot unless it is -1. */
@@ -742,16 +761,18 @@ server_infer_refused(struct server *srv, struct request *r)
 }
 
 /*
- * Handles Infer: validates and queues; takes ownership of env. slot is the
- * ring slot it came in, or -1 for the socket: the reply goes back the same
- * way. With defer set, a valid request goes there instead of to the
- * executor, for the caller to submit with others (server_loop_submit).
+ * Handles Infer in: validates and queues. in lies in env (an unpacked
+ * Envelope) or in raw (a raw Infer frame whose view it is), one of them
+ * NULL; takes ownership of both. slot is the ring slot it came in, or -1
+ * for the socket: the reply goes back the same way, raw for a raw Infer.
+ * With defer set, a valid request goes there instead of to the executor,
+ * for the caller to submit with others (server_loop_submit).
  */
 static void
-server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
-    int32_t slot, struct request_list *defer)
+server_infer(struct server *srv, struct conn *c, const Agxq__Infer *in,
+    Agxq__Envelope *env, uint8_t *raw, int32_t slot,
+    struct request_list *defer)
 {
-	const Agxq__Infer *in = env->infer;
 	struct model *m;
 	struct request *r;
 	char *msg = NULL;
@@ -802,6 +823,7 @@ server_infer(struct server *srv, struct conn *c, Agxq__Envelope *env,
 	if (in->timeout_us != 0)
 		r->deadline_ns = r->t_enqueue_ns + in->timeout_us * 1000;
 	r->env = env;
+	r->raw = raw;
 	r->conn = c;
 	r->ring_slot = slot;
 	r->ring = slot >= 0 ? c->ring : NULL;
@@ -824,6 +846,7 @@ fail_request:
 	request_free(r);
 out_free:
 	codec_envelope_free(env);
+	free(raw);
 }
 
 /* Handles RegisterRegion: maps the descriptor that came with the frame. */
@@ -898,6 +921,35 @@ server_release_region(struct server *srv, struct conn *c,
 	server_reply(c, &env);
 }
 
+/*
+ * A raw Infer frame (taken) in ring slot of c, its payload plen bytes: read
+ * in place and run.
+ */
+static void
+server_ring_take_raw(struct conn *c, uint32_t slot, uint64_t id,
+    uint8_t *frame, uint32_t plen)
+{
+	struct server *srv = c->srv;
+	struct rawinfer_view v;
+	const Agxq__Infer *in;
+	char *cause = NULL;
+
+	if (rawinfer_infer_read(frame + CODEC_HEADER_SIZE, plen, &v, &in,
+	    &cause) != 0) {
+		server_infer_error(c, (int32_t)slot, id,
+		    AGXQ__ERROR_CODE__ERR_PROTO, "ring slot %u: %s", slot,
+		    cause != NULL ? cause : "out of memory");
+		free(cause);
+		free(frame);
+	} else {
+		srv->ctr.ring_requests++;
+		srv->ctr.ring_raw++;
+		server_infer(srv, c, in, NULL, frame, (int32_t)slot,
+		    &srv->loops[c->loop].taken);
+	}
+	rawinfer_view_free(&v);
+}
+
 /* Ring slot frame taken by ring_poll: decodes it and runs it as an Infer. */
 static void
 server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
@@ -926,12 +978,16 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
 	    c->t_frame_ns - posted_ns < 60000000000ull)
 		models_sample(&srv->loops[c->loop].ring_wait,
 		    (c->t_frame_ns - posted_ns) / 1000);
-	if (codec_header_parse(frame, len, &config.limits, &plen, &flags,
+	if (codec_ring_header_parse(frame, len, &config.limits, &plen, &flags,
 	    &code, &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen) {
 		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
 		    slot, cause != NULL ? cause : "frame length does not match "
 		    "its header");
 		goto out;
+	}
+	if (flags & CODEC_FLAG_RAW) {
+		server_ring_take_raw(c, slot, id, frame, plen);
+		return;
 	}
 	if (codec_decode(frame + CODEC_HEADER_SIZE, plen, flags,
 	    &config.limits, &env, &code, &cause) != 0) {
@@ -948,7 +1004,8 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
 		goto out;
 	}
 	srv->ctr.ring_requests++;
-	server_infer(srv, c, env, (int32_t)slot, &srv->loops[c->loop].taken);
+	server_infer(srv, c, env->infer, env, NULL, (int32_t)slot,
+	    &srv->loops[c->loop].taken);
 out:
 	free(cause);
 	free(frame);
@@ -1092,6 +1149,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.io_threads = srv->nloops;
 	st.ring_requests = srv->ctr.ring_requests;
 	st.ring_answered = srv->ctr.ring_answered;
+	st.ring_raw = srv->ctr.ring_raw;
 	/* The loops' times: ring waits and replies handed out. */
 	server_loop_pcts(srv, offsetof(struct server_loop, ring_wait),
 	    &st.ring_wait_p50_us, &st.ring_wait_p99_us);
@@ -1150,7 +1208,7 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 		server_unload(srv, c, env->unload_model);
 		break;
 	case AGXQ__ENVELOPE__BODY_INFER:
-		server_infer(srv, c, env, -1, NULL);
+		server_infer(srv, c, env->infer, env, NULL, -1, NULL);
 		return; /* env is the request's now, or freed */
 	case AGXQ__ENVELOPE__BODY_ATTACH_RING:
 		server_attach_ring(srv, c, env->attach_ring);

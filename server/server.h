@@ -25,6 +25,7 @@ struct server_counters {
 	atomic_uint_fast64_t ring_requests; /* Infers taken from rings */
 	atomic_uint_fast64_t ring_answered; /* of those, answered in the slot
 	                                       by the executor */
+	atomic_uint_fast64_t ring_raw; /* of those, raw frames (rawinfer.h) */
 };
 
 /*

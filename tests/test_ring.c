@@ -27,6 +27,7 @@
 #include "agxq_direct.h"
 #include "codec.h"
 #include "daemon_util.h"
+#include "rawinfer.h"
 #include "ringfmt.h"
 #include "tgraph.h"
 #include "testlib.h"
@@ -78,6 +79,17 @@ rt_ring_requests(const char *sock)
 {
 	Agxq__Envelope *rep = du_raw_stats(sock);
 	long long n = rep != NULL ? (long long)rep->stats->ring_requests : -1;
+
+	codec_envelope_free(rep);
+	return n;
+}
+
+/* Stats.ring_raw of the daemon on sock, by a raw connection; or -1. */
+static long long
+rt_ring_raw(const char *sock)
+{
+	Agxq__Envelope *rep = du_raw_stats(sock);
+	long long n = rep != NULL ? (long long)rep->stats->ring_raw : -1;
 
 	codec_envelope_free(rep);
 	return n;
@@ -601,11 +613,12 @@ rt_infer_frame(uint64_t id, uint64_t model, const float *x, int rows,
  * Posts copy bytes of frame (at most the slot's data size) in slot i of r
  * with the length word set to len and the slot's request_id to id, and
  * kicks agxqd on fd when the ring then reads not awake, as
- * proto/ringfmt.h says. 0 or -1.
+ * proto/ringfmt.h says; the slot's state becomes state (RING_POSTED, with
+ * RING_WAITER or not). 0 or -1.
  */
 static int
-rt_post(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
-    const uint8_t *frame, size_t copy, uint32_t len)
+rt_post_as(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
+    const uint8_t *frame, size_t copy, uint32_t len, uint32_t state)
 {
 	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
 	struct ring_header *h = rt_ring_header(r);
@@ -620,7 +633,7 @@ rt_post(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
 	memcpy(ring_slot_data(s), frame, copy < room ? copy : room);
 	__atomic_store_n(&s->len, len, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->request_id, id, __ATOMIC_RELAXED);
-	__atomic_store_n(&s->state, RING_POSTED, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&s->state, state, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&h->posted, 1, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&h->awake, __ATOMIC_SEQ_CST) == 0) {
 		Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
@@ -634,22 +647,22 @@ rt_post(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
 	return 0;
 }
 
-/*
- * Waits up to 3 s for slot i of r to leave POSTED and decodes the reply
- * frame there into *out (free with codec_envelope_free). 0, or -1 on a
- * timeout, a reply not in the slot, or a frame that does not decode.
- */
+/* rt_post_as storing plain RING_POSTED. */
 static int
-rt_slot_reply(struct rt_ring *r, uint32_t i, Agxq__Envelope **out)
+rt_post(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
+    const uint8_t *frame, size_t copy, uint32_t len)
+{
+	return rt_post_as(fd, r, i, id, frame, copy, len, RING_POSTED);
+}
+
+/* Waits up to 3 s for slot i of r to leave POSTED for DONE. 0 or -1. */
+static int
+rt_slot_done(struct rt_ring *r, uint32_t i)
 {
 	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
 	uint64_t deadline = du_now_ms() + 3000;
-	struct codec_limits lim;
-	uint32_t st, len, plen, flags;
-	char *cause = NULL;
-	int code;
+	uint32_t st;
 
-	*out = NULL;
 	/* Polled closely at first, as the library does, then at leisure. */
 	for (int k = 0; (st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE)) ==
 	    RING_POSTED && du_now_ms() < deadline; k++) {
@@ -661,6 +674,26 @@ rt_slot_reply(struct rt_ring *r, uint32_t i, Agxq__Envelope **out)
 		    st, RING_DONE);
 		return -1;
 	}
+	return 0;
+}
+
+/*
+ * Waits up to 3 s for slot i of r to leave POSTED and decodes the reply
+ * frame there into *out (free with codec_envelope_free). 0, or -1 on a
+ * timeout, a reply not in the slot, or a frame that does not decode.
+ */
+static int
+rt_slot_reply(struct rt_ring *r, uint32_t i, Agxq__Envelope **out)
+{
+	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
+	struct codec_limits lim;
+	uint32_t len, plen, flags;
+	char *cause = NULL;
+	int code;
+
+	*out = NULL;
+	if (rt_slot_done(r, i) != 0)
+		return -1;
 	len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
 	codec_limits_default(&lim);
 	if (len < CODEC_HEADER_SIZE || len > r->slot_size - RING_SLOT_HEADER ||
@@ -698,13 +731,18 @@ t_used(void)
 	struct du_io *io = NULL;
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
-	long long delta, after, json;
+	long long delta, after, json, raw;
 
 	CHECK(rt_ios_make(AGXQ_REF_MLP, US_NIO, 4, 0, &io) == 0);
+	CHECK((raw = rt_ring_raw(daemon_.sock)) >= 0);
 	CHECK(rt_ring_run(daemon_.sock, NULL, "20000", AGXQ_REF_MLP, io,
 	    US_NIO, US_THREADS, US_REQS, &c, &m, &delta) == 0);
 	CHECK(delta > 0);
 	CHECK(delta <= US_THREADS * US_REQS);
+	/* Inline inputs, so every one went raw (rawinfer.h). */
+	raw = rt_ring_raw(daemon_.sock) - raw;
+	printf("  %lld of them raw\n", raw);
+	CHECK(raw == delta);
 	after = rt_ring_requests(daemon_.sock);
 	json = rt_json_ring(c);
 	if (json != after) {
@@ -855,6 +893,33 @@ t_env_off(void)
 	CHECK(getenv("AGXQ_RING") == NULL);
 	CHECK(delta == 0);
 out:
+	agxq_model_unload(m);
+	agxq_close(c);
+	rt_ios_free(io, 16);
+}
+
+/*
+ * With AGXQ_RING_RAW=0 a client posts packed Infers in its ring: agxqd
+ * serves them there (results right), and counts none raw.
+ */
+static void
+t_raw_off(void)
+{
+	struct du_io *io = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL;
+	long long delta, raw;
+
+	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 16, 4, 0, &io) == 0);
+	CHECK((raw = rt_ring_raw(daemon_.sock)) >= 0);
+	setenv("AGXQ_RING_RAW", "0", 1);
+	CHECK(rt_ring_run(daemon_.sock, NULL, "20000", AGXQ_REF_LINEAR, io,
+	    16, 2, 100, &c, &m, &delta) == 0);
+	unsetenv("AGXQ_RING_RAW");
+	CHECK(delta > 0);
+	CHECK(rt_ring_raw(daemon_.sock) == raw);
+out:
+	unsetenv("AGXQ_RING_RAW");
 	agxq_model_unload(m);
 	agxq_close(c);
 	rt_ios_free(io, 16);
@@ -1036,7 +1101,7 @@ t_big_reply(void)
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
 	agxq_result *r = NULL;
-	long long before, after;
+	long long before, after, raw;
 	struct br_keeper keep = { 0 };
 	agxq_graph *kg = NULL;
 	pthread_t keeper;
@@ -1057,6 +1122,7 @@ t_big_reply(void)
 	CHECK_OK(agxq_direct_open("cpu", 0, &d));
 	CHECK_OK(agxq_direct_load(d, g, &dm));
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
+	CHECK((raw = rt_ring_raw(daemon_.sock)) >= 0);
 	for (int k = 0; k < BR_CLIENTS; k++) {
 		/* The last client sends everything inline: 64 KiB slots. */
 		if (k == BR_CLIENTS - 1)
@@ -1078,9 +1144,12 @@ t_big_reply(void)
 		c = NULL;
 	}
 	after = rt_ring_requests(daemon_.sock);
-	printf("  %lld of %d requests through the ring\n", after - before,
-	    2 * BR_CLIENTS);
+	raw = rt_ring_raw(daemon_.sock) - raw;
+	printf("  %lld of %d requests through the ring, %lld raw (their "
+	    "replies packed on the socket)\n", after - before, 2 * BR_CLIENTS,
+	    raw);
 	CHECK(after > before);
+	CHECK(raw > 0);
 	atomic_store(&keep.stop, 1);
 	pthread_join(keeper, NULL);
 	keeper_on = 0;
@@ -1459,6 +1528,237 @@ out:
 }
 
 /*
+ * Writes Infer{id, model, x [rows, cols] inline} as a raw frame (malloc'd
+ * *frame, *len). 0 or -1.
+ */
+static int
+rw_frame(uint64_t id, uint64_t model, const float *x, int64_t rows,
+    int64_t cols, uint8_t **frame, size_t *len)
+{
+	Agxq__Infer inf = AGXQ__INFER__INIT;
+	Agxq__Tensor t = AGXQ__TENSOR__INIT, *tp = &t;
+	int64_t shape[2] = { rows, cols };
+
+	t.dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
+	t.n_shape = 2;
+	t.shape = shape;
+	t.data.data = (uint8_t *)(uintptr_t)x;
+	t.data.len = (size_t)(rows * cols) * sizeof(float);
+	inf.request_id = id;
+	inf.model_id = model;
+	inf.n_inputs = 1;
+	inf.inputs = &tp;
+	*frame = NULL;
+	if ((*len = rawinfer_infer_frame_size(&inf)) == 0 ||
+	    (*frame = malloc(*len)) == NULL)
+		return -1;
+	rawinfer_infer_frame_write(&inf, *frame);
+	return 0;
+}
+
+/*
+ * Waits for slot i's reply to raw Infer id of x [rows, RT_RAW_N] and checks
+ * it is a raw InferReply holding relu(x). 0 or -1.
+ */
+static int
+rw_expect_relu(struct rt_ring *r, uint32_t i, uint64_t id, const float *x,
+    int rows)
+{
+	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
+	const Agxq__InferReply *rep;
+	const Agxq__Tensor *t;
+	struct rawinfer_view v;
+	struct codec_limits lim;
+	uint32_t len, plen, flags;
+	char *cause = NULL;
+	int code, rc = -1;
+
+	if (rt_slot_done(r, i) != 0)
+		return -1;
+	len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+	codec_limits_default(&lim);
+	if (len > r->slot_size - RING_SLOT_HEADER ||
+	    codec_ring_header_parse(ring_slot_data(s), len, &lim, &plen, &flags,
+	    &code, &cause) != CODEC_OK || plen != len - CODEC_HEADER_SIZE ||
+	    flags != CODEC_FLAG_RAW) {
+		printf("  slot %u: reply of %u bytes is not a raw frame%s%s\n",
+		    i, len, cause != NULL ? ": " : "", cause != NULL ? cause : "");
+		free(cause);
+		return -1;
+	}
+	if (rawinfer_reply_read(ring_slot_data(s) + CODEC_HEADER_SIZE, plen,
+	    &v, &rep, &cause) != 0) {
+		printf("  slot %u: raw reply does not read: %s\n", i, cause);
+		goto out;
+	}
+	t = rep->outputs[0];
+	if (rep->request_id != id || rep->n_outputs != 1 ||
+	    rep->batch_rows < (uint32_t)rows || t->n_shape != 2 ||
+	    t->shape[0] != rows || t->shape[1] != RT_RAW_N ||
+	    t->data.len != (size_t)rows * RT_RAW_N * sizeof(float)) {
+		printf("  slot %u: raw reply for %llu, %zu outputs, want one "
+		    "[%d, %d] for %llu\n", i,
+		    (unsigned long long)rep->request_id, rep->n_outputs, rows,
+		    RT_RAW_N, (unsigned long long)id);
+		goto out;
+	}
+	for (int k = 0; k < rows * RT_RAW_N; k++) {
+		float got, want = x[k] > 0 ? x[k] : 0.0f;
+
+		memcpy(&got, t->data.data + (size_t)k * sizeof got, sizeof got);
+		if (got != want) {
+			printf("  slot %u: value %d is %g, want %g\n", i, k,
+			    (double)got, (double)want);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	free(cause);
+	rawinfer_view_free(&v);
+	return rc;
+}
+
+/* Checks env is the InferReply to id holding relu(x), x [rows, RT_RAW_N]. */
+static int
+rw_check_relu(const Agxq__Envelope *env, uint64_t id, const float *x,
+    int rows)
+{
+	const Agxq__Tensor *t;
+
+	if (env->body_case != AGXQ__ENVELOPE__BODY_INFER_REPLY ||
+	    env->infer_reply->request_id != id ||
+	    env->infer_reply->n_outputs != 1) {
+		printf("  reply %llu: got %s\n", (unsigned long long)id,
+		    codec_body_name(env->body_case));
+		return -1;
+	}
+	t = env->infer_reply->outputs[0];
+	if (t->data.len != (size_t)rows * RT_RAW_N * sizeof(float))
+		return -1;
+	for (int k = 0; k < rows * RT_RAW_N; k++) {
+		float got;
+
+		memcpy(&got, t->data.data + (size_t)k * sizeof got, sizeof got);
+		if (got != (x[k] > 0 ? x[k] : 0.0f)) {
+			printf("  reply %llu: value %d is %g\n",
+			    (unsigned long long)id, k, (double)got);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Posts the first copy bytes of frame (length len) in slot i as request id
+ * and checks the slot's answer is Error code for id naming kw. 0 or -1.
+ */
+static int
+rw_expect_error(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
+    const char *what, const uint8_t *frame, size_t copy, uint32_t len,
+    int code, const char *kw)
+{
+	Agxq__Envelope *rep = NULL;
+	int rc = -1;
+
+	if (rt_post(fd, r, i, id, frame, copy, len) != 0 ||
+	    rt_slot_reply(r, i, &rep) != 0)
+		printf("  %s: no reply in slot %u\n", what, i);
+	else if (rt_check_error(rep, what, id, code, kw, NULL) == 0) {
+		printf("  %s: \"%s\"\n", what, rep->error->message);
+		rc = 0;
+	}
+	codec_envelope_free(rep);
+	return rc;
+}
+
+/*
+ * Raw Infers (proto/rawinfer.h) in the slots of a raw client: a valid one
+ * gets a raw reply with the right values; malformed ones (wrong magic, cut
+ * short, compressed, data past the end, a shape or model that does not
+ * fit) each get an Error in their slot naming what is wrong, and agxqd
+ * goes on serving. On the socket a raw frame is a protocol error.
+ */
+static void
+t_raw_frames(void)
+{
+	Agxq__Envelope *rep = NULL;
+	struct rt_ring r;
+	struct tgraph *tg = NULL;
+	uint8_t *frame = NULL;
+	float x[4 * RT_RAW_N], y[3 * (RT_RAW_N + 1)];
+	long long raw0, raw1;
+	uint64_t model;
+	size_t len;
+	int fd = -1;
+
+	rt_ring_init(&r);
+	for (int k = 0; k < 4 * RT_RAW_N; k++)
+		x[k] = (float)((k * 7) % 13) - 6.0f;
+	memset(y, 0, sizeof y);
+	CHECK((raw0 = rt_ring_raw(daemon_.sock)) >= 0);
+	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
+
+	CHECK(rw_frame(40, model, x, 3, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post(fd, &r, 0, 40, frame, len, (uint32_t)len) == 0);
+	CHECK(rw_expect_relu(&r, 0, 40, x, 3) == 0);
+	frame[CODEC_HEADER_SIZE] ^= 0xff;
+	CHECK(rw_expect_error(fd, &r, 1, 41, "raw, wrong magic", frame, len,
+	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_PROTO, "magic") == 0);
+	frame[CODEC_HEADER_SIZE] ^= 0xff;
+	codec_header_write(frame, 20, CODEC_FLAG_RAW);
+	CHECK(rw_expect_error(fd, &r, 2, 42, "raw, cut short", frame,
+	    CODEC_HEADER_SIZE + 20, CODEC_HEADER_SIZE + 20,
+	    AGXQ__ERROR_CODE__ERR_PROTO, "shorter than its head") == 0);
+	codec_header_write(frame, (uint32_t)(len - CODEC_HEADER_SIZE),
+	    CODEC_FLAG_RAW | CODEC_FLAG_ZSTD);
+	CHECK(rw_expect_error(fd, &r, 3, 43, "raw and compressed", frame, len,
+	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_PROTO, "not compressed") == 0);
+	/* The last row's data cut off: the length stays in the frame. */
+	codec_header_write(frame, (uint32_t)(len - CODEC_HEADER_SIZE - 4),
+	    CODEC_FLAG_RAW);
+	CHECK(rw_expect_error(fd, &r, 4, 44, "raw, data past the end", frame,
+	    len - 4, (uint32_t)len - 4, AGXQ__ERROR_CODE__ERR_PROTO,
+	    "lies outside the payload") == 0);
+	free(frame);
+	CHECK(rw_frame(45, model, y, 3, RT_RAW_N + 1, &frame, &len) == 0);
+	CHECK(rw_expect_error(fd, &r, 5, 45, "raw, wrong shape", frame, len,
+	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_SHAPE, "input 0") == 0);
+	free(frame);
+	CHECK(rw_frame(46, model + 1000, x, 1, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rw_expect_error(fd, &r, 6, 46, "raw, unknown model", frame, len,
+	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_NOMODEL, "model") == 0);
+	free(frame);
+	/* Served as before, in a slot used already. */
+	CHECK(rw_frame(47, model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post(fd, &r, 0, 47, frame, len, (uint32_t)len) == 0);
+	CHECK(rw_expect_relu(&r, 0, 47, x, 4) == 0);
+	/* A waiter gets the reply on the socket, packed as every frame there. */
+	free(frame);
+	CHECK(rw_frame(48, model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post_as(fd, &r, 7, 48, frame, len, (uint32_t)len,
+	    RING_POSTED | RING_WAITER) == 0);
+	CHECK(du_recv(fd, 3000, &rep) == 1);
+	CHECK(rw_check_relu(rep, 48, x, 4) == 0);
+	CHECK(rt_slot_done(&r, 7) == 0);
+	/* Read raw: 40, 45, 46, 47 and 48; the others failed before. */
+	raw1 = rt_ring_raw(daemon_.sock);
+	printf("  ring_raw %lld -> %lld\n", raw0, raw1);
+	CHECK(raw1 == raw0 + 5);
+	/* The socket knows no raw frames. */
+	CHECK(du_send(fd, frame, len) == 0);
+	CHECK(du_expect_error(fd, 3000, AGXQ__ERROR_CODE__ERR_PROTO,
+	    "unknown frame flags 0x2") == 0);
+out:
+	codec_envelope_free(rep);
+	free(frame);
+	if (fd >= 0)
+		close(fd);
+	rt_ring_free(&r);
+	tg_free(tg);
+}
+
+/*
  * A fresh agxqd (started with extra) and a raw connection to it with a ring
  * (bs_raw_ring), for the cases that watch one client's slots and the stats.
  */
@@ -1729,11 +2029,13 @@ static const struct testlib_case cases[] = {
 	{ "off_without_polling", t_off_without_polling },
 	{ "ring_clients", t_ring_clients },
 	{ "env_off", t_env_off },
+	{ "raw_off", t_raw_off },
 	{ "more_threads_than_slots", t_more_threads_than_slots },
 	{ "waiter", t_waiter },
 	{ "big_reply", t_big_reply },
 	{ "bad_attach", t_bad_attach },
 	{ "bad_slot", t_bad_slot },
+	{ "raw_frames", t_raw_frames },
 	{ "daemon_dies", t_daemon_dies },
 	{ "wait_times", t_wait_times },
 	{ "answered", t_answered },

@@ -1,15 +1,20 @@
 /*
  * fuzz_seeds: writes the seed corpora of fuzz_graph (packed Graphs) and
  * fuzz_message (uncompressed envelope payloads) from small graphs built
- * with tgraph, one per op family plus a small transformer block.
+ * with tgraph, one per op family plus a small transformer block; and, given
+ * a third directory, that of fuzz_rawinfer (raw Infer and InferReply
+ * payloads, proto/rawinfer.h).
  *
- *	fuzz_seeds tests/fuzz/corpus_graph tests/fuzz/corpus_message
+ *	fuzz_seeds tests/fuzz/corpus_graph tests/fuzz/corpus_message \
+ *	    tests/fuzz/corpus_rawinfer
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agxq.pb-c.h"
+#include "codec.h"
+#include "rawinfer.h"
 #include "tgraph.h"
 
 /* Writes len bytes to dir/name; exits on failure. */
@@ -68,6 +73,32 @@ seed_graph(const char *gdir, const char *mdir, const char *name,
 	tg_free(t);
 }
 
+/*
+ * Fills the n tensors tens (pointers in tp) with the given shapes and
+ * random floats in malloc'd bufs.
+ */
+static void
+seed_tensors(Agxq__Tensor *tens, Agxq__Tensor **tp, float **bufs,
+    const int64_t *const *shapes, const int *ndims, int n, uint64_t *seed)
+{
+	for (int i = 0; i < n; i++) {
+		size_t ne = 1;
+
+		agxq__tensor__init(&tens[i]);
+		for (int d = 0; d < ndims[i]; d++)
+			ne *= (size_t)shapes[i][d];
+		if ((bufs[i] = malloc(ne * sizeof(float) + 1)) == NULL)
+			exit(1);
+		tg_rand_fill(bufs[i], ne, 1.0f, seed);
+		tens[i].dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
+		tens[i].n_shape = (size_t)ndims[i];
+		tens[i].shape = (int64_t *)shapes[i];
+		tens[i].data.len = ne * sizeof(float);
+		tens[i].data.data = (uint8_t *)bufs[i];
+		tp[i] = &tens[i];
+	}
+}
+
 /* Writes an Infer for model_id with inputs of the given shapes. */
 static void
 seed_infer(const char *mdir, const char *name, uint64_t model_id,
@@ -79,22 +110,9 @@ seed_infer(const char *mdir, const char *name, uint64_t model_id,
 	float *bufs[4];
 	uint64_t seed = 9;
 
-	for (int i = 0; i < n; i++) {
-		size_t ne = 1;
-
-		agxq__tensor__init(&tens[i]);
-		for (int d = 0; d < ndims[i]; d++)
-			ne *= (size_t)shapes[i][d];
-		if ((bufs[i] = malloc(ne * sizeof(float))) == NULL)
-			exit(1);
-		tg_rand_fill(bufs[i], ne, 1.0f, &seed);
-		tens[i].dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
-		tens[i].n_shape = (size_t)ndims[i];
-		tens[i].shape = (int64_t *)shapes[i];
-		tens[i].data.len = ne * sizeof(float);
-		tens[i].data.data = (uint8_t *)bufs[i];
-		tp[i] = &tens[i];
-	}
+	if (n > 4)
+		exit(1);
+	seed_tensors(tens, tp, bufs, shapes, ndims, n, &seed);
 	inf.request_id = 7;
 	inf.model_id = model_id;
 	inf.n_inputs = (size_t)n;
@@ -105,6 +123,83 @@ seed_infer(const char *mdir, const char *name, uint64_t model_id,
 	seed_env(mdir, name, &env);
 	for (int i = 0; i < n; i++)
 		free(bufs[i]);
+}
+
+/* Writes the payload of a raw frame of size bytes to dir/name. */
+static void
+seed_raw_write(const char *dir, const char *name, const uint8_t *frame,
+    size_t size)
+{
+	if (size <= CODEC_HEADER_SIZE) {
+		fprintf(stderr, "fuzz_seeds: %s cannot be raw\n", name);
+		exit(1);
+	}
+	seed_write(dir, name, frame + CODEC_HEADER_SIZE,
+	    size - CODEC_HEADER_SIZE);
+}
+
+/* Writes a raw Infer (reply 0) or InferReply (1) of n tensors to dir/name. */
+static void
+seed_raw(const char *rdir, const char *name, int reply,
+    const int64_t *const *shapes, const int *ndims, int n)
+{
+	Agxq__Infer inf = AGXQ__INFER__INIT;
+	Agxq__InferReply rep = AGXQ__INFER_REPLY__INIT;
+	Agxq__Tensor tens[16], *tp[16];
+	float *bufs[16];
+	uint8_t *frame;
+	size_t size;
+	uint64_t seed = 11;
+
+	if (n > 16)
+		exit(1);
+	seed_tensors(tens, tp, bufs, shapes, ndims, n, &seed);
+	if (reply) {
+		rep.request_id = 7;
+		rep.n_outputs = (size_t)n;
+		rep.outputs = tp;
+		rep.queue_us = 120;
+		rep.exec_us = 45;
+		rep.batch_rows = 2;
+		size = rawinfer_reply_frame_size(&rep);
+	} else {
+		inf.request_id = 7;
+		inf.model_id = 2;
+		inf.n_inputs = (size_t)n;
+		inf.inputs = tp;
+		inf.timeout_us = 100000;
+		inf.priority = 1;
+		size = rawinfer_infer_frame_size(&inf);
+	}
+	if ((frame = malloc(size + 1)) == NULL)
+		exit(1);
+	if (size > 0 && reply)
+		rawinfer_reply_frame_write(&rep, frame);
+	else if (size > 0)
+		rawinfer_infer_frame_write(&inf, frame);
+	seed_raw_write(rdir, name, frame, size);
+	free(frame);
+	for (int i = 0; i < n; i++)
+		free(bufs[i]);
+}
+
+/* Writes the raw Infer and InferReply seeds to rdir. */
+static void
+seed_raw_all(const char *rdir)
+{
+	const int64_t s0[] = { 2, 8 }, s1[] = { 3 }, s2[] = { 2, 1, 3 },
+	    s3[] = { 1, 2, 1, 1, 2, 1 }, s4[] = { 2, 0 }, s5[] = { 2, 4 };
+	const int64_t *a1[] = { s0 }, *a3[] = { s1, s2, s3 };
+	const int64_t *a9[] = { s1, s2, s3, s4, s5, s1, s2, s3, s4 };
+	const int64_t *r2[] = { s5, s1 };
+	const int n1[] = { 2 }, n3[] = { 1, 3, 6 };
+	const int n9[] = { 1, 3, 6, 2, 2, 1, 3, 6, 2 }, nr2[] = { 2, 1 };
+
+	seed_raw(rdir, "infer-1", 0, a1, n1, 1);
+	seed_raw(rdir, "infer-3", 0, a3, n3, 3);
+	seed_raw(rdir, "infer-9", 0, a9, n9, 9);
+	seed_raw(rdir, "reply-0", 1, NULL, NULL, 0);
+	seed_raw(rdir, "reply-2", 1, r2, nr2, 2);
 }
 
 /* A small post-norm transformer encoder block, d_model 8, 2 heads. */
@@ -142,8 +237,9 @@ main(int argc, char **argv)
 	uint64_t seed = 1;
 	uint32_t x, y, w, b, v;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: fuzz_seeds graph-dir message-dir\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: fuzz_seeds graph-dir message-dir "
+		    "[rawinfer-dir]\n");
 		return 2;
 	}
 	gd = argv[1];
@@ -223,5 +319,7 @@ main(int argc, char **argv)
 		env.stats_request = &s;
 		seed_env(md, "stats", &env);
 	}
+	if (argc == 4)
+		seed_raw_all(argv[3]);
 	return 0;
 }
