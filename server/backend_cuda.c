@@ -48,6 +48,12 @@
  *                            add before a layer norm run as nodes of their
  *                            own, and attention as five kernels instead of
  *                            cuk_attention (sequences up to 64)
+ *   AGXQ_CUDA_DONE_FLAG=0    learn that a run is over from its event alone;
+ *                            by default the stream also writes the run's
+ *                            number into mapped memory after it (a plain
+ *                            load to poll, where cudaEventQuery costs
+ *                            0.2-1.5 us), and the event is asked only now
+ *                            and then, for errors
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -72,6 +78,7 @@
 #include <time.h>
 
 #include <cublas_v2.h>
+#include <cuda.h>
 #include <cuda_runtime_api.h>
 
 #include "backend.h"
@@ -85,6 +92,12 @@
 #define CUDA_GRAPH_SLOTS 8          /* cached CUDA graphs per model and lane */
 #define CUDA_SLOTS 8                /* runs in flight */
 #define CUDA_SPIN_NS 200000         /* finish polls this long, then blocks */
+#define CUDA_FLAG_SPACING 16        /* uint32_t per lane flag: a line each */
+#define CUDA_FLAG_QUERY_EVERY 64    /* polls of a flag between event queries */
+
+/* cuStreamWriteValue32, from the driver through the runtime. */
+typedef CUresult (*cuda_write_value_fn)(CUstream, CUdeviceptr, cuuint32_t,
+    unsigned int);
 
 #if CUK_MAX_DIMS < GRAPH_MAX_DIMS
 #error "cuda_kernels supports fewer dims than the graph IR"
@@ -116,6 +129,10 @@ struct cuda_lane {
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
 	int seen_done;              /* a poll saw it done: no more queries */
+	uint32_t *flag;             /* the run's number lands here when it is
+				       over (mapped; NULL: events only) */
+	CUdeviceptr flag_dev;
+	unsigned polls;             /* of the flag, since the last query */
 	uint64_t run;
 	uint32_t nout, out_cap;
 	float **out;                /* the caller's output buffers */
@@ -138,6 +155,8 @@ struct cuda_state {
 	int parts;                  /* submit_parts allowed */
 	unsigned long fault_every;
 	int fault_trap;
+	cuda_write_value_fn write_value; /* NULL: no done flags */
+	uint32_t *flags;            /* CUDA_SLOTS flags, mapped pinned */
 	uint64_t runs;
 	int broken;                 /* a sticky error: only close works */
 	char *broken_why;
@@ -389,6 +408,60 @@ cuda_lane_open(struct cuda_lane *l, int index, char **cause)
 	return 0;
 }
 
+/*
+ * Sets up the lanes' done flags: cuStreamWriteValue32 from the driver and
+ * a mapped pinned flag per lane, tried once on lane 0. A driver without
+ * stream memory operations leaves them off (events only, as with
+ * AGXQ_CUDA_DONE_FLAG=0); -1 with *cause only for a CUDA error.
+ */
+static int
+cuda_flags_open(struct cuda_state *st, char **cause)
+{
+	enum cudaDriverEntryPointQueryResult q;
+	cuda_write_value_fn fn = NULL;
+	void *dev;
+	cudaError_t err;
+
+	if (cudaGetDriverEntryPointByVersion("cuStreamWriteValue32",
+	    (void **)&fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+	    q != cudaDriverEntryPointSuccess || fn == NULL) {
+		(void)cudaGetLastError();
+		return 0;
+	}
+	if ((err = cudaHostAlloc((void **)&st->flags, CUDA_SLOTS *
+	    CUDA_FLAG_SPACING * sizeof *st->flags, cudaHostAllocMapped)) !=
+	    cudaSuccess) {
+		st->flags = NULL;
+		return cuda_err(cause, "cudaHostAlloc (done flags)", err);
+	}
+	memset(st->flags, 0, CUDA_SLOTS * CUDA_FLAG_SPACING *
+	    sizeof *st->flags);
+	if ((err = cudaHostGetDevicePointer(&dev, st->flags, 0)) !=
+	    cudaSuccess) {
+		cudaFreeHost(st->flags);
+		st->flags = NULL;
+		return cuda_err(cause, "cudaHostGetDevicePointer (done flags)",
+		    err);
+	}
+	if (fn((CUstream)st->lane[0].stream, (CUdeviceptr)dev, 1, 0) !=
+	    CUDA_SUCCESS ||
+	    cudaStreamSynchronize(st->lane[0].stream) != cudaSuccess ||
+	    __atomic_load_n(&st->flags[0], __ATOMIC_ACQUIRE) != 1) {
+		(void)cudaGetLastError();
+		cudaFreeHost(st->flags);
+		st->flags = NULL;
+		return 0;
+	}
+	st->flags[0] = 0;
+	for (int k = 0; k < CUDA_SLOTS; k++) {
+		st->lane[k].flag = st->flags + k * CUDA_FLAG_SPACING;
+		st->lane[k].flag_dev = (CUdeviceptr)dev +
+		    (CUdeviceptr)(k * CUDA_FLAG_SPACING * sizeof *st->flags);
+	}
+	st->write_value = fn;
+	return 0;
+}
+
 /* Opens device `device` and its lanes. */
 static int
 cuda_open(int device, void **state, char **cause)
@@ -397,7 +470,7 @@ cuda_open(int device, void **state, char **cause)
 	cudaError_t err;
 	static const char *const kinds[] = { "error", "trap", NULL };
 	unsigned long zc_in_max;
-	int count = 0, k, lt, candidates;
+	int count = 0, k, lt, candidates, done_flag;
 
 	if ((err = cudaGetDeviceCount(&count)) != cudaSuccess)
 		return cuda_err(cause, "cudaGetDeviceCount", err);
@@ -435,6 +508,7 @@ cuda_open(int device, void **state, char **cause)
 	st->fault_every = envset_ulong("AGXQ_CUDA_FAULT_EVERY", 0, 0,
 	    ULONG_MAX);
 	st->fault_trap = envset_choice("AGXQ_CUDA_FAULT_KIND", 0, kinds) == 1;
+	done_flag = envset_bool("AGXQ_CUDA_DONE_FLAG", 1);
 	lt = envset_bool("AGXQ_CUDA_LT", 1);
 	candidates = (int)envset_ulong("AGXQ_CUDA_LT_CANDIDATES",
 	    CUDA_GEMM_CANDIDATES, 1, CUDA_GEMM_CANDIDATES_MAX);
@@ -457,6 +531,11 @@ cuda_open(int device, void **state, char **cause)
 		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
 			goto fail_close_lanes;
 	if (lt && cuda_gemm_open(&st->gemm, candidates, cause) != 0) {
+		k = CUDA_SLOTS - 1;
+		goto fail_close_lanes;
+	}
+	if (done_flag && cuda_flags_open(st, cause) != 0) {
+		cuda_gemm_close(st->gemm);
 		k = CUDA_SLOTS - 1;
 		goto fail_close_lanes;
 	}
@@ -494,6 +573,8 @@ cuda_close(void *state)
 	cuda_gemm_close(st->gemm);
 	for (int k = 0; k < CUDA_SLOTS; k++)
 		cuda_lane_close(&st->lane[k], st->broken);
+	if (st->flags != NULL)
+		cudaFreeHost(st->flags);
 	/* The memory stays mapped by its owner: only the pinning goes. */
 	for (uint32_t i = 0; i < st->nhreg && !st->broken; i++)
 		(void)cudaHostUnregister(st->hreg[i].p);
@@ -1653,6 +1734,7 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->run = ++st->runs;
 	l->fault = 0;
 	l->seen_done = 0;
+	l->polls = 0;
 	l->nout = 0;
 	l->zc_in = zc_in;
 	l->dma_in = 0;
@@ -1717,6 +1799,12 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	if (l->dma_out && cuda_dma_copy(l, m, shapes, nparts, rows, in, out, 1,
 	    cause) != 0)
 		goto fail;
+	/* After everything of the run, with a fence before (the default). */
+	if (st->write_value != NULL && st->write_value((CUstream)l->stream,
+	    l->flag_dev, (cuuint32_t)l->run, 0) != CUDA_SUCCESS) {
+		cuda_cause(cause, "cuda: cuStreamWriteValue32 failed");
+		goto fail;
+	}
 	if ((err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
 		cuda_err(cause, "cudaEventRecord", err);
 		goto fail;
@@ -1745,19 +1833,47 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 }
 
 /*
- * Waits for lane l's event: polls for CUDA_SPIN_NS, then blocks. Not at
- * all when a poll saw it done: each query costs about 1 us under load.
+ * Whether lane l's run is over: its flag says so (the run's number, stored
+ * after everything else of it), or its event does, asked at once without a
+ * flag and every CUDA_FLAG_QUERY_EVERY calls with one, since a failed run
+ * never writes its flag. 1 done, 0 not yet, -1 with *err on an error.
+ */
+static int
+cuda_lane_done(struct cuda_lane *l, cudaError_t *err)
+{
+	if (l->seen_done)
+		return 1;
+	if (l->flag != NULL) {
+		if (__atomic_load_n(l->flag, __ATOMIC_ACQUIRE) ==
+		    (uint32_t)l->run) {
+			l->seen_done = 1;
+			return 1;
+		}
+		if (++l->polls % CUDA_FLAG_QUERY_EVERY != 0)
+			return 0;
+	}
+	if ((*err = cudaEventQuery(l->done)) == cudaErrorNotReady)
+		return 0;
+	if (*err != cudaSuccess)
+		return -1;
+	l->seen_done = 1;
+	return 1;
+}
+
+/*
+ * Waits for lane l's run: polls for CUDA_SPIN_NS, then blocks on its event.
+ * Not at all when a poll saw it done: each query costs about 1 us under
+ * load.
  */
 static cudaError_t
 cuda_wait(struct cuda_lane *l)
 {
-	cudaError_t err;
+	cudaError_t err = cudaSuccess;
 	uint64_t t0 = 0;
 	unsigned n = 0;
+	int d;
 
-	if (l->seen_done)
-		return cudaSuccess;
-	while ((err = cudaEventQuery(l->done)) == cudaErrorNotReady) {
+	while ((d = cuda_lane_done(l, &err)) == 0) {
 		if (++n % 16 != 0)
 			continue;
 		if (t0 == 0)
@@ -1765,7 +1881,7 @@ cuda_wait(struct cuda_lane *l)
 		else if (cuda_now_ns() - t0 > CUDA_SPIN_NS)
 			return cudaEventSynchronize(l->done);
 	}
-	return err;
+	return d > 0 ? cudaSuccess : err;
 }
 
 /* Whether the run of ticket is over (finish would not wait). */
@@ -1776,11 +1892,7 @@ cuda_poll(void *state, void *ticket)
 	cudaError_t err;
 
 	(void)state;
-	if (l->fault || l->seen_done)
-		return 1;
-	if ((err = cudaEventQuery(l->done)) == cudaSuccess)
-		l->seen_done = 1;
-	return err != cudaErrorNotReady;
+	return l->fault || cuda_lane_done(l, &err) != 0;
 }
 
 /*

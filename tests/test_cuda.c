@@ -1583,10 +1583,10 @@ t_inflight(void)
  * engine_poll, then engine_finish, run after run round every lane twice:
  * a long run (64 transformer samples) just submitted is not done, also on
  * a lane whose last run a poll saw done; once a poll says done, finish
- * gives the right outputs.
+ * gives the right outputs. label names the engine's way of telling.
  */
 static int
-t_poll(void)
+poll_runs(const char *label)
 {
 	struct tcase_graph tg;
 	struct flight f;
@@ -1634,10 +1634,33 @@ next:
 		free(cause);
 		flight_free(&f);
 	}
-	printf("  %d runs polled to done: max|cuda-cpu| %.2e (%.3f of tol)\n",
-	    n, c.max_abs, c.max_ratio);
+	printf("  %s: %d runs polled to done: max|cuda-cpu| %.2e (%.3f of "
+	    "tol)\n", label, n, c.max_abs, c.max_ratio);
 	tc_unload(&tg);
 	return bad == 0 ? 0 : -1;
+}
+
+/*
+ * poll_runs with the lanes' done flags (the default) and with events only
+ * (AGXQ_CUDA_DONE_FLAG=0).
+ */
+static int
+t_poll(void)
+{
+	struct engine *saved = ecuda;
+	int rc = poll_runs("done flags");
+
+	setenv("AGXQ_CUDA_DONE_FLAG", "0", 1);
+	ecuda = open_cuda(NULL, NULL, NULL);
+	unsetenv("AGXQ_CUDA_DONE_FLAG");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	rc |= poll_runs("events only");
+	engine_close(ecuda);
+	ecuda = saved;
+	return rc;
 }
 
 static int
