@@ -48,12 +48,12 @@
  *                            add before a layer norm run as nodes of their
  *                            own, and attention as five kernels instead of
  *                            cuk_attention (sequences up to 64)
- *   AGXQ_CUDA_DONE_FLAG=0    learn that a run is over from its event alone;
- *                            by default the stream also writes the run's
- *                            number into mapped memory after it (a plain
- *                            load to poll, where cudaEventQuery costs
- *                            0.2-1.5 us), and the event is asked only now
- *                            and then, for errors
+ *   AGXQ_CUDA_DONE_FLAG=0    learn that a run is over from an event
+ *                            recorded after it; by default the stream
+ *                            writes the run's number into mapped memory
+ *                            after it instead (a plain load to poll, where
+ *                            cudaEventQuery costs 0.2-1.5 us), and the
+ *                            stream is asked only now and then, for errors
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -113,7 +113,8 @@ struct cuda_model;
 struct cuda_lane {
 	int index;
 	cudaStream_t stream;
-	cudaEvent_t done;           /* recorded after the run's last copy */
+	cudaEvent_t done;           /* recorded after the run's last copy
+				       (without done flags) */
 	cublasHandle_t blas;
 	void *blas_ws;
 	char *arena;                /* device scratch: inputs, node outputs, temporaries */
@@ -1745,7 +1746,8 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 			goto submitted;
 		}
 		if ((err = cuk_trap(l->stream)) != cudaSuccess ||
-		    (err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
+		    (l->flag == NULL && (err = cudaEventRecord(l->done,
+		    l->stream)) != cudaSuccess)) {
 			cuda_err(cause, "injected trap", err);
 			goto fail;
 		}
@@ -1799,13 +1801,19 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	if (l->dma_out && cuda_dma_copy(l, m, shapes, nparts, rows, in, out, 1,
 	    cause) != 0)
 		goto fail;
-	/* After everything of the run, with a fence before (the default). */
-	if (st->write_value != NULL && st->write_value((CUstream)l->stream,
-	    l->flag_dev, (cuuint32_t)l->run, 0) != CUDA_SUCCESS) {
-		cuda_cause(cause, "cuda: cuStreamWriteValue32 failed");
-		goto fail;
-	}
-	if ((err = cudaEventRecord(l->done, l->stream)) != cudaSuccess) {
+	/*
+	 * After everything of the run, with a fence before (the default).
+	 * The lane's stream holds this run alone: with a flag, the stream
+	 * itself stands for the event (cuda_lane_done, cuda_wait).
+	 */
+	if (l->flag != NULL) {
+		if (st->write_value((CUstream)l->stream, l->flag_dev,
+		    (cuuint32_t)l->run, 0) != CUDA_SUCCESS) {
+			cuda_cause(cause, "cuda: cuStreamWriteValue32 failed");
+			goto fail;
+		}
+	} else if ((err = cudaEventRecord(l->done, l->stream)) !=
+	    cudaSuccess) {
 		cuda_err(cause, "cudaEventRecord", err);
 		goto fail;
 	}
@@ -1834,9 +1842,10 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 
 /*
  * Whether lane l's run is over: its flag says so (the run's number, stored
- * after everything else of it), or its event does, asked at once without a
- * flag and every CUDA_FLAG_QUERY_EVERY calls with one, since a failed run
- * never writes its flag. 1 done, 0 not yet, -1 with *err on an error.
+ * after everything else of it); without flags its event does, asked every
+ * time; with them its stream is asked every CUDA_FLAG_QUERY_EVERY calls,
+ * since a failed run never writes its flag. 1 done, 0 not yet, -1 with
+ * *err on an error.
  */
 static int
 cuda_lane_done(struct cuda_lane *l, cudaError_t *err)
@@ -1852,7 +1861,9 @@ cuda_lane_done(struct cuda_lane *l, cudaError_t *err)
 		if (++l->polls % CUDA_FLAG_QUERY_EVERY != 0)
 			return 0;
 	}
-	if ((*err = cudaEventQuery(l->done)) == cudaErrorNotReady)
+	*err = l->flag != NULL ? cudaStreamQuery(l->stream) :
+	    cudaEventQuery(l->done);
+	if (*err == cudaErrorNotReady)
 		return 0;
 	if (*err != cudaSuccess)
 		return -1;
@@ -1861,7 +1872,8 @@ cuda_lane_done(struct cuda_lane *l, cudaError_t *err)
 }
 
 /*
- * Waits for lane l's run: polls for CUDA_SPIN_NS, then blocks on its event.
+ * Waits for lane l's run: polls for CUDA_SPIN_NS, then blocks on its event
+ * (its stream, with flags).
  * Not at all when a poll saw it done: each query costs about 1 us under
  * load.
  */
@@ -1879,7 +1891,9 @@ cuda_wait(struct cuda_lane *l)
 		if (t0 == 0)
 			t0 = cuda_now_ns();
 		else if (cuda_now_ns() - t0 > CUDA_SPIN_NS)
-			return cudaEventSynchronize(l->done);
+			return l->flag != NULL ?
+			    cudaStreamSynchronize(l->stream) :
+			    cudaEventSynchronize(l->done);
 	}
 	return d > 0 ? cudaSuccess : err;
 }
