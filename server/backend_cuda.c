@@ -1934,7 +1934,8 @@ cuda_finish(void *state, void *ticket, char **cause)
 		return -1;
 	}
 	if ((err = cuda_wait(l)) != cudaSuccess) {
-		cuda_err(cause, "cudaEventSynchronize", err);
+		cuda_err(cause, l->flag != NULL ? "waiting for the run (stream)" :
+		    "waiting for the run (event)", err);
 		cuda_after_failure(st, l, cause);
 		return -1;
 	}
