@@ -304,20 +304,22 @@ out:
 }
 
 /*
- * Reads len bytes at p as a raw Infer; 1 when that fails with a cause
- * holding want.
+ * Reads len bytes at p as a raw Infer, or a reply; 1 when that fails with
+ * a cause holding want.
  */
 static int
-infer_rejects(const uint8_t *p, size_t len, const char *want)
+rejects(int reply, const uint8_t *p, size_t len, const char *want)
 {
 	struct rawinfer_view v;
-	const Agxq__Infer *got = NULL;
+	const Agxq__Infer *inf = NULL;
+	const Agxq__InferReply *rep = NULL;
 	char *cause = NULL;
 	int rc, ok;
 
 	v.t = v.tstack;
 	v.tp = v.pstack;
-	rc = rawinfer_infer_read(p, len, &v, &got, &cause);
+	rc = reply ? rawinfer_reply_read(p, len, &v, &rep, &cause) :
+	    rawinfer_infer_read(p, len, &v, &inf, &cause);
 	rawinfer_view_free(&v);
 	ok = rc == -1 && cause != NULL && strstr(cause, want) != NULL;
 	if (!ok)
@@ -328,26 +330,18 @@ infer_rejects(const uint8_t *p, size_t len, const char *want)
 	return ok;
 }
 
-/* The same for a raw InferReply. */
+/* rejects for a raw Infer. */
+static int
+infer_rejects(const uint8_t *p, size_t len, const char *want)
+{
+	return rejects(0, p, len, want);
+}
+
+/* rejects for a raw InferReply. */
 static int
 reply_rejects(const uint8_t *p, size_t len, const char *want)
 {
-	struct rawinfer_view v;
-	const Agxq__InferReply *got = NULL;
-	char *cause = NULL;
-	int rc, ok;
-
-	v.t = v.tstack;
-	v.tp = v.pstack;
-	rc = rawinfer_reply_read(p, len, &v, &got, &cause);
-	rawinfer_view_free(&v);
-	ok = rc == -1 && cause != NULL && strstr(cause, want) != NULL;
-	if (!ok)
-		printf("  %s: %zu bytes: %d \"%s\", want \"%s\"\n",
-		    testlib_current, len, rc, cause != NULL ? cause : "(null)",
-		    want);
-	free(cause);
-	return ok;
+	return rejects(1, p, len, want);
 }
 
 /* Reads len bytes at p as a raw Infer, or a reply; 1 when that works. */

@@ -73,26 +73,35 @@ rt_connect(const char *sock, const char *ring, const char *spin,
 	return rc;
 }
 
-/* Stats.ring_requests of the daemon on sock, by a raw connection; or -1. */
+/*
+ * Stats.ring_requests of the daemon on sock (Stats.ring_raw when raw), by
+ * a raw connection; or -1.
+ */
 static long long
-rt_ring_requests(const char *sock)
+rt_ring_stat(const char *sock, int raw)
 {
 	Agxq__Envelope *rep = du_raw_stats(sock);
-	long long n = rep != NULL ? (long long)rep->stats->ring_requests : -1;
+	long long n = -1;
 
+	if (rep != NULL)
+		n = (long long)(raw ? rep->stats->ring_raw :
+		    rep->stats->ring_requests);
 	codec_envelope_free(rep);
 	return n;
 }
 
-/* Stats.ring_raw of the daemon on sock, by a raw connection; or -1. */
+/* Stats.ring_requests of the daemon on sock; or -1. */
+static long long
+rt_ring_requests(const char *sock)
+{
+	return rt_ring_stat(sock, 0);
+}
+
+/* Stats.ring_raw of the daemon on sock; or -1. */
 static long long
 rt_ring_raw(const char *sock)
 {
-	Agxq__Envelope *rep = du_raw_stats(sock);
-	long long n = rep != NULL ? (long long)rep->stats->ring_raw : -1;
-
-	codec_envelope_free(rep);
-	return n;
+	return rt_ring_stat(sock, 1);
 }
 
 /* "ring_requests" of c's agxq_stats_json; -1 when absent or on failure. */
