@@ -175,6 +175,8 @@ typedef struct agxq_model agxq_model;
  * Environment, read here: AGXQ_SHM_THRESHOLD (bytes of input from which a
  * request's tensors go through shared memory; default 65536, 0: never);
  * AGXQ_RING=0 (no request ring: every request goes by the socket);
+ * AGXQ_RING_RAW=0 (requests in the ring go as packed frames, not in the
+ * raw layout agxqd reads in place, proto/rawinfer.h);
  * AGXQ_SPIN_US (how long a synchronous caller polls for its reply before
  * it sleeps; default 50 us for the socket and 200 us for the ring on
  * hosts with more than 4 cores, 0 on smaller ones). The ring is a shared
