@@ -186,7 +186,8 @@ struct agxq_client {
 	atomic_int ring_ready;         /* ring is attached (set under grow_mu) */
 	struct client_ring *ring;
 	int ring_raw_on;               /* AGXQ_RING_RAW is not 0 */
-	int ring_raw;                  /* and agxqd reads raw Infers (rawinfer.h) */
+	atomic_int ring_raw;           /* and agxqd reads raw Infers (rawinfer.h);
+	                                  set again by each handshake */
 	struct client_outinfo outinfo[CLIENT_OUTINFO];
 	uint32_t outinfo_next;
 
@@ -1144,7 +1145,7 @@ client_handshake(agxq_client *c, int fd, char **backend, char **version)
 			atomic_store(&c->shm_off, 1);
 		if (!hr->ring)
 			atomic_store(&c->ring_off, 1);
-		c->ring_raw = hr->ring_raw && c->ring_raw_on;
+		atomic_store(&c->ring_raw, hr->ring_raw && c->ring_raw_on);
 		*backend = client_strdup(hr->backend);
 		*version = client_strdup(hr->server_version);
 		rc = *backend == NULL || *version == NULL ? AGXQ_ENOMEM : 0;
@@ -1385,6 +1386,7 @@ agxq_connect(const char *socket_path, agxq_client **out)
 	pthread_mutex_init(&c->conn_mu, NULL);
 	atomic_init(&c->shm_off, 0);
 	atomic_init(&c->ring_ready, 0);
+	atomic_init(&c->ring_raw, 0);
 	if ((c->pool = shmpool_new()) == NULL) {
 		rc = AGXQ_ENOMEM;
 		goto fail_destroy_locks;
@@ -2084,7 +2086,8 @@ client_infer_once(agxq_model *m, const agxq_tensor *inputs, int ninputs,
 	t0 = client_now_us();
 	if (atomic_load_explicit(&m->rtt_us, memory_order_relaxed) <
 	    c->ring_spin_us && client_ring_ready(c, gen)) {
-		if (c->ring_raw && (len = rawinfer_infer_frame_size(&q.inf)) != 0)
+		if (atomic_load_explicit(&c->ring_raw, memory_order_relaxed) &&
+		    (len = rawinfer_infer_frame_size(&q.inf)) != 0)
 			rc = client_ring_call(c, gen, &q.inf, NULL, len, id,
 			    &reply, &res);
 		else if ((rc = client_infer_pack(c, &q, &frame, &len)) == 0)
