@@ -62,18 +62,17 @@ rawinfer_size(size_t hsize, Agxq__Tensor *const *t, size_t n, size_t min)
 }
 
 /*
- * Writes the frame header, the tensor table and the data of tensors t after
- * a head of hsize bytes (the caller's) into frame of size bytes.
+ * Writes the tensor table and the data of tensors t after a head of hsize
+ * bytes (the caller's), then the frame header, into frame (of the size
+ * rawinfer_size gives: the layout is the same).
  */
 static void
-rawinfer_write(uint8_t *frame, size_t size, size_t hsize,
-    Agxq__Tensor *const *t, size_t n)
+rawinfer_write(uint8_t *frame, size_t hsize, Agxq__Tensor *const *t,
+    size_t n)
 {
 	uint8_t *p = frame + CODEC_HEADER_SIZE;
 	size_t off = hsize + n * sizeof(struct rawinfer_tensor);
 
-	codec_header_write(frame, (uint32_t)(size - CODEC_HEADER_SIZE),
-	    CODEC_FLAG_RAW);
 	for (size_t i = 0; i < n; i++) {
 		struct rawinfer_tensor rt;
 		size_t pad = rawinfer_align(off) - off;
@@ -91,6 +90,7 @@ rawinfer_write(uint8_t *frame, size_t size, size_t hsize,
 			memcpy(p + off, t[i]->data.data, t[i]->data.len);
 		off += t[i]->data.len;
 	}
+	codec_header_write(frame, (uint32_t)off, CODEC_FLAG_RAW);
 }
 
 /* Bytes of inf as a raw Infer frame; 0 when it cannot be raw. */
@@ -117,8 +117,7 @@ rawinfer_infer_frame_write(const Agxq__Infer *inf, uint8_t *frame)
 	h.timeout_us = inf->timeout_us;
 	h.priority = inf->priority;
 	memcpy(frame + CODEC_HEADER_SIZE, &h, sizeof h);
-	rawinfer_write(frame, rawinfer_infer_frame_size(inf), sizeof h,
-	    inf->inputs, inf->n_inputs);
+	rawinfer_write(frame, sizeof h, inf->inputs, inf->n_inputs);
 }
 
 /* Bytes of rep as a raw InferReply frame; 0 when it cannot be raw. */
@@ -143,8 +142,7 @@ rawinfer_reply_frame_write(const Agxq__InferReply *rep, uint8_t *frame)
 	h.exec_us = rep->exec_us;
 	h.batch_rows = rep->batch_rows;
 	memcpy(frame + CODEC_HEADER_SIZE, &h, sizeof h);
-	rawinfer_write(frame, rawinfer_reply_frame_size(rep), sizeof h,
-	    rep->outputs, rep->n_outputs);
+	rawinfer_write(frame, sizeof h, rep->outputs, rep->n_outputs);
 }
 
 /*

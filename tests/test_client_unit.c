@@ -586,7 +586,7 @@ connect_quoting_stderr(const char *path, agxq_client **c, char *out,
  * Settings in the environment the library cannot use are reported on
  * stderr, once per process, naming each, and the client works with the
  * defaults: a spin time that is no number, a retry time that is negative,
- * a ring switch that is neither 0 nor 1. A valid one is not mentioned; a
+ * ring switches that are neither 0 nor 1. A valid one is not mentioned; a
  * second connect with the same settings reports nothing.
  */
 static int
@@ -594,7 +594,8 @@ t_bad_settings(void)
 {
 	static const char *const vars[][2] = {
 	    { "AGXQ_SPIN_US", "fast" }, { "AGXQ_RETRY_MS", "-5" },
-	    { "AGXQ_RING", "yes" }, { "AGXQ_SHM_THRESHOLD", "4096" } };
+	    { "AGXQ_RING", "yes" }, { "AGXQ_RING_RAW", "2" },
+	    { "AGXQ_SHM_THRESHOLD", "4096" } };
 	struct fake *f = fake_start(FAKE_ECHO, 0), *f2 = NULL;
 	agxq_client *c = NULL, *c2 = NULL;
 	agxq_model *m = NULL;
@@ -614,6 +615,8 @@ t_bad_settings(void)
 	CHECK(strstr(err, "agxq: AGXQ_RETRY_MS=\"-5\" is not a whole number "
 	    "from 0 to 86400000: using 10000\n") != NULL);
 	CHECK(strstr(err, "agxq: AGXQ_RING=\"yes\" is not one of 0, 1: "
+	    "using 1\n") != NULL);
+	CHECK(strstr(err, "agxq: AGXQ_RING_RAW=\"2\" is not one of 0, 1: "
 	    "using 1\n") != NULL);
 	CHECK(strstr(err, "AGXQ_SHM_THRESHOLD") == NULL);
 	CHECK(load_tiny(c, &m) == 0);
