@@ -147,7 +147,8 @@ rawinfer_reply_frame_write(const Agxq__InferReply *rep, uint8_t *frame)
 
 /*
  * Reads the n tensors of a payload of len bytes whose table starts at
- * hsize into v's tensors. Returns 0, or -1 with *cause.
+ * hsize into v's tensors, from v's copy of the table. Returns 0, or -1
+ * with *cause.
  */
 static int
 rawinfer_read_tensors(const uint8_t *payload, size_t len, size_t hsize,
@@ -158,13 +159,13 @@ rawinfer_read_tensors(const uint8_t *payload, size_t len, size_t hsize,
 	if ((len - hsize) / sizeof *rt < n)
 		return rawinfer_fail(cause, "raw frame of %zu bytes too short "
 		    "for its table of %u tensors", len, n);
-	v->t = v->tstack;
-	v->tp = v->pstack;
 	if (n > RAWINFER_VIEW_STACK &&
 	    ((v->t = calloc(n, sizeof *v->t)) == NULL ||
-	    (v->tp = calloc(n, sizeof *v->tp)) == NULL))
+	    (v->tp = calloc(n, sizeof *v->tp)) == NULL ||
+	    (v->rt = calloc(n, sizeof *v->rt)) == NULL))
 		return rawinfer_fail(cause, "out of memory");
-	rt = (const struct rawinfer_tensor *)(const void *)(payload + hsize);
+	memcpy(v->rt, payload + hsize, n * sizeof *rt);
+	rt = v->rt;
 	for (uint32_t i = 0; i < n; i++, rt++) {
 		Agxq__Tensor *t = &v->t[i];
 
@@ -204,6 +205,15 @@ rawinfer_read_tensors(const uint8_t *payload, size_t len, size_t hsize,
 	return 0;
 }
 
+/* Points v at its own storage. */
+void
+rawinfer_view_init(struct rawinfer_view *v)
+{
+	v->t = v->tstack;
+	v->tp = v->pstack;
+	v->rt = v->rstack;
+}
+
 /* Checks that a head of hsize bytes fits the payload, 8-aligned. */
 static int
 rawinfer_check_head(const uint8_t *payload, size_t len, size_t hsize,
@@ -237,28 +247,28 @@ int
 rawinfer_infer_read(const uint8_t *payload, size_t len,
     struct rawinfer_view *v, const Agxq__Infer **out, char **cause)
 {
-	const struct rawinfer_infer *h;
+	struct rawinfer_infer h;
 	Agxq__Infer *inf = &v->u.infer;
 
-	v->t = v->tstack;
-	v->tp = v->pstack;
-	h = (const struct rawinfer_infer *)(const void *)payload;
-	if (rawinfer_check_head(payload, len, sizeof *h, "infer", cause) != 0 ||
-	    rawinfer_check_words(h->magic, RAWINFER_MAGIC_INFER, h->reserved,
+	rawinfer_view_init(v);
+	if (rawinfer_check_head(payload, len, sizeof h, "infer", cause) != 0)
+		return -1;
+	memcpy(&h, payload, sizeof h);
+	if (rawinfer_check_words(h.magic, RAWINFER_MAGIC_INFER, h.reserved,
 	    "infer", cause) != 0)
 		return -1;
-	if (h->ntensors < 1 || h->ntensors > RAWINFER_MAX_TENSORS)
+	if (h.ntensors < 1 || h.ntensors > RAWINFER_MAX_TENSORS)
 		return rawinfer_fail(cause, "raw infer with %u inputs (1 to %d)",
-		    h->ntensors, RAWINFER_MAX_TENSORS);
-	if (rawinfer_read_tensors(payload, len, sizeof *h, h->ntensors, v,
+		    h.ntensors, RAWINFER_MAX_TENSORS);
+	if (rawinfer_read_tensors(payload, len, sizeof h, h.ntensors, v,
 	    cause) != 0)
 		return -1;
 	agxq__infer__init(inf);
-	inf->request_id = h->request_id;
-	inf->model_id = h->model_id;
-	inf->timeout_us = h->timeout_us;
-	inf->priority = h->priority;
-	inf->n_inputs = h->ntensors;
+	inf->request_id = h.request_id;
+	inf->model_id = h.model_id;
+	inf->timeout_us = h.timeout_us;
+	inf->priority = h.priority;
+	inf->n_inputs = h.ntensors;
 	inf->inputs = v->tp;
 	*out = inf;
 	return 0;
@@ -269,28 +279,29 @@ int
 rawinfer_reply_read(const uint8_t *payload, size_t len,
     struct rawinfer_view *v, const Agxq__InferReply **out, char **cause)
 {
-	const struct rawinfer_reply *h;
+	struct rawinfer_reply h;
 	Agxq__InferReply *rep = &v->u.reply;
 
-	v->t = v->tstack;
-	v->tp = v->pstack;
-	h = (const struct rawinfer_reply *)(const void *)payload;
-	if (rawinfer_check_head(payload, len, sizeof *h, "infer reply",
-	    cause) != 0 || rawinfer_check_words(h->magic, RAWINFER_MAGIC_REPLY,
-	    h->reserved, "infer reply", cause) != 0)
+	rawinfer_view_init(v);
+	if (rawinfer_check_head(payload, len, sizeof h, "infer reply",
+	    cause) != 0)
 		return -1;
-	if (h->ntensors > RAWINFER_MAX_TENSORS)
+	memcpy(&h, payload, sizeof h);
+	if (rawinfer_check_words(h.magic, RAWINFER_MAGIC_REPLY, h.reserved,
+	    "infer reply", cause) != 0)
+		return -1;
+	if (h.ntensors > RAWINFER_MAX_TENSORS)
 		return rawinfer_fail(cause, "raw infer reply with %u outputs "
-		    "(at most %d)", h->ntensors, RAWINFER_MAX_TENSORS);
-	if (rawinfer_read_tensors(payload, len, sizeof *h, h->ntensors, v,
+		    "(at most %d)", h.ntensors, RAWINFER_MAX_TENSORS);
+	if (rawinfer_read_tensors(payload, len, sizeof h, h.ntensors, v,
 	    cause) != 0)
 		return -1;
 	agxq__infer_reply__init(rep);
-	rep->request_id = h->request_id;
-	rep->queue_us = h->queue_us;
-	rep->exec_us = h->exec_us;
-	rep->batch_rows = h->batch_rows;
-	rep->n_outputs = h->ntensors;
+	rep->request_id = h.request_id;
+	rep->queue_us = h.queue_us;
+	rep->exec_us = h.exec_us;
+	rep->batch_rows = h.batch_rows;
+	rep->n_outputs = h.ntensors;
 	rep->outputs = v->tp;
 	*out = rep;
 	return 0;
@@ -310,8 +321,7 @@ rawinfer_reply_pack(const uint8_t *frame, size_t len,
 	int rc = -1;
 
 	*id = 0;
-	v.t = v.tstack;
-	v.tp = v.pstack;
+	rawinfer_view_init(&v);
 	/* The header's flags word, little-endian (codec.h). */
 	if (len < CODEC_HEADER_SIZE || !(frame[4] & CODEC_FLAG_RAW))
 		return 1;
@@ -340,6 +350,7 @@ rawinfer_view_free(struct rawinfer_view *v)
 		free(v->t);
 	if (v->tp != v->pstack)
 		free(v->tp);
-	v->t = v->tstack;
-	v->tp = v->pstack;
+	if (v->rt != v->rstack)
+		free(v->rt);
+	rawinfer_view_init(v);
 }

@@ -22,10 +22,14 @@
  * words are 0. The payload itself must be 8-aligned in memory (a ring slot's
  * data is 64-aligned, its payload 8 bytes on).
  *
- * The readers fill views: protobuf-c message structs whose tensors point
- * into the payload (shapes and data), so that agxqd and the client handle a
- * raw message with the code that handles an unpacked one. A view lives as
- * long as the payload and its rawinfer_view.
+ * The readers fill views: protobuf-c message structs whose tensors' data
+ * point into the payload, so that agxqd and the client handle a raw
+ * message with the code that handles an unpacked one. The head and the
+ * table of tensors are copied into the view before they are checked, each
+ * word read once: the payload may lie in memory another process writes
+ * meanwhile (agxqd reads a ring slot in place), and then only the tensors'
+ * data can change under the reader, never a shape, offset or length. A
+ * view lives as long as the payload and its rawinfer_view.
  */
 #ifndef AGXQ_RAWINFER_H
 #define AGXQ_RAWINFER_H
@@ -70,13 +74,18 @@ struct rawinfer_tensor {
 	uint64_t length;                /* bytes of data */
 };
 
-/* Storage behind a view: tensors on the stack for a few, else malloc'd. */
+/*
+ * Storage behind a view: the tensors and the copy of their table, in the
+ * view for a few, else malloc'd.
+ */
 #define RAWINFER_VIEW_STACK 8
 struct rawinfer_view {
 	Agxq__Tensor tstack[RAWINFER_VIEW_STACK];
 	Agxq__Tensor *pstack[RAWINFER_VIEW_STACK];
+	struct rawinfer_tensor rstack[RAWINFER_VIEW_STACK];
 	Agxq__Tensor *t;
 	Agxq__Tensor **tp;
+	struct rawinfer_tensor *rt;
 	union {
 		Agxq__Infer infer;
 		Agxq__InferReply reply;
@@ -123,6 +132,12 @@ int rawinfer_reply_read(const uint8_t *payload, size_t len,
 int rawinfer_reply_pack(const uint8_t *frame, size_t len,
     size_t compress_threshold, const struct codec_limits *lim, uint8_t **out,
     size_t *out_len, size_t *raw_len, uint64_t *id);
+
+/*
+ * Points v at its own storage, as the readers do first: for a view that
+ * rawinfer_view_free may see before any read.
+ */
+void rawinfer_view_init(struct rawinfer_view *v);
 
 /* Frees what a view allocated (not the view itself). */
 void rawinfer_view_free(struct rawinfer_view *v);

@@ -46,7 +46,6 @@ request_free(struct request *r)
 	if (r == NULL)
 		return;
 	codec_envelope_free(r->env);
-	free(r->raw);
 	free(r->regions);
 	free(r->outs);
 	free(r->cause);

@@ -45,10 +45,12 @@ struct request {
 	uint32_t rows;                /* batch rows of this request */
 	uint32_t ninputs;
 	struct graph_shape *in_shapes; /* ninputs concrete shapes (in r's block) */
-	const float **in;             /* ninputs, pointing into env (in r's block) */
+	const float **in;             /* ninputs, into env, a region or the
+	                                 ring slot (in r's block) */
 	Agxq__Envelope *env;          /* the decoded Infer; owns the input data */
-	uint8_t *raw;                 /* or the raw Infer frame (rawinfer.h):
-	                                 owns it; the reply is raw too */
+	int raw;                      /* or it came raw (rawinfer.h), its input
+	                                 data in its ring slot until answered;
+	                                 the reply is raw too */
 	struct region **regions;      /* loop thread: one reference to each */
 	struct region *region;        /* REQUEST_UNMAP's */
 	uint32_t nregions;

@@ -70,15 +70,25 @@ fail:
 	return -1;
 }
 
+/* Frees the ring, not its mapping: returns that. */
+struct region *
+ring_free_keep(struct ring *r)
+{
+	struct region *rg;
+
+	if (r == NULL)
+		return NULL;
+	rg = r->rg;
+	free(r->busy);
+	free(r);
+	return rg;
+}
+
 /* Unmaps and frees the ring. */
 void
 ring_free(struct ring *r)
 {
-	if (r == NULL)
-		return;
-	region_free(r->rg);
-	free(r->busy);
-	free(r);
+	region_free(ring_free_keep(r));
 }
 
 /* Bytes mapped for the ring. */
@@ -123,7 +133,6 @@ ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
 		struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, i);
 		uint32_t st, len;
 		uint64_t id, posted_ns;
-		uint8_t *frame;
 
 		if (r->busy[i])
 			continue;
@@ -133,19 +142,11 @@ ring_poll(struct ring *r, int force, ring_take_fn fn, void *arg)
 		len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
 		id = __atomic_load_n(&s->request_id, __ATOMIC_RELAXED);
 		posted_ns = __atomic_load_n(&s->posted_ns, __ATOMIC_RELAXED);
-		/* Copied once: the client can write the slot meanwhile. */
-		frame = NULL;
-		if (len <= cap && len > 0) {
-			if ((frame = malloc(len)) == NULL) {
-				log_error("out of memory");
-				abort();
-			}
-			memcpy(frame, ring_slot_data(s), len);
-		}
 		r->busy[i] = 1;
 		r->nbusy++;
 		n++;
-		fn(arg, i, id, posted_ns, frame, len);
+		fn(arg, i, id, posted_ns, len <= cap && len > 0 ?
+		    ring_slot_data(s) : NULL, len);
 	}
 	return n;
 }

@@ -24,9 +24,13 @@ struct ring {
 };
 
 /*
- * Called with each posted frame, copied out of the ring (the callee's), or
- * NULL when its length is out of range (0 or over the slot), and the time
- * the client says it posted it (0: not given; not to be trusted).
+ * Called with each posted frame where it lies in its slot, or NULL when its
+ * length (read once, len) is out of range (0 or over the slot), and the
+ * time the client says it posted it (0: not given; not to be trusted). The
+ * client can write the slot meanwhile: the callee copies what it checks
+ * before checking it, reads nothing else twice, and is left only the data
+ * of a request it took, which stays in the slot until the slot is answered
+ * (the loop's books say busy until then).
  */
 typedef void (*ring_take_fn)(void *arg, uint32_t slot, uint64_t id,
     uint64_t posted_ns, uint8_t *frame, size_t len);
@@ -40,6 +44,12 @@ int ring_attach(int fd, uint32_t slots, uint32_t slot_size,
 
 /* Unmaps and frees the ring; accepts NULL. */
 void ring_free(struct ring *r);
+
+/*
+ * Frees the ring but not its mapping, which it returns (NULL for NULL):
+ * for a caller that must unlock it for the device before it goes.
+ */
+struct region *ring_free_keep(struct ring *r);
 
 /* Bytes mapped for the ring. */
 uint64_t ring_bytes(const struct ring *r);

@@ -466,19 +466,14 @@ server_shm_release(struct server *srv, uint64_t size)
 }
 
 /*
- * Drops one reference to rg; the last one unmaps it, through the executor
- * when it is page-locked for the device (unlocked there first).
+ * Unmaps rg, whose last reference went: through the executor when it is
+ * page-locked for the device (unlocked there first).
  */
 static void
-server_region_unref(struct server *srv, struct region *rg)
+server_region_dispose(struct server *srv, struct region *rg)
 {
 	struct request *r;
 
-	if (--rg->refs > 0)
-		return;
-	server_shm_release(srv, rg->size);
-	log_debug("region %llu unmapped (%llu bytes)",
-	    (unsigned long long)rg->id, (unsigned long long)rg->size);
 	if (rg->dev != 1 || srv->ex == NULL) {
 		region_free(rg);
 		return;
@@ -487,6 +482,32 @@ server_region_unref(struct server *srv, struct region *rg)
 		server_oom();
 	r->region = rg;
 	executor_control(srv->ex, r);
+}
+
+/* Drops one reference to rg; the last one unmaps it (server_region_dispose). */
+static void
+server_region_unref(struct server *srv, struct region *rg)
+{
+	if (--rg->refs > 0)
+		return;
+	server_shm_release(srv, rg->size);
+	log_debug("region %llu unmapped (%llu bytes)",
+	    (unsigned long long)rg->id, (unsigned long long)rg->size);
+	server_region_dispose(srv, rg);
+}
+
+/*
+ * Loop thread: frees ring (accepts NULL); its mapping goes as a region's
+ * does, through the executor when the ring was page-locked for the
+ * device (its raw requests' inputs are read in place).
+ */
+void
+server_ring_free(struct server *srv, struct ring *ring)
+{
+	struct region *rg = ring_free_keep(ring);
+
+	if (rg != NULL)
+		server_region_dispose(srv, rg);
 }
 
 /* Drops the region references r holds. */
@@ -762,15 +783,16 @@ server_infer_refused(struct server *srv, struct request *r)
 
 /*
  * Handles Infer in: validates and queues. in lies in env (an unpacked
- * Envelope) or in raw (a raw Infer frame whose view it is), one of them
- * NULL; takes ownership of both. slot is the ring slot it came in, or -1
- * for the socket: the reply goes back the same way, raw for a raw Infer.
+ * Envelope, whose ownership it takes), or, with raw set and env NULL, is
+ * the view of a raw Infer in its ring slot, where its inputs stay. slot is
+ * the ring slot it came in, or -1 for the socket: the reply goes back the
+ * same way, raw for a raw Infer.
  * With defer set, a valid request goes there instead of to the executor,
  * for the caller to submit with others (server_loop_submit).
  */
 static void
 server_infer(struct server *srv, struct conn *c, const Agxq__Infer *in,
-    Agxq__Envelope *env, uint8_t *raw, int32_t slot,
+    Agxq__Envelope *env, int raw, int32_t slot,
     struct request_list *defer)
 {
 	struct model *m;
@@ -846,7 +868,6 @@ fail_request:
 	request_free(r);
 out_free:
 	codec_envelope_free(env);
-	free(raw);
 }
 
 /* Handles RegisterRegion: maps the descriptor that came with the frame. */
@@ -922,12 +943,13 @@ server_release_region(struct server *srv, struct conn *c,
 }
 
 /*
- * A raw Infer frame (taken) in ring slot of c, its payload plen bytes: read
- * in place and run.
+ * A raw Infer frame in ring slot of c, its payload plen bytes: read in
+ * place (rawinfer_infer_read copies what it checks) and run, its inputs
+ * left in the slot.
  */
 static void
 server_ring_take_raw(struct conn *c, uint32_t slot, uint64_t id,
-    uint8_t *frame, uint32_t plen)
+    const uint8_t *frame, uint32_t plen)
 {
 	struct server *srv = c->srv;
 	struct rawinfer_view v;
@@ -940,17 +962,19 @@ server_ring_take_raw(struct conn *c, uint32_t slot, uint64_t id,
 		    AGXQ__ERROR_CODE__ERR_PROTO, "ring slot %u: %s", slot,
 		    cause != NULL ? cause : "out of memory");
 		free(cause);
-		free(frame);
 	} else {
 		srv->ctr.ring_requests++;
 		srv->ctr.ring_raw++;
-		server_infer(srv, c, in, NULL, frame, (int32_t)slot,
+		server_infer(srv, c, in, NULL, 1, (int32_t)slot,
 		    &srv->loops[c->loop].taken);
 	}
 	rawinfer_view_free(&v);
 }
 
-/* Ring slot frame taken by ring_poll: decodes it and runs it as an Infer. */
+/*
+ * Ring slot frame taken by ring_poll, where it lies in the slot: runs it
+ * as an Infer, read in place when raw, else copied out and decoded.
+ */
 static void
 server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
     uint8_t *frame, size_t len)
@@ -958,6 +982,7 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
 	struct conn *c = arg;
 	struct server *srv = c->srv;
 	Agxq__Envelope *env = NULL;
+	uint8_t head[CODEC_HEADER_SIZE], *copy = NULL;
 	uint32_t plen, flags;
 	char *cause = NULL;
 	int code = AGXQ__ERROR_CODE__ERR_PROTO;
@@ -978,7 +1003,9 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
 	    c->t_frame_ns - posted_ns < 60000000000ull)
 		models_sample(&srv->loops[c->loop].ring_wait,
 		    (c->t_frame_ns - posted_ns) / 1000);
-	if (codec_ring_header_parse(frame, len, &config.limits, &plen, &flags,
+	/* The client can write the slot meanwhile: each word read once. */
+	memcpy(head, frame, len < sizeof head ? len : sizeof head);
+	if (codec_ring_header_parse(head, len, &config.limits, &plen, &flags,
 	    &code, &cause) != CODEC_OK || len != CODEC_HEADER_SIZE + plen) {
 		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
 		    slot, cause != NULL ? cause : "frame length does not match "
@@ -989,7 +1016,10 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
 		server_ring_take_raw(c, slot, id, frame, plen);
 		return;
 	}
-	if (codec_decode(frame + CODEC_HEADER_SIZE, plen, flags,
+	if ((copy = malloc(len)) == NULL)
+		server_oom();
+	memcpy(copy, frame, len);
+	if (codec_decode(copy + CODEC_HEADER_SIZE, plen, flags,
 	    &config.limits, &env, &code, &cause) != 0) {
 		server_infer_error(c, (int32_t)slot, id, code, "ring slot %u: %s",
 		    slot, cause);
@@ -1004,11 +1034,11 @@ server_ring_take(void *arg, uint32_t slot, uint64_t id, uint64_t posted_ns,
 		goto out;
 	}
 	srv->ctr.ring_requests++;
-	server_infer(srv, c, env->infer, env, NULL, (int32_t)slot,
+	server_infer(srv, c, env->infer, env, 0, (int32_t)slot,
 	    &srv->loops[c->loop].taken);
 out:
 	free(cause);
-	free(frame);
+	free(copy);
 }
 
 /*
@@ -1208,7 +1238,7 @@ server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env)
 		server_unload(srv, c, env->unload_model);
 		break;
 	case AGXQ__ENVELOPE__BODY_INFER:
-		server_infer(srv, c, env->infer, env, NULL, -1, NULL);
+		server_infer(srv, c, env->infer, env, 0, -1, NULL);
 		return; /* env is the request's now, or freed */
 	case AGXQ__ENVELOPE__BODY_ATTACH_RING:
 		server_attach_ring(srv, c, env->attach_ring);

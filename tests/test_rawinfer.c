@@ -112,15 +112,16 @@ reply_fill(Agxq__InferReply *rep, Agxq__Tensor **tp, size_t n)
 }
 
 /*
- * Checks that got's n tensors equal want's, their shapes in the table at
- * hsize and their data 8-aligned after it, in the len bytes of payload.
- * Returns 1 when they do.
+ * Checks that got's n tensors (of view v) equal want's, their shapes in the
+ * view's copy of the table and their data 8-aligned after the table at
+ * hsize, in the len bytes of payload. Returns 1 when they do.
  */
 static int
 tensors_match(Agxq__Tensor *const *want, Agxq__Tensor *const *got, size_t n,
-    const uint8_t *payload, size_t len, size_t hsize)
+    const struct rawinfer_view *v, const uint8_t *payload, size_t len,
+    size_t hsize)
 {
-	const uint8_t *table = payload + hsize;
+	const uint8_t *table = (const uint8_t *)v->rt;
 	const uint8_t *tend = table + n * TENSOR_SIZE, *end = payload + len;
 	const uint8_t *d, *s;
 	size_t i = 0;
@@ -140,7 +141,7 @@ tensors_match(Agxq__Tensor *const *want, Agxq__Tensor *const *got, size_t n,
 		    want[i]->n_shape * sizeof(int64_t)) == 0);
 		CHECK(got[i]->data.len == want[i]->data.len);
 		CHECK(d != NULL && (uintptr_t)d % RAWINFER_ALIGN == 0);
-		CHECK(d >= tend && d <= end &&
+		CHECK(d >= payload + hsize + n * TENSOR_SIZE && d <= end &&
 		    got[i]->data.len <= (size_t)(end - d));
 		if (want[i]->data.len > 0)
 			CHECK(memcmp(d, want[i]->data.data,
@@ -211,8 +212,7 @@ infer_round_trip(const Agxq__Infer *inf)
 	int code = 0, rc = -1;
 	char *cause = NULL;
 
-	v.t = v.tstack;
-	v.tp = v.pstack;
+	rawinfer_view_init(&v);
 	codec_limits_default(&lim);
 	size = rawinfer_infer_frame_size(inf);
 	CHECK(size >= CODEC_HEADER_SIZE + HEAD_INFER + TENSOR_SIZE);
@@ -237,15 +237,22 @@ infer_round_trip(const Agxq__Infer *inf)
 	CHECK(got->n_inputs == inf->n_inputs);
 	/* A few tensors on the view's stack, more on the heap. */
 	if (inf->n_inputs <= RAWINFER_VIEW_STACK)
-		CHECK(v.t == v.tstack && v.tp == v.pstack);
+		CHECK(v.t == v.tstack && v.tp == v.pstack &&
+		    v.rt == v.rstack);
 	else
-		CHECK(v.t != v.tstack && v.tp != v.pstack);
-	CHECK(tensors_match(inf->inputs, got->inputs, inf->n_inputs, payload,
-	    plen, HEAD_INFER));
+		CHECK(v.t != v.tstack && v.tp != v.pstack &&
+		    v.rt != v.rstack);
+	CHECK(tensors_match(inf->inputs, got->inputs, inf->n_inputs, &v,
+	    payload, plen, HEAD_INFER));
+	/* Read once: a client writing its slot now changes no shape. */
+	memset(payload, 0xff, HEAD_INFER + inf->n_inputs * TENSOR_SIZE);
+	CHECK(got->request_id == inf->request_id);
+	CHECK(tensors_match(inf->inputs, got->inputs, inf->n_inputs, &v,
+	    payload, plen, HEAD_INFER));
 	rc = 0;
 out:
 	rawinfer_view_free(&v);
-	EXPECT(v.t == v.tstack && v.tp == v.pstack);
+	EXPECT(v.t == v.tstack && v.tp == v.pstack && v.rt == v.rstack);
 	free(cause);
 	free(frame);
 	return rc;
@@ -265,8 +272,7 @@ reply_round_trip(const Agxq__InferReply *rep)
 	int code = 0, rc = -1;
 	char *cause = NULL;
 
-	v.t = v.tstack;
-	v.tp = v.pstack;
+	rawinfer_view_init(&v);
 	codec_limits_default(&lim);
 	size = rawinfer_reply_frame_size(rep);
 	CHECK(size >= CODEC_HEADER_SIZE + HEAD_REPLY);
@@ -289,15 +295,21 @@ reply_round_trip(const Agxq__InferReply *rep)
 	CHECK(got->batch_rows == rep->batch_rows);
 	CHECK(got->n_outputs == rep->n_outputs);
 	if (rep->n_outputs <= RAWINFER_VIEW_STACK)
-		CHECK(v.t == v.tstack && v.tp == v.pstack);
+		CHECK(v.t == v.tstack && v.tp == v.pstack &&
+		    v.rt == v.rstack);
 	else
-		CHECK(v.t != v.tstack && v.tp != v.pstack);
-	CHECK(tensors_match(rep->outputs, got->outputs, rep->n_outputs,
+		CHECK(v.t != v.tstack && v.tp != v.pstack &&
+		    v.rt != v.rstack);
+	CHECK(tensors_match(rep->outputs, got->outputs, rep->n_outputs, &v,
+	    payload, plen, HEAD_REPLY));
+	memset(payload, 0xff, HEAD_REPLY + rep->n_outputs * TENSOR_SIZE);
+	CHECK(got->request_id == rep->request_id);
+	CHECK(tensors_match(rep->outputs, got->outputs, rep->n_outputs, &v,
 	    payload, plen, HEAD_REPLY));
 	rc = 0;
 out:
 	rawinfer_view_free(&v);
-	EXPECT(v.t == v.tstack && v.tp == v.pstack);
+	EXPECT(v.t == v.tstack && v.tp == v.pstack && v.rt == v.rstack);
 	free(cause);
 	free(frame);
 	return rc;
@@ -316,8 +328,7 @@ rejects(int reply, const uint8_t *p, size_t len, const char *want)
 	char *cause = NULL;
 	int rc, ok;
 
-	v.t = v.tstack;
-	v.tp = v.pstack;
+	rawinfer_view_init(&v);
 	rc = reply ? rawinfer_reply_read(p, len, &v, &rep, &cause) :
 	    rawinfer_infer_read(p, len, &v, &inf, &cause);
 	rawinfer_view_free(&v);
@@ -354,8 +365,7 @@ reads(int reply, const uint8_t *p, size_t len)
 	char *cause = NULL;
 	int rc;
 
-	v.t = v.tstack;
-	v.tp = v.pstack;
+	rawinfer_view_init(&v);
 	if (reply)
 		rc = rawinfer_reply_read(p, len, &v, &rep, &cause);
 	else
