@@ -96,10 +96,8 @@ struct backend_ops {
 	 * requests whose tensors stay where they are, in registered memory:
 	 * part k has rows[k] rows (in batch order), its input i at
 	 * in[k * ninputs + i] and its output j written to
-	 * out[k * noutputs + j]; with out NULL the batch's outputs are left
-	 * where result says, as submit's out[j] NULL. Returns 1, having done
-	 * nothing, when that memory is not all registered (the caller
-	 * gathers the batch instead).
+	 * out[k * noutputs + j]. Returns 1, having done nothing, when that
+	 * memory is not all registered (the caller gathers the batch instead).
 	 */
 	int (*submit_parts)(void *state, void *bmodel,
 	    const struct graph_shape *shapes, uint32_t nparts,

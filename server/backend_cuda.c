@@ -16,13 +16,8 @@
  * registers clients' shared memory regions) are copied by DMA straight
  * from and to it, outside the captured graph, with no copy on the calling
  * thread; submit_parts does the same for a batch of several requests, each
- * request's rows copied to and from its own memory. Registered inputs are
- * gathered by a kernel inside the graph (cuk_gather, reading a table of
- * pieces that submit writes into the staging), unless AGXQ_CUDA_GATHER=0
- * asks for DMA copies outside it; a batch whose outputs have no registered
- * home leaves them in the staging, as submit does. Lanes are used as a
- * ring and finished oldest first; all calls come from one thread. run is
- * submit then finish.
+ * request's rows copied to and from its own memory. Lanes are used as a ring and finished oldest first; all calls
+ * come from one thread. run is submit then finish.
  *
  * Environment, read at open:
  *   AGXQ_CUDA_GRAPHS=0       never capture CUDA graphs (run eagerly)
@@ -33,8 +28,6 @@
  *                            shared memory are copied through the staging)
  *   AGXQ_CUDA_PARTS=0        batches of several requests are always gathered
  *                            into the staging (no submit_parts)
- *   AGXQ_CUDA_GATHER=0       inputs in registered memory come by DMA
- *                            copies outside the graph, not by cuk_gather
  *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
  *                            4096) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
@@ -101,7 +94,6 @@
 #define CUDA_SPIN_NS 200000         /* finish polls this long, then blocks */
 #define CUDA_FLAG_SPACING 16        /* uint32_t per lane flag: a line each */
 #define CUDA_FLAG_QUERY_EVERY 64    /* polls of a flag between event queries */
-#define CUDA_GATHER_PIECE 16384     /* floats: cuk_gather pieces at most this */
 
 /* cuStreamWriteValue32, from the driver through the runtime. */
 typedef CUresult (*cuda_write_value_fn)(CUstream, CUdeviceptr, cuuint32_t,
@@ -116,7 +108,6 @@ struct cuda_model;
 /* How a run moves its inputs and outputs (part of a graph's key). */
 #define CUDA_MODE_DMA_IN 1    /* H2D copies from registered memory, outside the graph */
 #define CUDA_MODE_DMA_OUT 2   /* D2H copies to registered memory, outside the graph */
-#define CUDA_MODE_GATHER_IN 4 /* cuk_gather from registered memory, in the graph */
 
 /* One lane: a stream and the buffers of one run in flight. */
 struct cuda_lane {
@@ -134,7 +125,6 @@ struct cuda_lane {
 	uint64_t gen;               /* bumped when arena or pinned moves */
 	int zc_in;                  /* this run's kernels read inputs from pinned */
 	int dma_in;                 /* this run's inputs come by DMA from registered memory */
-	int gather_in;              /* or by cuk_gather from there */
 	int dma_out;                /* and its outputs go there by DMA */
 
 	/* The run in flight, from submit to finish. */
@@ -164,7 +154,6 @@ struct cuda_state {
 	int fuse;                   /* fused nodes and attention (cuda_fuse) */
 	int hostreg;                /* host_register allowed */
 	int parts;                  /* submit_parts allowed */
-	int gather;                 /* registered inputs by cuk_gather */
 	unsigned long fault_every;
 	int fault_trap;
 	cuda_write_value_fn write_value; /* NULL: no done flags */
@@ -181,7 +170,6 @@ struct cuda_state {
 struct cuda_hostreg {
 	char *p;
 	size_t len;
-	char *dev;                  /* p's device address */
 };
 
 struct cuda_graph_slot {
@@ -207,8 +195,6 @@ struct cuda_model {
 	uint8_t *skip;              /* nnodes: done by the node it is fused into */
 	size_t *pin_in;             /* ninputs: staging byte offsets */
 	size_t *pin_out;            /* noutputs: staging byte offsets */
-	size_t pin_gather;          /* staging offset of the cuk_gather table */
-	uint32_t gather_max;        /* pieces it has room for */
 	size_t scratch_off;         /* arena byte offset of mha temporaries */
 	struct cuda_graph_slot slot[CUDA_SLOTS][CUDA_GRAPH_SLOTS];
 	struct graph_shape *slot_shapes;
@@ -520,7 +506,6 @@ cuda_open(int device, void **state, char **cause)
 	st->fuse = envset_bool("AGXQ_CUDA_FUSE", 1);
 	st->hostreg = envset_bool("AGXQ_CUDA_HOSTREG", 1);
 	st->parts = envset_bool("AGXQ_CUDA_PARTS", 1);
-	st->gather = envset_bool("AGXQ_CUDA_GATHER", 1);
 	st->fault_every = envset_ulong("AGXQ_CUDA_FAULT_EVERY", 0, 0,
 	    ULONG_MAX);
 	st->fault_trap = envset_choice("AGXQ_CUDA_FAULT_KIND", 0, kinds) == 1;
@@ -990,21 +975,7 @@ cuda_layout(struct cuda_model *m, const struct graph_shape *shapes,
 		pin = cuda_align(pin + graph_shape_nelem(&shapes[g->outputs[j]]) *
 		    sizeof(float), CUDA_PIN_ALIGN);
 	}
-	/*
-	 * The gather table: each part (one row at least) of each input in
-	 * pieces of CUDA_GATHER_PIECE floats at most; the count first.
-	 */
-	m->gather_max = 0;
-	for (uint32_t i = 0; i < g->ninputs; i++) {
-		n = graph_shape_nelem(&shapes[i]);
-		if (n > 0 && shapes[i].dim[0] > 0)
-			m->gather_max += (uint32_t)(shapes[i].dim[0] +
-			    (int64_t)(n / CUDA_GATHER_PIECE));
-	}
-	m->pin_gather = pin;
-	pin = cuda_align(pin + CUDA_PIN_ALIGN + (size_t)m->gather_max *
-	    sizeof(struct cuk_piece), CUDA_PIN_ALIGN);
-	*pinned_need = pin;
+	*pinned_need = pin > 0 ? pin : CUDA_PIN_ALIGN;
 }
 
 /* Grows the arena and the staging buffer to at least the given sizes. */
@@ -1471,13 +1442,7 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	cudaError_t err;
 	size_t bytes;
 
-	if (l->gather_in && (err = cuk_gather(
-	    (const uint32_t *)(void *)(l->pinned_dev + m->pin_gather),
-	    (const struct cuk_piece *)(void *)(l->pinned_dev + m->pin_gather +
-	    CUDA_PIN_ALIGN), m->gather_max, l->stream)) != cudaSuccess)
-		return cuda_err(cause, "cuk_gather", err);
-	for (uint32_t i = 0; i < g->ninputs && !l->zc_in && !l->dma_in &&
-	    !l->gather_in; i++) {
+	for (uint32_t i = 0; i < g->ninputs && !l->zc_in && !l->dma_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		if (bytes == 0)
 			continue;
@@ -1605,7 +1570,7 @@ cuda_lane_outputs(struct cuda_lane *l, struct cuda_model *m,
 		l->out_cap = n;
 	}
 	for (uint32_t j = 0; j < n; j++) {
-		l->out[j] = out != NULL ? out[j] : NULL;
+		l->out[j] = out[j];
 		l->out_off[j] = m->pin_out[j];
 		l->out_bytes[j] = graph_shape_nelem(&shapes[g->outputs[j]]) *
 		    sizeof(float);
@@ -1618,12 +1583,9 @@ fail_nomem:
 	return -1;
 }
 
-/*
- * The device address of [p, p + len) when it lies in host memory
- * registered by host_register, else NULL.
- */
-static const char *
-cuda_hostreg_dev(const struct cuda_state *st, const void *p, size_t len)
+/* Whether [p, p + len) lies in host memory registered by host_register. */
+static int
+cuda_hostreg_has(const struct cuda_state *st, const void *p, size_t len)
 {
 	const char *c = p;
 
@@ -1631,9 +1593,9 @@ cuda_hostreg_dev(const struct cuda_state *st, const void *p, size_t len)
 		const struct cuda_hostreg *r = &st->hreg[i];
 
 		if (c >= r->p && len <= r->len && (size_t)(c - r->p) <= r->len - len)
-			return r->dev + (c - r->p);
+			return 1;
 	}
-	return NULL;
+	return 0;
 }
 
 /*
@@ -1656,24 +1618,23 @@ cuda_dma_modes(const struct cuda_state *st, const struct cuda_model *m,
 	size_t row;
 
 	*dma_in = st->nhreg > 0 && !zc_in;
-	*dma_out = st->nhreg > 0 && g->noutputs > 0 && out != NULL;
+	*dma_out = st->nhreg > 0 && g->noutputs > 0;
 	for (uint32_t k = 0; k < nparts; k++) {
 		for (uint32_t i = 0; i < g->ninputs && *dma_in; i++) {
 			sh = &shapes[i];
 			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
 			    (size_t)sh->dim[0] * sizeof(float) : 0;
-			if (row > 0 && cuda_hostreg_dev(st,
-			    in[k * g->ninputs + i], row * rows[k]) == NULL)
+			if (row > 0 && !cuda_hostreg_has(st,
+			    in[k * g->ninputs + i], row * rows[k]))
 				*dma_in = 0;
 		}
 		for (uint32_t j = 0; j < g->noutputs && *dma_out; j++) {
 			sh = &shapes[g->outputs[j]];
 			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
 			    (size_t)sh->dim[0] * sizeof(float) : 0;
-			if (row > 0 && (out == NULL ||
-			    out[k * g->noutputs + j] == NULL ||
-			    cuda_hostreg_dev(st, out[k * g->noutputs + j],
-			    row * rows[k]) == NULL))
+			if (row > 0 && (out[k * g->noutputs + j] == NULL ||
+			    !cuda_hostreg_has(st, out[k * g->noutputs + j],
+			    row * rows[k])))
 				*dma_out = 0;
 		}
 	}
@@ -1719,49 +1680,6 @@ cuda_dma_copy(struct cuda_lane *l, struct cuda_model *m,
 	return 0;
 }
 
-/*
- * Writes lane l's cuk_gather table for a run of nparts parts (see
- * cuda_dma_modes), inputs all in registered memory: each part's rows of
- * each input to their place in the batch, in pieces of CUDA_GATHER_PIECE
- * floats at most (m->gather_max of them at most, cuda_layout).
- */
-static void
-cuda_gather_table(struct cuda_lane *l, struct cuda_model *m,
-    const struct graph_shape *shapes, uint32_t nparts, const uint32_t *rows,
-    const float *const *in)
-{
-	const struct graph *g = m->g;
-	struct cuk_piece *p = (struct cuk_piece *)(void *)(l->pinned +
-	    m->pin_gather + CUDA_PIN_ALIGN);
-	uint32_t n = 0;
-
-	for (uint32_t i = 0; i < g->ninputs; i++) {
-		const struct graph_shape *sh = &shapes[i];
-		float *dst = (float *)(void *)(l->arena + m->val_off[i]);
-		int64_t row;
-
-		if (sh->dim[0] <= 0 || graph_shape_nelem(sh) == 0)
-			continue;
-		row = (int64_t)(graph_shape_nelem(sh) / (size_t)sh->dim[0]);
-		for (uint32_t k = 0; k < nparts; k++) {
-			const float *src = (const float *)(const void *)
-			    cuda_hostreg_dev(m->st, in[k * g->ninputs + i],
-			    (size_t)(row * rows[k]) * sizeof(float));
-
-			for (int64_t left = row * rows[k]; left > 0; n++) {
-				p[n].dst = dst;
-				p[n].src = src;
-				p[n].n = left < CUDA_GATHER_PIECE ? left :
-				    CUDA_GATHER_PIECE;
-				dst += p[n].n;
-				src += p[n].n;
-				left -= p[n].n;
-			}
-		}
-	}
-	*(uint32_t *)(void *)(l->pinned + m->pin_gather) = n;
-}
-
 /* The lane the next run goes to, or NULL with *cause (broken, or all busy). */
 static struct cuda_lane *
 cuda_next_lane(struct cuda_state *st, char **cause)
@@ -1779,11 +1697,9 @@ cuda_next_lane(struct cuda_state *st, char **cause)
 /*
  * Starts a run of nparts requests on the next free lane (see
  * cuda_dma_modes for in and out): stages the inputs, launches the graph
- * (or the nodes), records the lane's event. Several parts need their
- * inputs in registered memory, and their outputs there too unless out is
- * NULL (then they stay in the staging, for result): otherwise returns 1
- * having done nothing. Returns 0 and *ticket (the lane), or -1 with
- * *cause and no ticket outstanding.
+ * (or the nodes), records the lane's event. Several parts need DMA both
+ * ways: without it, returns 1 having done nothing. Returns 0 and *ticket
+ * (the lane), or -1 with *cause and no ticket outstanding.
  */
 static int
 cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
@@ -1798,7 +1714,7 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	size_t arena_need, pinned_need, bytes;
 	cublasStatus_t bs;
 	cudaError_t err;
-	int found, zc_in, dma_in, dma_out, gather_in;
+	int found, zc_in, dma_in, dma_out;
 
 	/*
 	 * Small inputs are read by the kernels straight from mapped memory,
@@ -1812,10 +1728,7 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	zc_in = bytes <= st->zc_in_max;
 	cuda_dma_modes(st, m, shapes, zc_in, nparts, rows, in, out, &dma_in,
 	    &dma_out);
-	gather_in = dma_in && st->gather;
-	dma_in = dma_in && !gather_in;
-	if (nparts > 1 && (!st->parts || !(dma_in || gather_in) ||
-	    (out != NULL && !dma_out)))
+	if (nparts > 1 && (!st->parts || !dma_in || !dma_out))
 		return 1;
 	if ((l = cuda_next_lane(st, cause)) == NULL)
 		return -1;
@@ -1827,7 +1740,6 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->zc_in = zc_in;
 	l->dma_in = 0;
 	l->dma_out = 0;
-	l->gather_in = 0;
 	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
 		if (!st->fault_trap) {
 			l->fault = 1;   /* nothing launched; finish fails */
@@ -1848,18 +1760,14 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 		return -1;
 	l->dma_in = dma_in;
 	l->dma_out = dma_out;
-	l->gather_in = gather_in;
 	bs = cublasSetMathMode(l->blas, g->precision == GRAPH_TF32 ?
 	    CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
 		cuda_blas_err(cause, "cublasSetMathMode", bs);
 		goto fail;
 	}
-	if (l->gather_in)
-		cuda_gather_table(l, m, shapes, nparts, rows, in);
-	/* One part here unless the inputs are registered. */
-	for (uint32_t i = 0; i < g->ninputs && !l->dma_in && !l->gather_in;
-	    i++) {
+	/* One part here unless dma_in. */
+	for (uint32_t i = 0; i < g->ninputs && !l->dma_in; i++) {
 		bytes = graph_shape_nelem(&shapes[i]) * sizeof(float);
 		/* Gathered there already when the caller used cuda_stage. */
 		if (bytes > 0 && (const char *)in[i] != l->pinned + m->pin_in[i])
@@ -1873,8 +1781,7 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	if (st->use_graphs) {
 		s = cuda_slot_find(m, l->index, shapes,
 		    (l->dma_in ? CUDA_MODE_DMA_IN : 0) |
-		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0) |
-		    (l->gather_in ? CUDA_MODE_GATHER_IN : 0), &found);
+		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0), &found);
 		if (s->exec != NULL && s->gen != l->gen) {
 			cudaGraphExecDestroy(s->exec);
 			s->exec = NULL;
@@ -2102,7 +2009,6 @@ cuda_host_register(void *state, void *p, size_t len, char **cause)
 	struct cuda_state *st = state;
 	struct cuda_hostreg *n;
 	cudaError_t err;
-	char *dev;
 
 	if (cuda_check_broken(st, cause) != 0)
 		return -1;
@@ -2121,21 +2027,13 @@ cuda_host_register(void *state, void *p, size_t len, char **cause)
 		st->hreg = n;
 		st->hreg_cap = cap;
 	}
-	if ((err = cudaHostRegister(p, len, cudaHostRegisterMapped)) !=
+	if ((err = cudaHostRegister(p, len, cudaHostRegisterDefault)) !=
 	    cudaSuccess) {
 		(void)cudaGetLastError();
 		return cuda_err(cause, "cudaHostRegister", err);
 	}
-	if ((err = cudaHostGetDevicePointer((void **)&dev, p, 0)) !=
-	    cudaSuccess) {
-		(void)cudaHostUnregister(p);
-		(void)cudaGetLastError();
-		return cuda_err(cause, "cudaHostGetDevicePointer (registered)",
-		    err);
-	}
 	st->hreg[st->nhreg].p = p;
 	st->hreg[st->nhreg].len = len;
-	st->hreg[st->nhreg].dev = dev;
 	st->nhreg++;
 	return 0;
 }

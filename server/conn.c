@@ -216,7 +216,7 @@ conn_unref(struct conn *c)
 		return;
 	free(c->models);
 	free(c->regions);
-	server_ring_free(c->srv, c->ring);
+	ring_free(c->ring);
 	free(c);
 }
 

@@ -531,34 +531,6 @@ cuk_copy_kernel(float *dst, const float *src, int64_t n, int vec)
 		dst[k] = src[k];
 }
 
-/*
- * Copies the *count pieces of a table, one block a piece at a time, by
- * float4 where both ends of the piece are 16-byte aligned.
- */
-static __global__ void
-cuk_gather_kernel(const uint32_t *count, const struct cuk_piece *pieces)
-{
-	__shared__ struct cuk_piece p;
-	__shared__ uint32_t n;
-
-	if (threadIdx.x == 0)
-		n = *count;
-	__syncthreads();
-	for (uint32_t k = blockIdx.x; k < n; k += gridDim.x) {
-		if (threadIdx.x == 0)
-			p = pieces[k];
-		__syncthreads();
-		int vec = ((uintptr_t)p.dst | (uintptr_t)p.src) % 16 == 0;
-		int64_t n4 = vec ? p.n / 4 : 0;
-
-		for (int64_t i = threadIdx.x; i < n4; i += blockDim.x)
-			((float4 *)p.dst)[i] = ((const float4 *)p.src)[i];
-		for (int64_t i = 4 * n4 + threadIdx.x; i < p.n; i += blockDim.x)
-			p.dst[i] = p.src[i];
-		__syncthreads();
-	}
-}
-
 /* Traps: a fault that breaks the context. */
 static __global__ void
 cuk_trap_kernel(void)
@@ -756,17 +728,6 @@ cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s)
 		return cudaSuccess;
 	cuk_copy_kernel<<<cuk_blocks(vec ? (n + 3) / 4 : n), CUK_THREADS, 0,
 	    s>>>(dst, src, n, vec);
-	return cudaGetLastError();
-}
-
-extern "C" cudaError_t
-cuk_gather(const uint32_t *count, const struct cuk_piece *pieces,
-    uint32_t max, cudaStream_t s)
-{
-	if (max == 0)
-		return cudaSuccess;
-	cuk_gather_kernel<<<max < 1024 ? max : 1024, CUK_THREADS, 0, s>>>(
-	    count, pieces);
 	return cudaGetLastError();
 }
 

@@ -113,23 +113,6 @@ cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
  */
 cudaError_t cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s);
 
-/* One piece of a gather: n floats from src to dst (device addresses). */
-struct cuk_piece {
-	float *dst;
-	const float *src;
-	int64_t n;
-};
-
-/*
- * Copies the pieces a table lists, read when the kernel runs: *count (at
- * most max) pieces at pieces, both in mapped host memory, so that a CUDA
- * graph captured with this launch copies whatever the table says at each
- * replay. The sources may be mapped host memory (clients' registered
- * memory): each byte crosses the bus once, with no copy on the host.
- */
-cudaError_t cuk_gather(const uint32_t *count, const struct cuk_piece *pieces,
-    uint32_t max, cudaStream_t s);
-
 /* Launches a kernel that traps, for fault tests: the context becomes unusable. */
 cudaError_t cuk_trap(cudaStream_t s);
 

@@ -101,9 +101,8 @@ int engine_host_register(struct engine *e, void *p, size_t len,
  * Like engine_submit for a batch of nparts requests (rows[k] rows each, in
  * batch order) whose inputs and outputs stay in memory registered with
  * engine_host_register: part k's input i is in[k * ninputs + i], its output
- * j goes to out[k * noutputs + j], or, with out NULL, the batch's outputs
- * stay where engine_result says. Returns 0 with *ticket, 1 (nothing done)
- * when the backend cannot (the caller gathers the batch), or -1 with
+ * j goes to out[k * noutputs + j]. Returns 0 with *ticket, 1 (nothing
+ * done) when the backend cannot (the caller gathers the batch), or -1 with
  * *cause.
  */
 int engine_submit_parts(struct engine *e, struct engine_model *m,

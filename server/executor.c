@@ -19,7 +19,6 @@
 #include "log.h"
 #include "rawinfer.h"
 #include "region.h"
-#include "ring.h"
 
 /*
  * One batch in flight: its requests, its staging buffers and the backend's
@@ -300,85 +299,62 @@ executor_backend_failed(struct executor *ex, struct xslot *x, char *cause)
 	free(cause);
 }
 
-/* Page-locks rg for the device, once (again after a device reset). */
-static void
-executor_pin(struct executor *ex, struct region *rg, uint64_t gen)
-{
-	char *cause = NULL;
-	int rc;
-
-	if (rg->dev < 0 || (rg->dev == 1 && rg->dev_gen == gen))
-		return;
-	rc = engine_host_register(ex->engine, rg->base, rg->size,
-	    &rg->dev_gen, &cause);
-	if (rc < 0) {
-		log_info("shared memory of %llu bytes not locked for the "
-		    "device: %s", (unsigned long long)rg->size, cause);
-		free(cause);
-	}
-	rg->dev = rc == 1 ? 1 : -1;
-}
-
 /*
- * Page-locks the shared memory request r reads and writes (its regions,
- * and its ring when its inputs lie in its slot): the backend then moves
- * its tensors by DMA or reads them where they lie, sparing the executor
- * copies of them. Memory that cannot be locked is left to the copies.
+ * Page-locks the shared memory regions request r reads and writes, once
+ * each (again after a device reset): the backend then moves a lone
+ * request's tensors by DMA, sparing the executor two copies of them. A
+ * region that cannot be locked is left to the copies.
  */
 static void
 executor_pin_regions(struct executor *ex, struct request *r)
 {
 	uint64_t gen = engine_generation(ex->engine);
+	char *cause = NULL;
 
-	for (uint32_t i = 0; i < r->nregions; i++)
-		executor_pin(ex, r->regions[i], gen);
-	if (r->raw && r->ring != NULL)
-		executor_pin(ex, r->ring->rg, gen);
-}
+	for (uint32_t i = 0; i < r->nregions; i++) {
+		struct region *rg = r->regions[i];
+		int rc;
 
-/* Whether every output of r has a home in its regions. */
-static int
-executor_outs_placed(const struct xslot *x, const struct request *r,
-    uint32_t nout)
-{
-	if (r->nouts < nout)
-		return 0;
-	for (uint32_t j = 0; j < nout; j++) {
-		const struct graph_shape *s = &x->out_shapes[j];
-		size_t bytes = graph_shape_nelem(s) / (size_t)s->dim[0] *
-		    r->rows * sizeof(float);
-
-		if (r->outs[j].cap < bytes)
-			return 0;
+		if (rg->dev < 0 || (rg->dev == 1 && rg->dev_gen == gen))
+			continue;
+		rc = engine_host_register(ex->engine, rg->base, rg->size,
+		    &rg->dev_gen, &cause);
+		if (rc < 0) {
+			log_info("region of %llu bytes not locked for the "
+			    "device: %s", (unsigned long long)rg->size, cause);
+			free(cause);
+			cause = NULL;
+		}
+		rg->dev = rc == 1 ? 1 : -1;
 	}
-	return 1;
 }
 
 /*
- * For a batch of several requests whose inputs lie in shared memory
- * (their regions, or their ring slots, raw): submits it as parts, so the
- * backend moves each request's rows from where they lie. Their outputs go
- * to their regions when every request has them there (*placed set), else
- * stay in the backend's staging. Returns 0 (submitted), 1 (not possible:
- * gather the batch instead) or -1 with *cause.
+ * For a batch of several requests whose every input and output lies in
+ * their shared memory regions: submits it as parts, so the backend moves
+ * each request's rows by DMA where it can. Returns 0 (submitted), 1 (not
+ * possible: gather the batch instead) or -1 with *cause.
  */
 static int
-executor_submit_parts(struct executor *ex, struct xslot *x, int *placed,
-    char **cause)
+executor_submit_parts(struct executor *ex, struct xslot *x, char **cause)
 {
 	struct batch *b = &x->batch;
 	const struct graph *g = x->model->graph;
 	uint32_t nin = g->ninputs, nout = g->noutputs;
 
-	*placed = executor_outs_placed(x, b->reqs[0], nout);
-	if (!*placed && !engine_has_result(ex->engine))
-		return 1;
 	for (uint32_t k = 0; k < b->n; k++) {
 		struct request *r = b->reqs[k];
 
-		if ((r->nregions == 0 && !r->raw) ||
-		    executor_outs_placed(x, r, nout) != *placed)
+		if (r->nregions == 0 || r->nouts < nout)
 			return 1;
+		for (uint32_t j = 0; j < nout; j++) {
+			const struct graph_shape *s = &x->out_shapes[j];
+			size_t bytes = graph_shape_nelem(s) / (size_t)s->dim[0] *
+			    r->rows * sizeof(float);
+
+			if (r->outs[j].cap < bytes)
+				return 1;
+		}
 	}
 	/* Models differ in their numbers of inputs and outputs. */
 	if (executor_array(&x->part_rows, x->part_rows_cap, b->n,
@@ -403,12 +379,12 @@ executor_submit_parts(struct executor *ex, struct xslot *x, int *placed,
 		x->part_rows[k] = r->rows;
 		for (uint32_t i = 0; i < nin; i++)
 			x->part_in[k * nin + i] = r->in[i];
-		for (uint32_t j = 0; j < nout && *placed; j++)
+		for (uint32_t j = 0; j < nout; j++)
 			x->part_out[k * nout + j] = r->outs[j].dst;
 	}
 	return engine_submit_parts(ex->engine, x->model->emodel,
-	    x->in_shapes, b->n, x->part_rows, x->part_in,
-	    *placed ? x->part_out : NULL, &x->ticket, cause);
+	    x->in_shapes, b->n, x->part_rows, x->part_in, x->part_out,
+	    &x->ticket, cause);
 }
 
 /*
@@ -423,7 +399,7 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	struct request *r0 = b->reqs[0];
 	const struct graph *g;
 	char *cause = NULL;
-	int staged, placed, rc;
+	int staged, rc;
 
 	x->model = r0->model;
 	g = x->model->graph;
@@ -455,16 +431,11 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	if (b->n == 1)
 		executor_pin_regions(ex, r0);
 	else if (engine_has_parts(ex->engine) &&
-	    (rc = executor_submit_parts(ex, x, &placed, &cause)) <= 0) {
+	    (rc = executor_submit_parts(ex, x, &cause)) <= 0) {
 		if (rc < 0)
 			executor_backend_failed(ex, x, cause);
-		else if (placed)
+		else
 			x->parts = 1;
-		else {
-			/* Left in the backend's staging (it has results). */
-			for (uint32_t j = 0; j < g->noutputs; j++)
-				x->dst[j] = NULL;
-		}
 		return;
 	}
 	/*

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "agxq.pb-c.h"
-#include "log.h"
 #include "region.h"
 #include "ring.h"
 #include "ringfmt.h"
@@ -70,25 +69,15 @@ fail:
 	return -1;
 }
 
-/* Frees the ring, not its mapping: returns that. */
-struct region *
-ring_free_keep(struct ring *r)
-{
-	struct region *rg;
-
-	if (r == NULL)
-		return NULL;
-	rg = r->rg;
-	free(r->busy);
-	free(r);
-	return rg;
-}
-
 /* Unmaps and frees the ring. */
 void
 ring_free(struct ring *r)
 {
-	region_free(ring_free_keep(r));
+	if (r == NULL)
+		return;
+	region_free(r->rg);
+	free(r->busy);
+	free(r);
 }
 
 /* Bytes mapped for the ring. */

@@ -45,12 +45,6 @@ int ring_attach(int fd, uint32_t slots, uint32_t slot_size,
 /* Unmaps and frees the ring; accepts NULL. */
 void ring_free(struct ring *r);
 
-/*
- * Frees the ring but not its mapping, which it returns (NULL for NULL):
- * for a caller that must unlock it for the device before it goes.
- */
-struct region *ring_free_keep(struct ring *r);
-
 /* Bytes mapped for the ring. */
 uint64_t ring_bytes(const struct ring *r);
 

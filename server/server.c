@@ -466,14 +466,19 @@ server_shm_release(struct server *srv, uint64_t size)
 }
 
 /*
- * Unmaps rg, whose last reference went: through the executor when it is
- * page-locked for the device (unlocked there first).
+ * Drops one reference to rg; the last one unmaps it, through the executor
+ * when it is page-locked for the device (unlocked there first).
  */
 static void
-server_region_dispose(struct server *srv, struct region *rg)
+server_region_unref(struct server *srv, struct region *rg)
 {
 	struct request *r;
 
+	if (--rg->refs > 0)
+		return;
+	server_shm_release(srv, rg->size);
+	log_debug("region %llu unmapped (%llu bytes)",
+	    (unsigned long long)rg->id, (unsigned long long)rg->size);
 	if (rg->dev != 1 || srv->ex == NULL) {
 		region_free(rg);
 		return;
@@ -482,32 +487,6 @@ server_region_dispose(struct server *srv, struct region *rg)
 		server_oom();
 	r->region = rg;
 	executor_control(srv->ex, r);
-}
-
-/* Drops one reference to rg; the last one unmaps it (server_region_dispose). */
-static void
-server_region_unref(struct server *srv, struct region *rg)
-{
-	if (--rg->refs > 0)
-		return;
-	server_shm_release(srv, rg->size);
-	log_debug("region %llu unmapped (%llu bytes)",
-	    (unsigned long long)rg->id, (unsigned long long)rg->size);
-	server_region_dispose(srv, rg);
-}
-
-/*
- * Loop thread: frees ring (accepts NULL); its mapping goes as a region's
- * does, through the executor when the ring was page-locked for the
- * device (its raw requests' inputs are read in place).
- */
-void
-server_ring_free(struct server *srv, struct ring *ring)
-{
-	struct region *rg = ring_free_keep(ring);
-
-	if (rg != NULL)
-		server_region_dispose(srv, rg);
 }
 
 /* Drops the region references r holds. */

@@ -15,7 +15,6 @@
 
 struct server;
 struct conn;
-struct ring;
 
 /* Updated by every I/O loop, hence atomic. */
 struct server_counters {
@@ -57,9 +56,6 @@ void server_dispatch(struct server *srv, struct conn *c, Agxq__Envelope *env);
 
 /* Told by conn when c's socket has closed: releases what c holds. */
 void server_conn_closed(struct server *srv, struct conn *c);
-
-/* Frees a connection's ring, its mapping as a region's (accepts NULL). */
-void server_ring_free(struct server *srv, struct ring *ring);
 
 /* Counts a frame in or out on loop i (that loop's thread; for polling). */
 void server_traffic(struct server *srv, uint32_t i);

@@ -1125,87 +1125,6 @@ out:
 	return rc;
 }
 
-/*
- * cuk_gather called directly, as the cuda backend uses it: a table in
- * mapped memory of pieces from mapped host memory (lengths around the
- * float4 step, sources and destinations aligned or off by one float) to
- * places in one device buffer with gaps between them. Each piece lands
- * where the table says and nothing else is touched; the kernel reads the
- * count when it runs (a table of fewer pieces than max, and of none, as a
- * replayed graph sees them), and pieces beyond the count are left alone.
- */
-static int
-t_kernel_gather(void)
-{
-	static const int64_t lens[] = { 1, 3, 4, 5, 8, 255, 1024, 4099,
-	    16384, 3, 7 };
-	const uint32_t np = sizeof lens / sizeof lens[0], max = np + 5;
-	const size_t cap = 65536;
-	float *h = NULL, *hd = NULL, *d = NULL, *back = NULL, *want = NULL;
-	struct cuk_piece *tab = NULL, *tabd = NULL;
-	uint32_t *count = NULL, *countd = NULL;
-	int rc = -1, bad = 0;
-
-	if (as_cpu)
-		return 0;
-	if (cudaHostAlloc((void **)&h, cap * sizeof *h, cudaHostAllocMapped) !=
-	    cudaSuccess || cudaHostGetDevicePointer((void **)&hd, h, 0) !=
-	    cudaSuccess || cudaHostAlloc((void **)&count, 64 + max *
-	    sizeof *tab, cudaHostAllocMapped) != cudaSuccess ||
-	    cudaHostGetDevicePointer((void **)&countd, count, 0) !=
-	    cudaSuccess || cudaMalloc((void **)&d, cap * sizeof *d) !=
-	    cudaSuccess || (back = malloc(cap * sizeof *back)) == NULL ||
-	    (want = malloc(cap * sizeof *want)) == NULL) {
-		printf("  allocation failed\n");
-		goto out;
-	}
-	tab = (struct cuk_piece *)(void *)((char *)count + 64);
-	tabd = (struct cuk_piece *)(void *)((char *)countd + 64);
-	tg_rand_fill(h, cap, 1.0f, &seed);
-	for (uint32_t u = 0; u < 3; u++) {
-		uint32_t used = u == 0 ? 0 : u == 1 ? np / 2 : np;
-		size_t so = 0, dof = 1;
-
-		memset(want, 0xff, cap * sizeof *want);
-		for (uint32_t k = 0; k < max; k++) {
-			int64_t n = k < np ? lens[k] : 1;
-
-			tab[k].src = hd + so;
-			tab[k].dst = d + dof;
-			tab[k].n = n;
-			if (k < used)
-				memcpy(want + dof, h + so, (size_t)n *
-				    sizeof *h);
-			so += (size_t)n + (k & 1);
-			dof += (size_t)n + 1 + (k % 3 == 0);
-		}
-		*count = used;
-		if (cudaMemset(d, 0xff, cap * sizeof *d) != cudaSuccess ||
-		    cuk_gather(countd, tabd, max, 0) != cudaSuccess ||
-		    cudaDeviceSynchronize() != cudaSuccess ||
-		    cudaMemcpy(back, d, cap * sizeof *d,
-		    cudaMemcpyDeviceToHost) != cudaSuccess) {
-			printf("  cuk_gather of %u pieces failed\n", used);
-			goto out;
-		}
-		for (size_t k = 0; k < cap; k++) {
-			if (memcmp(&back[k], &want[k], sizeof *back) != 0 &&
-			    bad++ < 3)
-				printf("  %u pieces: float %zu wrong\n", used, k);
-		}
-	}
-	printf("  cuk_gather of 0, %u and %u pieces, room for %u: %d wrong "
-	    "floats\n", np / 2, np, max, bad);
-	rc = bad == 0 ? 0 : -1;
-out:
-	cudaFreeHost(h);
-	cudaFreeHost(count);
-	cudaFree(d);
-	free(back);
-	free(want);
-	return rc;
-}
-
 /* nn.Linear(256, 128). */
 static struct tgraph *
 m_linear(void)
@@ -1662,8 +1581,9 @@ t_inflight(void)
 
 /*
  * engine_poll, then engine_finish, run after run round every lane twice:
- * a long run (64 transformer samples) just submitted is not done, also on
- * a lane whose last run a poll saw done; once a poll says done, finish
+ * a long run (64 transformer samples) polled within 100 us of its
+ * submission is not done, also on a lane whose last run a poll saw done
+ * (most runs must be polled that soon); once a poll says done, finish
  * gives the right outputs. label names the engine's way of telling.
  */
 static int
@@ -1672,26 +1592,42 @@ poll_runs(const char *label)
 	struct tcase_graph tg;
 	struct flight f;
 	struct cmp c = { 0, 0 };
-	int n = 2 * engine_slots(ecuda) + 1, bad = 0;
+	int n = 2 * engine_slots(ecuda) + 1, bad = 0, seen = 0;
 
 	if (tc_load(m_transformer(), &tg) != 0)
 		abort();
 	for (int k = 0; k < n; k++) {
 		struct timespec t0, t1;
 		char *cause = NULL;
-		long polls = 0;
+		long polls = 0, us;
+		int done;
 
 		flight_prep(&f, &tg, 64);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (engine_submit(ecuda, tg.mc, f.is,
 		    (const float *const *)f.in, f.oc, &f.ticket, &cause) != 0) {
 			printf("  run %d: submit: %s\n", k, cause);
 			bad++;
 			goto next;
 		}
-		if (!as_cpu && engine_poll(ecuda, f.ticket)) {
-			printf("  run %d: done as soon as submitted\n", k);
+		done = engine_poll(ecuda, f.ticket);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec -
+		    t0.tv_nsec) / 1000;
+		/*
+		 * Such a pass takes 300 us alone: done within 100 us of the
+		 * submission is a false done. Later, the thread may have
+		 * stalled (a busy host) or the submit allocated: not judged.
+		 */
+		if (!as_cpu && done && us < 100) {
+			printf("  run %d: done %ld us after its submission\n",
+			    k, us);
 			bad++;
-		}
+		} else if (!as_cpu && done)
+			printf("  run %d: done when first polled, %ld us after "
+			    "its submission: not judged\n", k, us);
+		else
+			seen++;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		while (!engine_poll(ecuda, f.ticket)) {
 			polls++;
@@ -1715,8 +1651,13 @@ next:
 		free(cause);
 		flight_free(&f);
 	}
-	printf("  %s: %d runs polled to done: max|cuda-cpu| %.2e (%.3f of "
-	    "tol)\n", label, n, c.max_abs, c.max_ratio);
+	printf("  %s: %d runs polled to done, %d first seen not done: "
+	    "max|cuda-cpu| %.2e (%.3f of tol)\n", label, n, seen, c.max_abs,
+	    c.max_ratio);
+	if (!as_cpu && seen < n / 2) {
+		printf("  too few runs were seen not done to judge\n");
+		bad++;
+	}
 	tc_unload(&tg);
 	return bad == 0 ? 0 : -1;
 }
@@ -1868,14 +1809,12 @@ t_host_register(void)
 
 /*
  * A batch of three requests (1, 2 and 3 rows) whose tensors stay in
- * registered memory runs as parts on ecuda: each part's output matches
- * the cpu engine on the gathered batch; so does the batch's output left
- * in the staging when the parts name no outputs (out NULL, as for
- * requests from ring slots). Small inputs (read mapped) and memory that
- * is not registered are refused with 1, nothing done.
+ * registered memory runs as parts: each part's output matches the cpu
+ * engine on the gathered batch. Small inputs (read mapped) and memory
+ * that is not registered are refused with 1, nothing done.
  */
 static int
-submit_parts_on(const char *label)
+t_submit_parts(void)
 {
 	static const uint32_t rows[3] = { 1, 2, 3 }, small[3] = { 1, 1, 1 };
 	struct tcase_graph tg[2];
@@ -1948,16 +1887,6 @@ submit_parts_on(const char *label)
 			cmp_addf(&c, out[k], want + (size_t)row * rout,
 			    rows[k] * rout, ATOL_MODEL);
 	}
-	for (int n = 0; n < 3; n++) {  /* outputs left in the staging */
-		got = engine_submit_parts(ecuda, tg[0].mc, &is, 3, rows, in,
-		    NULL, &ticket, &cause);
-		if (got != 0 || engine_finish(ecuda, ticket, &cause) != 0) {
-			printf("  submit_parts, out NULL, gave %d\n", got);
-			goto out_unreg;
-		}
-		cmp_addf(&c, engine_result(ecuda, ticket, 0), want, nout,
-		    ATOL_MODEL);
-	}
 	/*
 	 * A linear's small inputs (3 rows, 3 KiB: under AGXQ_CUDA_ZC_IN_MAX's
 	 * 4 KiB) are read mapped, not by DMA: refused.
@@ -1966,8 +1895,8 @@ submit_parts_on(const char *label)
 	is.dim[0] = 3;
 	got = engine_submit_parts(ecuda, tg[1].mc, &is, 3, small, in, out,
 	    &ticket, &cause);
-	printf("  %s: 3 parts of 1, 2, 3 rows: max|cuda-cpu| %.2e (%.3f of "
-	    "tol); small inputs: %d\n", label, c.max_abs, c.max_ratio, got);
+	printf("  3 parts of 1, 2, 3 rows: max|cuda-cpu| %.2e (%.3f of tol); "
+	    "small inputs: %d\n", c.max_abs, c.max_ratio, got);
 	rc = c.max_ratio <= 1 && got == 1 ? 0 : -1;
 out_unreg:
 	engine_host_unregister(ecuda, buf, gen);
@@ -1980,30 +1909,6 @@ out:
 	for (int k = 0; k < 2; k++)
 		tc_unload(&tg[k]);
 	munmap(buf, len);
-	return rc;
-}
-
-/*
- * submit_parts_on with registered inputs gathered by cuk_gather (the
- * default) and by DMA copies (AGXQ_CUDA_GATHER=0).
- */
-static int
-t_submit_parts(void)
-{
-	struct engine *saved = ecuda;
-	int rc;
-
-	rc = submit_parts_on("gathered by a kernel");
-	setenv("AGXQ_CUDA_GATHER", "0", 1);
-	ecuda = open_cuda(NULL, NULL, NULL);
-	unsetenv("AGXQ_CUDA_GATHER");
-	if (ecuda == NULL) {
-		ecuda = saved;
-		return -1;
-	}
-	rc |= submit_parts_on("by DMA");
-	engine_close(ecuda);
-	ecuda = saved;
 	return rc;
 }
 
@@ -2242,7 +2147,6 @@ static const struct {
 	{ "kernel_attention", t_kernel_attention },
 	{ "kernel_add_layer_norm", t_kernel_add_layer_norm },
 	{ "kernel_copy", t_kernel_copy },
-	{ "kernel_gather", t_kernel_gather },
 	{ "models", t_models },
 	{ "pad_rows", t_pad_rows },
 	{ "fused_relu", t_fused_relu },
