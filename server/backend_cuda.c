@@ -32,6 +32,9 @@
  *                            4096) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
  *                            host-to-device copy; 0: always copy
+ *   AGXQ_CUDA_ZC_NARROW_MAX=N  the same up to N bytes (default 65536) for a
+ *                            model whose inputs only narrow linears read
+ *                            (cuda_inputs_narrow)
  *   AGXQ_CUDA_COPY_KERNEL=0  larger inputs staged in the pinned buffer are
  *                            copied in by cudaMemcpyAsync instead of a
  *                            kernel reading the mapped buffer
@@ -94,6 +97,7 @@
 #define CUDA_SPIN_NS 200000         /* finish polls this long, then blocks */
 #define CUDA_FLAG_SPACING 16        /* uint32_t per lane flag: a line each */
 #define CUDA_FLAG_QUERY_EVERY 64    /* polls of a flag between event queries */
+#define CUDA_NARROW_N 128           /* a narrow linear: this many outputs at most */
 
 /* cuStreamWriteValue32, from the driver through the runtime. */
 typedef CUresult (*cuda_write_value_fn)(CUstream, CUdeviceptr, cuuint32_t,
@@ -148,6 +152,7 @@ struct cuda_state {
 	int use_graphs;
 	int zerocopy;
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
+	unsigned long zc_narrow_max; /* the same for models with narrow inputs */
 	int copy_kernel;            /* staged inputs copied in by a kernel */
 	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
 	struct cuda_gemm *gemm;     /* linears on cuBLASLt; NULL: cublasSgemm */
@@ -195,6 +200,7 @@ struct cuda_model {
 	uint8_t *skip;              /* nnodes: done by the node it is fused into */
 	size_t *pin_in;             /* ninputs: staging byte offsets */
 	size_t *pin_out;            /* noutputs: staging byte offsets */
+	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
 	size_t scratch_off;         /* arena byte offset of mha temporaries */
 	struct cuda_graph_slot slot[CUDA_SLOTS][CUDA_GRAPH_SLOTS];
 	struct graph_shape *slot_shapes;
@@ -497,6 +503,15 @@ cuda_open(int device, void **state, char **cause)
 	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_IN_MAX", 4096, 0, ULONG_MAX);
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
 	/*
+	 * Inputs that only narrow linears read (cuda_inputs_narrow) cross the
+	 * bus once or twice read mapped: linear at 16 rows 19.9 -> 17.9 us
+	 * alone, +3-4% at 8 clients with 16 or 64 KiB, where mlp (512 wide
+	 * first) lost 20% (docs/GPU.md, seventh round).
+	 */
+	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_NARROW_MAX", 65536, 0,
+	    ULONG_MAX);
+	st->zc_narrow_max = st->zerocopy ? zc_in_max : 0;
+	/*
 	 * Larger staged inputs are copied in by a kernel reading mapped
 	 * memory, not by a copy node: on an H100 a graph holding copy nodes
 	 * took 5-9 us to launch, one of a kernel alone 1.4-2.3 (docs/GPU.md).
@@ -631,6 +646,45 @@ cuda_zerocopy_ok(const struct graph *g, uint32_t v)
 	default:
 		return 0;
 	}
+}
+
+/*
+ * Whether every input of g is read only as the input of linears with
+ * constant weights of at most CUDA_NARROW_N outputs. A GEMM reads its
+ * input once for each tile of output columns: such an input read from
+ * mapped memory crosses the bus once or twice, where a wider layer reads
+ * it many times over.
+ */
+static int
+cuda_inputs_narrow(const struct graph *g)
+{
+	for (uint32_t v = 0; v < g->ninputs; v++) {
+		uint32_t uses = 0;
+
+		for (uint32_t j = 0; j < g->noutputs; j++)
+			if (g->outputs[j] == v)
+				return 0;
+		for (uint32_t i = 0; i < g->nnodes; i++) {
+			const struct graph_node *n = &g->nodes[i];
+			const struct graph_value *w;
+
+			for (int k = 0; k < n->nin; k++) {
+				if (n->in[k] != v)
+					continue;
+				if (n->op != GRAPH_OP_LINEAR || k != 0)
+					return 0;
+				w = &g->values[n->in[1]];
+				if (w->kind != GRAPH_VALUE_CONST ||
+				    w->shape.ndim != 2 ||
+				    w->shape.dim[0] > CUDA_NARROW_N)
+					return 0;
+				uses++;
+			}
+		}
+		if (uses == 0)
+			return 0;
+	}
+	return g->ninputs > 0;
 }
 
 /* How many times value v is read: by nodes and as a graph output. */
@@ -789,6 +843,9 @@ cuda_model_load(void *state, const struct graph *g, void **bmodel,
 		if (cuda_zerocopy_ok(g, g->outputs[j]))
 			m->zc_out[g->outputs[j]] = j + 1;
 	cuda_fuse(m, st->fuse);
+	m->zc_in_max = st->zc_in_max;
+	if (cuda_inputs_narrow(g) && st->zc_narrow_max > m->zc_in_max)
+		m->zc_in_max = st->zc_narrow_max;
 
 	/* One device block, each constant 64-float aligned. */
 	for (v = 0; v < g->nvalues; v++) {
@@ -1718,14 +1775,16 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 
 	/*
 	 * Small inputs are read by the kernels straight from mapped memory,
-	 * sparing a copy per run (AGXQ_CUDA_ZC_IN_MAX bytes, all inputs).
+	 * sparing a copy per run (AGXQ_CUDA_ZC_IN_MAX bytes, all inputs;
+	 * AGXQ_CUDA_ZC_NARROW_MAX for a model whose inputs narrow linears
+	 * read).
 	 * The decision follows from the shapes, so graphs captured for these
 	 * shapes stay right.
 	 */
 	bytes = 0;
 	for (uint32_t i = 0; i < g->ninputs; i++)
 		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
-	zc_in = bytes <= st->zc_in_max;
+	zc_in = bytes <= m->zc_in_max;
 	cuda_dma_modes(st, m, shapes, zc_in, nparts, rows, in, out, &dma_in,
 	    &dma_out);
 	if (nparts > 1 && (!st->parts || !dma_in || !dma_out))

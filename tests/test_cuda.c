@@ -1958,6 +1958,40 @@ t_pad_rows(void)
 	return rc;
 }
 
+/*
+ * Inputs that only narrow linears read (linear: 128 outputs) are read by
+ * the GEMM from mapped memory up to AGXQ_CUDA_ZC_NARROW_MAX bytes (64 KiB
+ * by default: 64 rows of 256 floats; 65 rows are copied in), mlp's (512
+ * wide first) only up to AGXQ_CUDA_ZC_IN_MAX: each at batches on both
+ * sides of those sizes, replayed, against cpu and the reference, as
+ * opened by default and with the rule off (AGXQ_CUDA_ZC_NARROW_MAX=0).
+ */
+static int
+t_zc_narrow(void)
+{
+	static const int64_t batches[] = { 4, 5, 16, 16, 17, 64, 64, 65, 65,
+	    4 };
+	const size_t nb = sizeof batches / sizeof batches[0];
+	struct engine *saved = ecuda;
+	int rc;
+
+	rc = tc_check_at("linear, narrow rule", m_linear(), ATOL_MODEL,
+	    batches, nb);
+	rc |= tc_check_at("mlp, narrow rule", m_mlp(), ATOL_MODEL, batches, nb);
+	setenv("AGXQ_CUDA_ZC_NARROW_MAX", "0", 1);
+	ecuda = open_cuda(NULL, NULL, NULL);
+	unsetenv("AGXQ_CUDA_ZC_NARROW_MAX");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	rc |= tc_check_at("linear, rule off", m_linear(), ATOL_MODEL, batches,
+	    nb);
+	engine_close(ecuda);
+	ecuda = saved;
+	return rc;
+}
+
 /* The graphs of the fused cases: x [B, 96] through linears and ReLUs. */
 static struct tgraph *
 g_relu(int which)
@@ -2149,6 +2183,7 @@ static const struct {
 	{ "kernel_copy", t_kernel_copy },
 	{ "models", t_models },
 	{ "pad_rows", t_pad_rows },
+	{ "zc_narrow", t_zc_narrow },
 	{ "fused_relu", t_fused_relu },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
