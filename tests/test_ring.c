@@ -1768,6 +1768,61 @@ out:
 }
 
 /*
+ * agxqd reads a raw Infer where it lies in the slot, and a client may write
+ * its slot meanwhile: 300 valid raw Infers, each overwritten with random
+ * bytes (head, table and data) from the moment it is posted until agxqd
+ * answers it, every 8th with the header's length too. Whatever it read,
+ * agxqd answers each in its slot (a reply or an Error) and goes on
+ * serving: a clean request afterwards gets the right values.
+ */
+static void
+t_raw_scribble(void)
+{
+	struct rt_ring r;
+	struct tgraph *tg = NULL;
+	uint8_t *frame = NULL;
+	float x[4 * RT_RAW_N];
+	uint64_t model, rng = 0x9e3779b97f4a7c15ull;
+	size_t len;
+	long scribbled = 0;
+	int fd = -1;
+
+	rt_ring_init(&r);
+	for (int k = 0; k < 4 * RT_RAW_N; k++)
+		x[k] = (float)((k * 5) % 11) - 5.0f;
+	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
+	CHECK(rw_frame(60, model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	for (uint64_t n = 0; n < 300; n++) {
+		uint32_t i = (uint32_t)(n % 4);
+		struct ring_slot *sl = ring_slot_at(r.base, r.slot_size, i);
+		uint8_t *d = ring_slot_data(sl);
+		size_t from = n % 8 == 0 ? 0 : CODEC_HEADER_SIZE;
+
+		CHECK(rt_post(fd, &r, i, 100 + n, frame, len,
+		    (uint32_t)len) == 0);
+		while (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) ==
+		    RING_POSTED) {
+			rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+			d[from + (rng >> 33) % (len - from)] = (uint8_t)(rng >> 56);
+			scribbled++;
+		}
+		CHECK(rt_slot_done(&r, i) == 0);
+	}
+	printf("  300 raw Infers written over while in flight (%ld bytes), "
+	    "each answered\n", scribbled);
+	free(frame);
+	CHECK(rw_frame(61, model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post(fd, &r, 5, 61, frame, len, (uint32_t)len) == 0);
+	CHECK(rw_expect_relu(&r, 5, 61, x, 4) == 0);
+out:
+	free(frame);
+	if (fd >= 0)
+		close(fd);
+	rt_ring_free(&r);
+	tg_free(tg);
+}
+
+/*
  * A fresh agxqd (started with extra) and a raw connection to it with a ring
  * (bs_raw_ring), for the cases that watch one client's slots and the stats.
  */
@@ -2045,6 +2100,7 @@ static const struct testlib_case cases[] = {
 	{ "bad_attach", t_bad_attach },
 	{ "bad_slot", t_bad_slot },
 	{ "raw_frames", t_raw_frames },
+	{ "raw_scribble", t_raw_scribble },
 	{ "daemon_dies", t_daemon_dies },
 	{ "wait_times", t_wait_times },
 	{ "answered", t_answered },
