@@ -199,10 +199,3 @@ ring_release(struct ring *r, uint32_t slot)
 	    RING_POSTED)
 		r->rescan = 1;
 }
-
-/* Whether slot is taken and not yet answered. */
-int
-ring_busy(const struct ring *r, uint32_t slot)
-{
-	return slot < r->slots && r->busy[slot];
-}

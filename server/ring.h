@@ -80,7 +80,4 @@ void ring_release(struct ring *r, uint32_t slot);
 /* Whether the client posted since the last ring_poll (a cheap look). */
 int ring_pending(const struct ring *r);
 
-/* Whether slot is taken and not yet answered. */
-int ring_busy(const struct ring *r, uint32_t slot);
-
 #endif
