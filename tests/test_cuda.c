@@ -1273,6 +1273,18 @@ open_cuda(const char *fault_every, const char *fault_kind, const char *graphs)
 	return e;
 }
 
+/* A cuda engine opened with setting var at val (open_cuda), or NULL. */
+static struct engine *
+open_cuda_set(const char *var, const char *val)
+{
+	struct engine *e;
+
+	setenv(var, val, 1);
+	e = open_cuda(NULL, NULL, NULL);
+	unsetenv(var);
+	return e;
+}
+
 /* Runs the mlp on ecuda n times expecting results within tolerance. */
 static int
 expect_runs(struct tcase_graph *tg, int n)
@@ -1672,9 +1684,7 @@ t_poll(void)
 	struct engine *saved = ecuda;
 	int rc = poll_runs("done flags");
 
-	setenv("AGXQ_CUDA_DONE_FLAG", "0", 1);
-	ecuda = open_cuda(NULL, NULL, NULL);
-	unsetenv("AGXQ_CUDA_DONE_FLAG");
+	ecuda = open_cuda_set("AGXQ_CUDA_DONE_FLAG", "0");
 	if (ecuda == NULL) {
 		ecuda = saved;
 		return -1;
@@ -1978,9 +1988,7 @@ t_zc_narrow(void)
 	rc = tc_check_at("linear, narrow rule", m_linear(), ATOL_MODEL,
 	    batches, nb);
 	rc |= tc_check_at("mlp, narrow rule", m_mlp(), ATOL_MODEL, batches, nb);
-	setenv("AGXQ_CUDA_ZC_NARROW_MAX", "0", 1);
-	ecuda = open_cuda(NULL, NULL, NULL);
-	unsetenv("AGXQ_CUDA_ZC_NARROW_MAX");
+	ecuda = open_cuda_set("AGXQ_CUDA_ZC_NARROW_MAX", "0");
 	if (ecuda == NULL) {
 		ecuda = saved;
 		return -1;
@@ -2075,9 +2083,7 @@ t_no_zerocopy(void)
 	int rc = 0;
 
 	/* outputs copied device-to-host instead of written to mapped memory */
-	setenv("AGXQ_CUDA_ZEROCOPY", "0", 1);
-	ecuda = open_cuda(NULL, NULL, NULL);
-	unsetenv("AGXQ_CUDA_ZEROCOPY");
+	ecuda = open_cuda_set("AGXQ_CUDA_ZEROCOPY", "0");
 	if (ecuda == NULL) {
 		ecuda = saved;
 		return -1;
