@@ -504,9 +504,10 @@ cuda_open(int device, void **state, char **cause)
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
 	/*
 	 * Inputs that only narrow linears read (cuda_inputs_narrow) cross the
-	 * bus once or twice read mapped: linear at 16 rows 19.9 -> 17.9 us
-	 * alone, +3-4% at 8 clients with 16 or 64 KiB, where mlp (512 wide
-	 * first) lost 20% (docs/GPU.md, seventh round).
+	 * bus once or twice read mapped: a linear pass of 8-32 rows 15-19%
+	 * shorter alone on an H200, level through agxqd at 8 clients there
+	 * (+3-4% on an H100), where mlp, 512 wide first, lost 20% with all
+	 * inputs so read (docs/GPU.md, 2026-12-04 and seventh round).
 	 */
 	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_NARROW_MAX", 65536, 0,
 	    ULONG_MAX);
