@@ -2052,9 +2052,7 @@ t_fused_relu(void)
 
 	for (int e = 0; e < 5; e++) {
 		if (envs[e] != NULL) {
-			setenv(envs[e], vals[e], 1);
-			ecuda = open_cuda(NULL, NULL, NULL);
-			unsetenv(envs[e]);
+			ecuda = open_cuda_set(envs[e], vals[e]);
 			if (ecuda == NULL) {
 				ecuda = saved;
 				return -1;
