@@ -20,6 +20,7 @@
 #include "log.h"
 #include "rawinfer.h"
 #include "region.h"
+#include "ring.h"
 
 /*
  * One batch in flight: its requests, its staging buffers and the backend's
@@ -207,16 +208,26 @@ executor_grow(float **buf, size_t *cap, size_t n)
 
 /*
  * Writes rep as r's raw reply frame (r came raw, so it names no regions),
- * under the limit of a packed one.
+ * under the limit of a packed one: straight into the ring slot it is
+ * answered in when it fits there (its inputs were read already), else
+ * into a buffer of its own.
  */
 static int
 executor_encode_raw(struct executor *ex, const Agxq__InferReply *rep,
     struct request *r)
 {
 	size_t len = rawinfer_reply_frame_size(rep);
+	uint8_t *at;
 
 	if (len == 0 || len - CODEC_HEADER_SIZE > ex->cfg.limits.max_message)
 		return -1;
+	if (r->ring != NULL && (at = ring_reply_at(r->ring,
+	    (uint32_t)r->ring_slot, len)) != NULL) {
+		rawinfer_reply_frame_write(rep, at);
+		r->slot_reply = at;
+		r->slot_reply_len = len;
+		return 0;
+	}
 	if ((r->reply = malloc(len)) == NULL)
 		return -1;
 	rawinfer_reply_frame_write(rep, r->reply);

@@ -104,6 +104,8 @@ request_encode_error(struct request *r)
 	free(r->reply);
 	r->reply = NULL;
 	r->reply_len = 0;
+	r->slot_reply = NULL;
+	r->slot_reply_len = 0;
 	return request_error_frame(r->id, r->status, r->cause, &r->reply,
 	    &r->reply_len);
 }

@@ -66,6 +66,9 @@ struct request {
 	uint8_t *reply;               /* encoded reply frame, malloc'd */
 	size_t reply_len;
 	size_t reply_raw_len;
+	uint8_t *slot_reply;          /* or a raw one written in its ring slot,
+	                                 not yet answered (ring_reply_at) */
+	size_t slot_reply_len;
 	uint64_t queue_us;
 	uint64_t exec_us;
 	uint64_t t_reply_ns;          /* when its reply was encoded */

@@ -168,13 +168,33 @@ ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
 int
 ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame, size_t len)
 {
+	uint8_t *at;
+
+	if ((at = ring_reply_at(r, slot, len)) == NULL)
+		return -1;
+	memcpy(at, frame, len);
+	return ring_answer_written(r, slot, len);
+}
+
+/* Where slot's reply can be written, unless it does not fit or a waiter waits. */
+uint8_t *
+ring_reply_at(struct ring *r, uint32_t slot, size_t len)
+{
 	struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, slot);
-	uint32_t st = RING_POSTED;
 
 	if (len > r->slot_size - RING_SLOT_HEADER ||
 	    __atomic_load_n(&s->state, __ATOMIC_SEQ_CST) != RING_POSTED)
-		return -1;
-	memcpy(ring_slot_data(s), frame, len);
+		return NULL;
+	return ring_slot_data(s);
+}
+
+/* Stores DONE for a reply written in place, unless a waiter was flagged. */
+int
+ring_answer_written(struct ring *r, uint32_t slot, size_t len)
+{
+	struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, slot);
+	uint32_t st = RING_POSTED;
+
 	__atomic_store_n(&s->len, (uint32_t)len, __ATOMIC_RELAXED);
 	/* A waiter flagged meanwhile: the loop answers in both places. */
 	if (!__atomic_compare_exchange_n(&s->state, &st, RING_DONE, 0,

@@ -74,6 +74,22 @@ int ring_complete(struct ring *r, uint32_t slot, const uint8_t *frame,
 int ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame,
     size_t len);
 
+/*
+ * Any thread, while the loop counts slot busy: where a reply frame of len
+ * bytes can be written in slot, or NULL when it does not fit or the
+ * client waits on the socket. What is written there is the client's once
+ * ring_answer_written says so.
+ */
+uint8_t *ring_reply_at(struct ring *r, uint32_t slot, size_t len);
+
+/*
+ * Any thread: the reply frame of len bytes written at ring_reply_at is
+ * ready: stores DONE. Returns 0, or -1 without storing a state when the
+ * client flagged a waiter meanwhile; the loop must then answer with
+ * ring_complete.
+ */
+int ring_answer_written(struct ring *r, uint32_t slot, size_t len);
+
 /* Loop thread: frees slot, answered by ring_answer, for the next post. */
 void ring_release(struct ring *r, uint32_t slot);
 

@@ -1252,7 +1252,7 @@ static int
 server_answerable(const struct request *r)
 {
 	return r->kind == REQUEST_INFER && r->ring != NULL &&
-	    r->nregions == 0 && r->reply != NULL;
+	    r->nregions == 0 && (r->reply != NULL || r->slot_reply != NULL);
 }
 
 /*
@@ -1271,13 +1271,28 @@ server_answer_early(struct server *srv, struct request *r)
 	 */
 	atomic_fetch_add(&r->conn->answered, 1);
 	srv->ctr.ring_answered++;
-	if (ring_answer(r->ring, (uint32_t)r->ring_slot, r->reply,
+	if (r->slot_reply != NULL ? ring_answer_written(r->ring,
+	    (uint32_t)r->ring_slot, r->slot_reply_len) == 0 :
+	    ring_answer(r->ring, (uint32_t)r->ring_slot, r->reply,
 	    r->reply_len) == 0) {
 		r->answered = 1;
 		return;
 	}
 	srv->ctr.ring_answered--;
 	atomic_fetch_sub(&r->conn->answered, 1);
+	/*
+	 * The client waits on the socket now: the loop answers there (and in
+	 * the slot) from a copy. It leaves the slot alone until then.
+	 */
+	if (r->slot_reply != NULL) {
+		if ((r->reply = malloc(r->slot_reply_len)) == NULL)
+			server_oom();
+		memcpy(r->reply, r->slot_reply, r->slot_reply_len);
+		r->reply_len = r->slot_reply_len;
+		r->reply_raw_len = r->reply_len - CODEC_HEADER_SIZE;
+		r->slot_reply = NULL;
+		r->slot_reply_len = 0;
+	}
 }
 
 /*
