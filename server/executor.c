@@ -16,7 +16,6 @@
 #include "engine.h"
 #include "envset.h"
 #include "executor.h"
-#include "lock.h"
 #include "log.h"
 #include "rawinfer.h"
 #include "region.h"
@@ -1069,7 +1068,7 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 	if (cfg->lost != NULL && (ex->lost_ev = event_new(base, -1, 0,
 	    executor_lost_cb, ex)) == NULL)
 		goto fail_free;
-	lock_init(&ex->lock);
+	pthread_mutex_init(&ex->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&ex->cond, &ca);

@@ -33,7 +33,6 @@
 #include "conn.h"
 #include "executor.h"
 #include "ioloop.h"
-#include "lock.h"
 #include "log.h"
 #include "models.h"
 #include "rawinfer.h"
@@ -1933,7 +1932,7 @@ server_new(struct event_base *base, int listen_fd, struct server **out,
 	else
 		srv->ring_limit = sysconf(_SC_NPROCESSORS_ONLN) > 1 ?
 		    (uint32_t)sysconf(_SC_NPROCESSORS_ONLN) : 1;
-	lock_init(&srv->lock);
+	pthread_mutex_init(&srv->lock, NULL);
 	if ((srv->models = models_new()) == NULL)
 		server_oom();
 
