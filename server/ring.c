@@ -176,7 +176,7 @@ ring_answer(struct ring *r, uint32_t slot, const uint8_t *frame, size_t len)
 	return ring_answer_written(r, slot, len);
 }
 
-/* Where slot's reply can be written, unless it does not fit or a waiter waits. */
+/* Where slot's reply can go, unless it does not fit or a waiter waits. */
 uint8_t *
 ring_reply_at(struct ring *r, uint32_t slot, size_t len)
 {

@@ -1,9 +1,10 @@
 /*
  * ring: agxqd's side of a client's request ring (layout in proto/ringfmt.h).
  * One per connection, touched only on the thread of the loop serving it,
- * but for ring_answer: the loop polls it for posted Infer frames and writes
- * each reply into the slot the request came from, unless the executor
- * answered there first (ring_answer) and left the loop only its books.
+ * but for ring_answer, ring_reply_at and ring_answer_written: the loop
+ * polls it for posted Infer frames and writes each reply into the slot the
+ * request came from, unless the executor answered there first and left
+ * the loop only its books.
  */
 #ifndef AGXQ_SERVER_RING_H
 #define AGXQ_SERVER_RING_H

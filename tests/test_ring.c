@@ -1863,7 +1863,8 @@ t_raw_late_waiter(void)
 		while (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) ==
 		    RING_POSTED) {
 			/* Yields: agxqd may need this core (CI has two). */
-			if (memcmp(ring_slot_data(sl), head, sizeof head) == 0) {
+			if (memcmp(ring_slot_data(sl), head,
+			    sizeof head) == 0) {
 				sched_yield();
 				continue;
 			}
