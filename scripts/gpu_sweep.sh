@@ -10,8 +10,11 @@
 #   BUILD=build-gpu-carry scripts/gpu_sweep.sh OUTDIR \
 #       'base||' 'lanes4|AGXQ_LANES=4|' 'delay20||--max-delay-us 20'
 #
-# SWEEP_CLIENTS (default 8) and SWEEP_MODELS (default all three) narrow it;
-# SWEEP_WINDOW_MS (default 500) and SWEEP_WINDOWS (default 3) lengthen it.
+# SWEEP_CLIENTS (default 8) and SWEEP_MODELS (default all three, comma or
+# space separated) narrow it; SWEEP_WINDOW_MS (default 500) and
+# SWEEP_WINDOWS (default 3) lengthen it. A configuration whose benchmark
+# fails is named on stderr (its output is in OUTDIR/sweep.txt), and the
+# script then exits 1.
 set -u
 out=$1
 shift
@@ -22,6 +25,8 @@ real=$PWD/$b/server/agxqd
 wdir=$(mktemp -d)
 trap 'rm -rf "$wdir"' EXIT
 n=0
+failed=0
+models=$(printf '%s' "${SWEEP_MODELS:-linear,mlp,transformer}" | tr ' ' ',')
 echo "label,model,clients,ops_s,p50_us,p99_us" > "$out/sweep.csv"
 for cfg in "$@"; do
 	n=$((n + 1))
@@ -40,12 +45,18 @@ EOF
 	echo "== $label: env '$envs', agxqd start $opts" >> "$out/sweep.txt"
 	env $envs timeout 200 "$b/examples/agxq-bench" --backend ${BACKEND:-cuda} \
 	    --agxqd "$w" --modes processes --clients ${SWEEP_CLIENTS:-8} \
-	    --kinds proxy --models ${SWEEP_MODELS:-linear,mlp,transformer} \
+	    --kinds proxy --models "$models" \
 	    --window-ms ${SWEEP_WINDOW_MS:-500} --warmup-ms 300 \
 	    --max-windows ${SWEEP_WINDOWS:-3} \
-	    --csv "$out/sweep-$n.csv" >> "$out/sweep.txt" 2>&1
+	    --csv "$out/sweep-$n.csv" >> "$out/sweep.txt" 2>&1 || {
+		echo "gpu_sweep: agxq-bench failed for $label (see" \
+		    "$out/sweep.txt)" >&2
+		failed=1
+	}
+	[ -f "$out/sweep-$n.csv" ] || continue
 	awk -F, -v l="$label" 'NR > 1 { printf "%s,%s,%s,%.0f,%.0f,%.0f\n",
 	    l, $1, $4, $5, $7, $8 }' "$out/sweep-$n.csv" >> "$out/sweep.csv"
 	rm -f "$out/sweep-$n.csv"
 done
 cat "$out/sweep.csv"
+exit $failed
