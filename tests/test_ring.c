@@ -1323,6 +1323,47 @@ fail:
 	return -1;
 }
 
+/*
+ * A raw connection to the shared daemon with bs_graph loaded and a ring
+ * attached (bs_raw_ring), for the cases that write its slots themselves.
+ */
+struct raw_conn {
+	struct rt_ring r;
+	struct tgraph *tg;
+	uint64_t model;
+	int fd;
+};
+
+/* Empties w, so that raw_conn_close may follow whatever happens. */
+static void
+raw_conn_init(struct raw_conn *w)
+{
+	rt_ring_init(&w->r);
+	w->tg = NULL;
+	w->model = 0;
+	w->fd = -1;
+}
+
+/* Connects w (raw_conn_init first) to sock. 0 or -1. */
+static int
+raw_conn_open(struct raw_conn *w, const char *sock)
+{
+	w->fd = bs_raw_ring(sock, &w->r, &w->tg, &w->model);
+	return w->fd >= 0 ? 0 : -1;
+}
+
+/* Closes w; accepts an empty one. */
+static void
+raw_conn_close(struct raw_conn *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	rt_ring_free(&w->r);
+	tg_free(w->tg);
+	w->tg = NULL;
+}
+
 /* Whether code is a sensible answer to a frame that is not an Infer. */
 static int
 bs_sensible(int code)
@@ -1447,47 +1488,44 @@ out:
 static void
 t_bad_slot(void)
 {
+	struct raw_conn w;
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT, *rep = NULL;
 	Agxq__StatsRequest sr = AGXQ__STATS_REQUEST__INIT;
-	struct rt_ring r;
-	struct tgraph *tg = NULL;
 	struct du_io *io = NULL;
 	agxq_client *c = NULL;
 	agxq_model *m = NULL;
 	uint8_t *frame = NULL, junk[256];
 	float x[RT_RAW_N];
-	uint64_t model;
 	size_t len;
 	long long before, after;
 	pid_t worker;
-	int fd = -1;
 
-	rt_ring_init(&r);
+	raw_conn_init(&w);
 	CHECK(rt_ios_make(AGXQ_REF_LINEAR, 4, 4, 0, &io) == 0);
 	CHECK((worker = du_worker_pid(daemon_.sock)) > 0);
 	CHECK((before = rt_ring_requests(daemon_.sock)) >= 0);
-	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
+	CHECK(raw_conn_open(&w, daemon_.sock) == 0);
 	for (int k = 0; k < RT_RAW_N; k++)
 		x[k] = (float)k - 8.0f;
 
 	/* Slot 0: a length over the slot's data, around a valid Infer. */
-	CHECK(rt_infer_frame(10, model, x, 1, &frame, &len) == 0);
-	CHECK(bs_expect_slot_error(fd, &r, 0, 20, "len over the slot", frame,
-	    len, BS_SLOT_SIZE - RING_SLOT_HEADER + 1) == 0);
+	CHECK(rt_infer_frame(10, w.model, x, 1, &frame, &len) == 0);
+	CHECK(bs_expect_slot_error(w.fd, &w.r, 0, 20, "len over the slot",
+	    frame, len, BS_SLOT_SIZE - RING_SLOT_HEADER + 1) == 0);
 	/* Slot 1: unknown frame flags. */
 	CHECK(len <= sizeof junk);
 	memcpy(junk, frame, len);
 	codec_header_write(junk, (uint32_t)(len - CODEC_HEADER_SIZE), 0x80);
-	CHECK(bs_expect_slot_error(fd, &r, 1, 21, "unknown flags", junk, len,
-	    (uint32_t)len) == 0);
+	CHECK(bs_expect_slot_error(w.fd, &w.r, 1, 21, "unknown flags", junk,
+	    len, (uint32_t)len) == 0);
 	/* Slot 2: a header announcing more bytes than the slot holds. */
 	codec_header_write(junk, 1000, 0);
-	CHECK(bs_expect_slot_error(fd, &r, 2, 22, "header longer than len",
+	CHECK(bs_expect_slot_error(w.fd, &w.r, 2, 22, "header longer than len",
 	    junk, len, (uint32_t)len) == 0);
 	/* Slot 3: a payload that does not decode. */
 	memset(junk, 0xff, sizeof junk);
 	codec_header_write(junk, 40, 0);
-	CHECK(bs_expect_slot_error(fd, &r, 3, 23, "garbage payload", junk,
+	CHECK(bs_expect_slot_error(w.fd, &w.r, 3, 23, "garbage payload", junk,
 	    CODEC_HEADER_SIZE + 40, CODEC_HEADER_SIZE + 40) == 0);
 	free(frame);
 	frame = NULL;
@@ -1496,25 +1534,25 @@ t_bad_slot(void)
 	env.body_case = AGXQ__ENVELOPE__BODY_STATS_REQUEST;
 	env.stats_request = &sr;
 	CHECK(rt_encode(&env, &frame, &len) == 0);
-	CHECK(bs_expect_slot_error(fd, &r, 4, 11, "StatsRequest", frame, len,
-	    (uint32_t)len) == 0);
+	CHECK(bs_expect_slot_error(w.fd, &w.r, 4, 11, "StatsRequest", frame,
+	    len, (uint32_t)len) == 0);
 	free(frame);
 	frame = NULL;
 	/* Slot 5: an Infer of a model this connection does not have. */
-	CHECK(rt_infer_frame(12, model + 1000, x, 1, &frame, &len) == 0);
-	CHECK(rt_post(fd, &r, 5, 12, frame, len, (uint32_t)len) == 0);
-	CHECK(rt_slot_reply(&r, 5, &rep) == 0);
+	CHECK(rt_infer_frame(12, w.model + 1000, x, 1, &frame, &len) == 0);
+	CHECK(rt_post(w.fd, &w.r, 5, 12, frame, len, (uint32_t)len) == 0);
+	CHECK(rt_slot_reply(&w.r, 5, &rep) == 0);
 	CHECK(rt_check_error(rep, "unknown model", 12,
 	    AGXQ__ERROR_CODE__ERR_NOMODEL, "model", NULL) == 0);
 	codec_envelope_free(rep);
 	rep = NULL;
 
 	/* Valid Infers: a fresh slot, then slot 0 again. */
-	CHECK(bs_expect_slot_infer(fd, &r, 6, 13, model, 1) == 0);
-	CHECK(bs_expect_slot_infer(fd, &r, 0, 14, model, 3) == 0);
+	CHECK(bs_expect_slot_infer(w.fd, &w.r, 6, 13, w.model, 1) == 0);
+	CHECK(bs_expect_slot_infer(w.fd, &w.r, 0, 14, w.model, 3) == 0);
 
 	/* Nothing came on the socket: the next frame is the Stats asked for. */
-	CHECK(rt_raw_stats(fd, 15) == 0);
+	CHECK(rt_raw_stats(w.fd, 15) == 0);
 	after = rt_ring_requests(daemon_.sock);
 	printf("  ring_requests %lld -> %lld\n", before, after);
 	CHECK(after >= before + 2);
@@ -1530,10 +1568,7 @@ out:
 	agxq_close(c);
 	codec_envelope_free(rep);
 	free(frame);
-	if (fd >= 0)
-		close(fd);
-	rt_ring_free(&r);
-	tg_free(tg);
+	raw_conn_close(&w);
 	rt_ios_free(io, 4);
 }
 
@@ -1692,80 +1727,75 @@ rw_expect_error(int fd, struct rt_ring *r, uint32_t i, uint64_t id,
 static void
 t_raw_frames(void)
 {
+	struct raw_conn w;
 	Agxq__Envelope *rep = NULL;
-	struct rt_ring r;
-	struct tgraph *tg = NULL;
 	uint8_t *frame = NULL;
 	float x[4 * RT_RAW_N], y[3 * (RT_RAW_N + 1)];
 	long long raw0, raw1;
-	uint64_t model;
 	size_t len;
-	int fd = -1;
 
-	rt_ring_init(&r);
+	raw_conn_init(&w);
 	for (int k = 0; k < 4 * RT_RAW_N; k++)
 		x[k] = (float)((k * 7) % 13) - 6.0f;
 	memset(y, 0, sizeof y);
 	CHECK((raw0 = rt_ring_raw(daemon_.sock)) >= 0);
-	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
+	CHECK(raw_conn_open(&w, daemon_.sock) == 0);
 
-	CHECK(rw_frame(40, model, x, 3, RT_RAW_N, &frame, &len) == 0);
-	CHECK(rt_post(fd, &r, 0, 40, frame, len, (uint32_t)len) == 0);
-	CHECK(rw_expect_relu(&r, 0, 40, x, 3) == 0);
+	CHECK(rw_frame(40, w.model, x, 3, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post(w.fd, &w.r, 0, 40, frame, len, (uint32_t)len) == 0);
+	CHECK(rw_expect_relu(&w.r, 0, 40, x, 3) == 0);
 	frame[CODEC_HEADER_SIZE] ^= 0xff;
-	CHECK(rw_expect_error(fd, &r, 1, 41, "raw, wrong magic", frame, len,
+	CHECK(rw_expect_error(w.fd, &w.r, 1, 41, "raw, wrong magic", frame, len,
 	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_PROTO, "magic") == 0);
 	frame[CODEC_HEADER_SIZE] ^= 0xff;
 	codec_header_write(frame, 20, CODEC_FLAG_RAW);
-	CHECK(rw_expect_error(fd, &r, 2, 42, "raw, cut short", frame,
+	CHECK(rw_expect_error(w.fd, &w.r, 2, 42, "raw, cut short", frame,
 	    CODEC_HEADER_SIZE + 20, CODEC_HEADER_SIZE + 20,
 	    AGXQ__ERROR_CODE__ERR_PROTO, "shorter than its head") == 0);
 	codec_header_write(frame, (uint32_t)(len - CODEC_HEADER_SIZE),
 	    CODEC_FLAG_RAW | CODEC_FLAG_ZSTD);
-	CHECK(rw_expect_error(fd, &r, 3, 43, "raw and compressed", frame, len,
-	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_PROTO, "not compressed") == 0);
+	CHECK(rw_expect_error(w.fd, &w.r, 3, 43, "raw and compressed", frame,
+	    len, (uint32_t)len, AGXQ__ERROR_CODE__ERR_PROTO,
+	    "not compressed") == 0);
 	/* The last row's data cut off: the length stays in the frame. */
 	codec_header_write(frame, (uint32_t)(len - CODEC_HEADER_SIZE - 4),
 	    CODEC_FLAG_RAW);
-	CHECK(rw_expect_error(fd, &r, 4, 44, "raw, data past the end", frame,
-	    len - 4, (uint32_t)len - 4, AGXQ__ERROR_CODE__ERR_PROTO,
+	CHECK(rw_expect_error(w.fd, &w.r, 4, 44, "raw, data past the end",
+	    frame, len - 4, (uint32_t)len - 4, AGXQ__ERROR_CODE__ERR_PROTO,
 	    "lies outside the payload") == 0);
 	free(frame);
-	CHECK(rw_frame(45, model, y, 3, RT_RAW_N + 1, &frame, &len) == 0);
-	CHECK(rw_expect_error(fd, &r, 5, 45, "raw, wrong shape", frame, len,
+	CHECK(rw_frame(45, w.model, y, 3, RT_RAW_N + 1, &frame, &len) == 0);
+	CHECK(rw_expect_error(w.fd, &w.r, 5, 45, "raw, wrong shape", frame, len,
 	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_SHAPE, "input 0") == 0);
 	free(frame);
-	CHECK(rw_frame(46, model + 1000, x, 1, RT_RAW_N, &frame, &len) == 0);
-	CHECK(rw_expect_error(fd, &r, 6, 46, "raw, unknown model", frame, len,
-	    (uint32_t)len, AGXQ__ERROR_CODE__ERR_NOMODEL, "model") == 0);
+	CHECK(rw_frame(46, w.model + 1000, x, 1, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rw_expect_error(w.fd, &w.r, 6, 46, "raw, unknown model", frame,
+	    len, (uint32_t)len, AGXQ__ERROR_CODE__ERR_NOMODEL, "model") == 0);
 	free(frame);
 	/* Served as before, in a slot used already. */
-	CHECK(rw_frame(47, model, x, 4, RT_RAW_N, &frame, &len) == 0);
-	CHECK(rt_post(fd, &r, 0, 47, frame, len, (uint32_t)len) == 0);
-	CHECK(rw_expect_relu(&r, 0, 47, x, 4) == 0);
+	CHECK(rw_frame(47, w.model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post(w.fd, &w.r, 0, 47, frame, len, (uint32_t)len) == 0);
+	CHECK(rw_expect_relu(&w.r, 0, 47, x, 4) == 0);
 	/* A waiter gets the reply on the socket, packed as every frame there. */
 	free(frame);
-	CHECK(rw_frame(48, model, x, 4, RT_RAW_N, &frame, &len) == 0);
-	CHECK(rt_post_as(fd, &r, 7, 48, frame, len, (uint32_t)len,
+	CHECK(rw_frame(48, w.model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post_as(w.fd, &w.r, 7, 48, frame, len, (uint32_t)len,
 	    RING_POSTED | RING_WAITER) == 0);
-	CHECK(du_recv(fd, 3000, &rep) == 1);
+	CHECK(du_recv(w.fd, 3000, &rep) == 1);
 	CHECK(rw_check_relu(rep, 48, x, 4) == 0);
-	CHECK(rt_slot_done(&r, 7) == 0);
+	CHECK(rt_slot_done(&w.r, 7) == 0);
 	/* Read raw: 40, 45, 46, 47 and 48; the others failed before. */
 	raw1 = rt_ring_raw(daemon_.sock);
 	printf("  ring_raw %lld -> %lld\n", raw0, raw1);
 	CHECK(raw1 == raw0 + 5);
 	/* The socket knows no raw frames. */
-	CHECK(du_send(fd, frame, len) == 0);
-	CHECK(du_expect_error(fd, 3000, AGXQ__ERROR_CODE__ERR_PROTO,
+	CHECK(du_send(w.fd, frame, len) == 0);
+	CHECK(du_expect_error(w.fd, 3000, AGXQ__ERROR_CODE__ERR_PROTO,
 	    "unknown frame flags 0x2") == 0);
 out:
 	codec_envelope_free(rep);
 	free(frame);
-	if (fd >= 0)
-		close(fd);
-	rt_ring_free(&r);
-	tg_free(tg);
+	raw_conn_close(&w);
 }
 
 /*
@@ -1779,27 +1809,25 @@ out:
 static void
 t_raw_scribble(void)
 {
-	struct rt_ring r;
-	struct tgraph *tg = NULL;
+	struct raw_conn w;
 	uint8_t *frame = NULL;
 	float x[4 * RT_RAW_N];
-	uint64_t model, rng = 0x9e3779b97f4a7c15ull;
+	uint64_t rng = 0x9e3779b97f4a7c15ull;
 	size_t len;
 	long scribbled = 0;
-	int fd = -1;
 
-	rt_ring_init(&r);
+	raw_conn_init(&w);
 	for (int k = 0; k < 4 * RT_RAW_N; k++)
 		x[k] = (float)((k * 5) % 11) - 5.0f;
-	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
-	CHECK(rw_frame(60, model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(raw_conn_open(&w, daemon_.sock) == 0);
+	CHECK(rw_frame(60, w.model, x, 4, RT_RAW_N, &frame, &len) == 0);
 	for (uint64_t n = 0; n < 300; n++) {
 		uint32_t i = (uint32_t)(n % 4);
-		struct ring_slot *sl = ring_slot_at(r.base, r.slot_size, i);
+		struct ring_slot *sl = ring_slot_at(w.r.base, w.r.slot_size, i);
 		uint8_t *d = ring_slot_data(sl);
 		size_t from = n % 8 == 0 ? 0 : CODEC_HEADER_SIZE;
 
-		CHECK(rt_post(fd, &r, i, 100 + n, frame, len,
+		CHECK(rt_post(w.fd, &w.r, i, 100 + n, frame, len,
 		    (uint32_t)len) == 0);
 		while (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) ==
 		    RING_POSTED) {
@@ -1807,20 +1835,17 @@ t_raw_scribble(void)
 			d[from + (rng >> 33) % (len - from)] = (uint8_t)(rng >> 56);
 			scribbled++;
 		}
-		CHECK(rt_slot_done(&r, i) == 0);
+		CHECK(rt_slot_done(&w.r, i) == 0);
 	}
 	printf("  300 raw Infers written over while in flight (%ld bytes), "
 	    "each answered\n", scribbled);
 	free(frame);
-	CHECK(rw_frame(61, model, x, 4, RT_RAW_N, &frame, &len) == 0);
-	CHECK(rt_post(fd, &r, 5, 61, frame, len, (uint32_t)len) == 0);
-	CHECK(rw_expect_relu(&r, 5, 61, x, 4) == 0);
+	CHECK(rw_frame(61, w.model, x, 4, RT_RAW_N, &frame, &len) == 0);
+	CHECK(rt_post(w.fd, &w.r, 5, 61, frame, len, (uint32_t)len) == 0);
+	CHECK(rw_expect_relu(&w.r, 5, 61, x, 4) == 0);
 out:
 	free(frame);
-	if (fd >= 0)
-		close(fd);
-	rt_ring_free(&r);
-	tg_free(tg);
+	raw_conn_close(&w);
 }
 
 /*
@@ -1835,31 +1860,30 @@ out:
 static void
 t_raw_late_waiter(void)
 {
+	struct raw_conn w;
 	Agxq__Envelope *rep = NULL;
-	struct rt_ring r;
-	struct tgraph *tg = NULL;
 	uint8_t *frame = NULL, head[24];
 	float x[4 * RT_RAW_N];
-	uint64_t model;
 	size_t len;
-	int fd = -1, caught = 0;
+	int caught = 0;
 
-	rt_ring_init(&r);
+	raw_conn_init(&w);
 	for (int k = 0; k < 4 * RT_RAW_N; k++)
 		x[k] = (float)((k * 3) % 7) - 3.0f;
-	CHECK((fd = bs_raw_ring(daemon_.sock, &r, &tg, &model)) >= 0);
+	CHECK(raw_conn_open(&w, daemon_.sock) == 0);
 	for (uint64_t n = 0; n < 200; n++) {
 		uint32_t i = (uint32_t)(n % 4), st = RING_POSTED;
-		struct ring_slot *sl = ring_slot_at(r.base, r.slot_size, i);
+		struct ring_slot *sl = ring_slot_at(w.r.base, w.r.slot_size, i);
 		uint64_t id = 1000 + n;
 		int waiter = 0;
 
 		free(frame);
-		CHECK(rw_frame(id, model, x, 4, RT_RAW_N, &frame, &len) == 0);
+		CHECK(rw_frame(id, w.model, x, 4, RT_RAW_N, &frame, &len) == 0);
 		CHECK(len >= sizeof head);
 		memcpy(head, frame, sizeof head);
 		/* The slot holds the request until agxqd writes the reply. */
-		CHECK(rt_post(fd, &r, i, id, frame, len, (uint32_t)len) == 0);
+		CHECK(rt_post(w.fd, &w.r, i, id, frame, len,
+		    (uint32_t)len) == 0);
 		while (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) ==
 		    RING_POSTED) {
 			/* Yields: agxqd may need this core (CI has two). */
@@ -1875,22 +1899,19 @@ t_raw_late_waiter(void)
 		}
 		if (waiter) {
 			caught++;
-			CHECK(du_recv(fd, 3000, &rep) == 1);
+			CHECK(du_recv(w.fd, 3000, &rep) == 1);
 			CHECK(rw_check_relu(rep, id, x, 4) == 0);
 			codec_envelope_free(rep);
 			rep = NULL;
 		}
-		CHECK(rw_expect_relu(&r, i, id, x, 4) == 0);
+		CHECK(rw_expect_relu(&w.r, i, id, x, 4) == 0);
 	}
 	printf("  200 raw replies right; %d caught written but not yet "
 	    "answered, then answered on the socket\n", caught);
 out:
 	codec_envelope_free(rep);
 	free(frame);
-	if (fd >= 0)
-		close(fd);
-	rt_ring_free(&r);
-	tg_free(tg);
+	raw_conn_close(&w);
 }
 
 /*
