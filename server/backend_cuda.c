@@ -47,6 +47,9 @@
  *   AGXQ_CUDA_LT_CANDIDATES=N  cuBLASLt algorithms timed for each new
  *                            linear shape (1-16, default 8; 1: the
  *                            heuristic's first, untimed)
+ *   AGXQ_CUDA_LT_OVERLAP=N   each is timed running on N streams at once
+ *                            (1-16, default 8: as many as runs in flight);
+ *                            1: alone, the fastest for a lone client
  *   AGXQ_CUDA_FUSE=0         no fused nodes: a ReLU after a linear and an
  *                            add before a layer norm run as nodes of their
  *                            own, and attention as five kernels instead of
@@ -477,7 +480,7 @@ cuda_open(int device, void **state, char **cause)
 	cudaError_t err;
 	static const char *const kinds[] = { "error", "trap", NULL };
 	unsigned long zc_in_max;
-	int count = 0, k, lt, candidates, done_flag;
+	int count = 0, k, lt, candidates, overlap, done_flag;
 
 	if ((err = cudaGetDeviceCount(&count)) != cudaSuccess)
 		return cuda_err(cause, "cudaGetDeviceCount", err);
@@ -529,6 +532,8 @@ cuda_open(int device, void **state, char **cause)
 	lt = envset_bool("AGXQ_CUDA_LT", 1);
 	candidates = (int)envset_ulong("AGXQ_CUDA_LT_CANDIDATES",
 	    CUDA_GEMM_CANDIDATES, 1, CUDA_GEMM_CANDIDATES_MAX);
+	overlap = (int)envset_ulong("AGXQ_CUDA_LT_OVERLAP",
+	    CUDA_GEMM_OVERLAP, 1, CUDA_GEMM_OVERLAP_MAX);
 	/*
 	 * cublasSgemm picks a slow kernel for the products of small batches:
 	 * on an H200 (CUDA 13.0) a linear(256, 128) took 15 us at 4 rows, 62
@@ -547,7 +552,8 @@ cuda_open(int device, void **state, char **cause)
 	for (k = 0; k < CUDA_SLOTS; k++)
 		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
 			goto fail_close_lanes;
-	if (lt && cuda_gemm_open(&st->gemm, candidates, cause) != 0) {
+	if (lt && cuda_gemm_open(&st->gemm, candidates, overlap,
+	    cause) != 0) {
 		k = CUDA_SLOTS - 1;
 		goto fail_close_lanes;
 	}

@@ -5,10 +5,20 @@
  * Why timed: cublasSgemm's own choice for a linear(256, 128) on an H200
  * (CUDA 13.0) ran 8 and 16 rows 4x slower than 32 rows (docs/GPU.md), and
  * cuBLASLt's heuristic orders its candidates by a model of the GPU, not by
- * measurement. The first run of a shape outside a graph capture runs each
- * candidate a few times on the caller's stream and keeps the fastest; a
- * plan first needed during a capture takes the heuristic's first choice
- * and is timed at its next eager run.
+ * measurement. The first run of a shape outside a graph capture times each
+ * candidate and keeps the fastest; a plan first needed during a capture
+ * takes the heuristic's first choice and is timed at its next eager run.
+ *
+ * How timed: each candidate's launches are captured in a CUDA graph, run
+ * at once on `overlap' streams (AGXQ_CUDA_LT_OVERLAP), and the one taking
+ * the least device time per product wins. The graph keeps the host's cost
+ * of cublasLtMatmul (about 11 us a call on an H200, more than most of
+ * these products take) out of the timing; the streams time each algorithm
+ * under the overlap agxqd's lanes give, where on an H200 the fastest alone
+ * was up to 1.4x slower than the best (docs/GPU.md). The timing writes
+ * outputs and workspaces of its own in device memory (a scratch held for
+ * the next timing), never the run's own output, which may be mapped host
+ * memory.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +29,10 @@
 #include "cuda_gemm.h"
 
 #define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
-#define GEMM_TIME_RUNS 3     /* runs per timing, best of GEMM_TIME_REPS */
-#define GEMM_TIME_REPS 2
+#define GEMM_TIME_RUNS 4     /* runs per stream per timing */
+#define GEMM_TIME_REPS 2     /* timings per candidate; the best counts */
+#define GEMM_SCRATCH_ALIGN 256
+#define GEMM_SCRATCH_MAX (64u << 20) /* bytes of the timing streams' scratch */
 
 /*
  * What a plan is for: a shape, its epilogue and its pointers' alignment
@@ -48,6 +60,11 @@ struct cuda_gemm {
 	cublasLtHandle_t lt;
 	cudaEvent_t t0, t1;
 	int candidates;             /* algorithms timed per shape; 1: none */
+	int overlap;                /* streams a candidate is timed on */
+	cudaStream_t ts[CUDA_GEMM_OVERLAP_MAX];
+	cudaEvent_t fork, join[CUDA_GEMM_OVERLAP_MAX];
+	char *scratch;              /* outputs and workspaces of ts[1..] */
+	size_t scratch_size;
 	struct gemm_plan plan[GEMM_PLANS];
 	uint32_t nplans;
 	uint64_t tick;
@@ -75,9 +92,10 @@ gemm_align(const void *p)
 	return al;
 }
 
-/* Creates the cuBLASLt handle and the timing events. */
+/* Creates the cuBLASLt handle and the timing events and streams. */
 int
-cuda_gemm_open(struct cuda_gemm **out, int candidates, char **cause)
+cuda_gemm_open(struct cuda_gemm **out, int candidates, int overlap,
+    char **cause)
 {
 	struct cuda_gemm *gm;
 	cublasStatus_t s;
@@ -97,20 +115,34 @@ cuda_gemm_open(struct cuda_gemm **out, int candidates, char **cause)
 	 */
 	gm->candidates = candidates < 1 ? 1 : candidates >
 	    CUDA_GEMM_CANDIDATES_MAX ? CUDA_GEMM_CANDIDATES_MAX : candidates;
+	gm->overlap = overlap < 1 ? 1 : overlap > CUDA_GEMM_OVERLAP_MAX ?
+	    CUDA_GEMM_OVERLAP_MAX : overlap;
 	if ((s = cublasLtCreate(&gm->lt)) != CUBLAS_STATUS_SUCCESS) {
 		free(gm);
 		return gemm_fail(cause, "cublasLtCreate", s);
 	}
 	if ((err = cudaEventCreate(&gm->t0)) != cudaSuccess ||
-	    (err = cudaEventCreate(&gm->t1)) != cudaSuccess) {
-		if (cause != NULL && asprintf(cause, "cuda: cudaEventCreate "
-		    "failed: %s", cudaGetErrorString(err)) == -1)
-			*cause = NULL;
-		cuda_gemm_close(gm);
-		return -1;
+	    (err = cudaEventCreate(&gm->t1)) != cudaSuccess ||
+	    (err = cudaEventCreateWithFlags(&gm->fork,
+	    cudaEventDisableTiming)) != cudaSuccess)
+		goto fail;
+	for (int i = 0; i < gm->overlap; i++) {
+		if ((err = cudaStreamCreateWithFlags(&gm->ts[i],
+		    cudaStreamNonBlocking)) != cudaSuccess ||
+		    (err = cudaEventCreateWithFlags(&gm->join[i],
+		    cudaEventDisableTiming)) != cudaSuccess)
+			goto fail;
 	}
 	*out = gm;
 	return 0;
+
+fail:
+	if (cause != NULL && asprintf(cause, "cuda: creating cuBLASLt's "
+	    "timing events and streams failed: %s",
+	    cudaGetErrorString(err)) == -1)
+		*cause = NULL;
+	cuda_gemm_close(gm);
+	return -1;
 }
 
 /* Destroys a plan's descriptors. */
@@ -140,6 +172,16 @@ cuda_gemm_close(struct cuda_gemm *gm)
 		cudaEventDestroy(gm->t0);
 	if (gm->t1 != NULL)
 		cudaEventDestroy(gm->t1);
+	if (gm->fork != NULL)
+		cudaEventDestroy(gm->fork);
+	for (int i = 0; i < CUDA_GEMM_OVERLAP_MAX; i++) {
+		if (gm->ts[i] != NULL)
+			cudaStreamDestroy(gm->ts[i]);
+		if (gm->join[i] != NULL)
+			cudaEventDestroy(gm->join[i]);
+	}
+	if (gm->scratch != NULL)
+		cudaFree(gm->scratch);
 	if (gm->lt != NULL)
 		cublasLtDestroy(gm->lt);
 	free(gm);
@@ -233,30 +275,119 @@ gemm_launch(struct cuda_gemm *gm, struct gemm_plan *p,
 	    &zero, a->y, p->d, a->y, p->d, algo, a->ws, a->ws_size, a->stream);
 }
 
-/* Milliseconds of GEMM_TIME_RUNS launches of algo (best of the reps), or -1. */
+/* n rounded up to GEMM_SCRATCH_ALIGN. */
+static size_t
+gemm_round(size_t n)
+{
+	return (n + GEMM_SCRATCH_ALIGN - 1) / GEMM_SCRATCH_ALIGN *
+	    GEMM_SCRATCH_ALIGN;
+}
+
+/*
+ * Makes room in the scratch for the timing streams, each an output like
+ * a's (*yslice bytes) and ws bytes of workspace (*wsslice), at most
+ * GEMM_SCRATCH_MAX in all. Returns how many streams a timing may use:
+ * gm->overlap, fewer for large products, 0 without room.
+ */
+static int
+gemm_scratch(struct cuda_gemm *gm, const struct cuda_gemm_linear *a,
+    size_t ws, size_t *yslice, size_t *wsslice)
+{
+	size_t per, need;
+	int n;
+
+	*yslice = gemm_round((size_t)a->rows * (size_t)a->out *
+	    sizeof(float));
+	*wsslice = gemm_round(ws);
+	per = *yslice + *wsslice;
+	if (per > GEMM_SCRATCH_MAX)
+		return 0;
+	n = gm->overlap;
+	if ((size_t)n * per > GEMM_SCRATCH_MAX)
+		n = (int)(GEMM_SCRATCH_MAX / per);
+	need = (size_t)n * per;
+	if (need <= gm->scratch_size)
+		return n;
+	/* cudaFree waits for the device, as the timing does anyway. */
+	if (gm->scratch != NULL)
+		cudaFree(gm->scratch);
+	gm->scratch_size = 0;
+	if (cudaMalloc((void **)&gm->scratch, need) != cudaSuccess) {
+		(void)cudaGetLastError();
+		gm->scratch = NULL;
+		return 0;
+	}
+	gm->scratch_size = need;
+	return n;
+}
+
+/*
+ * Device milliseconds per product of algo: GEMM_TIME_RUNS products on each
+ * of n streams at once, captured in one graph and launched on a's stream
+ * (best of GEMM_TIME_REPS); -1 if it cannot run. Each stream writes its
+ * own output and workspace in the scratch, the workspaces zeroed first
+ * (a lane's starts zeroed, and only one algorithm per shape uses it).
+ */
 static float
 gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
-    const cublasLtMatmulAlgo_t *algo, const struct cuda_gemm_linear *a)
+    const cublasLtMatmulAlgo_t *algo, const struct cuda_gemm_linear *a,
+    int n, size_t yslice, size_t wsslice)
 {
+	struct cuda_gemm_linear b = *a;
+	cudaGraph_t g = NULL;
+	cudaGraphExec_t ge = NULL;
 	float best = -1.0f, ms;
+	int bad;
 
-	if (gemm_launch(gm, p, algo, a) != CUBLAS_STATUS_SUCCESS)
+	if (cudaStreamBeginCapture(gm->ts[0],
+	    cudaStreamCaptureModeThreadLocal) != cudaSuccess)
 		return -1.0f;
-	for (int r = 0; r < GEMM_TIME_REPS; r++) {
-		if (cudaEventRecord(gm->t0, a->stream) != cudaSuccess)
-			return -1.0f;
-		for (int i = 0; i < GEMM_TIME_RUNS; i++) {
-			if (gemm_launch(gm, p, algo, a) !=
-			    CUBLAS_STATUS_SUCCESS)
-				return -1.0f;
+	bad = cudaEventRecord(gm->fork, gm->ts[0]) != cudaSuccess;
+	for (int s = 1; s < n && !bad; s++)
+		bad = cudaStreamWaitEvent(gm->ts[s], gm->fork, 0) !=
+		    cudaSuccess;
+	for (int r = 0; r < GEMM_TIME_RUNS && !bad; r++) {
+		for (int s = 0; s < n && !bad; s++) {
+			b.stream = gm->ts[s];
+			b.y = (float *)(gm->scratch + (size_t)s *
+			    (yslice + wsslice));
+			b.ws = (char *)b.y + yslice;
+			b.ws_size = wsslice;
+			bad = gemm_launch(gm, p, algo, &b) !=
+			    CUBLAS_STATUS_SUCCESS;
 		}
-		if (cudaEventRecord(gm->t1, a->stream) != cudaSuccess ||
+	}
+	/* Joined even after a failure, so that the capture ends whole. */
+	for (int s = 1; s < n; s++) {
+		if (cudaEventRecord(gm->join[s], gm->ts[s]) != cudaSuccess ||
+		    cudaStreamWaitEvent(gm->ts[0], gm->join[s], 0) !=
+		    cudaSuccess)
+			bad = 1;
+	}
+	if (cudaStreamEndCapture(gm->ts[0], &g) != cudaSuccess || bad ||
+	    cudaGraphInstantiate(&ge, g, 0) != cudaSuccess ||
+	    cudaMemsetAsync(gm->scratch, 0, (size_t)n * (yslice + wsslice),
+	    a->stream) != cudaSuccess ||
+	    cudaGraphLaunch(ge, a->stream) != cudaSuccess)
+		goto out;
+	for (int r = 0; r < GEMM_TIME_REPS; r++) {
+		if (cudaEventRecord(gm->t0, a->stream) != cudaSuccess ||
+		    cudaGraphLaunch(ge, a->stream) != cudaSuccess ||
+		    cudaEventRecord(gm->t1, a->stream) != cudaSuccess ||
 		    cudaEventSynchronize(gm->t1) != cudaSuccess ||
-		    cudaEventElapsedTime(&ms, gm->t0, gm->t1) != cudaSuccess)
-			return -1.0f;
+		    cudaEventElapsedTime(&ms, gm->t0, gm->t1) != cudaSuccess) {
+			best = -1.0f;
+			break;
+		}
+		ms /= (float)(GEMM_TIME_RUNS * n);
 		if (best < 0.0f || ms < best)
 			best = ms;
 	}
+out:
+	if (ge != NULL)
+		cudaGraphExecDestroy(ge);
+	if (g != NULL)
+		cudaGraphDestroy(g);
 	return best;
 }
 
@@ -273,8 +404,9 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
 	uint64_t ws = a->ws_size;
 	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = p->key.align_w;
+	size_t wsmax = 0, yslice, wsslice;
 	cublasStatus_t s;
-	int n = 0, best = -1;
+	int n = 0, best = -1, streams;
 	float best_ms = 0.0f;
 
 	s = cublasLtMatmulPreferenceCreate(&pref);
@@ -312,11 +444,22 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 		return 0;
 	}
 	for (int i = 0; i < n; i++) {
+		if (res[i].state == CUBLAS_STATUS_SUCCESS &&
+		    res[i].workspaceSize > wsmax)
+			wsmax = res[i].workspaceSize;
+	}
+	/* Without room in the scratch, the heuristic's first choice. */
+	if ((streams = gemm_scratch(gm, a, wsmax, &yslice, &wsslice)) == 0) {
+		p->timed = 1;
+		return 0;
+	}
+	for (int i = 0; i < n; i++) {
 		float ms;
 
 		if (res[i].state != CUBLAS_STATUS_SUCCESS)
 			continue;
-		ms = gemm_time(gm, p, &res[i].algo, a);
+		ms = gemm_time(gm, p, &res[i].algo, a, streams, yslice,
+		    wsslice);
 		(void)cudaGetLastError();
 		if (ms >= 0.0f && (best < 0 || ms < best_ms)) {
 			best = i;

@@ -36,6 +36,7 @@
 
 #include "cuda_kernels.h"
 #include "engine.h"
+#include "envset.h"
 #include "graph.h"
 #include "tgraph.h"
 
@@ -2074,6 +2075,93 @@ t_fused_relu(void)
 	return rc;
 }
 
+/* envset_take_notes' callback: appends the note to the buffer arg. */
+static void
+note_add(const char *note, void *arg)
+{
+	char *buf = arg;
+	size_t len = strlen(buf);
+
+	snprintf(buf + len, 1024 - len, "%s\n", note);
+}
+
+/*
+ * AGXQ_CUDA_LT_OVERLAP out of range (0, 17) or not a number: the device
+ * opens with the default, and a note names the variable and the range.
+ */
+static int
+lt_overlap_bad(void)
+{
+	static const char *bad[] = { "0", "17", "eight" };
+	char notes[1024], want[128];
+	struct engine *e;
+	int rc = 0;
+
+	if (as_cpu)
+		return 0;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		notes[0] = '\0';
+		envset_take_notes(note_add, notes);
+		notes[0] = '\0';
+		if ((e = open_cuda_set("AGXQ_CUDA_LT_OVERLAP", bad[i])) ==
+		    NULL)
+			return -1;
+		engine_close(e);
+		envset_take_notes(note_add, notes);
+		snprintf(want, sizeof want, "AGXQ_CUDA_LT_OVERLAP=\"%s\" is "
+		    "not a whole number from 1 to 16: using 8", bad[i]);
+		if (strstr(notes, want) == NULL) {
+			printf("  AGXQ_CUDA_LT_OVERLAP=%s: no note \"%s\" in "
+			    "\"%s\"\n", bad[i], want, notes);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
+/*
+ * Each cuBLASLt candidate is timed on AGXQ_CUDA_LT_OVERLAP streams at once,
+ * each writing its own output and workspace in a scratch of at most 64
+ * MiB (cuda_gemm.c): a linear(16, 512) at 4 rows, at 2000 (8 streams), at
+ * 8200 (the scratch grows; 3 streams fit), at 33000 (an output over 64
+ * MiB: the heuristic's choice, untimed) and again; by default, alone (1)
+ * and on 16 streams; against cpu and the reference. The run's own output
+ * (mapped memory at 4 rows) must hold the run's product.
+ */
+static int
+t_lt_overlap(void)
+{
+	static const int64_t batches[] = { 4, 4, 2000, 8200, 33000, 8200, 4 };
+	static const char *vals[] = { NULL, "1", "16" };
+	struct engine *saved = ecuda;
+	struct tgraph *t;
+	char label[64];
+	uint32_t x;
+	int rc = 0;
+
+	for (int e = 0; e < 3; e++) {
+		if (vals[e] != NULL) {
+			ecuda = open_cuda_set("AGXQ_CUDA_LT_OVERLAP", vals[e]);
+			if (ecuda == NULL) {
+				ecuda = saved;
+				return -1;
+			}
+		}
+		t = tg_new();
+		x = tg_input(t, TG_DIMS(16));
+		tg_output(t, tg_linear(t, x, c_rand2(t, 512, 16, 0.2f),
+		    c_rand1(t, 512, 0.1f)));
+		snprintf(label, sizeof label, "linear, overlap %s",
+		    vals[e] != NULL ? vals[e] : "default");
+		rc |= tc_check_at(label, t, ATOL_OP, batches,
+		    sizeof batches / sizeof batches[0]);
+		if (vals[e] != NULL)
+			engine_close(ecuda);
+		ecuda = saved;
+	}
+	return rc | lt_overlap_bad();
+}
+
 static int
 t_no_zerocopy(void)
 {
@@ -2189,6 +2277,7 @@ static const struct {
 	{ "pad_rows", t_pad_rows },
 	{ "zc_narrow", t_zc_narrow },
 	{ "fused_relu", t_fused_relu },
+	{ "lt_overlap", t_lt_overlap },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },
