@@ -63,7 +63,8 @@ struct cuda_gemm {
 	int overlap;                /* streams a candidate is timed on */
 	cudaStream_t ts[CUDA_GEMM_OVERLAP_MAX];
 	cudaEvent_t fork, join[CUDA_GEMM_OVERLAP_MAX];
-	char *scratch;              /* outputs and workspaces of ts[1..] */
+	char *scratch;              /* the timing streams' outputs and
+				       workspaces, in device memory */
 	size_t scratch_size;
 	struct gemm_plan plan[GEMM_PLANS];
 	uint32_t nplans;
@@ -325,8 +326,9 @@ gemm_scratch(struct cuda_gemm *gm, const struct cuda_gemm_linear *a,
  * Device milliseconds per product of algo: GEMM_TIME_RUNS products on each
  * of n streams at once, captured in one graph and launched on a's stream
  * (best of GEMM_TIME_REPS); -1 if it cannot run. Each stream writes its
- * own output and workspace in the scratch, the workspaces zeroed first
- * (a lane's starts zeroed, and only one algorithm per shape uses it).
+ * own output and workspace in the scratch, zeroed before each candidate:
+ * a version that wrote the run's own output (mapped memory) and left each
+ * candidate the last one's workspace hung the GPU once (docs/GPU.md).
  */
 static float
 gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
