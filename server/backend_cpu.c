@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "engine.h"
@@ -25,12 +26,15 @@
  * until it is closed and reopened. AGXQ_CPU_FAULT_KIND=sticky is `lost`
  * plus what a sticky GPU fault does to the CUDA driver: once it has fired,
  * every later open in this process fails, so only a new process (a new
- * agxqd worker) gets a working device again.
+ * agxqd worker) gets a working device again. AGXQ_CPU_FAULT_KIND=hang
+ * makes the Nth run never return, as a GPU kernel that never ends keeps
+ * its stream: only the end of the process (agxqd's --stall-ms) ends it.
  */
 enum cpu_fault_kind {
 	CPU_FAULT_ERROR,	/* the run fails, the device stays healthy */
 	CPU_FAULT_LOST,		/* unhealthy until closed and reopened */
-	CPU_FAULT_STICKY	/* lost, and no reopen in this process */
+	CPU_FAULT_STICKY,	/* lost, and no reopen in this process */
+	CPU_FAULT_HANG		/* the run never returns */
 };
 
 struct cpu_state {
@@ -69,7 +73,8 @@ static int
 cpu_open(int device, void **state, char **cause)
 {
 	/* In the order of enum cpu_fault_kind. */
-	static const char *const kinds[] = { "error", "lost", "sticky", NULL };
+	static const char *const kinds[] = { "error", "lost", "sticky", "hang",
+	    NULL };
 	struct cpu_state *s;
 
 	if (atomic_load(&cpu_sticky_fault)) {
@@ -534,6 +539,8 @@ cpu_run(void *state, void *bmodel, const struct graph_shape *shapes,
 
 	if (s->lost || (s->fault_every != 0 &&
 	    ++s->runs % s->fault_every == 0)) {
+		while (s->fault_kind == CPU_FAULT_HANG)
+			pause();
 		if (s->fault_kind != CPU_FAULT_ERROR)
 			s->lost = 1;
 		if (s->fault_kind == CPU_FAULT_STICKY)

@@ -30,6 +30,7 @@ config_defaults(struct config *c)
 	c->compress_threshold = CODEC_DEFAULT_COMPRESS_THRESHOLD;
 	c->max_regions = 64;
 	c->max_restarts = SUPERVISE_MAX_RESTARTS;
+	c->stall_ms = SUPERVISE_STALL_MS;
 	c->max_shm_bytes = 64ull << 30;
 	c->socket_mode = 0600;
 	c->log_level = LOG_INFO;

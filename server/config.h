@@ -53,6 +53,8 @@ struct config {
 	struct codec_limits limits;
 	struct graph_limits glimits;
 	uint32_t max_restarts;       /* worker starts allowed within a minute */
+	uint32_t stall_ms;           /* device work unfinished this long: the
+					worker is killed and replaced; 0: never */
 	pid_t supervisor_pid;        /* set by supervise_run; inherited */
 	uint32_t worker_restarts;    /* workers started after the first */
 };

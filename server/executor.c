@@ -20,6 +20,7 @@
 #include "rawinfer.h"
 #include "region.h"
 #include "ring.h"
+#include "supervise.h"
 
 /*
  * One batch in flight: its requests, its staging buffers and the backend's
@@ -418,6 +419,8 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	x->parts = 0;
 	x->ticket = NULL;
 	x->t0 = request_now_ns();
+	if (x == &ex->slots[ex->head])
+		supervise_busy_since(x->t0);
 	for (uint32_t k = 0; k < b->n; k++) {
 		b->reqs[k]->queue_us = (x->t0 - b->reqs[k]->t_enqueue_ns) / 1000;
 		b->reqs[k]->batch_rows = b->rows;
@@ -623,6 +626,7 @@ executor_retire_oldest(struct executor *ex)
 	x->batch.n = 0;
 	ex->head = (ex->head + 1) % ex->nslots;
 	ex->inflight--;
+	supervise_busy_since(ex->inflight > 0 ? ex->slots[ex->head].t0 : 0);
 	executor_post(ex, &out);
 	/* Busy, not waiting: what finish spent on the device is left out. */
 	atomic_fetch_add_explicit(&ex->busy_ns, request_now_ns() - t0 -
@@ -913,8 +917,10 @@ executor_main(void *arg)
 #ifdef __linux__
 	pthread_setname_np(pthread_self(), "agxqd-exec"); /* for top -H */
 #endif
+	supervise_busy_since(request_now_ns());
 	rc = engine_open(ex->cfg.backend, ex->cfg.device, ENGINE_OWNER_ABORT,
 	    &ex->engine, &cause);
+	supervise_busy_since(0);
 	if (rc == 0 && executor_make_slots(ex) != 0) {
 		cause = strdup("out of memory");
 		rc = -1;
@@ -951,7 +957,10 @@ executor_main(void *arg)
 			pthread_mutex_lock(&ex->lock);
 			TAILQ_REMOVE(&ex->control, r, entry);
 			pthread_mutex_unlock(&ex->lock);
-			if (executor_run_control(ex, r, stopping)) {
+			supervise_busy_since(request_now_ns());
+			rc = executor_run_control(ex, r, stopping);
+			supervise_busy_since(0);
+			if (rc) {
 				TAILQ_INSERT_TAIL(&out, r, entry);
 				executor_post(ex, &out);
 			}
@@ -962,8 +971,11 @@ executor_main(void *arg)
 			pthread_mutex_unlock(&ex->lock);
 			if (ex->inflight > 0)
 				executor_retire_oldest(ex);
-			else
+			else {
+				supervise_busy_since(request_now_ns());
 				executor_recover(ex);
+				supervise_busy_since(0);
+			}
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}
@@ -1042,7 +1054,9 @@ executor_main(void *arg)
 			executor_wait(ex, wait_ns);
 	}
 	pthread_mutex_unlock(&ex->lock);
+	supervise_busy_since(request_now_ns());
 	engine_close(ex->engine);
+	supervise_busy_since(0);
 	ex->engine = NULL;
 	return NULL;
 }

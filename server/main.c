@@ -43,8 +43,8 @@ usage(FILE *f)
 "                   [--share-models-across-users] [--max-models N]\n"
 "                   [--max-models-per-conn N] [--max-weight-bytes N[KMG]]\n"
 "                   [--max-weight-bytes-per-conn N[KMG]] [--foreground]\n"
-"                   [--max-restarts N] [--log-level error|warn|info|debug]\n"
-"                   [--log-file PATH]\n"
+"                   [--max-restarts N] [--stall-ms N]\n"
+"                   [--log-level error|warn|info|debug] [--log-file PATH]\n"
 "       agxqd stop [--socket PATH] [--timeout S]\n"
 "       agxqd status [--socket PATH] [--json]\n"
 "       agxqd --version | --help\n"
@@ -273,6 +273,7 @@ cmd_start(int argc, char **argv)
 		{ "conns-per-io-thread", required_argument, NULL, 'K' },
 		{ "ring-clients", required_argument, NULL, 'r' },
 		{ "max-restarts", required_argument, NULL, 'R' },
+		{ "stall-ms", required_argument, NULL, 'Z' },
 		{ "max-batch", required_argument, NULL, 'B' },
 		{ "max-delay-us", required_argument, NULL, 'D' },
 		{ "max-queue", required_argument, NULL, 'Q' },
@@ -342,6 +343,10 @@ cmd_start(int argc, char **argv)
 			config.max_restarts = (uint32_t)parse_num(
 			    "--max-restarts", optarg, SUPERVISE_MAX_RESTARTS * 4,
 			    10);
+			break;
+		case 'Z':
+			config.stall_ms = (uint32_t)parse_num("--stall-ms",
+			    optarg, SUPERVISE_STALL_MS_MAX, 10);
 			break;
 		case 'B':
 			config.max_batch = (uint32_t)parse_pos("--max-batch",

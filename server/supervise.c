@@ -7,6 +7,7 @@
  */
 #include <sys/types.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,10 +43,18 @@ struct supervisor {
 	char msg[512];                /* what the worker said at start-up */
 	time_t starts[SUPERVISE_MAX_RESTARTS * 4 + 1]; /* ring of start times */
 	uint32_t nstarts;
+	int stalled;                  /* the worker was killed for a stall */
 };
 
 static int supervise_pipe[2] = { -1, -1 };
 static volatile sig_atomic_t supervise_term; /* signal to forward; 0: none */
+
+/*
+ * Since when the worker's oldest unfinished device work started
+ * (CLOCK_MONOTONIC ns), 0 when none: a shared page the worker inherits and
+ * writes, the supervisor reads. NULL in a process that is no supervisor's.
+ */
+static _Atomic uint64_t *supervise_beat;
 
 /* Signal handler: notes SIGTERM/SIGINT and wakes the poll loop. */
 static void
@@ -58,14 +68,65 @@ supervise_signal(int sig)
 	errno = saved;
 }
 
-/* Monotonic milliseconds. */
-static int64_t
-supervise_now_ms(void)
+/* Monotonic nanoseconds (the clock of request_now_ns). */
+static uint64_t
+supervise_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Monotonic milliseconds. */
+static int64_t
+supervise_now_ms(void)
+{
+	return (int64_t)(supervise_now_ns() / 1000000);
+}
+
+/* In the worker: since when its oldest unfinished device work started. */
+void
+supervise_busy_since(uint64_t ns)
+{
+	if (supervise_beat != NULL)
+		atomic_store_explicit(supervise_beat, ns, memory_order_relaxed);
+}
+
+/* How often the supervisor looks for a stall, in ms; -1: never. */
+static int
+supervise_stall_poll_ms(void)
+{
+	uint32_t ms = config.stall_ms / 4;
+
+	if (supervise_beat == NULL || config.stall_ms == 0)
+		return -1;
+	return ms < 10 ? 10 : ms > 1000 ? 1000 : (int)ms;
+}
+
+/*
+ * Kills worker pid when its oldest device work has been unfinished for
+ * longer than --stall-ms: it cannot end by itself (its executor waits in
+ * the backend for good), and its death also ends what it left running on
+ * the device.
+ */
+static void
+supervise_check_stall(struct supervisor *sv, pid_t pid)
+{
+	uint64_t since, now;
+
+	if (sv->stalled || supervise_stall_poll_ms() < 0)
+		return;
+	since = atomic_load_explicit(supervise_beat, memory_order_relaxed);
+	now = supervise_now_ns();
+	if (since == 0 || now < since ||
+	    now - since <= (uint64_t)config.stall_ms * 1000000)
+		return;
+	log_error("worker %d stalled: its device work has been unfinished for "
+	    "%llu ms (--stall-ms %u); killing it", (int)pid,
+	    (unsigned long long)((now - since) / 1000000), config.stall_ms);
+	kill(pid, SIGKILL);
+	sv->stalled = 1;
 }
 
 /* Sleeps ms milliseconds unless a signal comes first. */
@@ -316,6 +377,7 @@ supervise_wait(struct supervisor *sv, pid_t pid, int notify, int *ready)
 
 	*ready = 0;
 	sv->msg[0] = '\0';
+	sv->stalled = 0;
 	for (;;) {
 		if (supervise_term != 0 && !forwarded) {
 			kill(pid, supervise_term);
@@ -329,8 +391,10 @@ supervise_wait(struct supervisor *sv, pid_t pid, int notify, int *ready)
 		pfd[1].fd = notify;       /* ignored by poll once -1 */
 		pfd[1].events = POLLIN;
 		pfd[1].revents = 0;
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (poll(pfd, 2, supervise_stall_poll_ms()) < 0 &&
+		    errno != EINTR)
 			continue;
+		supervise_check_stall(sv, pid);
 		if (notify >= 0 && pfd[1].revents != 0)
 			supervise_read_notify(sv, &notify, ready);
 		while (read(supervise_pipe[0], buf, sizeof buf) > 0)
@@ -425,6 +489,13 @@ supervise_run(int ready_fd, supervise_worker_fn worker)
 	}
 	supervise_handlers(supervise_signal);
 	config.supervisor_pid = getpid();
+	supervise_beat = mmap(NULL, sizeof *supervise_beat, PROT_READ |
+	    PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (supervise_beat == MAP_FAILED) {
+		log_warn("no stall watchdog (--stall-ms): mmap: %s",
+		    strerror(errno));
+		supervise_beat = NULL;
+	}
 	for (;;) {
 		if (!supervise_may_start(&sv)) {
 			log_error("giving up: more than %u worker restarts "
@@ -433,6 +504,7 @@ supervise_run(int ready_fd, supervise_worker_fn worker)
 			break;
 		}
 		t0 = supervise_now_ms();
+		supervise_busy_since(0);    /* not the last worker's */
 		if ((pid = supervise_spawn(&sv, worker, &notify)) < 0) {
 			log_error("cannot start a worker: %s", strerror(errno));
 			supervise_report(&sv, "cannot start a worker process");
@@ -446,7 +518,11 @@ supervise_run(int ready_fd, supervise_worker_fn worker)
 			rc = supervise_stopped(pid, status);
 			break;
 		}
-		supervise_describe(status, how, sizeof how);
+		if (sv.stalled)
+			snprintf(how, sizeof how, "stalled on its device and "
+			    "was killed");
+		else
+			supervise_describe(status, how, sizeof how);
 		if (!ever_ready) {
 			/* The first worker never served: a start-up error. */
 			supervise_report(&sv, sv.msg[0] != '\0' ? sv.msg :
@@ -466,6 +542,10 @@ supervise_run(int ready_fd, supervise_worker_fn worker)
 		}
 	}
 	supervise_handlers(SIG_DFL);
+	if (supervise_beat != NULL) {
+		munmap((void *)supervise_beat, sizeof *supervise_beat);
+		supervise_beat = NULL;
+	}
 out_unlink:
 	unlink(config.socket_path);
 	unlink(sv.lock_path);

@@ -132,6 +132,18 @@ t_cli_usage(void)
 		CHECK(strstr(out, "bad value for --max-restarts") != NULL);
 	}
 	{
+		const char *a[] = { "start", "--stall-ms", "86400001", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "bad value for --stall-ms") != NULL);
+	}
+	{
+		const char *a[] = { "start", "--stall-ms", "1s", NULL };
+
+		CHECK(du_run(a, 10000, out, sizeof out) == 2);
+		CHECK(strstr(out, "bad value for --stall-ms") != NULL);
+	}
+	{
 		const char *a[] = { "start", "--backend", "abacus", NULL };
 
 		CHECK(du_run(a, 10000, out, sizeof out) == 2);
@@ -775,7 +787,7 @@ t_env_settings(void)
 		unsetenv(vars[i][0]);
 	CHECK(rc == 0);
 	CHECK(du_log_has(&d, "AGXQ_CPU_FAULT_KIND=\"bogus\" is not one of "
-	    "error, lost, sticky: using error", 5000));
+	    "error, lost, sticky, hang: using error", 5000));
 	CHECK(du_log_has(&d, "AGXQ_LANES=\"two\" is not a whole number", 1000));
 	CHECK(du_log_has(&d, "AGXQ_CPU_FAULT_EVRY is set but is no setting",
 	    1000));

@@ -5,9 +5,11 @@
  * "sticky" fault, see server/backend_cpu.c), or a worker killed by a
  * signal, makes the supervisor start a new worker on the same socket: sync
  * clients see only right results or AGXQ_EBACKEND for the faulted batch,
- * async callbacks also AGXQ_EAGAIN, and nothing is lost. Too many restarts
- * make it give up; a killed supervisor takes its worker with it; stop ends
- * both, also when it comes just as a killed worker is being replaced.
+ * async callbacks also AGXQ_EAGAIN, and nothing is lost. A worker whose
+ * run never returns is killed after --stall-ms and replaced. Too many
+ * restarts make it give up; a killed supervisor takes its worker with it;
+ * stop ends both, also when it comes just as a killed worker is being
+ * replaced.
  */
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -65,11 +67,13 @@ struct rs_load {
 };
 
 /*
- * Starts a daemon with extra options, its backend failing stickily every
- * fault_every runs (NULL: no faults), and makes the expected results.
+ * Starts a daemon with extra options, its backend faulting (AGXQ_CPU_FAULT_
+ * KIND=kind) every fault_every runs (NULL: no faults), and makes the
+ * expected results.
  */
 static int
-rs_setup(struct rs_env *e, const char *fault_every, const char *const *extra)
+rs_setup_kind(struct rs_env *e, const char *fault_every, const char *kind,
+    const char *const *extra)
 {
 	static const agxq_reference which[2] = { AGXQ_REF_LINEAR,
 	    AGXQ_REF_MLP };
@@ -79,7 +83,7 @@ rs_setup(struct rs_env *e, const char *fault_every, const char *const *extra)
 	e->d.pid = -1;
 	if (fault_every != NULL) {
 		setenv("AGXQ_CPU_FAULT_EVERY", fault_every, 1);
-		setenv("AGXQ_CPU_FAULT_KIND", "sticky", 1);
+		setenv("AGXQ_CPU_FAULT_KIND", kind, 1);
 	}
 	rc = du_start(&e->d, extra);
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
@@ -96,6 +100,13 @@ rs_setup(struct rs_env *e, const char *fault_every, const char *const *extra)
 	return 0;
 out:
 	return -1;
+}
+
+/* rs_setup_kind with sticky faults, as a lost GPU gives. */
+static int
+rs_setup(struct rs_env *e, const char *fault_every, const char *const *extra)
+{
+	return rs_setup_kind(e, fault_every, "sticky", extra);
 }
 
 /* Prints the last lines of the daemon's log, to show why a case failed. */
@@ -493,6 +504,71 @@ out:
 }
 
 /*
+ * A run that never returns (AGXQ_CPU_FAULT_KIND=hang: the 12th of each
+ * worker, as a GPU kernel that never ends) under --stall-ms 300: the
+ * supervisor kills the stuck worker and starts another, and a sync
+ * client's 16 requests all come back within seconds, right, but for the
+ * hung one, which may fail (it died with its worker) and is never wrong.
+ * The log says what happened. Without the watchdog the 12th request never
+ * returns and the case fails on its time limit.
+ */
+static void
+case_stall(void)
+{
+	static const char *const extra[] = { "--stall-ms", "300", NULL };
+	struct rs_env e;
+	struct rs_load l;
+	struct rs_stats st0, st;
+	atomic_int phase;
+	agxq_result *r;
+	uint64_t t0 = 0, took = 0;
+	int setup, rc, k, i, ok = 0, wrong = 0, failed = 0, first_fail = 0;
+
+	atomic_init(&phase, 0);
+	memset(&l, 0, sizeof l);
+	setup = rs_setup_kind(&e, "12", "hang", extra);
+	CHECK(setup == 0);
+	CHECK(rs_stats(e.d.sock, &st0, 3000) == 0);
+	CHECK(rs_load_init(&l, &e, 0, &phase) == 0);
+	t0 = du_now_ms();
+	for (int n = 0; n < 16; n++) {
+		k = n & 1;
+		i = (n / 2) % RS_NIO;
+		r = NULL;
+		rc = agxq_infer(l.m[k], &e.io[k][i].in, 1, NULL, &r);
+		if (rc == 0 && du_io_check(&e.io[k][i], r, RS_TOL_R,
+		    RS_TOL_A) != 0)
+			wrong++;
+		else if (rc == 0)
+			ok++;
+		else if (failed++ == 0)
+			first_fail = rc;
+		agxq_result_free(r);
+	}
+	took = du_now_ms() - t0;
+	printf("  16 requests in %llu ms: %d right, %d wrong, %d failed "
+	    "(%s)\n", (unsigned long long)took, ok, wrong, failed,
+	    failed > 0 ? agxq_strerror(first_fail) : "-");
+	CHECK(rs_stats(e.d.sock, &st, 3000) == 0);
+	printf("  worker %d -> %d, %u restarts\n", (int)st0.worker_pid,
+	    (int)st.worker_pid, st.worker_restarts);
+	EXPECT(wrong == 0);
+	EXPECT(ok >= 15 && failed <= 1);
+	EXPECT(took < 10000);
+	EXPECT(st.pid == e.d.pid && st.worker_restarts == 1);
+	EXPECT(st.worker_pid > 0 && st.worker_pid != st0.worker_pid);
+	EXPECT(du_wait_gone(st0.worker_pid, 2000) == 0);
+	EXPECT(du_log_has(&e.d, "(--stall-ms 300); killing it", 2000));
+	EXPECT(du_log_has(&e.d, "stalled on its device and was killed; "
+	    "starting a new worker", 2000));
+out:
+	rs_load_free(&l);
+	if (setup == 0)
+		EXPECT(du_stop(&e.d) == 0);
+	rs_teardown(&e);
+}
+
+/*
  * kill -9 of the supervisor: its worker follows within 2 s, and a new
  * agxqd starts on the same socket and serves the old client again.
  */
@@ -760,6 +836,7 @@ static const struct testlib_case cases[] = {
 	{ "device_lost", case_device_lost },
 	{ "async_during_loss", case_async_during_loss },
 	{ "worker_killed", case_worker_killed },
+	{ "stall", case_stall },
 	{ "supervisor_killed", case_supervisor_killed },
 	{ "give_up", case_give_up },
 	{ "stop", case_stop },
