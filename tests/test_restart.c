@@ -505,7 +505,7 @@ out:
 
 /*
  * A run that never returns (AGXQ_CPU_FAULT_KIND=hang: the 12th of each
- * worker, as a GPU kernel that never ends) under --stall-ms 300: the
+ * worker, as a GPU kernel that never ends) under --stall-ms 1000: the
  * supervisor kills the stuck worker and starts another, and a sync
  * client's 16 requests all come back within seconds, right, but for the
  * hung one, which may fail (it died with its worker) and is never wrong.
@@ -515,7 +515,7 @@ out:
 static void
 case_stall(void)
 {
-	static const char *const extra[] = { "--stall-ms", "300", NULL };
+	static const char *const extra[] = { "--stall-ms", "1000", NULL };
 	struct rs_env e;
 	struct rs_load l;
 	struct rs_stats st0, st;
@@ -558,7 +558,7 @@ case_stall(void)
 	EXPECT(st.pid == e.d.pid && st.worker_restarts == 1);
 	EXPECT(st.worker_pid > 0 && st.worker_pid != st0.worker_pid);
 	EXPECT(du_wait_gone(st0.worker_pid, 2000) == 0);
-	EXPECT(du_log_has(&e.d, "(--stall-ms 300); killing it", 2000));
+	EXPECT(du_log_has(&e.d, "(--stall-ms 1000); killing it", 2000));
 	EXPECT(du_log_has(&e.d, "stalled on its device and was killed; "
 	    "starting a new worker", 2000));
 out:
