@@ -347,6 +347,14 @@ cmd_start(int argc, char **argv)
 		case 'Z':
 			config.stall_ms = (uint32_t)parse_num("--stall-ms",
 			    optarg, SUPERVISE_STALL_MS_MAX, 10);
+			if (config.stall_ms != 0 &&
+			    config.stall_ms < SUPERVISE_STALL_MS_MIN) {
+				fprintf(stderr, "agxqd: --stall-ms must be 0 "
+				    "(never) or %u to %u\n",
+				    SUPERVISE_STALL_MS_MIN,
+				    SUPERVISE_STALL_MS_MAX);
+				exit(2);
+			}
 			break;
 		case 'B':
 			config.max_batch = (uint32_t)parse_pos("--max-batch",

@@ -25,6 +25,7 @@
 
 /* Device work unfinished this long stalls a worker, by default. */
 #define SUPERVISE_STALL_MS 60000
+#define SUPERVISE_STALL_MS_MIN 100   /* below, healthy work would be killed */
 #define SUPERVISE_STALL_MS_MAX 86400000
 
 /*

@@ -95,62 +95,45 @@ out:
 	du_cleanup(&d);
 }
 
-/* --version, unknown options and commands. */
+/*
+ * --version, unknown options and commands, and option values refused:
+ * each command's exit status and a phrase its output must hold.
+ */
 static void
 t_cli_usage(void)
 {
+	static const struct {
+		const char *argv[4];
+		int status;
+		const char *says;
+	} runs[] = {
+		{ { "--version" }, 0, AGXQ_VERSION },
+		{ { "start", "--no-such-option" }, 2, "usage" },
+		{ { "frobnicate" }, 2, "unknown command" },
+		{ { "start", "--max-batch", "0" }, 2, "max-batch" },
+		{ { "start", "--max-restarts", "999" }, 2,
+		    "bad value for --max-restarts" },
+		{ { "start", "--stall-ms", "86400001" }, 2,
+		    "bad value for --stall-ms" },
+		{ { "start", "--stall-ms", "1s" }, 2, "bad value for --stall-ms" },
+		{ { "start", "--stall-ms", "99" }, 2,
+		    "--stall-ms must be 0 (never) or 100 to 86400000" },
+		{ { "start", "--backend", "abacus" }, 2, "unknown backend" },
+	};
 	char out[4096];
+	int rc;
 
-	{
-		const char *a[] = { "--version", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 0);
-		CHECK(strstr(out, AGXQ_VERSION) != NULL);
+	for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+		rc = du_run(runs[i].argv, 10000, out, sizeof out);
+		if (rc != runs[i].status || strstr(out, runs[i].says) == NULL) {
+			printf("  agxqd %s %s %s: status %d, wanted %d and "
+			    "\"%s\" in: %s\n", runs[i].argv[0],
+			    runs[i].argv[1] != NULL ? runs[i].argv[1] : "",
+			    runs[i].argv[2] != NULL ? runs[i].argv[2] : "", rc,
+			    runs[i].status, runs[i].says, out);
+			testlib_failed = 1;
+		}
 	}
-	{
-		const char *a[] = { "start", "--no-such-option", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "usage") != NULL);
-	}
-	{
-		const char *a[] = { "frobnicate", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "unknown command") != NULL);
-	}
-	{
-		const char *a[] = { "start", "--max-batch", "0", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "max-batch") != NULL);
-	}
-	{
-		const char *a[] = { "start", "--max-restarts", "999", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "bad value for --max-restarts") != NULL);
-	}
-	{
-		const char *a[] = { "start", "--stall-ms", "86400001", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "bad value for --stall-ms") != NULL);
-	}
-	{
-		const char *a[] = { "start", "--stall-ms", "1s", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "bad value for --stall-ms") != NULL);
-	}
-	{
-		const char *a[] = { "start", "--backend", "abacus", NULL };
-
-		CHECK(du_run(a, 10000, out, sizeof out) == 2);
-		CHECK(strstr(out, "unknown backend") != NULL);
-	}
-out:
-	;
 }
 
 /* --socket-mode 0660. */
