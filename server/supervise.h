@@ -24,9 +24,9 @@
 #define SUPERVISE_WINDOW_S 60
 
 /* Device work unfinished this long stalls a worker, by default. */
-#define SUPERVISE_STALL_MS 60000
-#define SUPERVISE_STALL_MS_MIN 100   /* below, healthy work would be killed */
-#define SUPERVISE_STALL_MS_MAX 86400000
+#define SUPERVISE_STALL_MS 60000u
+#define SUPERVISE_STALL_MS_MIN 100u  /* below, healthy work would be killed */
+#define SUPERVISE_STALL_MS_MAX 86400000u
 
 /*
  * Runs a worker in the child: serve on listen_fd and write "OK" to
