@@ -14,8 +14,8 @@
 #define CUK_ROWS_PER_BLOCK 4 /* warps per block in the row kernels */
 #define CUK_MAX_BLOCKS 65535
 
-#define CUK_ATTN_WARPS 4	/* warps per attention block */
-#define CUK_ATTN_ROWS 16	/* query rows per attention block */
+#define CUK_ATTN_WARPS 8	/* warps per attention block */
+#define CUK_ATTN_ROWS 8		/* query rows per attention block: one a warp */
 #define CUK_ATTN_MAX_L 64	/* keys per query: two per lane */
 #define CUK_ATTN_MAX_HD 128	/* head size: one float4 per lane */
 #define CUK_ATTN_SMEM (48 * 1024) /* default shared memory per block */
@@ -303,15 +303,15 @@ cuk_attn_kstride(int64_t hd)
 
 /*
  * Bytes of shared memory of an attention block: K, V beside it when split
- * (else V is loaded over K once the scores are done), one query row per warp
- * and the probabilities of the block's rows.
+ * (else V is loaded over K once the scores are done), the block's query rows
+ * and their probabilities.
  */
 static size_t
 cuk_attn_smem(int64_t L, int64_t hd, int split)
 {
 	int64_t rows = L < CUK_ATTN_ROWS ? L : CUK_ATTN_ROWS;
 	int64_t n = L * cuk_attn_kstride(hd) + (split ? L * hd : 0) +
-	    CUK_ATTN_WARPS * hd + rows * L;
+	    rows * hd + rows * L;
 
 	return (size_t)n * sizeof(float);
 }
@@ -344,8 +344,9 @@ cuk_dot4(const float4 *q, const float4 *k, int n4)
 /*
  * Fused attention. Block (x, y) serves heads bh = x, x + gridDim.x, ... and
  * query rows [y * CUK_ATTN_ROWS, + CUK_ATTN_ROWS); warp w takes rows w, w +
- * CUK_ATTN_WARPS, ... of those. The head's K (and V) rows the block needs are
- * staged in shared memory. Scores: lane j takes keys j and j + 32, then the
+ * CUK_ATTN_WARPS, ... of those. The head's K (and V) rows the block needs and
+ * its query rows are staged in shared memory, all loads issued before one
+ * wait (the kernel is bound by their latency, not by its arithmetic). Scores: lane j takes keys j and j + 32, then the
  * row's softmax is two warp reductions. P V: lanes form groups of gw (a power
  * of two >= hd / 4) owning one float4 column each; group g sums keys g, g +
  * 32 / gw, ..., and the groups are added with shuffles.
@@ -364,8 +365,7 @@ cuk_attention_kernel(float *out, const float *qkv, int64_t BH, int L,
 	float4 *ksh = cuk_attn_sm;
 	float4 *vsh = split ? ksh + L * ks4 : ksh;
 	float4 *qall = split ? vsh + L * hd4 : ksh + L * ks4;
-	float4 *qsh = qall + warp * hd4;
-	float *psh = (float *)(qall + CUK_ATTN_WARPS * hd4);
+	float *psh = (float *)(qall + nrows * hd4);
 	int gw = 1;
 
 	while (gw < hd4)
@@ -385,17 +385,21 @@ cuk_attention_kernel(float *out, const float *qkv, int64_t BH, int L,
 			if (split)
 				vsh[j * hd4 + c] = cuk_ld4(row + 2 * H * hd);
 		}
+		for (int idx = threadIdx.x; idx < nrows * hd4;
+		    idx += blockDim.x) {
+			int r = idx / hd4, c = idx % hd4;
+
+			qall[idx] = cuk_ld4(base + (row0 + r) * ld + 4 * c);
+		}
 		__syncthreads();
 
 		/* P = softmax(scale * Q K^T) for the block's rows. */
 		for (int r = warp; r < nrows; r += CUK_ATTN_WARPS) {
 			const int i = row0 + r, last = causal ? i : L - 1;
+			const float4 *qsh = qall + r * hd4;
 			float s0 = -INFINITY, s1 = -INFINITY, m, inv;
 			float e0 = 0.0f, e1 = 0.0f;
 
-			if (lane < hd4)
-				qsh[lane] = cuk_ld4(base + i * ld + 4 * lane);
-			__syncwarp();
 			if (lane <= last)
 				s0 = scale * cuk_dot4(qsh, ksh + lane * ks4,
 				    hd4);
@@ -412,7 +416,7 @@ cuk_attention_kernel(float *out, const float *qkv, int64_t BH, int L,
 				psh[r * L + lane] = e0 * inv;
 			if (lane + 32 < L)
 				psh[r * L + lane + 32] = e1 * inv;
-			__syncwarp(); /* qsh is rewritten; psh is read below */
+			__syncwarp(); /* the warp's lanes read psh below */
 		}
 
 		if (!split) {
