@@ -66,6 +66,10 @@
  *   AGXQ_CUDA_FAULT_KIND=trap  the Nth run instead launches a kernel that
  *                            traps: a sticky error; the context is lost and
  *                            only close (which resets the device) helps
+ *   AGXQ_CUDA_FAULT_KIND=hang  the Nth run launches a kernel that never
+ *                            ends: its finish never returns, and only the
+ *                            supervisor's stall watchdog (agxqd start
+ *                            --stall-ms) ends the worker
  *
  * After a sticky CUDA error every call fails with a cause containing
  * "device lost"; the owner must close the backend (close resets the device)
@@ -111,6 +115,13 @@ typedef CUresult (*cuda_write_value_fn)(CUstream, CUdeviceptr, cuuint32_t,
 #endif
 
 struct cuda_model;
+
+/* AGXQ_CUDA_FAULT_KIND, in the order of cuda_open's words. */
+enum cuda_fault_kind {
+	CUDA_FAULT_FAIL,            /* the run fails, nothing launched */
+	CUDA_FAULT_TRAP,            /* a kernel traps: the context is lost */
+	CUDA_FAULT_HANG             /* a kernel never ends */
+};
 
 /* How a run moves its inputs and outputs (part of a graph's key). */
 #define CUDA_MODE_DMA_IN 1    /* H2D copies from registered memory, outside the graph */
@@ -163,7 +174,7 @@ struct cuda_state {
 	int hostreg;                /* host_register allowed */
 	int parts;                  /* submit_parts allowed */
 	unsigned long fault_every;
-	int fault_trap;
+	int fault_kind;             /* CUDA_FAULT_FAIL, _TRAP or _HANG */
 	cuda_write_value_fn write_value; /* NULL: no done flags */
 	uint32_t *flags;            /* CUDA_SLOTS flags, mapped pinned */
 	uint64_t runs;
@@ -478,7 +489,7 @@ cuda_open(int device, void **state, char **cause)
 {
 	struct cuda_state *st;
 	cudaError_t err;
-	static const char *const kinds[] = { "error", "trap", NULL };
+	static const char *const kinds[] = { "error", "trap", "hang", NULL };
 	unsigned long zc_in_max;
 	int count = 0, k, lt, candidates, overlap, done_flag;
 
@@ -527,7 +538,8 @@ cuda_open(int device, void **state, char **cause)
 	st->parts = envset_bool("AGXQ_CUDA_PARTS", 1);
 	st->fault_every = envset_ulong("AGXQ_CUDA_FAULT_EVERY", 0, 0,
 	    ULONG_MAX);
-	st->fault_trap = envset_choice("AGXQ_CUDA_FAULT_KIND", 0, kinds) == 1;
+	st->fault_kind = envset_choice("AGXQ_CUDA_FAULT_KIND", CUDA_FAULT_FAIL,
+	    kinds);
 	done_flag = envset_bool("AGXQ_CUDA_DONE_FLAG", 1);
 	lt = envset_bool("AGXQ_CUDA_LT", 1);
 	candidates = (int)envset_ulong("AGXQ_CUDA_LT_CANDIDATES",
@@ -1807,14 +1819,15 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->dma_in = 0;
 	l->dma_out = 0;
 	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
-		if (!st->fault_trap) {
+		if (st->fault_kind == CUDA_FAULT_FAIL) {
 			l->fault = 1;   /* nothing launched; finish fails */
 			goto submitted;
 		}
-		if ((err = cuk_trap(l->stream)) != cudaSuccess ||
-		    (l->flag == NULL && (err = cudaEventRecord(l->done,
-		    l->stream)) != cudaSuccess)) {
-			cuda_err(cause, "injected trap", err);
+		err = st->fault_kind == CUDA_FAULT_TRAP ? cuk_trap(l->stream) :
+		    cuk_hang(l->stream);
+		if (err != cudaSuccess || (l->flag == NULL &&
+		    (err = cudaEventRecord(l->done, l->stream)) != cudaSuccess)) {
+			cuda_err(cause, "injected fault kernel", err);
 			goto fail;
 		}
 		goto submitted;

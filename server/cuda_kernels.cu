@@ -542,6 +542,19 @@ cuk_trap_kernel(void)
 	__trap();
 }
 
+/*
+ * Never ends (a volatile flag that nothing clears), for stall tests: only
+ * the end of the process or a device reset stops it.
+ */
+static __global__ void
+cuk_hang_kernel(void)
+{
+	volatile int spin = 1;
+
+	while (spin)
+		__nanosleep(1000);
+}
+
 extern "C" cudaError_t
 cuk_unary(enum cuk_unary op, float *out, const float *in, int64_t n,
     cudaStream_t s)
@@ -739,5 +752,12 @@ extern "C" cudaError_t
 cuk_trap(cudaStream_t s)
 {
 	cuk_trap_kernel<<<1, 1, 0, s>>>();
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+cuk_hang(cudaStream_t s)
+{
+	cuk_hang_kernel<<<1, 1, 0, s>>>();
 	return cudaGetLastError();
 }

@@ -116,6 +116,9 @@ cudaError_t cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s);
 /* Launches a kernel that traps, for fault tests: the context becomes unusable. */
 cudaError_t cuk_trap(cudaStream_t s);
 
+/* Launches a kernel that never ends, for stall tests. */
+cudaError_t cuk_hang(cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif
