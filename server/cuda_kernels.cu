@@ -346,10 +346,11 @@ cuk_dot4(const float4 *q, const float4 *k, int n4)
  * query rows [y * CUK_ATTN_ROWS, + CUK_ATTN_ROWS); warp w takes rows w, w +
  * CUK_ATTN_WARPS, ... of those. The head's K (and V) rows the block needs and
  * its query rows are staged in shared memory, all loads issued before one
- * wait (the kernel is bound by their latency, not by its arithmetic). Scores: lane j takes keys j and j + 32, then the
- * row's softmax is two warp reductions. P V: lanes form groups of gw (a power
- * of two >= hd / 4) owning one float4 column each; group g sums keys g, g +
- * 32 / gw, ..., and the groups are added with shuffles.
+ * wait (the kernel is bound by their latency, not by its arithmetic).
+ * Scores: lane j takes keys j and j + 32, then the row's softmax is two warp
+ * reductions. P V: lanes form groups of gw (a power of two >= hd / 4) owning
+ * one float4 column each; group g sums keys g, g + 32 / gw, ..., and the
+ * groups are added with shuffles.
  */
 static __global__ void __launch_bounds__(32 * CUK_ATTN_WARPS)
 cuk_attention_kernel(float *out, const float *qkv, int64_t BH, int L,
