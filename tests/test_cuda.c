@@ -2291,13 +2291,31 @@ static const struct {
 	{ "fault_sticky", t_fault_sticky },
 };
 
+/* The index of the case called name, or -1. */
+static int
+case_index(const char *name)
+{
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (strcmp(cases[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* test_cuda [case]: every case, or the one named (an unknown name: 2). */
 int
-main(void)
+main(int argc, char **argv)
 {
 	char *cause = NULL;
-	int count = 0, failed = 0;
+	int count = 0, failed = 0, only = -1;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc > 1 && (only = case_index(argv[1])) < 0) {
+		printf("test_cuda: no case named '%s'; the cases:", argv[1]);
+		for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+			printf(" %s", cases[i].name);
+		printf("\n");
+		return 2;
+	}
 	as_cpu = getenv("TEST_CUDA_AS_CPU") != NULL;
 	if (!as_cpu && (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)) {
 		printf("skipped: no GPU\n");
@@ -2313,6 +2331,8 @@ main(void)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		int rc;
 
+		if (only >= 0 && (size_t)only != i)
+			continue;
 		/* TEST_CUDA_QUICK: no timing, no sticky fault (compute-sanitizer) */
 		if (getenv("TEST_CUDA_QUICK") != NULL &&
 		    (cases[i].fn == t_graph_timing || cases[i].fn == t_fault_sticky))
@@ -2326,6 +2346,6 @@ main(void)
 	engine_close(ecuda);
 	engine_close(ecpu);
 	printf("%d of %zu cases failed\n", failed,
-	    sizeof cases / sizeof cases[0]);
+	    only >= 0 ? (size_t)1 : sizeof cases / sizeof cases[0]);
 	return failed == 0 ? 0 : 1;
 }

@@ -2,8 +2,10 @@
  * testlib: the harness every test shares. CHECK records a failure with
  * file:line and the expression and jumps to the case's out: label; EXPECT
  * records it and goes on. testlib_run runs the case table (all cases, or the
- * one named in argv[1]), prints "ok   name (N ms)" or "FAIL name (N ms)" per
- * case and returns the exit status. Header-only: include it from one file.
+ * one named in argv[1]: a name no case has is an error, exit status 2, so
+ * that a misspelt case never passes by running nothing), prints "ok   name
+ * (N ms)" or "FAIL name (N ms)" per case and returns the exit status.
+ * Header-only: include it from one file.
  */
 #ifndef TESTLIB_H
 #define TESTLIB_H
@@ -86,9 +88,21 @@ testlib_run_table(const struct testlib_case *cases,
     int (*after)(void))
 {
 	const char *name;
-	int any = 0, stop;
+	int any = 0, stop, known = argc <= 1;
 	uint64_t t0;
 
+	for (size_t i = 0; i < n && !known; i++) {
+		name = cases != NULL ? cases[i].name : icases[i].name;
+		known = strcmp(argv[1], name) == 0;
+	}
+	if (!known) {
+		printf("%s: no case named '%s'; the cases:", argv[0], argv[1]);
+		for (size_t i = 0; i < n; i++)
+			printf(" %s", cases != NULL ? cases[i].name :
+			    icases[i].name);
+		printf("\n");
+		return 2;
+	}
 	for (size_t i = 0; i < n; i++) {
 		name = cases != NULL ? cases[i].name : icases[i].name;
 		if (testlib_skip(name, argc, argv))
