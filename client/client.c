@@ -1828,16 +1828,23 @@ client_rtt_learn(agxq_model *m, int64_t us)
 static int
 client_ring_get(struct client_ring *rg)
 {
-	uint64_t m = atomic_load(&rg->free_mask), rot;
+	uint64_t m = atomic_load(&rg->free_mask), skip = 0, can, rot;
 	unsigned start = atomic_load_explicit(&rg->next, memory_order_relaxed) %
 	    rg->slots;
 	int i;
 
-	while (m != 0) {
-		/* Bit j of rot is bit (start + j) % 64 of m. */
-		rot = start == 0 ? m : (m >> start) | (m << (64 - start));
+	while ((can = m & ~skip) != 0) {
+		/* Bit j of rot is bit (start + j) % 64 of can. */
+		rot = start == 0 ? can : (can >> start) | (can << (64 - start));
 		i = (int)((start + (unsigned)__builtin_ctzll(rot)) % 64);
 
+		/* Answered early, still agxqd's (proto/ringfmt.h): skip it. */
+		if (RING_PHASE(__atomic_load_n(&ring_slot_at(rg->base,
+		    rg->slot_size, (uint32_t)i)->state, __ATOMIC_ACQUIRE)) ==
+		    RING_POSTED) {
+			skip |= (uint64_t)1 << i;
+			continue;
+		}
 		if (atomic_compare_exchange_weak(&rg->free_mask, &m,
 		    m & ~((uint64_t)1 << i))) {
 			atomic_store_explicit(&rg->next, (unsigned)i + 1,
@@ -1885,16 +1892,16 @@ client_ring_reply_raw(const uint8_t *payload, uint32_t plen,
 }
 
 /*
- * Decodes the reply agxqd left in slot s into *reply, or a raw one into
- * *res (an Error's code is returned, as for a reply from the socket).
- * Returns the status.
+ * Decodes the reply of len bytes agxqd left in slot s into *reply, or a
+ * raw one into *res (an Error's code is returned, as for a reply from the
+ * socket). Returns the status.
  */
 static int
 client_ring_reply(agxq_client *c, struct client_ring *rg,
-    struct ring_slot *s, Agxq__Envelope **reply, agxq_result **res)
+    struct ring_slot *s, uint32_t len, Agxq__Envelope **reply,
+    agxq_result **res)
 {
 	const uint8_t *data = ring_slot_data(s);
-	uint32_t len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
 	uint32_t plen, flags;
 	Agxq__Envelope *env;
 	char *cause = NULL;
@@ -1925,9 +1932,11 @@ client_ring_reply(agxq_client *c, struct client_ring *rg,
  * Waits for request p posted in slot s: polls the slot for up to
  * c->ring_spin_us, then flags it RING_WAITER and sleeps until the reader
  * hands over the reply, which agxqd then also sends on the socket (as it
- * does a reply too big for the slot). A reply left only in the slot is
- * taken out of the pending table here. Returns the status, with *reply on
- * success, or *res for a raw reply in the slot.
+ * does a reply too big for the slot). A reply answered early (answer_id
+ * says p, proto/ringfmt.h) is taken at once, the slot left to agxqd. A
+ * reply left only in the slot is taken out of the pending table here.
+ * Returns the status, with *reply on success, or *res for a raw reply in
+ * the slot.
  */
 static int
 client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
@@ -1944,7 +1953,18 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 			pthread_mutex_lock(&c->mu);
 			(void)client_pending_take(c, p->id);
 			pthread_mutex_unlock(&c->mu);
-			return client_ring_reply(c, rg, s, reply, res);
+			return client_ring_reply(c, rg, s,
+			    __atomic_load_n(&s->len, __ATOMIC_RELAXED), reply,
+			    res);
+		}
+		if ((st & RING_WAITER) == 0 && __atomic_load_n(&s->answer_id,
+		    __ATOMIC_ACQUIRE) == p->id) {
+			pthread_mutex_lock(&c->mu);
+			(void)client_pending_take(c, p->id);
+			pthread_mutex_unlock(&c->mu);
+			return client_ring_reply(c, rg, s,
+			    __atomic_load_n(&s->answer_len, __ATOMIC_RELAXED),
+			    reply, res);
 		}
 		/* The reply comes on the socket, or the reader failed p. */
 		if (RING_PHASE(st) != RING_POSTED || (st & RING_WAITER) ||

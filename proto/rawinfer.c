@@ -86,7 +86,7 @@ rawinfer_write(uint8_t *frame, size_t hsize, Agxq__Tensor *const *t,
 		rt.offset = off;
 		rt.length = t[i]->data.len;
 		memcpy(p + hsize + i * sizeof rt, &rt, sizeof rt);
-		if (t[i]->data.len > 0)
+		if (t[i]->data.len > 0 && t[i]->data.data != NULL)
 			memcpy(p + off, t[i]->data.data, t[i]->data.len);
 		off += t[i]->data.len;
 	}
@@ -143,6 +143,20 @@ rawinfer_reply_frame_write(const Agxq__InferReply *rep, uint8_t *frame)
 	h.batch_rows = rep->batch_rows;
 	memcpy(frame + CODEC_HEADER_SIZE, &h, sizeof h);
 	rawinfer_write(frame, sizeof h, rep->outputs, rep->n_outputs);
+}
+
+/*
+ * Where the data of tensor i of a raw frame written by this module lies (a
+ * tensor written with NULL data has its bytes there for the caller).
+ */
+uint8_t *
+rawinfer_frame_data(uint8_t *frame, size_t hsize, uint32_t i)
+{
+	struct rawinfer_tensor rt;
+
+	memcpy(&rt, frame + CODEC_HEADER_SIZE + hsize + i * sizeof rt,
+	    sizeof rt);
+	return frame + CODEC_HEADER_SIZE + rt.offset;
 }
 
 /*

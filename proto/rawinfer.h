@@ -102,9 +102,19 @@ size_t rawinfer_infer_frame_size(const Agxq__Infer *inf);
 /* Writes inf as a raw Infer frame of rawinfer_infer_frame_size bytes. */
 void rawinfer_infer_frame_write(const Agxq__Infer *inf, uint8_t *frame);
 
-/* The same for an InferReply whose outputs are all inline float32. */
+/*
+ * The same for an InferReply whose outputs are all inline float32. An
+ * output whose data is NULL (with its length set) is laid out but not
+ * written: the caller writes its bytes at rawinfer_frame_data.
+ */
 size_t rawinfer_reply_frame_size(const Agxq__InferReply *rep);
 void rawinfer_reply_frame_write(const Agxq__InferReply *rep, uint8_t *frame);
+
+/*
+ * Where tensor i's data lies in a frame written above, whose head is hsize
+ * bytes (sizeof struct rawinfer_reply or rawinfer_infer).
+ */
+uint8_t *rawinfer_frame_data(uint8_t *frame, size_t hsize, uint32_t i);
 
 /*
  * Reads the raw Infer payload of len bytes into view v: *out points into v

@@ -19,6 +19,16 @@
  * RING_WAITER on a POSTED slot first; agxqd then sends a DONE reply on the
  * socket as well, so the waiter sleeps on its socket as for any request.
  *
+ * agxqd may answer a raw Infer before it stores DONE (the device writes
+ * the reply where it computes it): it writes the reply frame at data, its
+ * length at answer_len and then the request's id at answer_id, with the
+ * state still POSTED. A client that reads its request's id at answer_id
+ * may take the reply (answer_len bytes at data) at once, but the slot
+ * stays agxqd's until the state leaves POSTED (DONE, or SOCKET with the
+ * reply on the socket as well): the client posts to another slot
+ * meanwhile, and never flags a waiter on a slot it took an answer from.
+ * A client that does not look at answer_id waits for DONE as before.
+ *
  * `awake` is agxqd's: 1 while the loop serving the connection polls the
  * ring. A client posts only when it reads 1, and sends a RingKick after
  * posting when it then reads 0: agxqd stores 0 before its last look at the
@@ -63,9 +73,15 @@ struct ring_slot {
 	uint32_t len;                   /* frame bytes at data */
 	uint64_t request_id;            /* the frame's, for errors about it */
 	uint64_t posted_ns;             /* CLOCK_MONOTONIC posted; 0: none */
-	uint64_t pad[5];
+	uint64_t answer_id;             /* agxqd: the id answered at data */
+	uint32_t answer_len;            /* agxqd: that reply's frame bytes */
+	uint32_t pad0;
+	uint64_t pad[3];
 	/* slot_size - RING_SLOT_HEADER bytes of frame follow */
 };
+
+_Static_assert(sizeof(struct ring_slot) == RING_SLOT_HEADER,
+    "a slot's header is RING_SLOT_HEADER bytes");
 
 /* Bytes of an area with slots slots of slot_size bytes. */
 static inline uint64_t

@@ -7,7 +7,27 @@
 #ifndef AGXQ_BACKEND_H
 #define AGXQ_BACKEND_H
 
+#include <stdint.h>
+
 #include "graph.h"
+
+/* Outputs a run can write straight to the requests that wait for them. */
+#define BACKEND_ANSWER_MAX_OUT 4
+
+/*
+ * One request of a batch answered where its client reads the reply
+ * (submit_answers): its rows of output j go to dst[j] (host memory
+ * registered with host_register), then the microseconds since the batch
+ * started to *exec_us, then id to *mark, last and once all else is
+ * visible to other processes.
+ */
+struct backend_answer {
+	uint32_t rows;
+	float *dst[BACKEND_ANSWER_MAX_OUT];
+	uint64_t *exec_us;
+	uint64_t *mark;
+	uint64_t id;
+};
 
 struct backend_ops {
 	const char *name;
@@ -102,6 +122,20 @@ struct backend_ops {
 	int (*submit_parts)(void *state, void *bmodel,
 	    const struct graph_shape *shapes, uint32_t nparts,
 	    const uint32_t *rows, const float *const *in, float *const *out,
+	    void **ticket, char **cause);
+
+	/*
+	 * Optional, with host_register: submit for a batch of n requests
+	 * (their rows in batch order) whose outputs the device writes to
+	 * each request's answer (struct backend_answer; at most
+	 * BACKEND_ANSWER_MAX_OUT outputs) as soon as the run has made them;
+	 * the batch started at t0_ns (CLOCK_MONOTONIC). finish then copies
+	 * nothing. Returns 1, having done nothing, when the backend cannot
+	 * answer this run so (the caller submits it plainly).
+	 */
+	int (*submit_answers)(void *state, void *bmodel,
+	    const struct graph_shape *shapes, const float *const *in,
+	    uint32_t n, const struct backend_answer *ans, uint64_t t0_ns,
 	    void **ticket, char **cause);
 };
 

@@ -28,6 +28,12 @@
  *                            shared memory are copied through the staging)
  *   AGXQ_CUDA_PARTS=0        batches of several requests are always gathered
  *                            into the staging (no submit_parts)
+ *   AGXQ_CUDA_ANSWER=0       no submit_answers: outputs always come back
+ *                            through the staging to finish; by default a
+ *                            run's last kernel (cuk_answer) writes each
+ *                            request's rows, exec_us and mark into its ring
+ *                            slot (registered memory), where the client
+ *                            reads them before the executor retires the run
  *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
  *                            4096) have their kernels read the inputs
  *                            straight from the mapped pinned buffer, no
@@ -126,6 +132,7 @@ enum cuda_fault_kind {
 /* How a run moves its inputs and outputs (part of a graph's key). */
 #define CUDA_MODE_DMA_IN 1    /* H2D copies from registered memory, outside the graph */
 #define CUDA_MODE_DMA_OUT 2   /* D2H copies to registered memory, outside the graph */
+#define CUDA_MODE_ANSWER 4    /* outputs to the requests, by cuk_answer */
 
 /* One lane: a stream and the buffers of one run in flight. */
 struct cuda_lane {
@@ -144,6 +151,8 @@ struct cuda_lane {
 	int zc_in;                  /* this run's kernels read inputs from pinned */
 	int dma_in;                 /* this run's inputs come by DMA from registered memory */
 	int dma_out;                /* and its outputs go there by DMA */
+	int answer;                 /* its outputs go to answers (cuk_answer) */
+	struct cuk_answers *answers; /* then: their table, in pinned */
 
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
@@ -173,6 +182,10 @@ struct cuda_state {
 	int fuse;                   /* fused nodes and attention (cuda_fuse) */
 	int hostreg;                /* host_register allowed */
 	int parts;                  /* submit_parts allowed */
+	int answers;                /* submit_answers allowed */
+	int64_t clock_off;          /* global timer less CLOCK_MONOTONIC, ns */
+	int64_t clock_best;         /* the best estimate of it this window */
+	uint64_t clock_window;      /* when this window of estimates ends */
 	unsigned long fault_every;
 	int fault_kind;             /* CUDA_FAULT_FAIL, _TRAP or _HANG */
 	cuda_write_value_fn write_value; /* NULL: no done flags */
@@ -214,6 +227,7 @@ struct cuda_model {
 	uint8_t *skip;              /* nnodes: done by the node it is fused into */
 	size_t *pin_in;             /* ninputs: staging byte offsets */
 	size_t *pin_out;            /* noutputs: staging byte offsets */
+	size_t pin_ans;             /* staging byte offset of the answers */
 	unsigned long zc_in_max;    /* inputs up to this many bytes: read mapped */
 	size_t scratch_off;         /* arena byte offset of mha temporaries */
 	struct cuda_graph_slot slot[CUDA_SLOTS][CUDA_GRAPH_SLOTS];
@@ -483,6 +497,49 @@ cuda_flags_open(struct cuda_state *st, char **cause)
 	return 0;
 }
 
+/*
+ * Whether kernels may write answers to registered host memory at its host
+ * addresses; if so, a first offset of the global timer from CLOCK_MONOTONIC
+ * (cuda_clock_learn refines it): the best of a few reads, each taken before
+ * the host saw it. 0, or -1 with *cause for a CUDA error.
+ */
+static int
+cuda_answers_open(struct cuda_state *st, char **cause)
+{
+	unsigned long long *t;
+	uint64_t seen;
+	cudaError_t err;
+	int can = 0;
+
+	if (cudaDeviceGetAttribute(&can,
+	    cudaDevAttrCanUseHostPointerForRegisteredMem, st->device) !=
+	    cudaSuccess || !can) {
+		(void)cudaGetLastError();
+		st->answers = 0;
+		return 0;
+	}
+	if ((err = cudaHostAlloc((void **)&t, sizeof *t, cudaHostAllocMapped))
+	    != cudaSuccess)
+		return cuda_err(cause, "cudaHostAlloc (clock)", err);
+	st->clock_best = INT64_MIN;
+	for (int i = 0; i < 5; i++) {
+		if ((err = cuk_clock(t, st->lane[0].stream)) != cudaSuccess ||
+		    (err = cudaStreamSynchronize(st->lane[0].stream)) !=
+		    cudaSuccess) {
+			cudaFreeHost(t);
+			return cuda_err(cause, "cuk_clock", err);
+		}
+		seen = cuda_now_ns();
+		if ((int64_t)(*t - seen) > st->clock_best)
+			st->clock_best = (int64_t)(*t - seen);
+	}
+	cudaFreeHost(t);
+	st->clock_off = st->clock_best;
+	st->clock_best = INT64_MIN;
+	st->clock_window = cuda_now_ns() + 1000000000u;
+	return 0;
+}
+
 /* Opens device `device` and its lanes. */
 static int
 cuda_open(int device, void **state, char **cause)
@@ -536,6 +593,9 @@ cuda_open(int device, void **state, char **cause)
 	st->fuse = envset_bool("AGXQ_CUDA_FUSE", 1);
 	st->hostreg = envset_bool("AGXQ_CUDA_HOSTREG", 1);
 	st->parts = envset_bool("AGXQ_CUDA_PARTS", 1);
+	/* Kernels writing to mapped memory: not with AGXQ_CUDA_ZEROCOPY=0. */
+	st->answers = envset_bool("AGXQ_CUDA_ANSWER", 1) && st->hostreg &&
+	    st->zerocopy;
 	st->fault_every = envset_ulong("AGXQ_CUDA_FAULT_EVERY", 0, 0,
 	    ULONG_MAX);
 	st->fault_kind = envset_choice("AGXQ_CUDA_FAULT_KIND", CUDA_FAULT_FAIL,
@@ -569,7 +629,10 @@ cuda_open(int device, void **state, char **cause)
 		k = CUDA_SLOTS - 1;
 		goto fail_close_lanes;
 	}
-	if (done_flag && cuda_flags_open(st, cause) != 0) {
+	if ((done_flag && cuda_flags_open(st, cause) != 0) ||
+	    (st->answers && cuda_answers_open(st, cause) != 0)) {
+		if (st->flags != NULL)
+			cudaFreeHost(st->flags);
 		cuda_gemm_close(st->gemm);
 		k = CUDA_SLOTS - 1;
 		goto fail_close_lanes;
@@ -963,7 +1026,7 @@ cuda_ptr(struct cuda_lane *l, struct cuda_model *m, uint32_t v)
 		return m->consts + m->const_off[v];
 	if (l->zc_in && v < m->g->ninputs)
 		return (float *)(l->pinned_dev + m->pin_in[v]);
-	if (m->zc_out[v] != 0 && !l->dma_out)
+	if (m->zc_out[v] != 0 && !l->dma_out && !l->answer)
 		return (float *)(l->pinned_dev + m->pin_out[m->zc_out[v] - 1]);
 	return cuda_arena_ptr(l, m, v);
 }
@@ -1051,6 +1114,12 @@ cuda_layout(struct cuda_model *m, const struct graph_shape *shapes,
 		pin = cuda_align(pin + graph_shape_nelem(&shapes[g->outputs[j]]) *
 		    sizeof(float), CUDA_PIN_ALIGN);
 	}
+	/* A request has a row at least: as many answers as rows. */
+	m->pin_ans = pin;
+	if (g->ninputs > 0 && shapes[0].dim[0] > 0)
+		pin = cuda_align(pin + sizeof(struct cuk_answers) +
+		    (size_t)shapes[0].dim[0] * sizeof(struct cuk_answer),
+		    CUDA_PIN_ALIGN);
 	*pinned_need = pin > 0 ? pin : CUDA_PIN_ALIGN;
 }
 
@@ -1536,7 +1605,14 @@ cuda_enqueue(struct cuda_lane *l, struct cuda_model *m,
 	for (uint32_t i = 0; i < g->nnodes; i++)
 		if (!m->skip[i] && cuda_node(l, m, i, shapes, cause) != 0)
 			return -1;
-	for (uint32_t j = 0; j < g->noutputs && !l->dma_out; j++) {
+	if (l->answer) {
+		err = cuk_answer((struct cuk_answers *)(void *)(l->pinned_dev +
+		    m->pin_ans), (uint32_t)shapes[0].dim[0], l->stream);
+		if (err != cudaSuccess)
+			return cuda_err(cause, "cuk_answer", err);
+	}
+	for (uint32_t j = 0; j < g->noutputs && !l->dma_out && !l->answer;
+	    j++) {
 		bytes = graph_shape_nelem(&shapes[g->outputs[j]]) * sizeof(float);
 		if (bytes == 0 || m->zc_out[g->outputs[j]] == j + 1)
 			continue;   /* written straight into mapped memory */
@@ -1771,26 +1847,120 @@ cuda_next_lane(struct cuda_state *st, char **cause)
 }
 
 /*
- * Starts a run of nparts requests on the next free lane (see
- * cuda_dma_modes for in and out): stages the inputs, launches the graph
- * (or the nodes), records the lane's event. Several parts need DMA both
- * ways: without it, returns 1 having done nothing. Returns 0 and *ticket
- * (the lane), or -1 with *cause and no ticket outstanding.
+ * Whether every answer of a run lies in registered host memory: its
+ * outputs' rows, its exec_us and its mark.
  */
 static int
-cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
-    uint32_t nparts, const uint32_t *rows, const float *const *in,
-    float *const *out, void **ticket, char **cause)
+cuda_answers_registered(const struct cuda_state *st, const struct cuda_model *m,
+    const struct graph_shape *shapes, uint32_t n,
+    const struct backend_answer *ans)
 {
-	struct cuda_state *st = state;
-	struct cuda_model *m = bmodel;
+	const struct graph *g = m->g;
+	const struct graph_shape *sh;
+	size_t row;
+
+	for (uint32_t k = 0; k < n; k++) {
+		if (!cuda_hostreg_has(st, ans[k].mark, sizeof *ans[k].mark) ||
+		    !cuda_hostreg_has(st, ans[k].exec_us,
+		    sizeof *ans[k].exec_us))
+			return 0;
+		for (uint32_t j = 0; j < g->noutputs; j++) {
+			sh = &shapes[g->outputs[j]];
+			row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
+			    (size_t)sh->dim[0] * sizeof(float) : 0;
+			if (row > 0 && !cuda_hostreg_has(st, ans[k].dst[j],
+			    row * ans[k].rows))
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/*
+ * Fills lane l's answer table (its staging, read by cuk_answer when the run
+ * gets there) for n answers to a run started at t0_ns.
+ */
+static void
+cuda_answer_table(struct cuda_state *st, struct cuda_lane *l,
+    struct cuda_model *m, const struct graph_shape *shapes, uint32_t n,
+    const struct backend_answer *ans, uint64_t t0_ns)
+{
+	const struct graph *g = m->g;
+	struct cuk_answers *t = (struct cuk_answers *)(void *)(l->pinned +
+	    m->pin_ans);
+	struct cuk_answer *a = (struct cuk_answer *)(t + 1);
+	const struct graph_shape *sh;
+	size_t per_row, row = 0;
+
+	t->n = n;
+	t->nout = g->noutputs;
+	t->end = 0;
+	for (uint32_t k = 0; k < n; k++, a++) {
+		for (uint32_t j = 0; j < g->noutputs; j++) {
+			sh = &shapes[g->outputs[j]];
+			per_row = sh->dim[0] > 0 ? graph_shape_nelem(sh) /
+			    (size_t)sh->dim[0] : 0;
+			a->src[j] = cuda_ptr(l, m, g->outputs[j]) +
+			    row * per_row;
+			a->dst[j] = ans[k].dst[j];
+			a->n[j] = per_row * ans[k].rows;
+		}
+		a->exec_us = (unsigned long long *)ans[k].exec_us;
+		a->mark = (unsigned long long *)ans[k].mark;
+		a->id = ans[k].id;
+		a->t0 = (unsigned long long)((int64_t)t0_ns + st->clock_off);
+		row += ans[k].rows;
+	}
+	l->answers = t;
+}
+
+/*
+ * After an answered run: the global timer at its end, seen at now, gives
+ * a bound of the clocks' offset (the end was before now); the best bound
+ * of each second becomes the offset for the next.
+ */
+static void
+cuda_clock_learn(struct cuda_state *st, const struct cuda_lane *l)
+{
+	uint64_t end = __atomic_load_n(&l->answers->end, __ATOMIC_ACQUIRE);
+	uint64_t now = cuda_now_ns();
+	int64_t off;
+
+	if (end == 0)
+		return;
+	off = (int64_t)(end - now);
+	if (off > st->clock_best)
+		st->clock_best = off;
+	if (now >= st->clock_window) {
+		st->clock_off = st->clock_best;
+		st->clock_best = INT64_MIN;
+		st->clock_window = now + 1000000000u;
+	}
+}
+
+/*
+ * Starts a run of nparts requests on the next free lane (see
+ * cuda_dma_modes for in and out), or of nans answered requests (ans,
+ * started at t0_ns; out unused): stages the inputs, launches the graph
+ * (or the nodes), records the lane's event. Several parts need DMA both
+ * ways, answers registered memory: without, returns 1 having done
+ * nothing. Returns 0 and *ticket (the lane), or -1 with *cause and no
+ * ticket outstanding.
+ */
+static int
+cuda_start(struct cuda_state *st, struct cuda_model *m,
+    const struct graph_shape *shapes, uint32_t nparts, const uint32_t *rows,
+    const float *const *in, float *const *out, uint32_t nans,
+    const struct backend_answer *ans, uint64_t t0_ns, void **ticket,
+    char **cause)
+{
 	const struct graph *g = m->g;
 	struct cuda_lane *l;
 	struct cuda_graph_slot *s;
 	size_t arena_need, pinned_need, bytes;
 	cublasStatus_t bs;
 	cudaError_t err;
-	int found, zc_in, dma_in, dma_out;
+	int found, zc_in, dma_in = 0, dma_out = 0;
 
 	/*
 	 * Small inputs are read by the kernels straight from mapped memory,
@@ -1804,8 +1974,15 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	for (uint32_t i = 0; i < g->ninputs; i++)
 		bytes += graph_shape_nelem(&shapes[i]) * sizeof(float);
 	zc_in = bytes <= m->zc_in_max;
-	cuda_dma_modes(st, m, shapes, zc_in, nparts, rows, in, out, &dma_in,
-	    &dma_out);
+	if (nans > 0) {
+		if (!st->answers || g->noutputs > CUK_ANSWER_MAX_OUT ||
+		    shapes[0].dim[0] <= 0 ||
+		    nans > (uint64_t)shapes[0].dim[0] ||
+		    !cuda_answers_registered(st, m, shapes, nans, ans))
+			return 1;
+	} else
+		cuda_dma_modes(st, m, shapes, zc_in, nparts, rows, in, out,
+		    &dma_in, &dma_out);
 	if (nparts > 1 && (!st->parts || !dma_in || !dma_out))
 		return 1;
 	if ((l = cuda_next_lane(st, cause)) == NULL)
@@ -1818,6 +1995,8 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	l->zc_in = zc_in;
 	l->dma_in = 0;
 	l->dma_out = 0;
+	l->answer = 0;
+	l->answers = NULL;
 	if (st->fault_every != 0 && l->run % st->fault_every == 0) {
 		if (st->fault_kind == CUDA_FAULT_FAIL) {
 			l->fault = 1;   /* nothing launched; finish fails */
@@ -1835,10 +2014,14 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	cuda_layout(m, shapes, &arena_need, &pinned_need);
 	if (cuda_reserve(l, arena_need, pinned_need, cause) != 0)
 		goto fail;
-	if (cuda_lane_outputs(l, m, shapes, out, cause) != 0)
+	if (nans == 0 && cuda_lane_outputs(l, m, shapes, out, cause) != 0)
 		return -1;
 	l->dma_in = dma_in;
 	l->dma_out = dma_out;
+	if (nans > 0) {
+		l->answer = 1;
+		cuda_answer_table(st, l, m, shapes, nans, ans, t0_ns);
+	}
 	bs = cublasSetMathMode(l->blas, g->precision == GRAPH_TF32 ?
 	    CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
 	if (bs != CUBLAS_STATUS_SUCCESS) {
@@ -1860,7 +2043,8 @@ cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
 	if (st->use_graphs) {
 		s = cuda_slot_find(m, l->index, shapes,
 		    (l->dma_in ? CUDA_MODE_DMA_IN : 0) |
-		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0), &found);
+		    (l->dma_out ? CUDA_MODE_DMA_OUT : 0) |
+		    (l->answer ? CUDA_MODE_ANSWER : 0), &found);
 		if (s->exec != NULL && s->gen != l->gen) {
 			cudaGraphExecDestroy(s->exec);
 			s->exec = NULL;
@@ -1904,8 +2088,35 @@ submitted:
 
 fail:
 	l->nout = 0;
+	l->answer = 0;
+	l->answers = NULL;
 	cuda_after_failure(st, l, cause);
 	return -1;
+}
+
+/* Starts a run of nparts requests: cuda_start. */
+static int
+cuda_submit_rows(void *state, void *bmodel, const struct graph_shape *shapes,
+    uint32_t nparts, const uint32_t *rows, const float *const *in,
+    float *const *out, void **ticket, char **cause)
+{
+	return cuda_start(state, bmodel, shapes, nparts, rows, in, out, 0,
+	    NULL, 0, ticket, cause);
+}
+
+/* Starts a run whose outputs go to n answers: cuda_start. */
+static int
+cuda_submit_answers(void *state, void *bmodel,
+    const struct graph_shape *shapes, const float *const *in, uint32_t n,
+    const struct backend_answer *ans, uint64_t t0_ns, void **ticket,
+    char **cause)
+{
+	uint32_t rows = shapes[0].dim[0] > 0 ? (uint32_t)shapes[0].dim[0] : 0;
+
+	if (n == 0)
+		return 1;
+	return cuda_start(state, bmodel, shapes, 1, &rows, in, NULL, n, ans,
+	    t0_ns, ticket, cause);
 }
 
 /* Starts one run (one part of all its rows): cuda_submit_rows. */
@@ -2020,6 +2231,8 @@ cuda_finish(void *state, void *ticket, char **cause)
 	}
 	if (st->broken)
 		return cuda_check_broken(st, cause);
+	if (l->answer)
+		cuda_clock_learn(st, l);
 	for (uint32_t j = 0; j < l->nout && !l->dma_out; j++)
 		if (l->out_bytes[j] > 0 && l->out[j] != NULL)
 			memcpy(l->out[j], l->pinned + l->out_off[j],
@@ -2106,7 +2319,8 @@ cuda_host_register(void *state, void *p, size_t len, char **cause)
 		st->hreg = n;
 		st->hreg_cap = cap;
 	}
-	if ((err = cudaHostRegister(p, len, cudaHostRegisterDefault)) !=
+	/* Mapped: cuk_answer writes answers into it at its host addresses. */
+	if ((err = cudaHostRegister(p, len, cudaHostRegisterMapped)) !=
 	    cudaSuccess) {
 		(void)cudaGetLastError();
 		return cuda_err(cause, "cudaHostRegister", err);
@@ -2150,6 +2364,7 @@ const struct backend_ops backend_cuda_ops = {
 	.host_unregister = cuda_host_unregister,
 	.submit = cuda_submit,
 	.submit_parts = cuda_submit_rows,
+	.submit_answers = cuda_submit_answers,
 	.finish = cuda_finish,
 	.poll = cuda_poll,
 };

@@ -227,10 +227,12 @@ ctl_print_table(const Agxq__Stats *st)
 	    (double)st->uptime_us / 1e6, st->connections);
 	printf("max batch %u rows, max delay %u us; frames in %" PRIu64
 	    ", out %" PRIu64 ", ring requests %" PRIu64 " (%" PRIu64
-	    " raw, %" PRIu64 " answered in the slot by the executor); backend "
+	    " raw, %" PRIu64 " answered in the slot by the executor, %" PRIu64
+	    " of them early by the device); backend "
 	    "calls %" PRIu64 " (%" PRIu64 " off the executor thread)\n",
 	    st->max_batch, st->max_delay_us, st->frames_in, st->frames_out,
 	    st->ring_requests, st->ring_raw, st->ring_answered,
+	    st->ring_answered_early,
 	    st->backend_calls, st->backend_foreign_calls);
 	if (st->uptime_us > 0)
 		printf("busy since the worker started: %u I/O thread%s %.1f%% "

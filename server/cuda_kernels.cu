@@ -536,6 +536,55 @@ cuk_copy_kernel(float *dst, const float *src, int64_t n, int vec)
 		dst[k] = src[k];
 }
 
+/* The GPU's global timer, in nanoseconds. */
+static __device__ unsigned long long
+cuk_globaltimer(void)
+{
+	unsigned long long t;
+
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	return t;
+}
+
+/* Block k writes answer k of t (see cuk_answer). */
+static __global__ void
+cuk_answer_kernel(struct cuk_answers *t)
+{
+	const struct cuk_answer *a;
+	unsigned long long now;
+
+	if (blockIdx.x >= t->n)
+		return;
+	a = (const struct cuk_answer *)(t + 1) + blockIdx.x;
+	for (uint32_t j = 0; j < t->nout; j++) {
+		const float *src = a->src[j];
+		float *dst = a->dst[j];
+		uint64_t n = a->n[j];
+
+		for (uint64_t i = threadIdx.x; i < n; i += blockDim.x)
+			dst[i] = src[i];
+	}
+	/* Every thread's writes reach the host before the mark does. */
+	__threadfence_system();
+	__syncthreads();
+	if (threadIdx.x != 0)
+		return;
+	now = cuk_globaltimer();
+	*(volatile unsigned long long *)a->exec_us = now > a->t0 ?
+	    (now - a->t0) / 1000 : 0;
+	if (blockIdx.x == 0)
+		((volatile struct cuk_answers *)t)->end = now;
+	__threadfence_system();
+	*(volatile unsigned long long *)a->mark = a->id;
+}
+
+/* Writes the global timer to *out. */
+static __global__ void
+cuk_clock_kernel(unsigned long long *out)
+{
+	*(volatile unsigned long long *)out = cuk_globaltimer();
+}
+
 /* Traps: a fault that breaks the context. */
 static __global__ void
 cuk_trap_kernel(void)
@@ -753,6 +802,22 @@ extern "C" cudaError_t
 cuk_trap(cudaStream_t s)
 {
 	cuk_trap_kernel<<<1, 1, 0, s>>>();
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+cuk_answer(struct cuk_answers *t, uint32_t max, cudaStream_t s)
+{
+	if (max == 0)
+		return cudaSuccess;
+	cuk_answer_kernel<<<max, CUK_THREADS, 0, s>>>(t);
+	return cudaGetLastError();
+}
+
+extern "C" cudaError_t
+cuk_clock(unsigned long long *out, cudaStream_t s)
+{
+	cuk_clock_kernel<<<1, 1, 0, s>>>(out);
 	return cudaGetLastError();
 }
 

@@ -113,6 +113,46 @@ cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
  */
 cudaError_t cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s);
 
+/* Outputs one answer takes (BACKEND_ANSWER_MAX_OUT). */
+#define CUK_ANSWER_MAX_OUT 4
+
+/*
+ * One request answered by cuk_answer, as it lies in mapped host memory the
+ * kernel reads: n[j] floats of output j from src[j] (device) to dst[j]
+ * (registered host memory), then the microseconds from t0 to the kernel's
+ * end to *exec_us, then id to *mark.
+ */
+struct cuk_answer {
+	const float *src[CUK_ANSWER_MAX_OUT];
+	float *dst[CUK_ANSWER_MAX_OUT];
+	uint64_t n[CUK_ANSWER_MAX_OUT];
+	unsigned long long *exec_us;
+	unsigned long long *mark;
+	unsigned long long id;
+	unsigned long long t0;      /* the batch's start, global timer ns */
+};
+
+/* A table of answers: this head, then n struct cuk_answer. */
+struct cuk_answers {
+	uint32_t n;
+	uint32_t nout;              /* outputs each answer copies */
+	unsigned long long end;     /* the kernel's: the global timer at the
+				       first answer's end, ns */
+};
+
+/*
+ * Writes the answers of table t (in mapped host memory, read when the
+ * kernel runs; at most max of them): one block each, which copies its
+ * outputs, waits until they are visible to the host, then stores exec_us
+ * and, last, the mark; the first block also stores t->end. max is fixed
+ * when a graph is captured; t->n may be any count up to it.
+ */
+cudaError_t cuk_answer(struct cuk_answers *t, uint32_t max,
+    cudaStream_t s);
+
+/* Writes the GPU's global timer (ns) to *out (mapped host memory) once. */
+cudaError_t cuk_clock(unsigned long long *out, cudaStream_t s);
+
 /* Launches a kernel that traps, for fault tests: the context becomes unusable. */
 cudaError_t cuk_trap(cudaStream_t s);
 

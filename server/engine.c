@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "engine.h"
@@ -360,6 +361,87 @@ engine_submit_parts(struct engine *e, struct engine_model *m,
 		return -1;
 	return e->ops->submit_parts(e->state, m->bmodel, m->shapes, nparts,
 	    rows, in, out, ticket, cause);
+}
+
+/* Monotonic nanoseconds, as the executor's t0_ns. */
+static uint64_t
+engine_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Copies each answer's rows of out[] to it and marks it, on this thread
+ * (a synchronous backend's run is over).
+ */
+static void
+engine_answer_host(const struct engine_model *m, float *const *out,
+    uint32_t n, const struct backend_answer *ans, uint64_t t0_ns)
+{
+	const struct graph *g = m->g;
+	uint64_t row = 0, now = engine_now_ns();
+
+	for (uint32_t k = 0; k < n; k++) {
+		for (uint32_t j = 0; j < g->noutputs; j++) {
+			const struct graph_shape *s = &m->shapes[g->outputs[j]];
+			size_t per_row = s->dim[0] > 0 ?
+			    graph_shape_nelem(s) / (size_t)s->dim[0] : 0;
+
+			memcpy(ans[k].dst[j], out[j] + row * per_row,
+			    ans[k].rows * per_row * sizeof(float));
+		}
+		*ans[k].exec_us = now > t0_ns ? (now - t0_ns) / 1000 : 0;
+		__atomic_store_n(ans[k].mark, ans[k].id, __ATOMIC_RELEASE);
+		row += ans[k].rows;
+	}
+}
+
+/* Starts a batch whose outputs go straight to its requests' answers. */
+int
+engine_submit_answers(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const float *const *in,
+    float *const *out, uint32_t n, const struct backend_answer *ans,
+    uint64_t t0_ns, void **ticket, char **cause)
+{
+	uint64_t rows = 0;
+
+	if (m->g->noutputs > BACKEND_ANSWER_MAX_OUT || n == 0)
+		return 1;
+	for (uint32_t k = 0; k < n; k++)
+		rows += ans[k].rows;
+	if (m->g->ninputs == 0 || in_shapes[0].dim[0] < 0 ||
+	    rows != (uint64_t)in_shapes[0].dim[0]) {
+		if (cause != NULL && asprintf(cause, "engine_submit_answers: "
+		    "%u answers of %llu rows in all for a batch of %lld rows",
+		    n, (unsigned long long)rows, m->g->ninputs > 0 ?
+		    (long long)in_shapes[0].dim[0] : 0LL) == -1)
+			*cause = NULL;
+		return -1;
+	}
+	if (e->ops->submit == NULL) {
+		if (engine_run(e, m, in_shapes, in, out, cause) != 0)
+			return -1;
+		*ticket = NULL;
+		engine_answer_host(m, out, n, ans, t0_ns);
+		return 0;
+	}
+	if (e->ops->submit_answers == NULL || e->state == NULL)
+		return 1;
+	if (engine_prepare(e, m, in_shapes, "engine_submit_answers",
+	    cause) != 0)
+		return -1;
+	return e->ops->submit_answers(e->state, m->bmodel, m->shapes, in, n,
+	    ans, t0_ns, ticket, cause);
+}
+
+/* Whether engine_submit_answers may answer runs of this engine. */
+int
+engine_has_answers(const struct engine *e)
+{
+	return e->ops->submit == NULL || e->ops->submit_answers != NULL;
 }
 
 /* Whether the backend takes engine_submit_parts at all. */

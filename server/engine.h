@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "graph.h"
 
 struct engine;
@@ -111,6 +112,26 @@ int engine_submit_parts(struct engine *e, struct engine_model *m,
 
 /* Whether the backend takes engine_submit_parts at all. */
 int engine_has_parts(const struct engine *e);
+
+/*
+ * Like engine_submit for a batch of n requests (ans[k].rows rows each, in
+ * batch order) whose outputs go to their answers (struct backend_answer:
+ * each request's rows, then its exec_us and, last, its mark) as soon as
+ * the device has them; the batch started at t0_ns. A synchronous backend
+ * runs the batch into out[] (sized as for engine_submit) and answers from
+ * there before it returns; an overlapping one leaves out[] alone and
+ * answers on the device, and engine_finish copies nothing. Returns 0 with
+ * *ticket, 1 (nothing done) when this run cannot be answered so (more
+ * than BACKEND_ANSWER_MAX_OUT outputs, a backend without answers), or -1
+ * with *cause.
+ */
+int engine_submit_answers(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, const float *const *in,
+    float *const *out, uint32_t n, const struct backend_answer *ans,
+    uint64_t t0_ns, void **ticket, char **cause);
+
+/* Whether engine_submit_answers can answer any run of this engine. */
+int engine_has_answers(const struct engine *e);
 
 /* Backend opens so far (a reset is one): what engine_host_register's gen names. */
 uint64_t engine_generation(const struct engine *e);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,6 +48,10 @@ struct xslot {
 	uint32_t *part_rows;
 	const float **part_in;      /* request k's input i at k * ninputs + i */
 	float **part_out;           /* its output j at k * noutputs + j */
+	int answered;               /* submitted with answers: the engine
+				       writes each reply in its ring slot */
+	uint32_t ans_cap;
+	struct backend_answer *ans; /* request k's at k */
 };
 
 /* Longest the executor polls a running batch before it blocks on it. */
@@ -72,6 +77,7 @@ struct executor {
 	atomic_uint work_seq;        /* bumped (under lock) by each submission */
 	atomic_uint_fast64_t busy_ns; /* staging, launching, encoding, posting */
 	atomic_uint_fast64_t wait_ns; /* in engine_finish: waiting for the device */
+	atomic_uint_fast64_t answered_early; /* engine_submit_answers' */
 	char *start_cause;
 
 	struct event *lost_ev;       /* main loop: calls cfg.lost */
@@ -86,6 +92,8 @@ struct executor {
 	uint64_t finish_ns;          /* time the last engine_finish took */
 	int cpu_cap;                 /* cpu backend: most BLAS threads; 0: not cpu */
 	int cpu_now;                 /* cpu backend: BLAS threads set now */
+	int answers;                 /* raw ring requests answered by the engine
+				        (engine_submit_answers; AGXQ_ANSWER) */
 	uint32_t nout_cap;           /* reply encoding scratch */
 	Agxq__Tensor *tens;
 	Agxq__Tensor **tensp;
@@ -188,6 +196,7 @@ executor_slot_free(struct xslot *x)
 	free(x->part_rows);
 	free(x->part_in);
 	free(x->part_out);
+	free(x->ans);
 	free(x->batch.reqs);
 }
 
@@ -236,14 +245,17 @@ executor_encode_raw(struct executor *ex, const Agxq__InferReply *rep,
 	return 0;
 }
 
-/* Encodes r's slice [row, row + r->rows) of the batch outputs as its reply. */
-static int
-executor_encode(struct executor *ex, const struct xslot *x,
-    const struct graph *g, struct request *r, uint32_t row)
+/*
+ * Fills rep (its tensors in ex's scratch) with r's slice [row, row +
+ * r->rows) of the batch outputs, or with NULL data of that length when
+ * layout (a reply the device fills in). The scratch holds g->noutputs.
+ */
+static void
+executor_reply(struct executor *ex, const struct xslot *x,
+    const struct graph *g, struct request *r, uint32_t row, int layout,
+    Agxq__InferReply *rep)
 {
-	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
-	Agxq__InferReply rep = AGXQ__INFER_REPLY__INIT;
-
+	agxq__infer_reply__init(rep);
 	for (uint32_t j = 0; j < g->noutputs; j++) {
 		const struct graph_shape *s = &x->out_shapes[j];
 		size_t per_row = graph_shape_nelem(s) / (size_t)s->dim[0];
@@ -256,11 +268,16 @@ executor_encode(struct executor *ex, const struct xslot *x,
 		t->n_shape = (size_t)s->ndim;
 		t->shape = ex->tshape[j];
 		/* Parts were written straight to each request's region. */
-		t->data.data = x->parts ? (uint8_t *)r->outs[j].dst :
-		    (uint8_t *)(x->dst[j] + (size_t)row * per_row);
+		if (layout)
+			t->data.data = NULL;
+		else if (x->parts)
+			t->data.data = (uint8_t *)r->outs[j].dst;
+		else
+			t->data.data = (uint8_t *)(x->dst[j] +
+			    (size_t)row * per_row);
 		t->data.len = (size_t)r->rows * per_row * sizeof(float);
 		ex->tensp[j] = t;
-		if (j < r->nouts && r->outs[j].cap >= t->data.len) {
+		if (!layout && j < r->nouts && r->outs[j].cap >= t->data.len) {
 			/* Into the client's region: the reply only names it. */
 			if (r->outs[j].dst != (float *)(void *)t->data.data)
 				memcpy(r->outs[j].dst, t->data.data,
@@ -274,12 +291,23 @@ executor_encode(struct executor *ex, const struct xslot *x,
 			t->data.len = 0;
 		}
 	}
-	rep.request_id = r->id;
-	rep.n_outputs = g->noutputs;
-	rep.outputs = ex->tensp;
-	rep.queue_us = r->queue_us;
-	rep.exec_us = r->exec_us;
-	rep.batch_rows = r->batch_rows;
+	rep->request_id = r->id;
+	rep->n_outputs = g->noutputs;
+	rep->outputs = ex->tensp;
+	rep->queue_us = r->queue_us;
+	rep->exec_us = r->exec_us;
+	rep->batch_rows = r->batch_rows;
+}
+
+/* Encodes r's slice [row, row + r->rows) of the batch outputs as its reply. */
+static int
+executor_encode(struct executor *ex, const struct xslot *x,
+    const struct graph *g, struct request *r, uint32_t row)
+{
+	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
+	Agxq__InferReply rep;
+
+	executor_reply(ex, x, g, r, row, 0, &rep);
 	if (r->raw)
 		return executor_encode_raw(ex, &rep, r);
 	env.body_case = AGXQ__ENVELOPE__BODY_INFER_REPLY;
@@ -288,11 +316,16 @@ executor_encode(struct executor *ex, const struct xslot *x,
 	    &r->reply, &r->reply_len, &r->reply_raw_len);
 }
 
-/* Fails every request of the batch with code and message. */
+/*
+ * Fails every request of the batch with code and message (a reply laid
+ * out in its slot for the device is dropped: the error is answered).
+ */
 static void
 executor_fail_batch(struct batch *b, int code, const char *msg)
 {
 	for (uint32_t k = 0; k < b->n; k++) {
+		b->reqs[k]->slot_reply = NULL;
+		b->reqs[k]->slot_reply_len = 0;
 		request_fail(b->reqs[k], code, "%s", msg);
 		request_encode_error(b->reqs[k]);
 	}
@@ -311,6 +344,26 @@ executor_backend_failed(struct executor *ex, struct xslot *x, char *cause)
 	free(cause);
 }
 
+/* Locks region rg for the device (again after a reset), where it can. */
+static void
+executor_pin_region(struct executor *ex, struct region *rg)
+{
+	uint64_t gen = engine_generation(ex->engine);
+	char *cause = NULL;
+	int rc;
+
+	if (rg->dev < 0 || (rg->dev == 1 && rg->dev_gen == gen))
+		return;
+	rc = engine_host_register(ex->engine, rg->base, rg->size,
+	    &rg->dev_gen, &cause);
+	if (rc < 0) {
+		log_info("region of %llu bytes not locked for the device: %s",
+		    (unsigned long long)rg->size, cause);
+		free(cause);
+	}
+	rg->dev = rc == 1 ? 1 : -1;
+}
+
 /*
  * Page-locks the shared memory regions request r reads and writes, once
  * each (again after a device reset): the backend then moves a lone
@@ -320,25 +373,90 @@ executor_backend_failed(struct executor *ex, struct xslot *x, char *cause)
 static void
 executor_pin_regions(struct executor *ex, struct request *r)
 {
-	uint64_t gen = engine_generation(ex->engine);
-	char *cause = NULL;
+	for (uint32_t i = 0; i < r->nregions; i++)
+		executor_pin_region(ex, r->regions[i]);
+}
 
-	for (uint32_t i = 0; i < r->nregions; i++) {
-		struct region *rg = r->regions[i];
-		int rc;
+/*
+ * Whether slot x's batch may be answered in its ring slots by the engine:
+ * every request raw in a ring (inline tensors, no regions), as the models'
+ * outputs allow. The rings are locked for the device on the way.
+ */
+static int
+executor_answerable(struct executor *ex, const struct xslot *x)
+{
+	const struct batch *b = &x->batch;
 
-		if (rg->dev < 0 || (rg->dev == 1 && rg->dev_gen == gen))
-			continue;
-		rc = engine_host_register(ex->engine, rg->base, rg->size,
-		    &rg->dev_gen, &cause);
-		if (rc < 0) {
-			log_info("region of %llu bytes not locked for the "
-			    "device: %s", (unsigned long long)rg->size, cause);
-			free(cause);
-			cause = NULL;
-		}
-		rg->dev = rc == 1 ? 1 : -1;
+	if (!ex->answers ||
+	    x->model->graph->noutputs > BACKEND_ANSWER_MAX_OUT)
+		return 0;
+	for (uint32_t k = 0; k < b->n; k++) {
+		const struct request *r = b->reqs[k];
+
+		if (!r->raw || r->ring == NULL || r->nregions > 0 ||
+		    r->nouts > 0)
+			return 0;
 	}
+	for (uint32_t k = 0; k < b->n; k++)
+		executor_pin_region(ex, ring_region(b->reqs[k]->ring));
+	return 1;
+}
+
+/*
+ * Lays out the reply of each request of slot x's batch in its ring slot
+ * (the engine writes the outputs and exec_us there, then the mark) and
+ * fills x->ans. Returns 1, or 0 having laid out none when a reply does not
+ * fit its slot or a client waits on the socket already.
+ */
+static int
+executor_answer_layout(struct executor *ex, struct xslot *x)
+{
+	struct batch *b = &x->batch;
+	const struct graph *g = x->model->graph;
+	Agxq__InferReply rep;
+	struct backend_answer *a;
+	uint32_t row = 0, k;
+	uint8_t *at;
+	size_t len;
+
+	if (executor_reserve_tensors(ex, g->noutputs) != 0 ||
+	    executor_array(&x->ans, x->ans_cap, b->n, sizeof *x->ans) != 0)
+		return 0;
+	if (b->n > x->ans_cap)
+		x->ans_cap = b->n;
+	for (k = 0; k < b->n; k++) {
+		struct request *r = b->reqs[k];
+
+		executor_reply(ex, x, g, r, row, 1, &rep);
+		len = rawinfer_reply_frame_size(&rep);
+		if (len == 0 ||
+		    len - CODEC_HEADER_SIZE > ex->cfg.limits.max_message ||
+		    (at = ring_reply_at(r->ring, (uint32_t)r->ring_slot,
+		    len)) == NULL)
+			goto undo;
+		rawinfer_reply_frame_write(&rep, at);
+		a = &x->ans[k];
+		a->rows = r->rows;
+		for (uint32_t j = 0; j < g->noutputs; j++)
+			a->dst[j] = (float *)(void *)rawinfer_frame_data(at,
+			    sizeof(struct rawinfer_reply), j);
+		a->exec_us = (uint64_t *)(void *)(at + CODEC_HEADER_SIZE +
+		    offsetof(struct rawinfer_reply, exec_us));
+		a->mark = ring_answer_mark(r->ring, (uint32_t)r->ring_slot,
+		    len);
+		a->id = r->id;
+		r->slot_reply = at;
+		r->slot_reply_len = len;
+		row += r->rows;
+	}
+	return 1;
+
+undo:
+	while (k-- > 0) {
+		b->reqs[k]->slot_reply = NULL;
+		b->reqs[k]->slot_reply_len = 0;
+	}
+	return 0;
 }
 
 /*
@@ -411,12 +529,13 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	struct request *r0 = b->reqs[0];
 	const struct graph *g;
 	char *cause = NULL;
-	int staged, rc;
+	int staged, rc, answer, gather;
 
 	x->model = r0->model;
 	g = x->model->graph;
 	x->failed = 0;
 	x->parts = 0;
+	x->answered = 0;
 	x->ticket = NULL;
 	x->t0 = request_now_ns();
 	if (x == &ex->slots[ex->head])
@@ -442,9 +561,10 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		return;
 	}
 	/* A backend without parts (cpu) is spared the per-request walk. */
-	if (b->n == 1)
+	answer = executor_answerable(ex, x);
+	if (!answer && b->n == 1)
 		executor_pin_regions(ex, r0);
-	else if (engine_has_parts(ex->engine) &&
+	else if (!answer && b->n > 1 && engine_has_parts(ex->engine) &&
 	    (rc = executor_submit_parts(ex, x, &cause)) <= 0) {
 		if (rc < 0)
 			executor_backend_failed(ex, x, cause);
@@ -454,15 +574,17 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 	}
 	/*
 	 * A batch of several requests is gathered where the backend reads it
-	 * (its pinned staging) when it says where; else into our buffers.
+	 * (its pinned staging) when it says where; else into our buffers. So
+	 * is a lone request answered in its slot, where its reply goes.
 	 */
-	staged = b->n > 1 ? engine_stage(ex->engine, x->model->emodel,
+	gather = b->n > 1 || answer;
+	staged = gather ? engine_stage(ex->engine, x->model->emodel,
 	    x->in_shapes, x->stage_at, &cause) : 0;
 	if (staged < 0) {
 		executor_backend_failed(ex, x, cause);
 		return;
 	}
-	for (uint32_t i = 0; i < g->ninputs && b->n > 1; i++) {
+	for (uint32_t i = 0; i < g->ninputs && gather; i++) {
 		size_t per_row, off = 0;
 		float *dst;
 
@@ -504,6 +626,22 @@ executor_start_batch(struct executor *ex, struct xslot *x)
 		x->dst[j] = x->out[j];
 	}
 	executor_batch_threads(ex, x);
+	if (answer && executor_answer_layout(ex, x)) {
+		rc = engine_submit_answers(ex->engine, x->model->emodel,
+		    x->in_shapes, x->in, x->dst, b->n, x->ans, x->t0,
+		    &x->ticket, &cause);
+		if (rc < 0)
+			executor_backend_failed(ex, x, cause);
+		if (rc <= 0) {
+			x->answered = rc == 0;
+			return;
+		}
+		/* Not so after all: the replies are encoded at the end. */
+		for (uint32_t k = 0; k < b->n; k++) {
+			b->reqs[k]->slot_reply = NULL;
+			b->reqs[k]->slot_reply_len = 0;
+		}
+	}
 	if (engine_submit(ex->engine, x->model->emodel, x->in_shapes, x->in,
 	    x->dst, &x->ticket, &cause) != 0)
 		executor_backend_failed(ex, x, cause);
@@ -557,7 +695,7 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 
 	ex->finish_ns = request_now_ns() - tf;
 	for (uint32_t j = 0; frc == 0 && !x->failed && !x->parts &&
-	    j < g->noutputs; j++) {
+	    !x->answered && j < g->noutputs; j++) {
 		if (x->dst[j] == NULL)
 			x->dst[j] = (float *)(uintptr_t)engine_result(ex->engine,
 			    x->ticket, j);
@@ -573,7 +711,11 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 	}
 	t1 = request_now_ns();
 	exec_us = (t1 - x->t0) / 1000;
-	if (!x->failed && executor_reserve_tensors(ex, g->noutputs) != 0) {
+	if (x->answered && !x->failed)
+		atomic_fetch_add_explicit(&ex->answered_early, b->n,
+		    memory_order_relaxed);
+	if (!x->failed && !x->answered &&
+	    executor_reserve_tensors(ex, g->noutputs) != 0) {
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
 		    "out of memory");
 		x->failed = 1;
@@ -582,12 +724,15 @@ executor_end_batch(struct executor *ex, struct xslot *x)
 		struct request *r = b->reqs[k];
 
 		r->exec_us = exec_us;
-		if (r->deadline_ns != 0 && t1 > r->deadline_ns) {
+		/* Answered: its reply is in the slot, maybe taken already. */
+		if (!x->answered && r->deadline_ns != 0 &&
+		    t1 > r->deadline_ns) {
 			request_fail(r, AGXQ__ERROR_CODE__ERR_TIMEDOUT,
 			    "request timed out: finished %llu us after its deadline",
 			    (unsigned long long)((t1 - r->deadline_ns) / 1000));
 			request_encode_error(r);
-		} else if (executor_encode(ex, x, g, r, row) != 0) {
+		} else if (!x->answered &&
+		    executor_encode(ex, x, g, r, row) != 0) {
 			request_fail(r, AGXQ__ERROR_CODE__ERR_TOOBIG,
 			    "reply does not fit in one frame");
 			request_encode_error(r);
@@ -925,6 +1070,10 @@ executor_main(void *arg)
 		cause = strdup("out of memory");
 		rc = -1;
 	}
+	/* AGXQ_ANSWER=0: replies always encoded after the batch. */
+	if (rc == 0)
+		ex->answers = engine_has_answers(ex->engine) &&
+		    envset_bool("AGXQ_ANSWER", 1);
 	envset_take_notes(executor_env_note, NULL);
 	if (rc == 0) {
 		snprintf(ex->backend, sizeof ex->backend, "%s",
@@ -1309,6 +1458,14 @@ uint64_t
 executor_busy_ns(struct executor *ex)
 {
 	return atomic_load_explicit(&ex->busy_ns, memory_order_relaxed);
+}
+
+/* Requests answered in their slots by the engine. */
+uint64_t
+executor_answered_early(struct executor *ex)
+{
+	return atomic_load_explicit(&ex->answered_early,
+	    memory_order_relaxed);
 }
 
 /* Time the executor spent in finish waiting for the device, in ns. */

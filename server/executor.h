@@ -104,6 +104,12 @@ const char *executor_backend(const struct executor *ex);
 uint64_t executor_backend_calls(const struct executor *ex);
 uint64_t executor_foreign_calls(const struct executor *ex);
 
+/*
+ * Requests the engine answered in their ring slots before their batch was
+ * retired (engine_submit_answers).
+ */
+uint64_t executor_answered_early(struct executor *ex);
+
 /* Time the executor spent staging, launching, encoding and posting (ns). */
 uint64_t executor_busy_ns(struct executor *ex);
 

@@ -69,13 +69,19 @@ fail:
 	return -1;
 }
 
-/* Unmaps and frees the ring. */
+/*
+ * Unmaps and frees the ring; its mapping goes to the release hook instead
+ * when it is locked for the device.
+ */
 void
 ring_free(struct ring *r)
 {
 	if (r == NULL)
 		return;
-	region_free(r->rg);
+	if (r->rg->dev == 1 && r->release != NULL)
+		r->release(r->rg, r->release_arg);
+	else
+		region_free(r->rg);
 	free(r->busy);
 	free(r);
 }
@@ -186,6 +192,27 @@ ring_reply_at(struct ring *r, uint32_t slot, size_t len)
 	    __atomic_load_n(&s->state, __ATOMIC_SEQ_CST) != RING_POSTED)
 		return NULL;
 	return ring_slot_data(s);
+}
+
+/*
+ * Where the device stores the id of the reply of len bytes written at
+ * ring_reply_at in slot, once it is all there (proto/ringfmt.h): records
+ * len for the client first.
+ */
+uint64_t *
+ring_answer_mark(struct ring *r, uint32_t slot, size_t len)
+{
+	struct ring_slot *s = ring_slot_at(r->rg->base, r->slot_size, slot);
+
+	__atomic_store_n(&s->answer_len, (uint32_t)len, __ATOMIC_RELAXED);
+	return &s->answer_id;
+}
+
+/* The shared memory region the ring lies in. */
+struct region *
+ring_region(const struct ring *r)
+{
+	return r->rg;
 }
 
 /* Stores DONE for a reply written in place, unless a waiter was flagged. */

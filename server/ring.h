@@ -22,6 +22,9 @@ struct ring {
 	int rescan;                     /* scan even if nothing was posted */
 	uint8_t *busy;                  /* per slot: taken, not answered yet */
 	uint32_t nbusy;
+	/* Takes the mapping at ring_free when it is locked for the device. */
+	void (*release)(struct region *, void *);
+	void *release_arg;
 };
 
 /*
@@ -43,7 +46,11 @@ typedef void (*ring_take_fn)(void *arg, uint32_t slot, uint64_t id,
 int ring_attach(int fd, uint32_t slots, uint32_t slot_size,
     struct ring **out, int *code, char **cause);
 
-/* Unmaps and frees the ring; accepts NULL. */
+/*
+ * Unmaps and frees the ring; accepts NULL. A mapping locked for the device
+ * (its region's dev is 1) goes to r->release when set, which must unlock
+ * it before it unmaps it.
+ */
 void ring_free(struct ring *r);
 
 /* Bytes mapped for the ring. */
@@ -90,6 +97,17 @@ uint8_t *ring_reply_at(struct ring *r, uint32_t slot, size_t len);
  * ring_complete.
  */
 int ring_answer_written(struct ring *r, uint32_t slot, size_t len);
+
+/*
+ * Executor, while the loop counts slot busy: records that the reply of
+ * len bytes at ring_reply_at may be answered early, and returns where the
+ * device stores the request's id when it is all there (answer_len and
+ * answer_id in proto/ringfmt.h).
+ */
+uint64_t *ring_answer_mark(struct ring *r, uint32_t slot, size_t len);
+
+/* The shared memory region the ring lies in. */
+struct region *ring_region(const struct ring *r);
 
 /* Loop thread: frees slot, answered by ring_answer, for the next post. */
 void ring_release(struct ring *r, uint32_t slot);

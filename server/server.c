@@ -466,19 +466,15 @@ server_shm_release(struct server *srv, uint64_t size)
 }
 
 /*
- * Drops one reference to rg; the last one unmaps it, through the executor
- * when it is page-locked for the device (unlocked there first).
+ * Any thread: unmaps rg, through the executor when it is page-locked for
+ * the device (unlocked there first). Also a ring's release hook.
  */
 static void
-server_region_unref(struct server *srv, struct region *rg)
+server_region_unmap(struct region *rg, void *arg)
 {
+	struct server *srv = arg;
 	struct request *r;
 
-	if (--rg->refs > 0)
-		return;
-	server_shm_release(srv, rg->size);
-	log_debug("region %llu unmapped (%llu bytes)",
-	    (unsigned long long)rg->id, (unsigned long long)rg->size);
 	if (rg->dev != 1 || srv->ex == NULL) {
 		region_free(rg);
 		return;
@@ -487,6 +483,18 @@ server_region_unref(struct server *srv, struct region *rg)
 		server_oom();
 	r->region = rg;
 	executor_control(srv->ex, r);
+}
+
+/* Drops one reference to rg; the last one unmaps it. */
+static void
+server_region_unref(struct server *srv, struct region *rg)
+{
+	if (--rg->refs > 0)
+		return;
+	server_shm_release(srv, rg->size);
+	log_debug("region %llu unmapped (%llu bytes)",
+	    (unsigned long long)rg->id, (unsigned long long)rg->size);
+	server_region_unmap(rg, srv);
 }
 
 /* Drops the region references r holds. */
@@ -1071,6 +1079,9 @@ server_attach_ring(struct server *srv, struct conn *c,
 		free(cause);
 		goto out_close;
 	}
+	/* The executor may lock it for the device, to answer in it. */
+	ring->release = server_region_unmap;
+	ring->release_arg = srv;
 	c->ring = ring;
 	atomic_fetch_add(&srv->nrings, 1);
 	ring_set_awake(ring, ioloop_polling(srv->loops[c->loop].io) &&
@@ -1159,6 +1170,7 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	st.ring_requests = srv->ctr.ring_requests;
 	st.ring_answered = srv->ctr.ring_answered;
 	st.ring_raw = srv->ctr.ring_raw;
+	st.ring_answered_early = executor_answered_early(srv->ex);
 	/* The loops' times: ring waits and replies handed out. */
 	server_loop_pcts(srv, offsetof(struct server_loop, ring_wait),
 	    &st.ring_wait_p50_us, &st.ring_wait_p99_us);

@@ -401,6 +401,16 @@ cmp_addf(struct cmp *c, const float *got, const float *want, size_t n,
 	free(w);
 }
 
+/* Monotonic nanoseconds, as agxqd's executor takes a batch's start. */
+static uint64_t
+tc_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Builds g from the builder and loads it on both engines. */
 static int
 tc_load(struct tgraph *t, struct tcase_graph *tg)
@@ -1924,6 +1934,151 @@ out:
 }
 
 /*
+ * A batch of three requests (1, 2 and 3 rows) of linear and of mlp
+ * answered on the device (engine_submit_answers): each request's rows,
+ * its exec_us and, last, its mark land in registered memory, the mark
+ * seen before engine_finish; the rows match the cpu engine on the batch,
+ * in each of three rounds (the third replays a captured graph). Answers
+ * in memory that is not registered are refused with 1, nothing done, and
+ * answers whose rows do not add up to the batch's with -1 and a cause.
+ */
+static int
+t_submit_answers(void)
+{
+	static const uint32_t rows[3] = { 1, 2, 3 };
+	struct backend_answer ans[3];
+	struct tcase_graph tg;
+	struct graph_shape is, os;
+	struct cmp c = { 0, 0 };
+	size_t len = 1u << 20, nin, nout, rout;
+	float *all = NULL, *want = NULL, *scratch = NULL;
+	uint64_t gen = 0, *marks, *execs, t0, max_exec = 0;
+	uint8_t *buf;
+	void *ticket = NULL;
+	char *cause = NULL;
+	int rc = -1, reg = 0, got, rounds = 0, loaded = 0;
+
+	buf = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
+		abort();
+	marks = (uint64_t *)(void *)buf;
+	execs = marks + 3;
+	for (int mi = 0; mi < 2; mi++) {
+		if (tc_load(mi == 0 ? m_linear() : m_mlp(), &tg) != 0)
+			abort();
+		loaded = 1;
+		is = tg.g->values[0].shape;
+		is.dim[0] = 6;
+		if (engine_output_shapes(tg.g, &is, &os, &cause) != 0)
+			goto out_unload;
+		nin = graph_shape_nelem(&is);
+		nout = graph_shape_nelem(&os);
+		rout = nout / 6;
+		free(all);
+		free(want);
+		free(scratch);
+		if ((all = calloc(nin, sizeof *all)) == NULL ||
+		    (want = calloc(nout, sizeof *want)) == NULL ||
+		    (scratch = calloc(nout, sizeof *scratch)) == NULL)
+			abort();
+		tg_rand_fill(all, nin, 1.0f, &seed);
+		if (engine_run(ecpu, tg.mp, &is, (const float *const *)&all,
+		    &want, &cause) != 0)
+			goto out_unload;
+		for (int k = 0, row = 0; k < 3; row += (int)rows[k], k++) {
+			ans[k].rows = rows[k];
+			/* Each request's rows a page apart from the others. */
+			ans[k].dst[0] = (float *)(void *)(buf + 4096 +
+			    (size_t)k * 65536);
+			ans[k].mark = &marks[k];
+			ans[k].exec_us = &execs[k];
+		}
+		if (mi == 0 && !as_cpu) {
+			got = engine_submit_answers(ecuda, tg.mc, &is,
+			    (const float *const *)&all, &scratch, 3, ans, 0,
+			    &ticket, &cause);
+			if (got != 1) {
+				printf("  unregistered memory: gave %d\n", got);
+				goto out_unload;
+			}
+		}
+		if (mi == 0 && (reg = engine_host_register(ecuda, buf, len,
+		    &gen, &cause)) < 0)
+			goto out_unload;
+		for (int n = 0; n < 3; n++, rounds++) {
+			memset(buf, 0, 4096);
+			for (int k = 0; k < 3; k++) {
+				memset(ans[k].dst[0], 0xff,
+				    rows[k] * rout * sizeof(float));
+				ans[k].id = 1000u * (unsigned)mi + 10u *
+				    (unsigned)n + (unsigned)k + 1;
+			}
+			t0 = tc_now_ns();
+			got = engine_submit_answers(ecuda, tg.mc, &is,
+			    (const float *const *)&all, &scratch, 3, ans, t0,
+			    &ticket, &cause);
+			if (got != 0) {
+				printf("  submit_answers gave %d\n", got);
+				goto out_unload;
+			}
+			/* The device marks the last answer with no finish. */
+			while (__atomic_load_n(&marks[2], __ATOMIC_ACQUIRE) !=
+			    ans[2].id && tc_now_ns() - t0 < 2000000000ull)
+				;
+			if (engine_finish(ecuda, ticket, &cause) != 0)
+				goto out_unload;
+			for (int k = 0, row = 0; k < 3;
+			    row += (int)rows[k], k++) {
+				if (marks[k] != ans[k].id) {
+					printf("  round %d: mark %d is %llu, "
+					    "want %llu\n", n, k,
+					    (unsigned long long)marks[k],
+					    (unsigned long long)ans[k].id);
+					goto out_unload;
+				}
+				if (execs[k] > max_exec)
+					max_exec = execs[k];
+				cmp_addf(&c, ans[k].dst[0], want +
+				    (size_t)row * rout, rows[k] * rout,
+				    ATOL_MODEL);
+			}
+		}
+		tc_unload(&tg);
+		loaded = 0;
+	}
+	ans[2].rows = 4;
+	if (tc_load(m_linear(), &tg) != 0)
+		abort();
+	loaded = 1;
+	is = tg.g->values[0].shape;
+	is.dim[0] = 6;
+	got = engine_submit_answers(ecuda, tg.mc, &is,
+	    (const float *const *)&all, &scratch, 3, ans, 0, &ticket, &cause);
+	printf("  %d rounds of 3 answers: max|cuda-cpu| %.2e (%.3f of tol), "
+	    "exec_us at most %llu; answers of 7 rows for 6: %d (%s)\n",
+	    rounds, c.max_abs, c.max_ratio, (unsigned long long)max_exec, got,
+	    cause != NULL ? cause : "no cause");
+	rc = c.max_ratio <= 1 && max_exec < 10000000 && got == -1 &&
+	    cause != NULL && strstr(cause, "7 rows") != NULL ? 0 : -1;
+	free(cause);
+	cause = NULL;
+out_unload:
+	if (loaded)
+		tc_unload(&tg);
+	if (reg == 1)
+		engine_host_unregister(ecuda, buf, gen);
+	if (cause != NULL)
+		printf("  %s\n", cause);
+	free(cause);
+	free(all);
+	free(want);
+	free(scratch);
+	munmap(buf, len);
+	return rc;
+}
+
+/*
  * Batches of 4 to 33 rows around the edges and replayed, against cpu and
  * the reference: as opened by default, then with linears of 5 to 31 rows
  * computing 32 (AGXQ_CUDA_PAD_ROWS=32) on cuBLASLt and on cublasSgemm
@@ -2285,6 +2440,7 @@ static const struct {
 	{ "no_zerocopy", t_no_zerocopy },
 	{ "host_register", t_host_register },
 	{ "submit_parts", t_submit_parts },
+	{ "submit_answers", t_submit_answers },
 	{ "fault_injected", t_fault_injected },
 	{ "inflight_fault", t_inflight_fault },
 	{ "reopen", t_reopen },

@@ -75,17 +75,18 @@ rt_connect(const char *sock, const char *ring, const char *spin,
 }
 
 /*
- * Stats.ring_requests of the daemon on sock (Stats.ring_raw when raw), by
- * a raw connection; or -1.
+ * Stats.ring_requests of the daemon on sock (what 0), Stats.ring_raw (1)
+ * or Stats.ring_answered_early (2), by a raw connection; or -1.
  */
 static long long
-rt_ring_stat(const char *sock, int raw)
+rt_ring_stat(const char *sock, int what)
 {
 	Agxq__Envelope *rep = du_raw_stats(sock);
 	long long n = -1;
 
 	if (rep != NULL)
-		n = (long long)(raw ? rep->stats->ring_raw :
+		n = (long long)(what == 2 ? rep->stats->ring_answered_early :
+		    what == 1 ? rep->stats->ring_raw :
 		    rep->stats->ring_requests);
 	codec_envelope_free(rep);
 	return n;
@@ -1602,12 +1603,40 @@ rw_frame(uint64_t id, uint64_t model, const float *x, int64_t rows,
 }
 
 /*
- * Waits for slot i's reply to raw Infer id of x [rows, RT_RAW_N] and checks
- * it is a raw InferReply holding relu(x). 0 or -1.
+ * Waits up to 3 s for agxqd to answer request id in slot i of r early
+ * (proto/ringfmt.h: answer_id says id, the state POSTED or already DONE);
+ * *len is the reply's length then. 0 or -1.
  */
 static int
-rw_expect_relu(struct rt_ring *r, uint32_t i, uint64_t id, const float *x,
-    int rows)
+rt_slot_early(struct rt_ring *r, uint32_t i, uint64_t id, uint32_t *len)
+{
+	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
+	uint64_t deadline = du_now_ms() + 3000;
+
+	for (int k = 0; __atomic_load_n(&s->answer_id, __ATOMIC_ACQUIRE) != id;
+	    k++) {
+		if (du_now_ms() >= deadline) {
+			printf("  slot %u: no early answer to %llu after 3 s "
+			    "(state %#x)\n", i, (unsigned long long)id,
+			    __atomic_load_n(&s->state, __ATOMIC_ACQUIRE));
+			return -1;
+		}
+		if (k > 100000)
+			usleep(200);
+	}
+	*len = __atomic_load_n(&s->answer_len, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/*
+ * Waits for slot i's reply to raw Infer id of x [rows, RT_RAW_N] and checks
+ * it is a raw InferReply holding relu(x): once the slot says DONE or, when
+ * early, as soon as answer_id says id (the slot must then go DONE with the
+ * same length). 0 or -1.
+ */
+static int
+rw_expect_relu_as(struct rt_ring *r, uint32_t i, uint64_t id, const float *x,
+    int rows, int early)
 {
 	struct ring_slot *s = ring_slot_at(r->base, r->slot_size, i);
 	const Agxq__InferReply *rep;
@@ -1618,9 +1647,11 @@ rw_expect_relu(struct rt_ring *r, uint32_t i, uint64_t id, const float *x,
 	char *cause = NULL;
 	int code, rc = -1;
 
-	if (rt_slot_done(r, i) != 0)
+	if (early ? rt_slot_early(r, i, id, &len) != 0 :
+	    rt_slot_done(r, i) != 0)
 		return -1;
-	len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
+	if (!early)
+		len = __atomic_load_n(&s->len, __ATOMIC_RELAXED);
 	codec_limits_default(&lim);
 	if (len > r->slot_size - RING_SLOT_HEADER ||
 	    codec_ring_header_parse(ring_slot_data(s), len, &lim, &plen, &flags,
@@ -1657,11 +1688,26 @@ rw_expect_relu(struct rt_ring *r, uint32_t i, uint64_t id, const float *x,
 			goto out;
 		}
 	}
+	if (early && (rt_slot_done(r, i) != 0 ||
+	    __atomic_load_n(&s->len, __ATOMIC_RELAXED) != len)) {
+		printf("  slot %u: answered early with %u bytes, then DONE "
+		    "with %u\n", i, len,
+		    __atomic_load_n(&s->len, __ATOMIC_RELAXED));
+		goto out;
+	}
 	rc = 0;
 out:
 	free(cause);
 	rawinfer_view_free(&v);
 	return rc;
+}
+
+/* rw_expect_relu_as once the slot says DONE. */
+static int
+rw_expect_relu(struct rt_ring *r, uint32_t i, uint64_t id, const float *x,
+    int rows)
+{
+	return rw_expect_relu_as(r, i, id, x, rows, 0);
 }
 
 /* Checks env is the InferReply to id holding relu(x), x [rows, RT_RAW_N]. */
@@ -1912,6 +1958,86 @@ out:
 	codec_envelope_free(rep);
 	free(frame);
 	raw_conn_close(&w);
+}
+
+/* Stats.ring_answered_early of the daemon on sock; or -1. */
+static long long
+rt_answered_early(const char *sock)
+{
+	return rt_ring_stat(sock, 2);
+}
+
+#define AE_REQS 200
+
+/*
+ * The engine answers a raw Infer in its slot as it finishes it, before the
+ * executor retires the batch (answer_id and answer_len, proto/ringfmt.h):
+ * a raw client posts 200 raw Infers of 1-4 rows going round 4 slots and
+ * takes each reply as soon as answer_id says its id, with the state still
+ * POSTED or not; each is right, the slot then goes DONE with the same
+ * length, and the stats count 200 more answered early. On an agxqd with
+ * AGXQ_ANSWER=0 answer_id stays 0, the replies come with DONE and none is
+ * counted early.
+ */
+static void
+t_raw_answered_early(void)
+{
+	struct raw_conn w;
+	struct du_daemon d;
+	uint8_t *frame = NULL;
+	float x[4 * RT_RAW_N];
+	long long early0, early1;
+	size_t len;
+
+	raw_conn_init(&w);
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	for (int k = 0; k < 4 * RT_RAW_N; k++)
+		x[k] = (float)((k * 5) % 9) - 4.0f;
+	CHECK((early0 = rt_answered_early(daemon_.sock)) >= 0);
+	CHECK(raw_conn_open(&w, daemon_.sock) == 0);
+	for (uint64_t n = 0; n < AE_REQS; n++) {
+		uint32_t i = (uint32_t)(n % 4);
+		int rows = 1 + (int)(n % 4);
+
+		free(frame);
+		CHECK(rw_frame(3000 + n, w.model, x, rows, RT_RAW_N, &frame,
+		    &len) == 0);
+		CHECK(rt_post(w.fd, &w.r, i, 3000 + n, frame, len,
+		    (uint32_t)len) == 0);
+		CHECK(rw_expect_relu_as(&w.r, i, 3000 + n, x, rows, 1) == 0);
+	}
+	early1 = rt_answered_early(daemon_.sock);
+	printf("  answered early: %lld -> %lld\n", early0, early1);
+	CHECK(early1 - early0 == AE_REQS);
+	raw_conn_close(&w);
+	raw_conn_init(&w);
+
+	setenv("AGXQ_ANSWER", "0", 1);
+	CHECK(du_start(&d, rt_polling) == 0);
+	unsetenv("AGXQ_ANSWER");
+	CHECK(raw_conn_open(&w, d.sock) == 0);
+	for (uint64_t n = 0; n < AE_REQS / 4; n++) {
+		uint32_t i = (uint32_t)(n % 4);
+
+		free(frame);
+		CHECK(rw_frame(4000 + n, w.model, x, 4, RT_RAW_N, &frame,
+		    &len) == 0);
+		CHECK(rt_post(w.fd, &w.r, i, 4000 + n, frame, len,
+		    (uint32_t)len) == 0);
+		CHECK(rw_expect_relu(&w.r, i, 4000 + n, x, 4) == 0);
+	}
+	for (uint32_t i = 0; i < 4; i++)
+		CHECK(__atomic_load_n(&ring_slot_at(w.r.base, w.r.slot_size,
+		    i)->answer_id, __ATOMIC_ACQUIRE) == 0);
+	CHECK(rt_answered_early(d.sock) == 0);
+out:
+	unsetenv("AGXQ_ANSWER");
+	free(frame);
+	raw_conn_close(&w);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
 }
 
 /*
@@ -2194,6 +2320,7 @@ static const struct testlib_case cases[] = {
 	{ "raw_frames", t_raw_frames },
 	{ "raw_scribble", t_raw_scribble },
 	{ "raw_late_waiter", t_raw_late_waiter },
+	{ "raw_answered_early", t_raw_answered_early },
 	{ "daemon_dies", t_daemon_dies },
 	{ "wait_times", t_wait_times },
 	{ "answered", t_answered },
