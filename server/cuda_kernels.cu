@@ -546,17 +546,41 @@ cuk_globaltimer(void)
 	return t;
 }
 
-/* Block k writes answer k of t (see cuk_answer). */
+/* Words of a table's head and of one answer, read into shared memory. */
+#define CUK_ANSWER_HEAD_WORDS (sizeof(struct cuk_answers) / 8)
+#define CUK_ANSWER_WORDS (sizeof(struct cuk_answer) / 8)
+static_assert(sizeof(struct cuk_answers) % 8 == 0 &&
+    sizeof(struct cuk_answer) % 8 == 0 &&
+    CUK_ANSWER_HEAD_WORDS + CUK_ANSWER_WORDS <= CUK_THREADS,
+    "a table's head and an answer are whole words a thread each reads");
+
+/*
+ * Block k writes answer k of t (see cuk_answer). The table lies in host
+ * memory: its head and the block's answer are read once, side by side,
+ * into shared memory, rather than by every thread.
+ */
 static __global__ void
 cuk_answer_kernel(struct cuk_answers *t)
 {
-	const struct cuk_answer *a;
+	__shared__ unsigned long long w[CUK_ANSWER_HEAD_WORDS +
+	    CUK_ANSWER_WORDS];
+	const struct cuk_answers *h = (const struct cuk_answers *)w;
+	const struct cuk_answer *a = (const struct cuk_answer *)
+	    (w + CUK_ANSWER_HEAD_WORDS);
+	const volatile unsigned long long *from =
+	    (const volatile unsigned long long *)((const struct cuk_answer *)
+	    (t + 1) + blockIdx.x);
 	unsigned long long now;
 
-	if (blockIdx.x >= t->n)
+	if (threadIdx.x < CUK_ANSWER_HEAD_WORDS)
+		w[threadIdx.x] =
+		    ((const volatile unsigned long long *)t)[threadIdx.x];
+	else if (threadIdx.x < CUK_ANSWER_HEAD_WORDS + CUK_ANSWER_WORDS)
+		w[threadIdx.x] = from[threadIdx.x - CUK_ANSWER_HEAD_WORDS];
+	__syncthreads();
+	if (blockIdx.x >= h->n)
 		return;
-	a = (const struct cuk_answer *)(t + 1) + blockIdx.x;
-	for (uint32_t j = 0; j < t->nout; j++) {
+	for (uint32_t j = 0; j < h->nout; j++) {
 		const float *src = a->src[j];
 		float *dst = a->dst[j];
 		uint64_t n = a->n[j];
