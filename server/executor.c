@@ -5,9 +5,9 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
