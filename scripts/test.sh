@@ -67,9 +67,14 @@ tsan="$PWD/build-test-tsan/san"
 rm -rf "$tsan"
 mkdir -p "$tsan"
 stage "TSan tests"
+# ignore_noninstrumented_modules: on a 2-core VM with Linux 6.18 (2026-12-05)
+# TSan clients against a TSan agxqd crawled (soak_short: 0 requests in 10 s,
+# also at 13c36fb; one client alone 7k in 4 s) unless TSan left what the
+# libraries built without it do (OpenBLAS, libevent, protobuf-c) alone. Our
+# own code stays checked.
 (cd build-test-tsan &&
 	OPENBLAS_NUM_THREADS=1 \
-	TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$tsan/tsan" \
+	TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:log_path=$tsan/tsan" \
 	ctest --output-on-failure -j"$jobs" --timeout 300 \
 	-R '^(test_daemon|test_client_unit|test_batching|test_batcher|test_faults|test_ioloops|test_ring|soak_short)$')
 check_reports "$tsan"
