@@ -11,6 +11,7 @@ printf '#!/bin/sh\nif [ "$1" = start ]; then shift; exec %s/server/agxqd start -
 R=$OUT/final; mkdir -p $R
 date -u > $R/date.txt; nvidia-smi -L >> $R/date.txt; nproc >> $R/date.txt; nvidia-smi --query-gpu=driver_version --format=csv >> $R/date.txt
 python3 -c "import torch; print(torch.__version__)" >> $R/date.txt 2>&1
+export AGXQ_CUDA_ANSWER=1
 timeout 60 $C/tests/test_cuda submit_answers > $R/answers.txt 2>&1; rc=$?; echo "test_cuda submit_answers rc=$rc" >> $R/tests.txt
 if [ $rc != 0 ]; then export AGXQ_CUDA_ANSWER=0; echo "AGXQ_CUDA_ANSWER=0 for the rest" >> $R/tests.txt; fi
 AGXQD=$C/agxqd-cuda AGXQ_TEST_DATA=$PWD/tests timeout 90 $C/tests/test_ring > $R/test_ring.txt 2>&1; echo "test_ring rc=$?" >> $R/tests.txt
