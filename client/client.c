@@ -1949,22 +1949,16 @@ client_ring_wait(agxq_client *c, struct client_ring *rg, struct ring_slot *s,
 
 	for (;;) {
 		st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
-		if (RING_PHASE(st) == RING_DONE && (st & RING_WAITER) == 0) {
+		/* DONE, or answered early: the reply is in the slot. */
+		if ((st & RING_WAITER) == 0 && (RING_PHASE(st) == RING_DONE ||
+		    __atomic_load_n(&s->answer_id, __ATOMIC_ACQUIRE) == p->id)) {
 			pthread_mutex_lock(&c->mu);
 			(void)client_pending_take(c, p->id);
 			pthread_mutex_unlock(&c->mu);
-			return client_ring_reply(c, rg, s,
-			    __atomic_load_n(&s->len, __ATOMIC_RELAXED), reply,
-			    res);
-		}
-		if ((st & RING_WAITER) == 0 && __atomic_load_n(&s->answer_id,
-		    __ATOMIC_ACQUIRE) == p->id) {
-			pthread_mutex_lock(&c->mu);
-			(void)client_pending_take(c, p->id);
-			pthread_mutex_unlock(&c->mu);
-			return client_ring_reply(c, rg, s,
-			    __atomic_load_n(&s->answer_len, __ATOMIC_RELAXED),
-			    reply, res);
+			return client_ring_reply(c, rg, s, RING_PHASE(st) ==
+			    RING_DONE ? __atomic_load_n(&s->len,
+			    __ATOMIC_RELAXED) : __atomic_load_n(&s->answer_len,
+			    __ATOMIC_RELAXED), reply, res);
 		}
 		/* The reply comes on the socket, or the reader failed p. */
 		if (RING_PHASE(st) != RING_POSTED || (st & RING_WAITER) ||
