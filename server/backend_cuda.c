@@ -551,7 +551,13 @@ cuda_open(int device, void **state, char **cause)
 	unsigned long zc_in_max;
 	int count = 0, k, lt, candidates, overlap, done_flag;
 
-	if ((err = cudaGetDeviceCount(&count)) != cudaSuccess)
+	err = cudaGetDeviceCount(&count);
+	if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) {
+		cuda_cause(cause, "cuda: no usable NVIDIA GPU on this machine "
+		    "(%s); use --backend cpu", cudaGetErrorString(err));
+		return -1;
+	}
+	if (err != cudaSuccess)
 		return cuda_err(cause, "cudaGetDeviceCount", err);
 	if (device < 0 || device >= count) {
 		cuda_cause(cause, "cuda: no device %d (%d found)", device, count);

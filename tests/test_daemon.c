@@ -204,6 +204,46 @@ out:
 	du_cleanup(&d);
 }
 
+/*
+ * --backend cuda on a machine without an NVIDIA GPU: start fails at once
+ * and says why (no GPU; or, built without cuda, the backends it has),
+ * leaving no daemon and no socket. Skipped where a GPU is.
+ */
+static void
+t_cli_cuda_no_gpu(void)
+{
+	struct du_daemon d;
+	char out[2048];
+	int rc;
+
+	memset(&d, 0, sizeof d);
+	if (access("/dev/nvidiactl", F_OK) == 0) {
+		printf("  skipped: this machine has an NVIDIA GPU\n");
+		return;
+	}
+	CHECK(du_init(&d) == 0);
+	{
+		const char *a[] = { "start", "--socket", d.sock, "--backend",
+		    "cuda", NULL };
+
+		rc = du_run(a, 20000, out, sizeof out);
+	}
+	if (strstr(out, "unknown backend cuda (built with: cpu") != NULL)
+		CHECK(rc == 2);
+	else {
+		if (strstr(out, "no usable NVIDIA GPU") == NULL ||
+		    strstr(out, "--backend cpu") == NULL)
+			printf("  start --backend cuda said: %s\n", out);
+		CHECK(rc == 1);
+		CHECK(strstr(out, "no usable NVIDIA GPU") != NULL);
+		CHECK(strstr(out, "--backend cpu") != NULL);
+	}
+	CHECK(access(d.sock, F_OK) != 0 && errno == ENOENT);
+	CHECK(du_daemon_pid(d.sock) < 0);
+out:
+	du_cleanup(&d);
+}
+
 /* SIGTERM with requests queued: every callback fires once; clean exit. */
 static void
 t_sigterm_inflight(void)
@@ -849,6 +889,7 @@ static const struct testlib_case cases[] = {
 	{ "cli_usage", t_cli_usage },
 	{ "cli_socket_mode", t_cli_socket_mode },
 	{ "cli_stale_socket", t_cli_stale_socket },
+	{ "cli_cuda_no_gpu", t_cli_cuda_no_gpu },
 	{ "sigterm_inflight", t_sigterm_inflight },
 	{ "threads_and_processes", t_threads_and_processes },
 	{ "disconnect_inflight", t_disconnect_inflight },
