@@ -2040,6 +2040,92 @@ out:
 	du_cleanup(&d);
 }
 
+#define AF_REQS 30
+
+/*
+ * A batch that fails after its replies were laid out in their slots (every
+ * third run fails: AGXQ_CPU_FAULT_EVERY=3) is answered with an Error in the
+ * slot, never marked answered: a raw client posts 30 raw Infers going round
+ * 4 slots and waits for DONE on each. Each reply is either the right raw
+ * InferReply, with answer_id naming it, or an Error for its id naming the
+ * fault, with answer_id not naming it; about a third fail, and the stats
+ * count the others, exactly, as answered early.
+ */
+static void
+t_raw_answer_fault(void)
+{
+	struct raw_conn w;
+	struct du_daemon d;
+	Agxq__Envelope *rep = NULL;
+	struct ring_slot *s;
+	uint8_t *frame = NULL;
+	float x[4 * RT_RAW_N];
+	long long failed = 0;
+	uint32_t flags;
+	size_t len;
+
+	raw_conn_init(&w);
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	for (int k = 0; k < 4 * RT_RAW_N; k++)
+		x[k] = (float)((k * 7) % 9) - 4.0f;
+	setenv("AGXQ_CPU_FAULT_EVERY", "3", 1);
+	setenv("AGXQ_CPU_FAULT_KIND", "error", 1);
+	CHECK(du_start(&d, rt_polling) == 0);
+	unsetenv("AGXQ_CPU_FAULT_EVERY");
+	unsetenv("AGXQ_CPU_FAULT_KIND");
+	CHECK(raw_conn_open(&w, d.sock) == 0);
+	for (uint64_t n = 0; n < AF_REQS; n++) {
+		uint32_t i = (uint32_t)(n % 4);
+		uint64_t id = 5000 + n;
+		int rows = 1 + (int)(n % 4);
+
+		s = ring_slot_at(w.r.base, w.r.slot_size, i);
+		free(frame);
+		CHECK(rw_frame(id, w.model, x, rows, RT_RAW_N, &frame,
+		    &len) == 0);
+		CHECK(rt_post(w.fd, &w.r, i, id, frame, len,
+		    (uint32_t)len) == 0);
+		CHECK(rt_slot_done(&w.r, i) == 0);
+		/* The frame header's flags, a little-endian word at 4. */
+		flags = (uint32_t)ring_slot_data(s)[4] |
+		    (uint32_t)ring_slot_data(s)[5] << 8 |
+		    (uint32_t)ring_slot_data(s)[6] << 16 |
+		    (uint32_t)ring_slot_data(s)[7] << 24;
+		if (flags == CODEC_FLAG_RAW) {
+			CHECK(__atomic_load_n(&s->answer_id,
+			    __ATOMIC_ACQUIRE) == id);
+			CHECK(rw_expect_relu(&w.r, i, id, x, rows) == 0);
+			continue;
+		}
+		CHECK(__atomic_load_n(&s->answer_id, __ATOMIC_ACQUIRE) != id);
+		codec_envelope_free(rep);
+		CHECK(rt_slot_reply(&w.r, i, &rep) == 0);
+		if (rep->body_case != AGXQ__ENVELOPE__BODY_ERROR ||
+		    rep->error->request_id != id || rep->error->message ==
+		    NULL || strstr(rep->error->message, "injected fault") ==
+		    NULL) {
+			printf("  request %llu: got %s, want the injected "
+			    "fault\n", (unsigned long long)id,
+			    codec_body_name(rep->body_case));
+			CHECK(0);
+		}
+		failed++;
+	}
+	printf("  %lld of %d failed\n", failed, AF_REQS);
+	CHECK(failed >= AF_REQS / 3 - 1 && failed <= AF_REQS / 3 + 1);
+	CHECK(rt_answered_early(d.sock) == AF_REQS - failed);
+out:
+	unsetenv("AGXQ_CPU_FAULT_EVERY");
+	unsetenv("AGXQ_CPU_FAULT_KIND");
+	codec_envelope_free(rep);
+	free(frame);
+	raw_conn_close(&w);
+	if (d.pid > 0 && du_stop(&d) != 0)
+		testlib_failed = 1;
+	du_cleanup(&d);
+}
+
 /*
  * A fresh agxqd (started with extra) and a raw connection to it with a ring
  * (bs_raw_ring), for the cases that watch one client's slots and the stats.
@@ -2321,6 +2407,7 @@ static const struct testlib_case cases[] = {
 	{ "raw_scribble", t_raw_scribble },
 	{ "raw_late_waiter", t_raw_late_waiter },
 	{ "raw_answered_early", t_raw_answered_early },
+	{ "raw_answer_fault", t_raw_answer_fault },
 	{ "daemon_dies", t_daemon_dies },
 	{ "wait_times", t_wait_times },
 	{ "answered", t_answered },
