@@ -2044,7 +2044,8 @@ out:
 
 /*
  * A batch that fails after its replies were laid out in their slots (every
- * third run fails: AGXQ_CPU_FAULT_EVERY=3) is answered with an Error in the
+ * third run fails: AGXQ_CPU_FAULT_EVERY=3, AGXQ_CUDA_FAULT_EVERY=3 on
+ * cuda) is answered with an Error in the
  * slot, never marked answered: a raw client posts 30 raw Infers going round
  * 4 slots and waits for DONE on each. Each reply is either the right raw
  * InferReply, with answer_id naming it, or an Error for its id naming the
@@ -2071,9 +2072,11 @@ t_raw_answer_fault(void)
 		x[k] = (float)((k * 7) % 9) - 4.0f;
 	setenv("AGXQ_CPU_FAULT_EVERY", "3", 1);
 	setenv("AGXQ_CPU_FAULT_KIND", "error", 1);
+	setenv("AGXQ_CUDA_FAULT_EVERY", "3", 1);
 	CHECK(du_start(&d, rt_polling) == 0);
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
 	unsetenv("AGXQ_CPU_FAULT_KIND");
+	unsetenv("AGXQ_CUDA_FAULT_EVERY");
 	CHECK(raw_conn_open(&w, d.sock) == 0);
 	for (uint64_t n = 0; n < AF_REQS; n++) {
 		uint32_t i = (uint32_t)(n % 4);
@@ -2118,6 +2121,7 @@ t_raw_answer_fault(void)
 out:
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
 	unsetenv("AGXQ_CPU_FAULT_KIND");
+	unsetenv("AGXQ_CUDA_FAULT_EVERY");
 	codec_envelope_free(rep);
 	free(frame);
 	raw_conn_close(&w);
