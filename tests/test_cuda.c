@@ -2018,7 +2018,7 @@ t_submit_answers(void)
 			got = engine_submit_answers(ecuda, tg.mc, &is,
 			    (const float *const *)&all, &scratch, 3, ans, t0,
 			    &ticket, &cause);
-			/* Off on cuda unless AGXQ_CUDA_ANSWER=1 (not run yet). */
+			/* Off on cuda unless AGXQ_CUDA_ANSWER=1 (slower). */
 			if (got == 1 && !as_cpu && (getenv("AGXQ_CUDA_ANSWER") ==
 			    NULL || strcmp(getenv("AGXQ_CUDA_ANSWER"), "1") != 0)) {
 				printf("  skipped: answers are off (run with "
