@@ -1983,7 +1983,7 @@ static void
 t_raw_answered_early(void)
 {
 	struct raw_conn w;
-	struct du_daemon d;
+	struct du_daemon d, da;
 	uint8_t *frame = NULL;
 	float x[4 * RT_RAW_N];
 	long long early0, early1;
@@ -1991,11 +1991,16 @@ t_raw_answered_early(void)
 
 	raw_conn_init(&w);
 	memset(&d, 0, sizeof d);
-	d.pid = -1;
+	memset(&da, 0, sizeof da);
+	d.pid = da.pid = -1;
 	for (int k = 0; k < 4 * RT_RAW_N; k++)
 		x[k] = (float)((k * 5) % 9) - 4.0f;
-	CHECK((early0 = rt_answered_early(daemon_.sock)) >= 0);
-	CHECK(raw_conn_open(&w, daemon_.sock) == 0);
+	/* On by default on cpu; on cuda only when asked. */
+	setenv("AGXQ_CUDA_ANSWER", "1", 1);
+	CHECK(du_start(&da, rt_polling) == 0);
+	unsetenv("AGXQ_CUDA_ANSWER");
+	CHECK((early0 = rt_answered_early(da.sock)) >= 0);
+	CHECK(raw_conn_open(&w, da.sock) == 0);
 	for (uint64_t n = 0; n < AE_REQS; n++) {
 		uint32_t i = (uint32_t)(n % 4);
 		int rows = 1 + (int)(n % 4);
@@ -2007,7 +2012,7 @@ t_raw_answered_early(void)
 		    (uint32_t)len) == 0);
 		CHECK(rw_expect_relu_as(&w.r, i, 3000 + n, x, rows, 1) == 0);
 	}
-	early1 = rt_answered_early(daemon_.sock);
+	early1 = rt_answered_early(da.sock);
 	printf("  answered early: %lld -> %lld\n", early0, early1);
 	CHECK(early1 - early0 == AE_REQS);
 	raw_conn_close(&w);
@@ -2033,6 +2038,10 @@ t_raw_answered_early(void)
 	CHECK(rt_answered_early(d.sock) == 0);
 out:
 	unsetenv("AGXQ_ANSWER");
+	unsetenv("AGXQ_CUDA_ANSWER");
+	if (da.pid > 0 && du_stop(&da) != 0)
+		testlib_failed = 1;
+	du_cleanup(&da);
 	free(frame);
 	raw_conn_close(&w);
 	if (d.pid > 0 && du_stop(&d) != 0)
@@ -2073,7 +2082,9 @@ t_raw_answer_fault(void)
 	setenv("AGXQ_CPU_FAULT_EVERY", "3", 1);
 	setenv("AGXQ_CPU_FAULT_KIND", "error", 1);
 	setenv("AGXQ_CUDA_FAULT_EVERY", "3", 1);
+	setenv("AGXQ_CUDA_ANSWER", "1", 1);
 	CHECK(du_start(&d, rt_polling) == 0);
+	unsetenv("AGXQ_CUDA_ANSWER");
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
 	unsetenv("AGXQ_CPU_FAULT_KIND");
 	unsetenv("AGXQ_CUDA_FAULT_EVERY");
@@ -2122,6 +2133,7 @@ out:
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
 	unsetenv("AGXQ_CPU_FAULT_KIND");
 	unsetenv("AGXQ_CUDA_FAULT_EVERY");
+	unsetenv("AGXQ_CUDA_ANSWER");
 	codec_envelope_free(rep);
 	free(frame);
 	raw_conn_close(&w);
