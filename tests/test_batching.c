@@ -298,7 +298,7 @@ most_queued(agxq_client *c)
  * turns, a linear request waits for at most the launch running and one
  * more, 2 * MAXB flood requests; the client may count the replies of the
  * launch before late, and 4 * MAXB leaves one launch more of slack (seen:
- * at most 176 of 192 over runs under TSan and ctest -j2). A first-come
+ * at most 179 of 192 over runs under TSan and ctest -j2). A first-come
  * queue would make it wait for the whole backlog, kept above 6 * MAXB.
  */
 static void
