@@ -294,9 +294,11 @@ most_queued(agxq_client *c)
 /*
  * A transformer flood does not starve another client's linear requests.
  * Counted, not timed (a loaded or sanitized machine may be slow, never
- * unfair): with one launch at a time on the cpu backend and models taking
- * turns, a linear request waits for at most the launch running and one
- * more, 2 * MAXB flood requests; the client may count the replies of the
+ * unfair). The daemon runs one launch at a time (AGXQ_LANES=1; the cpu
+ * backend's only way; the cuda backend's 8 in flight would deepen the
+ * bound without changing what it shows) and models take turns, so a
+ * linear request waits for at most the launch running and one more,
+ * 2 * MAXB flood requests; the client may count the replies of the
  * launch before late, and 4 * MAXB leaves one launch more of slack (seen:
  * at most 179 of 192 over runs under TSan and ctest -j2). A first-come
  * queue would make it wait for the whole backlog, kept above 6 * MAXB.
@@ -315,7 +317,7 @@ t_no_starvation(void)
 	agxq_model *mf = NULL, *ml = NULL;
 	agxq_result *r = NULL;
 	uint64_t worst_ms = 0;
-	int done = 0, worst_passed = 0, backlogged = 0, inflight;
+	int done = 0, worst_passed = 0, backlogged = 0, inflight, rc;
 
 	memset(&dd, 0, sizeof dd);
 	memset(&lin, 0, sizeof lin);
@@ -326,7 +328,10 @@ t_no_starvation(void)
 	CHECK(du_load_ref(NULL, d, AGXQ_REF_TRANSFORMER, 42, NULL, &dt) == 0);
 	CHECK(du_io_make(&lin, AGXQ_REF_LINEAR, 4, 0, 31, dl) == 0);
 	CHECK(du_io_make(&fio, AGXQ_REF_TRANSFORMER, 1, 16, 32, dt) == 0);
-	CHECK(du_start(&dd, args) == 0);
+	setenv("AGXQ_LANES", "1", 1);
+	rc = du_start(&dd, args);
+	unsetenv("AGXQ_LANES");
+	CHECK(rc == 0);
 	CHECK(agxq_connect(dd.sock, &cf) == 0);
 	CHECK(agxq_connect(dd.sock, &cl) == 0);
 	CHECK(du_load_ref(cf, NULL, AGXQ_REF_TRANSFORMER, 42, &mf, NULL) == 0);
