@@ -2,7 +2,7 @@
  * executor: the device-owning thread. Control work (model loads and frees)
  * runs first, in order; otherwise the batcher supplies the next batch, which
  * runs as one launch and is split back into one encoded reply per request,
- * by the executor or, where runs overlap, by the reply thread.
+ * by the executor or (AGXQ_REPLY_THREAD=1) by the reply thread.
  */
 #include <errno.h>
 #include <limits.h>
@@ -113,8 +113,7 @@ struct executor {
 	struct xscratch scratch;     /* the executor's */
 
 	/*
-	 * The reply thread (AGXQ_REPLY_THREAD; on where the engine overlaps
-	 * runs): once the executor has finished a batch on the device, it
+	 * The reply thread (AGXQ_REPLY_THREAD=1; off by default): once the executor has finished a batch on the device, it
 	 * hands the slot over, and the reply thread encodes and posts the
 	 * batch's replies, in order, while the executor stages the next
 	 * batches. The slot stays taken (its outputs may lie in the engine's
@@ -1247,11 +1246,10 @@ executor_main(void *arg)
 		ex->answers = engine_has_answers(ex->engine) &&
 		    envset_bool("AGXQ_ANSWER", 1);
 	/*
-	 * A reply thread where runs overlap (AGXQ_REPLY_THREAD=0 turns it
-	 * off, 1 forces it on a synchronous backend: for tests).
+	 * A reply thread only with AGXQ_REPLY_THREAD=1 (any backend): off
+	 * by default until it is measured on a GPU (docs/GPU.md).
 	 */
-	if (rc == 0 && envset_bool("AGXQ_REPLY_THREAD",
-	    engine_slots(ex->engine) > 1)) {
+	if (rc == 0 && envset_bool("AGXQ_REPLY_THREAD", 0)) {
 		if (pthread_create(&ex->reply_thread, NULL, executor_reply_main,
 		    ex) != 0) {
 			cause = strdup("cannot start the reply thread");

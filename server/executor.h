@@ -1,7 +1,7 @@
 /*
  * executor: the one thread that owns the device. It opens the backend, loads
  * and frees models, forms batches from the batcher, runs them, splits the
- * results and encodes each reply frame. Where runs overlap (cuda), a reply
+ * results and encodes each reply frame. With AGXQ_REPLY_THREAD=1, a reply
  * thread of its own encodes the replies of each batch the executor has
  * finished, while the executor stages the next; it makes no backend call.
  * Finished work goes back through the server's deliver function, which

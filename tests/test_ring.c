@@ -2173,14 +2173,14 @@ rt_reply_busy(const char *sock)
 }
 
 /*
- * Replies encoded and posted by the reply thread (AGXQ_REPLY_THREAD=1,
- * which also runs it on a synchronous backend; AGXQ_ANSWER=0, so that no
+ * Replies encoded and posted by the reply thread (AGXQ_REPLY_THREAD=1;
+ * AGXQ_ANSWER=0, so that no
  * engine answers early): 4 threads of mlp requests through the ring (as
  * many as get a slot) and 4 over the socket get every result right, and the reply thread did the
  * work (Stats.reply_busy_us > 0, where the shared agxqd, without one, says
  * 0); with every third run failing, each failure is an Error naming the
  * fault and each success the right raw reply, not marked answered. An
- * AGXQ_REPLY_THREAD that is no boolean leaves the default (none on cpu)
+ * AGXQ_REPLY_THREAD that is no boolean leaves the default (none)
  * with a warning in the log.
  */
 static void
