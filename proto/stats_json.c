@@ -51,8 +51,7 @@ stats_json_render(const Agxq__Stats *st)
 	    ", \"executor_busy_us\": %" PRIu64
 	    ", \"executor_wait_us\": %" PRIu64 ", \"io_threads\": %u"
 	    ", \"ring_requests\": %" PRIu64 ", \"ring_answered\": %" PRIu64
-	    ", \"ring_raw\": %" PRIu64 ", \"ring_answered_early\": %" PRIu64
-	    ", \"reply_busy_us\": %" PRIu64,
+	    ", \"ring_raw\": %" PRIu64 ", \"ring_answered_early\": %" PRIu64,
 	    st->pid, st->uptime_us, st->connections, st->frames_in,
 	    st->frames_out, st->bytes_in, st->bytes_out, st->bytes_in_raw,
 	    st->bytes_out_raw, st->backend_calls, st->backend_foreign_calls,
@@ -60,7 +59,7 @@ stats_json_render(const Agxq__Stats *st)
 	    st->worker_pid, st->worker_restarts, st->loop_busy_us,
 	    st->executor_busy_us, st->executor_wait_us, st->io_threads,
 	    st->ring_requests, st->ring_answered, st->ring_raw,
-	    st->ring_answered_early, st->reply_busy_us);
+	    st->ring_answered_early);
 	fprintf(f, ", \"ring_wait_p50_us\": %" PRIu64
 	    ", \"ring_wait_p99_us\": %" PRIu64 ", \"out_p50_us\": %" PRIu64
 	    ", \"out_p99_us\": %" PRIu64 ", \"models\": [",

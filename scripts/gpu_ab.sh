@@ -53,8 +53,7 @@ req = sum(m["requests"] for m in b["models"]) - sum(m["requests"] for m in a["mo
 bat = sum(m["batches"] for m in b["models"]) - sum(m["batches"] for m in a["models"])
 m = max(b["models"], key=lambda x: x["requests"])
 print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
-      "executor busy %5.1f%% (+%.1f%% blocked in finish), reply thread busy "
-      "%5.1f%%, per request: "
+      "executor busy %5.1f%% (+%.1f%% blocked in finish), per request: "
       "loop %.1f us, executor %.1f us; queue p50 %d us, exec p50 %d us; "
       "from rings %.0f%% (answered in the slot %.0f%%), socket frames out "
       "per request %.2f" % (
@@ -62,7 +61,6 @@ print("%-12s %7.0f requests/s, %5.2f requests/batch, loop thread busy %5.1f%%, "
       100.0 * (b["loop_busy_us"] - a["loop_busy_us"]) / dt,
       100.0 * (b["executor_busy_us"] - a["executor_busy_us"]) / dt,
       100.0 * (b["executor_wait_us"] - a["executor_wait_us"]) / dt,
-      100.0 * (b.get("reply_busy_us", 0) - a.get("reply_busy_us", 0)) / dt,
       (b["loop_busy_us"] - a["loop_busy_us"]) / max(req, 1),
       (b["executor_busy_us"] - a["executor_busy_us"]) / max(req, 1),
       m["queue_p50_us"], m["exec_p50_us"],

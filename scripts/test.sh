@@ -76,7 +76,7 @@ stage "TSan tests"
 	OPENBLAS_NUM_THREADS=1 \
 	TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1:log_path=$tsan/tsan" \
 	ctest --output-on-failure -j"$jobs" --timeout 300 \
-	-R '^(test_daemon|test_client_unit|test_batching|test_batcher|test_faults|test_ioloops|test_ring|soak_short|soak_reply)$')
+	-R '^(test_daemon|test_client_unit|test_batching|test_batcher|test_faults|test_ioloops|test_ring|soak_short)$')
 check_reports "$tsan"
 
 stage "fuzzing"

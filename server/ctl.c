@@ -236,12 +236,10 @@ ctl_print_table(const Agxq__Stats *st)
 	    st->backend_calls, st->backend_foreign_calls);
 	if (st->uptime_us > 0)
 		printf("busy since the worker started: %u I/O thread%s %.1f%% "
-		    "(of one core), executor %.1f%%, reply thread %.1f%%\n",
-		    st->io_threads, st->io_threads == 1 ? "" : "s", 100.0 *
+		    "(of one core), executor %.1f%%\n", st->io_threads,
+		    st->io_threads == 1 ? "" : "s", 100.0 *
 		    (double)st->loop_busy_us / (double)st->uptime_us, 100.0 *
-		    (double)st->executor_busy_us / (double)st->uptime_us,
-		    100.0 * (double)st->reply_busy_us /
-		    (double)st->uptime_us);
+		    (double)st->executor_busy_us / (double)st->uptime_us);
 	printf("p50/p99 us: posted in a ring until taken %" PRIu64 "/%" PRIu64
 	    ", reply encoded until handed out %" PRIu64 "/%" PRIu64 "\n",
 	    st->ring_wait_p50_us, st->ring_wait_p99_us, st->out_p50_us,

@@ -1,13 +1,11 @@
 /*
  * executor: the device-owning thread. Control work (model loads and frees)
  * runs first, in order; otherwise the batcher supplies the next batch, which
- * runs as one launch and is split back into one encoded reply per request,
- * by the executor or (AGXQ_REPLY_THREAD=1) by the reply thread.
+ * runs as one launch and is split back into one encoded reply per request.
  */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -36,7 +34,6 @@ struct xslot {
 	int failed;                  /* the batch already has its error replies */
 	uint64_t t0;                 /* started */
 	uint64_t t_sub;              /* staged and launched */
-	uint64_t t1;                 /* finished on the device */
 	uint32_t nin_cap, nout_cap;
 	struct graph_shape *in_shapes, *out_shapes;
 	const float **in;
@@ -55,19 +52,6 @@ struct xslot {
 				       writes each reply in its ring slot */
 	uint32_t ans_cap;
 	struct backend_answer *ans; /* request k's at k */
-};
-
-/*
- * Scratch for encoding replies: one for the executor (it lays out replies
- * the device fills in, and encodes when no reply thread runs) and one for
- * the reply thread.
- */
-struct xscratch {
-	uint32_t nout_cap;
-	Agxq__Tensor *tens;
-	Agxq__Tensor **tensp;
-	Agxq__ShmRef *trefs;
-	int64_t (*tshape)[GRAPH_MAX_DIMS];
 };
 
 /* Longest the executor polls a running batch before it blocks on it. */
@@ -91,7 +75,7 @@ struct executor {
 	int waiting;                 /* under lock: the executor sleeps on cond */
 	int lost;                    /* under lock: the device is gone for good */
 	atomic_uint work_seq;        /* bumped (under lock) by each submission */
-	atomic_uint_fast64_t busy_ns; /* staging, launching, finishing, replying */
+	atomic_uint_fast64_t busy_ns; /* staging, launching, encoding, posting */
 	atomic_uint_fast64_t wait_ns; /* in engine_finish: waiting for the device */
 	atomic_uint_fast64_t answered_early; /* engine_submit_answers' */
 	char *start_cause;
@@ -110,26 +94,11 @@ struct executor {
 	int cpu_now;                 /* cpu backend: BLAS threads set now */
 	int answers;                 /* raw ring requests answered by the engine
 				        (engine_submit_answers; AGXQ_ANSWER) */
-	struct xscratch scratch;     /* the executor's */
-
-	/*
-	 * The reply thread (AGXQ_REPLY_THREAD=1; off by default): once the executor has finished a batch on the device, it
-	 * hands the slot over, and the reply thread encodes and posts the
-	 * batch's replies, in order, while the executor stages the next
-	 * batches. The slot stays taken (its outputs may lie in the engine's
-	 * staging of it) until the replies are out. It makes no backend call.
-	 * Without it, handed and released stay 0 and the executor replies.
-	 */
-	int reply_on;
-	pthread_t reply_thread;
-	atomic_uint_fast64_t handed;   /* batches handed over (executor) */
-	atomic_uint_fast64_t released; /* of those, replied (reply thread) */
-	atomic_int reply_waiting;      /* it sleeps on rcond, under rlock */
-	atomic_int reply_exit;         /* set before the last wake-up */
-	pthread_mutex_t rlock;
-	pthread_cond_t rcond;
-	atomic_uint_fast64_t reply_busy_ns;
-	struct xscratch rscratch;      /* the reply thread's */
+	uint32_t nout_cap;           /* reply encoding scratch */
+	Agxq__Tensor *tens;
+	Agxq__Tensor **tensp;
+	Agxq__ShmRef *trefs;
+	int64_t (*tshape)[GRAPH_MAX_DIMS];
 };
 
 static void executor_batch_threads(struct executor *ex,
@@ -193,28 +162,18 @@ executor_reserve(struct xslot *x, uint32_t nin, uint32_t nout)
 	return 0;
 }
 
-/* Grows reply encoding scratch s to nout outputs. */
+/* Grows the reply encoding scratch to nout outputs. */
 static int
-executor_reserve_tensors(struct xscratch *s, uint32_t nout)
+executor_reserve_tensors(struct executor *ex, uint32_t nout)
 {
-	if (executor_array(&s->tens, s->nout_cap, nout, sizeof *s->tens) ||
-	    executor_array(&s->tensp, s->nout_cap, nout, sizeof *s->tensp) ||
-	    executor_array(&s->trefs, s->nout_cap, nout, sizeof *s->trefs) ||
-	    executor_array(&s->tshape, s->nout_cap, nout, sizeof *s->tshape))
+	if (executor_array(&ex->tens, ex->nout_cap, nout, sizeof *ex->tens) ||
+	    executor_array(&ex->tensp, ex->nout_cap, nout, sizeof *ex->tensp) ||
+	    executor_array(&ex->trefs, ex->nout_cap, nout, sizeof *ex->trefs) ||
+	    executor_array(&ex->tshape, ex->nout_cap, nout, sizeof *ex->tshape))
 		return -1;
-	if (nout > s->nout_cap)
-		s->nout_cap = nout;
+	if (nout > ex->nout_cap)
+		ex->nout_cap = nout;
 	return 0;
-}
-
-/* Frees reply encoding scratch s. */
-static void
-executor_scratch_free(struct xscratch *s)
-{
-	free(s->tens);
-	free(s->tensp);
-	free(s->trefs);
-	free(s->tshape);
 }
 
 /* Frees a slot's buffers. */
@@ -287,12 +246,12 @@ executor_encode_raw(struct executor *ex, const Agxq__InferReply *rep,
 }
 
 /*
- * Fills rep (its tensors in scratch sc) with r's slice [row, row +
+ * Fills rep (its tensors in ex's scratch) with r's slice [row, row +
  * r->rows) of the batch outputs, or with NULL data of that length when
- * layout (a reply the device fills in). sc holds g->noutputs.
+ * layout (a reply the device fills in). The scratch holds g->noutputs.
  */
 static void
-executor_reply(struct xscratch *sc, const struct xslot *x,
+executor_reply(struct executor *ex, const struct xslot *x,
     const struct graph *g, struct request *r, uint32_t row, int layout,
     Agxq__InferReply *rep)
 {
@@ -300,14 +259,14 @@ executor_reply(struct xscratch *sc, const struct xslot *x,
 	for (uint32_t j = 0; j < g->noutputs; j++) {
 		const struct graph_shape *s = &x->out_shapes[j];
 		size_t per_row = graph_shape_nelem(s) / (size_t)s->dim[0];
-		Agxq__Tensor *t = &sc->tens[j];
+		Agxq__Tensor *t = &ex->tens[j];
 
 		agxq__tensor__init(t);
 		t->dtype = AGXQ__DTYPE__DTYPE_FLOAT32;
-		memcpy(sc->tshape[j], s->dim, sizeof sc->tshape[j]);
-		sc->tshape[j][0] = r->rows;
+		memcpy(ex->tshape[j], s->dim, sizeof ex->tshape[j]);
+		ex->tshape[j][0] = r->rows;
 		t->n_shape = (size_t)s->ndim;
-		t->shape = sc->tshape[j];
+		t->shape = ex->tshape[j];
 		/* Parts were written straight to each request's region. */
 		if (layout)
 			t->data.data = NULL;
@@ -317,24 +276,24 @@ executor_reply(struct xscratch *sc, const struct xslot *x,
 			t->data.data = (uint8_t *)(x->dst[j] +
 			    (size_t)row * per_row);
 		t->data.len = (size_t)r->rows * per_row * sizeof(float);
-		sc->tensp[j] = t;
+		ex->tensp[j] = t;
 		if (!layout && j < r->nouts && r->outs[j].cap >= t->data.len) {
 			/* Into the client's region: the reply only names it. */
 			if (r->outs[j].dst != (float *)(void *)t->data.data)
 				memcpy(r->outs[j].dst, t->data.data,
 				    t->data.len);
-			agxq__shm_ref__init(&sc->trefs[j]);
-			sc->trefs[j].region_id = r->outs[j].region_id;
-			sc->trefs[j].offset = r->outs[j].offset;
-			sc->trefs[j].length = t->data.len;
-			t->shm = &sc->trefs[j];
+			agxq__shm_ref__init(&ex->trefs[j]);
+			ex->trefs[j].region_id = r->outs[j].region_id;
+			ex->trefs[j].offset = r->outs[j].offset;
+			ex->trefs[j].length = t->data.len;
+			t->shm = &ex->trefs[j];
 			t->data.data = NULL;
 			t->data.len = 0;
 		}
 	}
 	rep->request_id = r->id;
 	rep->n_outputs = g->noutputs;
-	rep->outputs = sc->tensp;
+	rep->outputs = ex->tensp;
 	rep->queue_us = r->queue_us;
 	rep->exec_us = r->exec_us;
 	rep->batch_rows = r->batch_rows;
@@ -342,14 +301,13 @@ executor_reply(struct xscratch *sc, const struct xslot *x,
 
 /* Encodes r's slice [row, row + r->rows) of the batch outputs as its reply. */
 static int
-executor_encode(struct executor *ex, struct xscratch *sc,
-    const struct xslot *x, const struct graph *g, struct request *r,
-    uint32_t row)
+executor_encode(struct executor *ex, const struct xslot *x,
+    const struct graph *g, struct request *r, uint32_t row)
 {
 	Agxq__Envelope env = AGXQ__ENVELOPE__INIT;
 	Agxq__InferReply rep;
 
-	executor_reply(sc, x, g, r, row, 0, &rep);
+	executor_reply(ex, x, g, r, row, 0, &rep);
 	if (r->raw)
 		return executor_encode_raw(ex, &rep, r);
 	env.body_case = AGXQ__ENVELOPE__BODY_INFER_REPLY;
@@ -461,7 +419,7 @@ executor_answer_layout(struct executor *ex, struct xslot *x)
 	uint8_t *at;
 	size_t len;
 
-	if (executor_reserve_tensors(&ex->scratch, g->noutputs) != 0 ||
+	if (executor_reserve_tensors(ex, g->noutputs) != 0 ||
 	    executor_array(&x->ans, x->ans_cap, b->n, sizeof *x->ans) != 0)
 		return 0;
 	if (b->n > x->ans_cap)
@@ -469,7 +427,7 @@ executor_answer_layout(struct executor *ex, struct xslot *x)
 	for (k = 0; k < b->n; k++) {
 		struct request *r = b->reqs[k];
 
-		executor_reply(&ex->scratch, x, g, r, row, 1, &rep);
+		executor_reply(ex, x, g, r, row, 1, &rep);
 		len = rawinfer_reply_frame_size(&rep);
 		if (len == 0 ||
 		    len - CODEC_HEADER_SIZE > ex->cfg.limits.max_message ||
@@ -722,16 +680,15 @@ executor_record(struct model *m, const struct xslot *x,
 	models_record(m, us);
 }
 
-/*
- * Waits for slot x's batch on the device and takes its outputs; a failed
- * batch gets its error replies. Executor thread.
- */
+/* Waits for slot x's batch, then encodes every reply and records stats. */
 static void
-executor_finish_batch(struct executor *ex, struct xslot *x)
+executor_end_batch(struct executor *ex, struct xslot *x)
 {
 	struct batch *b = &x->batch;
 	struct model *m = x->model;
 	const struct graph *g = m->graph;
+	uint32_t row = 0, timeouts = 0, errors = 0;
+	uint64_t t1, exec_us;
 	char *cause = NULL;
 	uint64_t tf = request_now_ns();
 	int frc = x->failed ? 0 : engine_finish(ex->engine, x->ticket, &cause);
@@ -752,30 +709,13 @@ executor_finish_batch(struct executor *ex, struct xslot *x)
 		ex->check_health = 1;
 		free(cause);
 	}
-	x->t1 = request_now_ns();
-}
-
-/*
- * Encodes every reply of slot x's finished batch (scratch sc, the calling
- * thread's), records its stats and posts the requests; the slot is free
- * afterwards. The executor thread or the reply thread.
- */
-static void
-executor_reply_batch(struct executor *ex, struct xscratch *sc,
-    struct xslot *x)
-{
-	struct batch *b = &x->batch;
-	struct model *m = x->model;
-	const struct graph *g = m->graph;
-	struct request_list out;
-	uint32_t row = 0, timeouts = 0, errors = 0;
-	uint64_t t1 = x->t1, exec_us = (t1 - x->t0) / 1000;
-
+	t1 = request_now_ns();
+	exec_us = (t1 - x->t0) / 1000;
 	if (x->answered && !x->failed)
 		atomic_fetch_add_explicit(&ex->answered_early, b->n,
 		    memory_order_relaxed);
 	if (!x->failed && !x->answered &&
-	    executor_reserve_tensors(sc, g->noutputs) != 0) {
+	    executor_reserve_tensors(ex, g->noutputs) != 0) {
 		executor_fail_batch(b, AGXQ__ERROR_CODE__ERR_NOMEM,
 		    "out of memory");
 		x->failed = 1;
@@ -792,7 +732,7 @@ executor_reply_batch(struct executor *ex, struct xscratch *sc,
 			    (unsigned long long)((t1 - r->deadline_ns) / 1000));
 			request_encode_error(r);
 		} else if (!x->answered &&
-		    executor_encode(ex, sc, x, g, r, row) != 0) {
+		    executor_encode(ex, x, g, r, row) != 0) {
 			request_fail(r, AGXQ__ERROR_CODE__ERR_TOOBIG,
 			    "reply does not fit in one frame");
 			request_encode_error(r);
@@ -814,141 +754,30 @@ executor_reply_batch(struct executor *ex, struct xscratch *sc,
 	for (uint32_t k = 0; k < b->n; k++)
 		executor_record(m, x, b->reqs[k], t1);
 	pthread_mutex_unlock(&ex->lock);
-	TAILQ_INIT(&out);
-	for (uint32_t k = 0; k < b->n; k++)
-		TAILQ_INSERT_TAIL(&out, b->reqs[k], entry);
-	b->n = 0;
-	executor_post(ex, &out);
 }
 
-/* Batches handed to the reply thread whose replies are not out yet. */
-static uint32_t
-executor_pending(struct executor *ex)
-{
-	return (uint32_t)(atomic_load_explicit(&ex->handed,
-	    memory_order_relaxed) - atomic_load_explicit(&ex->released,
-	    memory_order_acquire));
-}
-
-/*
- * Waits (polling; the reply thread is awake while it has work) until at
- * most n batches' replies are left to the reply thread. Without the lock.
- */
-static void
-executor_drain(struct executor *ex, uint32_t n)
-{
-	for (unsigned int i = 1; executor_pending(ex) > n; i++) {
-		__builtin_ia32_pause();
-		if (i % 256 == 0)
-			sched_yield(); /* a machine with few cores */
-	}
-}
-
-/* Hands the batch just finished to the reply thread, waking it if need be. */
-static void
-executor_hand(struct executor *ex)
-{
-	atomic_fetch_add(&ex->handed, 1);
-	if (atomic_load(&ex->reply_waiting)) {
-		pthread_mutex_lock(&ex->rlock);
-		pthread_cond_broadcast(&ex->rcond);
-		pthread_mutex_unlock(&ex->rlock);
-	}
-}
-
-/*
- * Finishes the oldest batch in flight; its replies go to the loops from
- * here or, handed over, from the reply thread.
- */
+/* Finishes the oldest batch in flight and hands its replies to the loop. */
 static void
 executor_retire_oldest(struct executor *ex)
 {
 	struct xslot *x = &ex->slots[ex->head];
+	struct request_list out;
 	uint64_t t0 = request_now_ns();
 
-	executor_finish_batch(ex, x);
+	TAILQ_INIT(&out);
+	executor_end_batch(ex, x);
+	for (uint32_t k = 0; k < x->batch.n; k++)
+		TAILQ_INSERT_TAIL(&out, x->batch.reqs[k], entry);
+	x->batch.n = 0;
 	ex->head = (ex->head + 1) % ex->nslots;
 	ex->inflight--;
 	supervise_busy_since(ex->inflight > 0 ? ex->slots[ex->head].t0 : 0);
-	if (ex->reply_on)
-		executor_hand(ex);
-	else
-		executor_reply_batch(ex, &ex->scratch, x);
+	executor_post(ex, &out);
 	/* Busy, not waiting: what finish spent on the device is left out. */
 	atomic_fetch_add_explicit(&ex->busy_ns, request_now_ns() - t0 -
 	    ex->finish_ns, memory_order_relaxed);
 	atomic_fetch_add_explicit(&ex->wait_ns, ex->finish_ns,
 	    memory_order_relaxed);
-}
-
-/*
- * Waits for the executor to hand a batch over (done handed so far),
- * polling spin_us first. Returns 1 when the reply thread should end: the
- * executor asked and handed nothing more.
- */
-static int
-executor_reply_idle(struct executor *ex, uint64_t done)
-{
-	uint64_t end = request_now_ns() + (uint64_t)ex->cfg.spin_us * 1000;
-
-	while (atomic_load_explicit(&ex->handed, memory_order_acquire) ==
-	    done && !atomic_load(&ex->reply_exit) && request_now_ns() < end)
-		__builtin_ia32_pause();
-	pthread_mutex_lock(&ex->rlock);
-	atomic_store(&ex->reply_waiting, 1);
-	while (atomic_load(&ex->handed) == done && !atomic_load(&ex->reply_exit))
-		pthread_cond_wait(&ex->rcond, &ex->rlock);
-	atomic_store(&ex->reply_waiting, 0);
-	pthread_mutex_unlock(&ex->rlock);
-	return atomic_load(&ex->handed) == done;
-}
-
-/*
- * The reply thread: replies to the batches handed over, in the order the
- * executor finished them (its slots in ring order), until told to end.
- */
-static void *
-executor_reply_main(void *arg)
-{
-	struct executor *ex = arg;
-	uint64_t done = 0;
-	uint32_t i = 0;
-
-#ifdef __linux__
-	pthread_setname_np(pthread_self(), "agxqd-reply");
-#endif
-	for (;;) {
-		uint64_t t0;
-
-		if (atomic_load_explicit(&ex->handed, memory_order_acquire) ==
-		    done) {
-			if (executor_reply_idle(ex, done))
-				break;
-			continue;
-		}
-		t0 = request_now_ns();
-		executor_reply_batch(ex, &ex->rscratch, &ex->slots[i]);
-		i = (i + 1) % ex->nslots;
-		atomic_store_explicit(&ex->released, ++done,
-		    memory_order_release);
-		atomic_fetch_add_explicit(&ex->reply_busy_ns,
-		    request_now_ns() - t0, memory_order_relaxed);
-	}
-	return NULL;
-}
-
-/* Ends the reply thread once every batch handed over has its replies. */
-static void
-executor_reply_stop(struct executor *ex)
-{
-	if (!ex->reply_on)
-		return;
-	atomic_store(&ex->reply_exit, 1);
-	pthread_mutex_lock(&ex->rlock);
-	pthread_cond_broadcast(&ex->rcond);
-	pthread_mutex_unlock(&ex->rlock);
-	pthread_join(ex->reply_thread, NULL);
-	ex->reply_on = 0;
 }
 
 /* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
@@ -1245,20 +1074,6 @@ executor_main(void *arg)
 	if (rc == 0)
 		ex->answers = engine_has_answers(ex->engine) &&
 		    envset_bool("AGXQ_ANSWER", 1);
-	/*
-	 * A reply thread only with AGXQ_REPLY_THREAD=1 (any backend): off
-	 * by default until it is measured on a GPU (docs/GPU.md).
-	 */
-	if (rc == 0 && envset_bool("AGXQ_REPLY_THREAD", 0)) {
-		if (pthread_create(&ex->reply_thread, NULL, executor_reply_main,
-		    ex) != 0) {
-			cause = strdup("cannot start the reply thread");
-			engine_close(ex->engine);
-			ex->engine = NULL;
-			rc = -1;
-		} else
-			ex->reply_on = 1;
-	}
 	envset_take_notes(executor_env_note, NULL);
 	if (rc == 0) {
 		snprintf(ex->backend, sizeof ex->backend, "%s",
@@ -1288,7 +1103,6 @@ executor_main(void *arg)
 				pthread_mutex_lock(&ex->lock);
 				continue;
 			}
-			executor_drain(ex, 0);
 			pthread_mutex_lock(&ex->lock);
 			TAILQ_REMOVE(&ex->control, r, entry);
 			pthread_mutex_unlock(&ex->lock);
@@ -1307,7 +1121,6 @@ executor_main(void *arg)
 			if (ex->inflight > 0)
 				executor_retire_oldest(ex);
 			else {
-				executor_drain(ex, 0);
 				supervise_busy_since(request_now_ns());
 				executor_recover(ex);
 				supervise_busy_since(0);
@@ -1331,8 +1144,7 @@ executor_main(void *arg)
 				continue;
 		}
 		rc = 0;
-		if (!ex->stopping && !ex->lost &&
-		    ex->inflight + executor_pending(ex) < ex->nslots) {
+		if (!ex->stopping && !ex->lost && ex->inflight < ex->nslots) {
 			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
 			    ex->nslots];
 
@@ -1369,21 +1181,9 @@ executor_main(void *arg)
 			 * polling, so work that arrives meanwhile is submitted
 			 * at once and overlaps it on the device.
 			 */
-			if (ex->inflight + executor_pending(ex) ==
-			    ex->nslots || executor_await(ex))
+			if (ex->inflight == ex->nslots ||
+			    executor_await(ex))
 				executor_retire_oldest(ex);
-			pthread_mutex_lock(&ex->lock);
-			continue;
-		}
-		/*
-		 * Nothing on the device: a slot still held by replies is
-		 * waited for when work may need it, and before stopping.
-		 */
-		if (executor_pending(ex) > 0 && (ex->stopping || ex->exiting ||
-		    executor_pending(ex) == ex->nslots)) {
-			pthread_mutex_unlock(&ex->lock);
-			executor_drain(ex, ex->stopping || ex->exiting ? 0 :
-			    ex->nslots - 1);
 			pthread_mutex_lock(&ex->lock);
 			continue;
 		}
@@ -1403,7 +1203,6 @@ executor_main(void *arg)
 			executor_wait(ex, wait_ns);
 	}
 	pthread_mutex_unlock(&ex->lock);
-	executor_reply_stop(ex);
 	supervise_busy_since(request_now_ns());
 	engine_close(ex->engine);
 	supervise_busy_since(0);
@@ -1437,8 +1236,6 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&ex->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&ex->rlock, NULL);
-	pthread_cond_init(&ex->rcond, NULL);
 	if (pthread_create(&ex->thread, NULL, executor_main, ex) != 0) {
 		if (asprintf(cause, "cannot start the executor thread") < 0)
 			*cause = NULL;
@@ -1460,8 +1257,6 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 fail_destroy:
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);
-	pthread_cond_destroy(&ex->rcond);
-	pthread_mutex_destroy(&ex->rlock);
 fail_free:
 	if (ex != NULL) {
 		if (ex->lost_ev != NULL)
@@ -1539,13 +1334,13 @@ executor_free(struct executor *ex)
 	batcher_free(ex->batcher);
 	pthread_cond_destroy(&ex->cond);
 	pthread_mutex_destroy(&ex->lock);
-	pthread_cond_destroy(&ex->rcond);
-	pthread_mutex_destroy(&ex->rlock);
 	for (uint32_t i = 0; i < ex->nslots; i++)
 		executor_slot_free(&ex->slots[i]);
 	free(ex->slots);
-	executor_scratch_free(&ex->scratch);
-	executor_scratch_free(&ex->rscratch);
+	free(ex->tens);
+	free(ex->tensp);
+	free(ex->trefs);
+	free(ex->tshape);
 	free(ex->start_cause);
 	free(ex);
 }
@@ -1678,13 +1473,6 @@ uint64_t
 executor_wait_ns(struct executor *ex)
 {
 	return atomic_load_explicit(&ex->wait_ns, memory_order_relaxed);
-}
-
-/* Time the reply thread spent encoding and posting replies (ns). */
-uint64_t
-executor_reply_busy_ns(struct executor *ex)
-{
-	return atomic_load_explicit(&ex->reply_busy_ns, memory_order_relaxed);
 }
 
 /* Backend calls made on the executor thread. */

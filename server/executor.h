@@ -1,12 +1,10 @@
 /*
  * executor: the one thread that owns the device. It opens the backend, loads
  * and frees models, forms batches from the batcher, runs them, splits the
- * results and encodes each reply frame. With AGXQ_REPLY_THREAD=1, a reply
- * thread of its own encodes the replies of each batch the executor has
- * finished, while the executor stages the next; it makes no backend call.
- * Finished work goes back through the server's deliver function, which
- * hands each request to the loop thread of its connection: neither thread
- * writes to a socket and no loop thread calls the backend.
+ * results and encodes each reply frame. Finished work goes back through the
+ * server's deliver function, which hands each request to the loop thread of
+ * its connection: the executor never writes to a socket and no loop thread
+ * calls the backend.
  */
 #ifndef AGXQ_EXECUTOR_H
 #define AGXQ_EXECUTOR_H
@@ -112,16 +110,10 @@ uint64_t executor_foreign_calls(const struct executor *ex);
  */
 uint64_t executor_answered_early(struct executor *ex);
 
-/*
- * Time the executor spent staging, launching, finishing and, without a
- * reply thread, encoding and posting (ns).
- */
+/* Time the executor spent staging, launching, encoding and posting (ns). */
 uint64_t executor_busy_ns(struct executor *ex);
 
 /* Time the executor spent in finish, waiting for the device (ns). */
 uint64_t executor_wait_ns(struct executor *ex);
-
-/* Time the reply thread spent encoding and posting replies (ns); 0 without one. */
-uint64_t executor_reply_busy_ns(struct executor *ex);
 
 #endif

@@ -1178,7 +1178,6 @@ server_stats(struct server *srv, struct conn *c, const Agxq__StatsRequest *sr)
 	    &st.out_p50_us, &st.out_p99_us);
 	st.executor_busy_us = executor_busy_ns(srv->ex) / 1000;
 	st.executor_wait_us = executor_wait_ns(srv->ex) / 1000;
-	st.reply_busy_us = executor_reply_busy_ns(srv->ex) / 1000;
 	st.worker_restarts = config.worker_restarts;
 	st.uptime_us = (request_now_ns() - srv->started_ns) / 1000;
 	st.connections = srv->nconns;

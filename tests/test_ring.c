@@ -2052,73 +2052,6 @@ out:
 #define AF_REQS 30
 
 /*
- * Posts AF_REQS raw Infers (1-4 rows, going round 4 slots) on w, against
- * an agxqd whose every third run fails, and waits for DONE on each. Each
- * reply must be the right raw InferReply (with answer_id naming it when
- * answered, not naming it when not), or an Error for its id naming the
- * injected fault. *failed counts the errors. 0, or -1 on a wrong reply.
- */
-static int
-rt_fault_sequence(struct raw_conn *w, int answered, long long *failed)
-{
-	Agxq__Envelope *rep = NULL;
-	struct ring_slot *s;
-	uint8_t *frame = NULL;
-	float x[4 * RT_RAW_N];
-	uint32_t flags;
-	size_t len;
-	int rc = -1;
-
-	*failed = 0;
-	for (int k = 0; k < 4 * RT_RAW_N; k++)
-		x[k] = (float)((k * 7) % 9) - 4.0f;
-	for (uint64_t n = 0; n < AF_REQS; n++) {
-		uint32_t i = (uint32_t)(n % 4);
-		uint64_t id = 5000 + n;
-		int rows = 1 + (int)(n % 4);
-
-		s = ring_slot_at(w->r.base, w->r.slot_size, i);
-		free(frame);
-		CHECK(rw_frame(id, w->model, x, rows, RT_RAW_N, &frame,
-		    &len) == 0);
-		CHECK(rt_post(w->fd, &w->r, i, id, frame, len,
-		    (uint32_t)len) == 0);
-		CHECK(rt_slot_done(&w->r, i) == 0);
-		/* The frame header's flags, a little-endian word at 4. */
-		flags = (uint32_t)ring_slot_data(s)[4] |
-		    (uint32_t)ring_slot_data(s)[5] << 8 |
-		    (uint32_t)ring_slot_data(s)[6] << 16 |
-		    (uint32_t)ring_slot_data(s)[7] << 24;
-		if (flags == CODEC_FLAG_RAW) {
-			CHECK((__atomic_load_n(&s->answer_id,
-			    __ATOMIC_ACQUIRE) == id) == answered);
-			CHECK(rw_expect_relu(&w->r, i, id, x, rows) == 0);
-			continue;
-		}
-		CHECK(__atomic_load_n(&s->answer_id, __ATOMIC_ACQUIRE) != id);
-		codec_envelope_free(rep);
-		CHECK(rt_slot_reply(&w->r, i, &rep) == 0);
-		if (rep->body_case != AGXQ__ENVELOPE__BODY_ERROR ||
-		    rep->error->request_id != id || rep->error->message ==
-		    NULL || strstr(rep->error->message, "injected fault") ==
-		    NULL) {
-			printf("  request %llu: got %s, want the injected "
-			    "fault\n", (unsigned long long)id,
-			    codec_body_name(rep->body_case));
-			CHECK(0);
-		}
-		(*failed)++;
-	}
-	printf("  %lld of %d failed\n", *failed, AF_REQS);
-	CHECK(*failed >= AF_REQS / 3 - 1 && *failed <= AF_REQS / 3 + 1);
-	rc = 0;
-out:
-	codec_envelope_free(rep);
-	free(frame);
-	return rc;
-}
-
-/*
  * A batch that fails after its replies were laid out in their slots (every
  * third run fails: AGXQ_CPU_FAULT_EVERY=3, AGXQ_CUDA_FAULT_EVERY=3 on
  * cuda) is answered with an Error in the
@@ -2133,11 +2066,19 @@ t_raw_answer_fault(void)
 {
 	struct raw_conn w;
 	struct du_daemon d;
+	Agxq__Envelope *rep = NULL;
+	struct ring_slot *s;
+	uint8_t *frame = NULL;
+	float x[4 * RT_RAW_N];
 	long long failed = 0;
+	uint32_t flags;
+	size_t len;
 
 	raw_conn_init(&w);
 	memset(&d, 0, sizeof d);
 	d.pid = -1;
+	for (int k = 0; k < 4 * RT_RAW_N; k++)
+		x[k] = (float)((k * 7) % 9) - 4.0f;
 	setenv("AGXQ_CPU_FAULT_EVERY", "3", 1);
 	setenv("AGXQ_CPU_FAULT_KIND", "error", 1);
 	setenv("AGXQ_CUDA_FAULT_EVERY", "3", 1);
@@ -2148,113 +2089,57 @@ t_raw_answer_fault(void)
 	unsetenv("AGXQ_CPU_FAULT_KIND");
 	unsetenv("AGXQ_CUDA_FAULT_EVERY");
 	CHECK(raw_conn_open(&w, d.sock) == 0);
-	CHECK(rt_fault_sequence(&w, 1, &failed) == 0);
+	for (uint64_t n = 0; n < AF_REQS; n++) {
+		uint32_t i = (uint32_t)(n % 4);
+		uint64_t id = 5000 + n;
+		int rows = 1 + (int)(n % 4);
+
+		s = ring_slot_at(w.r.base, w.r.slot_size, i);
+		free(frame);
+		CHECK(rw_frame(id, w.model, x, rows, RT_RAW_N, &frame,
+		    &len) == 0);
+		CHECK(rt_post(w.fd, &w.r, i, id, frame, len,
+		    (uint32_t)len) == 0);
+		CHECK(rt_slot_done(&w.r, i) == 0);
+		/* The frame header's flags, a little-endian word at 4. */
+		flags = (uint32_t)ring_slot_data(s)[4] |
+		    (uint32_t)ring_slot_data(s)[5] << 8 |
+		    (uint32_t)ring_slot_data(s)[6] << 16 |
+		    (uint32_t)ring_slot_data(s)[7] << 24;
+		if (flags == CODEC_FLAG_RAW) {
+			CHECK(__atomic_load_n(&s->answer_id,
+			    __ATOMIC_ACQUIRE) == id);
+			CHECK(rw_expect_relu(&w.r, i, id, x, rows) == 0);
+			continue;
+		}
+		CHECK(__atomic_load_n(&s->answer_id, __ATOMIC_ACQUIRE) != id);
+		codec_envelope_free(rep);
+		CHECK(rt_slot_reply(&w.r, i, &rep) == 0);
+		if (rep->body_case != AGXQ__ENVELOPE__BODY_ERROR ||
+		    rep->error->request_id != id || rep->error->message ==
+		    NULL || strstr(rep->error->message, "injected fault") ==
+		    NULL) {
+			printf("  request %llu: got %s, want the injected "
+			    "fault\n", (unsigned long long)id,
+			    codec_body_name(rep->body_case));
+			CHECK(0);
+		}
+		failed++;
+	}
+	printf("  %lld of %d failed\n", failed, AF_REQS);
+	CHECK(failed >= AF_REQS / 3 - 1 && failed <= AF_REQS / 3 + 1);
 	CHECK(rt_answered_early(d.sock) == AF_REQS - failed);
 out:
 	unsetenv("AGXQ_CPU_FAULT_EVERY");
 	unsetenv("AGXQ_CPU_FAULT_KIND");
 	unsetenv("AGXQ_CUDA_FAULT_EVERY");
 	unsetenv("AGXQ_CUDA_ANSWER");
-	raw_conn_close(&w);
-	if (d.pid > 0 && du_stop(&d) != 0)
-		testlib_failed = 1;
-	du_cleanup(&d);
-}
-
-/* Stats.reply_busy_us of the daemon on sock; or -1. */
-static long long
-rt_reply_busy(const char *sock)
-{
-	Agxq__Envelope *rep = du_raw_stats(sock);
-	long long n = rep != NULL ? (long long)rep->stats->reply_busy_us : -1;
-
 	codec_envelope_free(rep);
-	return n;
-}
-
-/*
- * Replies encoded and posted by the reply thread (AGXQ_REPLY_THREAD=1;
- * AGXQ_ANSWER=0, so that no
- * engine answers early): 4 threads of mlp requests through the ring (as
- * many as get a slot) and 4 over the socket get every result right, and the reply thread did the
- * work (Stats.reply_busy_us > 0, where the shared agxqd, without one, says
- * 0); with every third run failing, each failure is an Error naming the
- * fault and each success the right raw reply, not marked answered. An
- * AGXQ_REPLY_THREAD that is no boolean leaves the default (none)
- * with a warning in the log.
- */
-static void
-t_reply_thread(void)
-{
-	struct du_daemon d, df, dbad;
-	struct du_io *io = NULL;
-	agxq_client *c = NULL, *cs = NULL;
-	agxq_model *m = NULL, *ms = NULL;
-	struct raw_conn w;
-	long long delta = 0, failed = 0;
-
-	raw_conn_init(&w);
-	memset(&d, 0, sizeof d);
-	memset(&df, 0, sizeof df);
-	memset(&dbad, 0, sizeof dbad);
-	d.pid = df.pid = dbad.pid = -1;
-	CHECK(rt_reply_busy(daemon_.sock) == 0);
-	setenv("AGXQ_REPLY_THREAD", "1", 1);
-	setenv("AGXQ_ANSWER", "0", 1);
-	CHECK(du_start(&d, rt_polling) == 0);
-	setenv("AGXQ_CPU_FAULT_EVERY", "3", 1);
-	setenv("AGXQ_CPU_FAULT_KIND", "error", 1);
-	setenv("AGXQ_CUDA_FAULT_EVERY", "3", 1);
-	CHECK(du_start(&df, rt_polling) == 0);
-	unsetenv("AGXQ_CPU_FAULT_EVERY");
-	unsetenv("AGXQ_CPU_FAULT_KIND");
-	unsetenv("AGXQ_CUDA_FAULT_EVERY");
-	unsetenv("AGXQ_ANSWER");
-	setenv("AGXQ_REPLY_THREAD", "sometimes", 1);
-	CHECK(du_start(&dbad, rt_polling) == 0);
-	unsetenv("AGXQ_REPLY_THREAD");
-
-	CHECK(rt_ios_make(AGXQ_REF_MLP, 16, 4, 0, &io) == 0);
-	/*
-	 * How many go through the ring is up to the machine (under TSan on
-	 * 2 cores, with this agxqd's three threads polling, few did); the
-	 * raw replies in slots are checked by the fault sequence below.
-	 */
-	CHECK(rt_ring_run(d.sock, NULL, "20000", AGXQ_REF_MLP, io, 16, 4, 200,
-	    &c, &m, &delta) == 0);
-	CHECK(rt_connect(d.sock, "0", NULL, NULL, &cs) == 0);
-	CHECK(du_load_ref(cs, NULL, AGXQ_REF_MLP, RT_SEED, &ms, NULL) == 0);
-	CHECK(rt_run_threads(ms, io, 16, 4, 100) == 0);
-	CHECK(rt_reply_busy(d.sock) > 0);
-
-	CHECK(raw_conn_open(&w, df.sock) == 0);
-	CHECK(rt_fault_sequence(&w, 0, &failed) == 0);
-	CHECK(rt_answered_early(df.sock) == 0);
-	CHECK(rt_reply_busy(df.sock) > 0);
-
-	CHECK(rt_reply_busy(dbad.sock) == 0);
-	CHECK(du_log_has(&dbad, "AGXQ_REPLY_THREAD=\"sometimes\"", 5000));
-out:
-	unsetenv("AGXQ_REPLY_THREAD");
-	unsetenv("AGXQ_ANSWER");
-	unsetenv("AGXQ_CPU_FAULT_EVERY");
-	unsetenv("AGXQ_CPU_FAULT_KIND");
-	unsetenv("AGXQ_CUDA_FAULT_EVERY");
-	agxq_model_unload(m);
-	agxq_model_unload(ms);
-	agxq_close(c);
-	agxq_close(cs);
-	rt_ios_free(io, 16);
+	free(frame);
 	raw_conn_close(&w);
 	if (d.pid > 0 && du_stop(&d) != 0)
 		testlib_failed = 1;
-	if (df.pid > 0 && du_stop(&df) != 0)
-		testlib_failed = 1;
-	if (dbad.pid > 0 && du_stop(&dbad) != 0)
-		testlib_failed = 1;
 	du_cleanup(&d);
-	du_cleanup(&df);
-	du_cleanup(&dbad);
 }
 
 /*
@@ -2539,7 +2424,6 @@ static const struct testlib_case cases[] = {
 	{ "raw_late_waiter", t_raw_late_waiter },
 	{ "raw_answered_early", t_raw_answered_early },
 	{ "raw_answer_fault", t_raw_answer_fault },
-	{ "reply_thread", t_reply_thread },
 	{ "daemon_dies", t_daemon_dies },
 	{ "wait_times", t_wait_times },
 	{ "answered", t_answered },

@@ -1,8 +1,8 @@
-# The reply thread on an H100 (not run yet): test_ring, test_batching and
-# test_shm against agxqd on cuda with AGXQ_REPLY_THREAD=1; then
-# AGXQ_REPLY_THREAD=1 against the default (0), 8 processes, the three
-# models, two rounds alternating; then where the daemon's time goes with it
-# on (gpu_ab.sh).
+# The reply thread on an H100, run 2026-12-06 with binaries of c961584
+# (the thread was removed after it): test_ring, test_batching and test_shm
+# against agxqd on cuda with AGXQ_REPLY_THREAD=1; then AGXQ_REPLY_THREAD=1
+# against the default (0), 8 processes, the three models, two rounds
+# alternating; then where the daemon's time goes with it on (gpu_ab.sh).
 #   sh docs/gpu-results/h100-dec06/steps/1-reply/run.sh (carry build-gpu-carry)
 set -u
 tar -C build-gpu-carry -xzf build-gpu-carry/bins.tgz
