@@ -5,7 +5,8 @@
 # three reference models, and one summary line per model is printed:
 # label, model, ops/s, p50 and p99 latency. The environment applies to
 # agxqd and the clients alike (AGXQ_LANES is agxqd's, AGXQ_SPIN_US the
-# clients').
+# clients'). AGXQD_BIN=PATH in a configuration's environment runs that
+# agxqd binary instead of BUILD's (two builds side by side).
 #
 #   BUILD=build-gpu-carry scripts/gpu_sweep.sh OUTDIR \
 #       'base||' 'lanes4|AGXQ_LANES=4|' 'delay20||--max-delay-us 20'
@@ -38,8 +39,9 @@ for cfg in "$@"; do
 	# agxqd with these options on start; stop and status pass through.
 	cat > "$w" <<EOF
 #!/bin/sh
-if [ "\$1" = start ]; then shift; exec "$real" start $opts "\$@"; fi
-exec "$real" "\$@"
+a=\${AGXQD_BIN:-$real}
+if [ "\$1" = start ]; then shift; exec "\$a" start $opts "\$@"; fi
+exec "\$a" "\$@"
 EOF
 	chmod +x "$w"
 	echo "== $label: env '$envs', agxqd start $opts" >> "$out/sweep.txt"
