@@ -64,16 +64,10 @@
  *                            cuk_attention (sequences up to 64)
  *   AGXQ_CUDA_DONE_FLAG=0    learn that a run is over from an event
  *                            recorded after it; by default the stream
- *                            writes 1 into the lane's flag in mapped
- *                            memory after it instead (cleared before the
- *                            run; a plain load to poll, where
+ *                            writes the run's number into mapped memory
+ *                            after it instead (a plain load to poll, where
  *                            cudaEventQuery costs 0.2-1.5 us), and the
  *                            stream is asked only now and then, for errors
- *   AGXQ_CUDA_FLAG_IN_GRAPH=0  the flag's write is a call of its own after
- *                            each launch (cuStreamWriteValue32, about
- *                            0.85 us of the executor's time); by default a
- *                            run's CUDA graph ends with it, where the
- *                            driver can capture it (tried once at open)
  *   AGXQ_CUDA_FAULT_EVERY=N  every Nth submitted run fails with "injected
  *                            fault" (reported by its finish); nothing of it
  *                            is launched; other runs in flight are unharmed
@@ -165,8 +159,8 @@ struct cuda_lane {
 	/* The run in flight, from submit to finish. */
 	int fault;                  /* injected fault: finish fails */
 	int seen_done;              /* a poll saw it done: no more queries */
-	uint32_t *flag;             /* 1 lands here when the run is over,
-				       0 before (mapped; NULL: events only) */
+	uint32_t *flag;             /* the run's number lands here when it is
+				       over (mapped; NULL: events only) */
 	CUdeviceptr flag_dev;
 	unsigned polls;             /* of the flag, since the last query */
 	uint64_t run;
@@ -197,7 +191,6 @@ struct cuda_state {
 	unsigned long fault_every;
 	int fault_kind;             /* CUDA_FAULT_FAIL, _TRAP or _HANG */
 	cuda_write_value_fn write_value; /* NULL: no done flags */
-	int flag_in_graph;          /* graphs end with the flag's write */
 	uint32_t *flags;            /* CUDA_SLOTS flags, mapped pinned */
 	uint64_t runs;
 	int broken;                 /* a sticky error: only close works */
@@ -219,7 +212,6 @@ struct cuda_graph_slot {
 	struct graph_shape *shapes; /* ninputs input shapes */
 	unsigned hits;
 	int failed;                 /* capture failed: stay eager for these shapes */
-	int flag;                   /* the graph writes the lane's done flag */
 	uint64_t gen;               /* lane gen the graph was captured under */
 	uint64_t last;              /* for LRU eviction */
 	cudaGraphExec_t exec;
@@ -378,7 +370,6 @@ cuda_slot_clear(struct cuda_graph_slot *s)
 	s->used = 0;
 	s->hits = 0;
 	s->failed = 0;
-	s->flag = 0;
 }
 
 /* Releases a model's device resources (not its host memory). */
@@ -455,40 +446,6 @@ cuda_lane_open(struct cuda_lane *l, int index, char **cause)
 }
 
 /*
- * Whether a CUDA graph can hold the write of a done flag: one captured on
- * stream, launched, must write 1 at dev (host address host, left 0).
- * Any CUDA error on the way means no, and is cleared.
- */
-static int
-cuda_flag_capturable(cudaStream_t stream, cuda_write_value_fn fn,
-    CUdeviceptr dev, uint32_t *host)
-{
-	cudaGraph_t graph = NULL;
-	cudaGraphExec_t exec = NULL;
-	int ok;
-
-	if (cudaStreamBeginCapture(stream,
-	    cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
-		(void)cudaGetLastError();
-		return 0;
-	}
-	ok = fn((CUstream)stream, dev, 1, 0) == CUDA_SUCCESS;
-	ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess && ok &&
-	    graph != NULL &&
-	    cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess &&
-	    cudaGraphLaunch(exec, stream) == cudaSuccess &&
-	    cudaStreamSynchronize(stream) == cudaSuccess &&
-	    __atomic_load_n(host, __ATOMIC_ACQUIRE) == 1;
-	if (exec != NULL)
-		cudaGraphExecDestroy(exec);
-	if (graph != NULL)
-		cudaGraphDestroy(graph);
-	(void)cudaGetLastError();
-	*host = 0;
-	return ok;
-}
-
-/*
  * Sets up the lanes' done flags: cuStreamWriteValue32 from the driver and
  * a mapped pinned flag per lane, tried once on lane 0. A driver without
  * stream memory operations leaves them off (events only, as with
@@ -533,9 +490,6 @@ cuda_flags_open(struct cuda_state *st, char **cause)
 		return 0;
 	}
 	st->flags[0] = 0;
-	if (st->flag_in_graph)
-		st->flag_in_graph = cuda_flag_capturable(st->lane[0].stream, fn,
-		    (CUdeviceptr)dev, st->flags);
 	for (int k = 0; k < CUDA_SLOTS; k++) {
 		st->lane[k].flag = st->flags + k * CUDA_FLAG_SPACING;
 		st->lane[k].flag_dev = (CUdeviceptr)dev +
@@ -659,7 +613,6 @@ cuda_open(int device, void **state, char **cause)
 	st->fault_kind = envset_choice("AGXQ_CUDA_FAULT_KIND", CUDA_FAULT_FAIL,
 	    kinds);
 	done_flag = envset_bool("AGXQ_CUDA_DONE_FLAG", 1);
-	st->flag_in_graph = envset_bool("AGXQ_CUDA_FLAG_IN_GRAPH", 1);
 	lt = envset_bool("AGXQ_CUDA_LT", 1);
 	candidates = (int)envset_ulong("AGXQ_CUDA_LT_CANDIDATES",
 	    CUDA_GEMM_CANDIDATES, 1, CUDA_GEMM_CANDIDATES_MAX);
@@ -1723,20 +1676,14 @@ static int
 cuda_capture(struct cuda_lane *l, struct cuda_model *m,
     struct cuda_graph_slot *s, const struct graph_shape *shapes, char **cause)
 {
-	const struct cuda_state *st = m->st;
 	cudaGraph_t graph = NULL;
 	cudaError_t err;
-	/* The done flag last, unless outputs follow the graph by DMA. */
-	int flag = st->flag_in_graph && l->flag != NULL &&
-	    !(s->mode & CUDA_MODE_DMA_OUT);
 
 	if (cudaStreamBeginCapture(l->stream,
 	    cudaStreamCaptureModeThreadLocal) != cudaSuccess)
 		goto fail_no_graph;
 	/* A failure while capturing: run eagerly, which reports a real error. */
-	if (cuda_enqueue(l, m, shapes, cause) != 0 || (flag &&
-	    st->write_value((CUstream)l->stream, l->flag_dev, 1, 0) !=
-	    CUDA_SUCCESS)) {
+	if (cuda_enqueue(l, m, shapes, cause) != 0) {
 		if (cause != NULL) {
 			free(*cause);
 			*cause = NULL;
@@ -1756,7 +1703,6 @@ cuda_capture(struct cuda_lane *l, struct cuda_model *m,
 		goto fail_no_graph;
 	}
 	s->gen = l->gen;
-	s->flag = flag;
 	return 0;
 
 fail_no_graph:
@@ -2054,9 +2000,6 @@ cuda_start(struct cuda_state *st, struct cuda_model *m,
 	if ((l = cuda_next_lane(st, cause)) == NULL)
 		return -1;
 	l->run = ++st->runs;
-	/* Its stream writes 1 after the run; the last run's write has landed. */
-	if (l->flag != NULL)
-		__atomic_store_n(l->flag, 0, __ATOMIC_RELEASE);
 	l->fault = 0;
 	l->seen_done = 0;
 	l->polls = 0;
@@ -2134,15 +2077,13 @@ cuda_start(struct cuda_state *st, struct cuda_model *m,
 	    cause) != 0)
 		goto fail;
 	/*
-	 * After everything of the run, with a fence before (the default),
-	 * unless the graph ends with it. The lane's stream holds this run
-	 * alone: with a flag, the stream itself stands for the event
-	 * (cuda_lane_done, cuda_wait).
+	 * After everything of the run, with a fence before (the default).
+	 * The lane's stream holds this run alone: with a flag, the stream
+	 * itself stands for the event (cuda_lane_done, cuda_wait).
 	 */
 	if (l->flag != NULL) {
-		if ((s == NULL || s->exec == NULL || !s->flag) &&
-		    st->write_value((CUstream)l->stream, l->flag_dev, 1, 0) !=
-		    CUDA_SUCCESS) {
+		if (st->write_value((CUstream)l->stream, l->flag_dev,
+		    (cuuint32_t)l->run, 0) != CUDA_SUCCESS) {
 			cuda_cause(cause, "cuda: cuStreamWriteValue32 failed");
 			goto fail;
 		}
@@ -2202,8 +2143,8 @@ cuda_submit(void *state, void *bmodel, const struct graph_shape *shapes,
 }
 
 /*
- * Whether lane l's run is over: its flag says so (1, stored after
- * everything else of it, 0 before); without flags its event does, asked every
+ * Whether lane l's run is over: its flag says so (the run's number, stored
+ * after everything else of it); without flags its event does, asked every
  * time; with them its stream is asked every CUDA_FLAG_QUERY_EVERY calls,
  * since a failed run never writes its flag. 1 done, 0 not yet, -1 with
  * *err on an error.
@@ -2214,7 +2155,8 @@ cuda_lane_done(struct cuda_lane *l, cudaError_t *err)
 	if (l->seen_done)
 		return 1;
 	if (l->flag != NULL) {
-		if (__atomic_load_n(l->flag, __ATOMIC_ACQUIRE) == 1) {
+		if (__atomic_load_n(l->flag, __ATOMIC_ACQUIRE) ==
+		    (uint32_t)l->run) {
 			l->seen_done = 1;
 			return 1;
 		}

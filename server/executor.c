@@ -1231,7 +1231,7 @@ executor_start(struct event_base *base, const struct executor_config *cfg,
 	if (cfg->lost != NULL && (ex->lost_ev = event_new(base, -1, 0,
 	    executor_lost_cb, ex)) == NULL)
 		goto fail_free;
-	request_lock_init(&ex->lock);
+	pthread_mutex_init(&ex->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&ex->cond, &ca);

@@ -94,7 +94,7 @@ ioloop_new(struct event_base *base, const struct ioloop_config *cfg,
 	atomic_init(&l->has_mail, 0);
 	TAILQ_INIT(&l->done);
 	TAILQ_INIT(&l->tasks);
-	request_lock_init(&l->lock);
+	pthread_mutex_init(&l->lock, NULL);
 	if (base == NULL) {
 		if ((base = event_base_new()) == NULL)
 			goto fail_free;

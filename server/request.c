@@ -79,26 +79,6 @@ request_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Initializes a hot-path lock: request.h. */
-void
-request_lock_init(pthread_mutex_t *mu)
-{
-#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
-	pthread_mutexattr_t a;
-
-	if (pthread_mutexattr_init(&a) == 0) {
-		if (pthread_mutexattr_settype(&a,
-		    PTHREAD_MUTEX_ADAPTIVE_NP) == 0 &&
-		    pthread_mutex_init(mu, &a) == 0) {
-			pthread_mutexattr_destroy(&a);
-			return;
-		}
-		pthread_mutexattr_destroy(&a);
-	}
-#endif
-	pthread_mutex_init(mu, NULL);
-}
-
 /* Encodes an Error frame. */
 int
 request_error_frame(uint64_t id, int code, const char *msg, uint8_t **frame,

@@ -5,7 +5,6 @@
 #ifndef AGXQ_REQUEST_H
 #define AGXQ_REQUEST_H
 
-#include <pthread.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
@@ -102,14 +101,5 @@ int request_encode_error(struct request *r);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t request_now_ns(void);
-
-/*
- * Initializes a lock that the executor and the I/O loops take on every
- * request (the batcher's, a loop's mailbox): held for well under a
- * microsecond, so a thread that finds it taken spins briefly before it
- * sleeps (glibc's adaptive mutex), rather than paying a futex sleep and
- * wake-up on the request's path. A plain mutex elsewhere.
- */
-void request_lock_init(pthread_mutex_t *mu);
 
 #endif

@@ -1686,32 +1686,22 @@ next:
 }
 
 /*
- * poll_runs with the lanes' done flags written by their runs' graphs (the
- * default; runs from the second on a lane replay one), written after
- * each launch (AGXQ_CUDA_FLAG_IN_GRAPH=0), and with events only
+ * poll_runs with the lanes' done flags (the default) and with events only
  * (AGXQ_CUDA_DONE_FLAG=0).
  */
 static int
 t_poll(void)
 {
-	static const struct {
-		const char *var, *label;
-	} other[] = {
-		{ "AGXQ_CUDA_FLAG_IN_GRAPH", "done flags after the launch" },
-		{ "AGXQ_CUDA_DONE_FLAG", "events only" },
-	};
 	struct engine *saved = ecuda;
-	int rc = poll_runs("done flags in the graphs");
+	int rc = poll_runs("done flags");
 
-	for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
-		ecuda = open_cuda_set(other[i].var, "0");
-		if (ecuda == NULL) {
-			ecuda = saved;
-			return -1;
-		}
-		rc |= poll_runs(other[i].label);
-		engine_close(ecuda);
+	ecuda = open_cuda_set("AGXQ_CUDA_DONE_FLAG", "0");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		return -1;
 	}
+	rc |= poll_runs("events only");
+	engine_close(ecuda);
 	ecuda = saved;
 	return rc;
 }

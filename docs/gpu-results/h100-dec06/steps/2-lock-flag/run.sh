@@ -1,3 +1,6 @@
+# Ran 2026-12-06 with binaries of d3e9e22 (agxqd-prev: af380af); both
+# changes were level and removed after it, so it measures them only with
+# those binaries.
 # Adaptive locks for the batcher and the loops' mailboxes, and the done
 # flag written by each run's CUDA graph (AGXQ_CUDA_FLAG_IN_GRAPH): test_cuda
 # (all cases; `poll` runs the three ways of telling a run is over), `poll`
