@@ -36,6 +36,14 @@ for cfg in "$@"; do
 	envs=${rest%%|*}
 	opts=${rest#*|}
 	w="$wdir/agxqd-$n"
+	# A binary named by AGXQD_BIN must be there before anything runs.
+	bin=$(printf '%s\n' $envs | sed -n 's/^AGXQD_BIN=//p' | tail -n 1)
+	if [ -n "$bin" ] && [ ! -x "$bin" ]; then
+		echo "gpu_sweep: $label: AGXQD_BIN=$bin is not an" \
+		    "executable file" >&2
+		failed=1
+		continue
+	fi
 	# agxqd with these options on start; stop and status pass through.
 	cat > "$w" <<EOF
 #!/bin/sh
