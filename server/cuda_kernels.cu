@@ -536,6 +536,176 @@ cuk_copy_kernel(float *dst, const float *src, int64_t n, int vec)
 		dst[k] = src[k];
 }
 
+/*
+ * Linears of few rows (cuk_linear_rows). A block stages all of x in shared
+ * memory, every load issued before any is used, so x (often mapped host
+ * memory) crosses the bus in one trip per block instead of one per step of
+ * a GEMM's k loop; each warp then computes whole output columns: its lanes
+ * stride along a weight row by float4, each lane keeping one partial sum
+ * per row, and the warp's reduction leaves row r's sum in lane r. The
+ * block's outputs are staged in shared memory and written a row's columns
+ * at a time (a few bus writes per row, not one per float, when y is
+ * mapped).
+ */
+#define CUK_LR_WARPS 8          /* warps per block */
+#define CUK_LR_WREG 4           /* float4 of a weight row per lane per step */
+#define CUK_LR_SMEM (48 * 1024) /* default shared memory per block */
+
+/* Loads lane's float4s of step k0 of weight row n (zeros past its end). */
+static __device__ __forceinline__ void
+cuk_lr_wload(float4 *wv, const float *w, int n, int out, int in4, int k0,
+    int lane)
+{
+	const float4 *w4 = (const float4 *)(w + (size_t)n * (size_t)in4 * 4);
+
+#pragma unroll
+	for (int q = 0; q < CUK_LR_WREG; q++) {
+		int k = k0 + q * 32 + lane;
+
+		wv[q] = n < out && k < in4 ? __ldg(w4 + k) :
+		    make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+	}
+}
+
+/* acc[m] += x[m, k0 + lane + 32 q] . wv[q] over the step, for m < rows. */
+template <int RB>
+static __device__ __forceinline__ void
+cuk_lr_fma(float *acc, const float4 *wv, const float4 *xs, int rows, int in4,
+    int k0, int lane)
+{
+#pragma unroll
+	for (int q = 0; q < CUK_LR_WREG; q++) {
+		int k = k0 + q * 32 + lane;
+
+#pragma unroll
+		for (int m = 0; m < RB; m++) {
+			if (m < rows && k < in4) {
+				float4 xv = xs[m * in4 + k];
+
+				acc[m] = fmaf(xv.x, wv[q].x, acc[m]);
+				acc[m] = fmaf(xv.y, wv[q].y, acc[m]);
+				acc[m] = fmaf(xv.z, wv[q].z, acc[m]);
+				acc[m] = fmaf(xv.w, wv[q].w, acc[m]);
+			}
+		}
+	}
+}
+
+/*
+ * One halving of cuk_lr_reduce: lanes H apart swap halves of their first
+ * 2H sums, and each lane keeps the sums of the half its bit H names.
+ */
+template <int H>
+static __device__ __forceinline__ void
+cuk_lr_halve(float *acc, int lane)
+{
+	int up = (lane & H) != 0;
+
+#pragma unroll
+	for (int m = 0; m < H; m++) {
+		float send = up ? acc[m] : acc[m + H];
+		float keep = up ? acc[m + H] : acc[m];
+
+		acc[m] = keep + __shfl_xor_sync(0xffffffffu, send, H);
+	}
+}
+
+/*
+ * Sums each of the RB partial sums across the warp; returns, in lane l,
+ * the sum of row l % RB. Above RB lanes apart the sums are added whole;
+ * below, each exchange halves the rows a lane keeps (31 shuffles for 32
+ * rows instead of 160). Written out step by step so that acc stays in
+ * registers.
+ */
+template <int RB>
+static __device__ __forceinline__ float
+cuk_lr_reduce(float *acc, int lane)
+{
+#pragma unroll
+	for (int o = 16; o >= RB; o >>= 1)
+#pragma unroll
+		for (int m = 0; m < RB; m++)
+			acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], o);
+	if constexpr (RB >= 32)
+		cuk_lr_halve<16>(acc, lane);
+	if constexpr (RB >= 16)
+		cuk_lr_halve<8>(acc, lane);
+	if constexpr (RB >= 8)
+		cuk_lr_halve<4>(acc, lane);
+	cuk_lr_halve<2>(acc, lane);
+	cuk_lr_halve<1>(acc, lane);
+	return acc[0];
+}
+
+/*
+ * y[rows, out] = act(x[rows, in] w[out, in]^T + bias), rows <= RB. Block b
+ * computes columns [b ncols, (b + 1) ncols), ncols = CUK_LR_WARPS cpw; warp
+ * v of it columns v, v + CUK_LR_WARPS, ... of those.
+ */
+template <int RB>
+static __global__ void __launch_bounds__(32 * CUK_LR_WARPS)
+cuk_linear_rows_kernel(float *y, const float *x, const float *w,
+    const float *bias, int rows, int in, int out, int cpw, int relu)
+{
+	extern __shared__ float4 cuk_lr_shared[];
+	int in4 = in / 4, ncols = CUK_LR_WARPS * cpw;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int c0 = blockIdx.x * ncols;
+	float4 *xs = cuk_lr_shared;
+	float *ys = (float *)(xs + rows * in4);
+	const float4 *x4 = (const float4 *)x;
+	float4 wv[CUK_LR_WREG];
+	int nc;
+
+	/* The first weights on their way while x crosses the bus. */
+	cuk_lr_wload(wv, w, c0 + warp, out, in4, 0, lane);
+#pragma unroll 8
+	for (int i = threadIdx.x; i < rows * in4; i += blockDim.x)
+		xs[i] = x4[i];
+	__syncthreads();
+	for (int j = 0; j < cpw; j++) {
+		int c = warp + j * CUK_LR_WARPS, n = c0 + c;
+		float acc[RB], v;
+
+		if (n >= out)
+			break;
+#pragma unroll
+		for (int m = 0; m < RB; m++)
+			acc[m] = 0.0f;
+		for (int k0 = 0;;) {
+			cuk_lr_fma<RB>(acc, wv, xs, rows, in4, k0, lane);
+			k0 += 32 * CUK_LR_WREG;
+			if (k0 >= in4)
+				break;
+			cuk_lr_wload(wv, w, n, out, in4, k0, lane);
+		}
+		/* The next column's first weights during the reduction. */
+		if (j + 1 < cpw)
+			cuk_lr_wload(wv, w, n + CUK_LR_WARPS, out, in4, 0,
+			    lane);
+		v = cuk_lr_reduce<RB>(acc, lane);
+		if (lane < rows) {
+			if (bias != NULL)
+				v += __ldg(bias + n);
+			ys[lane * ncols + c] = relu ? fmaxf(v, 0.0f) : v;
+		}
+	}
+	__syncthreads();
+	nc = out - c0 < ncols ? out - c0 : ncols;
+	for (int i = threadIdx.x; i < rows * nc; i += blockDim.x) {
+		int r = i / nc, c = i - r * nc;
+
+		y[(size_t)r * out + c0 + c] = ys[r * ncols + c];
+	}
+}
+
+/* Bytes of shared memory of a cuk_linear_rows block. */
+static size_t
+cuk_lr_smem(int64_t rows, int64_t in, int cpw)
+{
+	return (size_t)(rows * in + rows * CUK_LR_WARPS * cpw) * sizeof(float);
+}
+
 /* The GPU's global timer, in nanoseconds. */
 static __device__ unsigned long long
 cuk_globaltimer(void)
@@ -819,6 +989,44 @@ cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s)
 		return cudaSuccess;
 	cuk_copy_kernel<<<cuk_blocks(vec ? (n + 3) / 4 : n), CUK_THREADS, 0,
 	    s>>>(dst, src, n, vec);
+	return cudaGetLastError();
+}
+
+extern "C" int
+cuk_linear_rows_fits(int64_t rows, int64_t in, int64_t out, int cpw,
+    const float *x, const float *w)
+{
+	return rows >= 1 && rows <= CUK_LINEAR_ROWS_MAX && in >= 4 &&
+	    in % 4 == 0 && out >= 1 && out <= INT32_MAX &&
+	    cpw >= 1 && cpw <= CUK_LINEAR_ROWS_MAX_CPW &&
+	    ((uintptr_t)x | (uintptr_t)w) % 16 == 0 &&
+	    cuk_lr_smem(rows, in, cpw) <= CUK_LR_SMEM;
+}
+
+extern "C" cudaError_t
+cuk_linear_rows(float *y, const float *x, const float *w, const float *bias,
+    int64_t rows, int64_t in, int64_t out, int relu, int cpw, cudaStream_t s)
+{
+	int64_t ncols = (int64_t)CUK_LR_WARPS * cpw;
+	unsigned int blocks;
+	size_t smem;
+
+	if (!cuk_linear_rows_fits(rows, in, out, cpw, x, w))
+		return cudaErrorInvalidValue;
+	blocks = (unsigned int)((out + ncols - 1) / ncols);
+	smem = cuk_lr_smem(rows, in, cpw);
+#define CUK_LR_LAUNCH(RB) cuk_linear_rows_kernel<RB><<<blocks, \
+	    32 * CUK_LR_WARPS, smem, s>>>(y, x, w, bias, (int)rows, (int)in, \
+	    (int)out, cpw, relu)
+	if (rows <= 4)
+		CUK_LR_LAUNCH(4);
+	else if (rows <= 8)
+		CUK_LR_LAUNCH(8);
+	else if (rows <= 16)
+		CUK_LR_LAUNCH(16);
+	else
+		CUK_LR_LAUNCH(32);
+#undef CUK_LR_LAUNCH
 	return cudaGetLastError();
 }
 
