@@ -49,13 +49,6 @@
  *   AGXQ_CUDA_PAD_ROWS=N     linears of 5 to N-1 rows compute N rows, where
  *                            cublasSgemm is faster (default 32 with
  *                            AGXQ_CUDA_LT=0, else 0: never)
- *   AGXQ_CUDA_ROWS_MAX=N     linears of at most N rows (0-32, default 32)
- *                            run on cuk_linear_rows, which reads its rows
- *                            once per block, rather than on cuBLASLt;
- *                            0: never
- *   AGXQ_CUDA_ROWS_CPW=N     output columns each of its warps computes
- *                            (1-8, default 2): 16 N columns a block, so
- *                            fewer blocks, each reading all the rows
  *   AGXQ_CUDA_LT=0           linears on cublasSgemm and our bias and ReLU
  *                            kernels instead of cuBLASLt with the bias and
  *                            ReLU in the epilogue (cuda_gemm.c)
@@ -187,8 +180,6 @@ struct cuda_state {
 	unsigned long zc_narrow_max; /* the same for models with narrow inputs */
 	int copy_kernel;            /* staged inputs copied in by a kernel */
 	unsigned long pad_rows;     /* linears of 5 to this many rows run this many */
-	unsigned long rows_max;     /* linears of up to this many rows: cuk_linear_rows */
-	int rows_cpw;               /* its columns per warp */
 	struct cuda_gemm *gemm;     /* linears on cuBLASLt; NULL: cublasSgemm */
 	int fuse;                   /* fused nodes and attention (cuda_fuse) */
 	int hostreg;                /* host_register allowed */
@@ -637,14 +628,6 @@ cuda_open(int device, void **state, char **cause)
 	 */
 	st->pad_rows = envset_ulong("AGXQ_CUDA_PAD_ROWS", lt ? 0 : 32, 0,
 	    1u << 16);
-	/*
-	 * cuBLASLt's kernels walk k in steps, each a trip across the bus when
-	 * the rows lie in mapped memory; cuk_linear_rows reads them in one.
-	 */
-	st->rows_max = envset_ulong("AGXQ_CUDA_ROWS_MAX", CUK_LINEAR_ROWS_MAX,
-	    0, CUK_LINEAR_ROWS_MAX);
-	st->rows_cpw = (int)envset_ulong("AGXQ_CUDA_ROWS_CPW", 2, 1,
-	    CUK_LINEAR_ROWS_MAX_CPW);
 
 	if ((err = cudaSetDevice(device)) != cudaSuccess) {
 		cuda_err(cause, "cudaSetDevice", err);
@@ -1240,9 +1223,7 @@ cuda_gemm_nn(struct cuda_lane *l, const struct graph_node *n, int64_t M,
  * when relu is set. Yfinal is where the result goes: Y, or mapped host
  * memory for an output. The product may cover gemm_rows >= rows rows when
  * it is written to Y (X and Y have room for them); everything else uses
- * rows. A linear of few rows (st->rows_max) is one cuk_linear_rows kernel
- * with the bias and the ReLU in it. On cuBLASLt they run in the product's
- * epilogue;
+ * rows. On cuBLASLt the bias and the ReLU run in the product's epilogue;
  * without it, cublasSgemm writes Y and our kernels add the bias and apply
  * the ReLU, the last of them writing Yfinal.
  */
@@ -1267,16 +1248,6 @@ cuda_linear(struct cuda_lane *l, struct cuda_model *m,
 	}
 	if (rows == 0 || out == 0)
 		return 0;
-	if ((uint64_t)rows <= m->st->rows_max && cuk_linear_rows_fits(rows, in,
-	    out, m->st->rows_cpw, X, W)) {
-		if ((err = cuk_linear_rows(Yfinal, X, W, b, rows, in, out, relu,
-		    m->st->rows_cpw, l->stream)) != cudaSuccess) {
-			cuda_cause(cause, "%s: linear kernel launch failed: %s",
-			    n->name, cudaGetErrorString(err));
-			return -1;
-		}
-		return 0;
-	}
 	if (m->st->gemm != NULL) {
 		memset(&a, 0, sizeof a);
 		a.stream = l->stream;

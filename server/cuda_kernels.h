@@ -113,30 +113,6 @@ cudaError_t cuk_add_layer_norm(float *out, const float *a, const float *b,
  */
 cudaError_t cuk_copy(float *dst, const float *src, int64_t n, cudaStream_t s);
 
-#define CUK_LINEAR_ROWS_MAX 32     /* rows cuk_linear_rows computes at most */
-#define CUK_LINEAR_ROWS_MAX_CPW 8  /* its columns per warp at most */
-
-/*
- * 1 when cuk_linear_rows handles the shape: 1 <= rows <= 32, in a multiple
- * of 4, 1 <= cpw <= 8, x and w 16-byte aligned, and x's rows fit a block's
- * shared memory beside its outputs (rows * (in + 8 cpw) floats in 48 KiB:
- * 32 rows of 256 inputs, 21 of 512); else 0.
- */
-int cuk_linear_rows_fits(int64_t rows, int64_t in, int64_t out, int cpw,
-    const float *x, const float *w);
-
-/*
- * y[rows, out] = x[rows, in] w[out, in]^T (+ bias[out]), then a ReLU when
- * relu is set, for few rows: each block reads all of x once (x may be
- * mapped host memory) and computes 8 cpw columns, a warp a column at a
- * time, in FP32 with fused multiply-adds. y may be mapped host memory and
- * must not overlap x; bias may be NULL. Returns cudaErrorInvalidValue
- * without launching when cuk_linear_rows_fits says no.
- */
-cudaError_t cuk_linear_rows(float *y, const float *x, const float *w,
-    const float *bias, int64_t rows, int64_t in, int64_t out, int relu,
-    int cpw, cudaStream_t s);
-
 /* Outputs one answer takes (BACKEND_ANSWER_MAX_OUT). */
 #define CUK_ANSWER_MAX_OUT 4
 

@@ -25,7 +25,6 @@
  */
 #include <sys/mman.h>
 
-#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1137,171 +1136,6 @@ out:
 	return rc;
 }
 
-/*
- * cuk_linear_rows against a double reference, each output within
- * sqrt(in) 2 FLT_EPSILON sum_k |x_k w_k| (a rounding error of a few units
- * per term, growing as the square root of the terms summed; the kernel's
- * order of summation differs from cuBLAS's), for rows 1-32 around the
- * accumulator widths, shapes with a ragged last step and a ragged last
- * block, bias or none, ReLU or none, 1, 2 and 8 columns a warp, x and y
- * in device or mapped host memory. y past rows x out stays unwritten.
- * Shapes it cannot take are refused with cudaErrorInvalidValue and
- * nothing written: 0 and 33 rows, in not a multiple of 4, cpw 0 and 9,
- * x or w not 16-byte aligned, rows that do not fit shared memory.
- */
-static int
-t_kernel_linear_rows(void)
-{
-	static const int64_t rowsv[] = { 1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 32 };
-	static const int64_t shapes[][2] = { { 4, 1 }, { 8, 7 }, { 256, 128 },
-	    { 260, 33 }, { 512, 130 }, { 1028, 5 }, { 132, 513 } };
-	static const int cpws[] = { 1, 2, 8 };
-	static const struct {
-		int64_t rows, in;
-		int cpw, xoff, woff;
-	} bad[] = { { 0, 256, 2, 0, 0 }, { 33, 256, 2, 0, 0 },
-	    { 4, 6, 2, 0, 0 }, { 4, 256, 0, 0, 0 }, { 4, 256, 9, 0, 0 },
-	    { 4, 256, 2, 1, 0 }, { 4, 256, 2, 0, 2 }, { 32, 512, 2, 0, 0 } };
-	const size_t cap = 32 * 1028 + 64, ycap = 32 * 513 + 64;
-	float *hx = NULL, *hxd = NULL, *hy = NULL, *hyd = NULL, *dx = NULL;
-	float *dy = NULL, *dw = NULL, *db = NULL, *w = NULL, *b = NULL;
-	float *y = NULL;
-	int rc = -1, bad_out = 0, runs = 0, refused = 0;
-	double worst = 0;
-
-	if (as_cpu)
-		return 0;
-	if (cudaHostAlloc((void **)&hx, cap * sizeof *hx, cudaHostAllocMapped)
-	    != cudaSuccess || cudaHostGetDevicePointer((void **)&hxd, hx, 0)
-	    != cudaSuccess || cudaHostAlloc((void **)&hy, ycap * sizeof *hy,
-	    cudaHostAllocMapped) != cudaSuccess ||
-	    cudaHostGetDevicePointer((void **)&hyd, hy, 0) != cudaSuccess ||
-	    cudaMalloc((void **)&dx, cap * sizeof *dx) != cudaSuccess ||
-	    cudaMalloc((void **)&dy, ycap * sizeof *dy) != cudaSuccess ||
-	    cudaMalloc((void **)&dw, 513 * 1028 * sizeof *dw) != cudaSuccess ||
-	    cudaMalloc((void **)&db, 513 * sizeof *db) != cudaSuccess ||
-	    (w = malloc(513 * 1028 * sizeof *w)) == NULL ||
-	    (b = malloc(513 * sizeof *b)) == NULL ||
-	    (y = malloc(ycap * sizeof *y)) == NULL) {
-		printf("  allocation failed\n");
-		goto out;
-	}
-	tg_rand_fill(hx, cap, 1.0f, &seed);
-	tg_rand_fill(w, 513 * 1028, 0.1f, &seed);
-	tg_rand_fill(b, 513, 0.5f, &seed);
-	if (cudaMemcpy(dx, hx, cap * sizeof *dx, cudaMemcpyHostToDevice) !=
-	    cudaSuccess || cudaMemcpy(dw, w, 513 * 1028 * sizeof *w,
-	    cudaMemcpyHostToDevice) != cudaSuccess || cudaMemcpy(db, b,
-	    513 * sizeof *b, cudaMemcpyHostToDevice) != cudaSuccess) {
-		printf("  upload failed\n");
-		goto out;
-	}
-	for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-	for (size_t ri = 0; ri < sizeof rowsv / sizeof rowsv[0]; ri++)
-	for (size_t ci = 0; ci < sizeof cpws / sizeof cpws[0]; ci++) {
-		int64_t rows = rowsv[ri], in = shapes[si][0];
-		int64_t out = shapes[si][1], n = rows * out;
-		int v = (int)(si + ri + ci), relu = v & 1, bias = (v >> 1) & 1;
-		int xmap = (v >> 2) & 1, ymap = ((v >> 3) ^ v) & 1;
-		float *xp = xmap ? hxd : dx, *yp = ymap ? hyd : dy;
-		cudaError_t err;
-
-		if (!cuk_linear_rows_fits(rows, in, out, cpws[ci], xp, dw))
-			continue;
-		memset(hy, 0xff, ycap * sizeof *hy);
-		if (cudaMemset(dy, 0xff, ycap * sizeof *dy) != cudaSuccess ||
-		    (err = cuk_linear_rows(yp, xp, dw, bias ? db : NULL, rows,
-		    in, out, relu, cpws[ci], 0)) != cudaSuccess ||
-		    (err = cudaDeviceSynchronize()) != cudaSuccess) {
-			printf("  %lld x %lld -> %lld: launch failed\n",
-			    (long long)rows, (long long)in, (long long)out);
-			goto out;
-		}
-		if (ymap)
-			memcpy(y, hy, ycap * sizeof *y);
-		else if (cudaMemcpy(y, dy, ycap * sizeof *y,
-		    cudaMemcpyDeviceToHost) != cudaSuccess)
-			goto out;
-		runs++;
-		for (int64_t i = 0; i < (int64_t)ycap; i++) {
-			uint32_t u;
-			double want, mag = 0, tol;
-
-			if (i >= n) {
-				memcpy(&u, &y[i], sizeof u);
-				if (u != 0xffffffffu && bad_out++ < 3)
-					printf("  %lld x %lld -> %lld: float "
-					    "%lld past the output written\n",
-					    (long long)rows, (long long)in,
-					    (long long)out, (long long)i);
-				continue;
-			}
-			want = bias ? b[i % out] : 0;
-			mag = fabs(want);
-			for (int64_t k = 0; k < in; k++) {
-				double t = (double)hx[i / out * in + k] *
-				    w[i % out * in + k];
-
-				want += t;
-				mag += fabs(t);
-			}
-			if (relu && want < 0)
-				want = 0;
-			tol = sqrt((double)in) * 2 * FLT_EPSILON * mag + 1e-30;
-			if (!(fabs(y[i] - want) <= tol)) {
-				if (bad_out++ < 3)
-					printf("  %lld x %lld -> %lld cpw %d "
-					    "x %s y %s bias %d relu %d: y[%lld]"
-					    " %.9g, want %.9g\n",
-					    (long long)rows, (long long)in,
-					    (long long)out, cpws[ci],
-					    xmap ? "mapped" : "device",
-					    ymap ? "mapped" : "device", bias,
-					    relu, (long long)i, y[i], want);
-			} else if (fabs(y[i] - want) / tol > worst)
-				worst = fabs(y[i] - want) / tol;
-		}
-	}
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		const float *xp = dx + bad[i].xoff, *wp = dw + bad[i].woff;
-		uint32_t u;
-
-		if (cudaMemset(dy, 0xff, ycap * sizeof *dy) != cudaSuccess)
-			goto out;
-		if (cuk_linear_rows_fits(bad[i].rows, bad[i].in, 64, bad[i].cpw,
-		    xp, wp) || cuk_linear_rows(dy, xp, wp, db, bad[i].rows,
-		    bad[i].in, 64, 0, bad[i].cpw, 0) != cudaErrorInvalidValue) {
-			printf("  %lld x %lld cpw %d x+%d w+%d: not refused\n",
-			    (long long)bad[i].rows, (long long)bad[i].in,
-			    bad[i].cpw, bad[i].xoff, bad[i].woff);
-			bad_out++;
-			continue;
-		}
-		if (cudaDeviceSynchronize() != cudaSuccess ||
-		    cudaMemcpy(y, dy, 64 * sizeof *y, cudaMemcpyDeviceToHost)
-		    != cudaSuccess)
-			goto out;
-		memcpy(&u, &y[0], sizeof u);
-		if (u != 0xffffffffu && bad_out++ < 3)
-			printf("  refused shape %zu wrote its output\n", i);
-		refused++;
-	}
-	printf("  cuk_linear_rows: %d runs, worst error %.3f of tolerance, "
-	    "%d bad shapes refused, %d wrong\n", runs, worst, refused, bad_out);
-	rc = bad_out == 0 && runs > 0 ? 0 : -1;
-out:
-	cudaFreeHost(hx);
-	cudaFreeHost(hy);
-	cudaFree(dx);
-	cudaFree(dy);
-	cudaFree(dw);
-	cudaFree(db);
-	free(w);
-	free(b);
-	free(y);
-	return rc;
-}
-
 /* nn.Linear(256, 128). */
 static struct tgraph *
 m_linear(void)
@@ -2256,8 +2090,7 @@ out_unload:
  * Batches of 4 to 33 rows around the edges and replayed, against cpu and
  * the reference: as opened by default, then with linears of 5 to 31 rows
  * computing 32 (AGXQ_CUDA_PAD_ROWS=32) on cuBLASLt and on cublasSgemm
- * (AGXQ_CUDA_LT=0, where 32 is the default), both with cuk_linear_rows
- * off (AGXQ_CUDA_ROWS_MAX=0: it computes the rows it is given). The rows past the batch must
+ * (AGXQ_CUDA_LT=0, where 32 is the default). The rows past the batch must
  * not leak into the results, and the outputs written to mapped memory
  * stay within theirs.
  */
@@ -2274,11 +2107,9 @@ t_pad_rows(void)
 		if (lt[k] != NULL) {
 			setenv("AGXQ_CUDA_PAD_ROWS", "32", 1);
 			setenv("AGXQ_CUDA_LT", lt[k], 1);
-			setenv("AGXQ_CUDA_ROWS_MAX", "0", 1);
 			ecuda = open_cuda(NULL, NULL, NULL);
 			unsetenv("AGXQ_CUDA_PAD_ROWS");
 			unsetenv("AGXQ_CUDA_LT");
-			unsetenv("AGXQ_CUDA_ROWS_MAX");
 			if (ecuda == NULL) {
 				ecuda = saved;
 				return -1;
@@ -2377,15 +2208,13 @@ t_fused_relu(void)
 	static const char *names[] = { "relu(linear+b)", "relu(linear)",
 	    "linear read twice", "mlp-like" };
 	static const char *envs[] = { NULL, "AGXQ_CUDA_LT", "AGXQ_CUDA_FUSE",
-	    "AGXQ_CUDA_LT_CANDIDATES", "AGXQ_CUDA_COPY_KERNEL",
-	    "AGXQ_CUDA_ROWS_MAX" };
-	static const char *vals[] = { NULL, "0", "0", "1", "0", "0" };
-	const int nenv = sizeof envs / sizeof envs[0];
+	    "AGXQ_CUDA_LT_CANDIDATES", "AGXQ_CUDA_COPY_KERNEL" };
+	static const char *vals[] = { NULL, "0", "0", "1", "0" };
 	struct engine *saved = ecuda;
 	char label[64];
 	int rc = 0;
 
-	for (int e = 0; e < nenv; e++) {
+	for (int e = 0; e < 5; e++) {
 		if (envs[e] != NULL) {
 			ecuda = open_cuda_set(envs[e], vals[e]);
 			if (ecuda == NULL) {
@@ -2494,73 +2323,6 @@ t_lt_overlap(void)
 		ecuda = saved;
 	}
 	return rc | lt_overlap_bad();
-}
-
-/*
- * The backend's linears of few rows on cuk_linear_rows: linear, mlp (whose
- * 512-wide input fits shared memory up to 23 rows, 21 with 8 columns a
- * warp) and transformer at one sequence (32 rows; its 2048-wide linear
- * does not fit) at batches around those edges, replayed, against cpu and
- * the reference: as opened by default, with 1 and 8 columns a warp, with
- * the kernel for up to 8 rows only, and off (AGXQ_CUDA_ROWS_MAX=0).
- * Settings out of range or not numbers leave the default with a note.
- */
-static int
-t_linear_rows(void)
-{
-	static const int64_t batches[] = { 1, 4, 5, 8, 9, 16, 21, 22, 23, 24,
-	    31, 32, 33, 4, 23 };
-	static const int64_t tbatches[] = { 1, 1, 2, 1 };
-	static const char *envs[] = { NULL, "AGXQ_CUDA_ROWS_CPW",
-	    "AGXQ_CUDA_ROWS_CPW", "AGXQ_CUDA_ROWS_MAX", "AGXQ_CUDA_ROWS_MAX" };
-	static const char *vals[] = { NULL, "1", "8", "8", "0" };
-	static const struct {
-		const char *var, *val, *want;
-	} bad[] = { { "AGXQ_CUDA_ROWS_MAX", "33", "from 0 to 32: using 32" },
-	    { "AGXQ_CUDA_ROWS_MAX", "all", "from 0 to 32: using 32" },
-	    { "AGXQ_CUDA_ROWS_CPW", "0", "from 1 to 8: using 2" },
-	    { "AGXQ_CUDA_ROWS_CPW", "9", "from 1 to 8: using 2" } };
-	const size_t nb = sizeof batches / sizeof batches[0];
-	struct engine *saved = ecuda, *e;
-	char label[64], notes[1024], want[160];
-	int rc = 0;
-
-	for (size_t k = 0; k < sizeof envs / sizeof envs[0]; k++) {
-		if (envs[k] != NULL &&
-		    (ecuda = open_cuda_set(envs[k], vals[k])) == NULL) {
-			ecuda = saved;
-			return -1;
-		}
-		snprintf(label, sizeof label, "linear, %s%s%s", envs[k] ?
-		    envs[k] + 10 : "default", envs[k] ? "=" : "",
-		    envs[k] ? vals[k] : "");
-		rc |= tc_check_at(label, m_linear(), ATOL_MODEL, batches, nb);
-		memcpy(label, "mlp,   ", 7);
-		rc |= tc_check_at(label, m_mlp(), ATOL_MODEL, batches, nb);
-		memcpy(label, "trans.,", 7);
-		rc |= tc_check_at(label, m_transformer(), ATOL_MODEL, tbatches,
-		    sizeof tbatches / sizeof tbatches[0]);
-		if (envs[k] != NULL)
-			engine_close(ecuda);
-		ecuda = saved;
-	}
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0] && !as_cpu; i++) {
-		notes[0] = '\0';
-		envset_take_notes(note_add, notes);
-		notes[0] = '\0';
-		if ((e = open_cuda_set(bad[i].var, bad[i].val)) == NULL)
-			return -1;
-		engine_close(e);
-		envset_take_notes(note_add, notes);
-		snprintf(want, sizeof want, "%s=\"%s\" is not a whole number "
-		    "%s", bad[i].var, bad[i].val, bad[i].want);
-		if (strstr(notes, want) == NULL) {
-			printf("  %s=%s: no note \"%s\" in \"%s\"\n",
-			    bad[i].var, bad[i].val, want, notes);
-			rc = -1;
-		}
-	}
-	return rc;
 }
 
 static int
@@ -2674,11 +2436,9 @@ static const struct {
 	{ "kernel_attention", t_kernel_attention },
 	{ "kernel_add_layer_norm", t_kernel_add_layer_norm },
 	{ "kernel_copy", t_kernel_copy },
-	{ "kernel_linear_rows", t_kernel_linear_rows },
 	{ "models", t_models },
 	{ "pad_rows", t_pad_rows },
 	{ "zc_narrow", t_zc_narrow },
-	{ "linear_rows", t_linear_rows },
 	{ "fused_relu", t_fused_relu },
 	{ "lt_overlap", t_lt_overlap },
 	{ "precision", t_precision },
