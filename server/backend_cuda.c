@@ -36,10 +36,10 @@
  *                            request's rows, exec_us and mark into its ring
  *                            slot (registered memory), where the client
  *                            reads them before the executor retires the run
- *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes (default
- *                            4096) have their kernels read the inputs
- *                            straight from the mapped pinned buffer, no
- *                            host-to-device copy; 0: always copy
+ *   AGXQ_CUDA_ZC_IN_MAX=N    runs whose inputs total at most N bytes have
+ *                            their kernels read the inputs straight from
+ *                            the mapped pinned buffer, no host-to-device
+ *                            copy; 0 (the default): copied in
  *   AGXQ_CUDA_ZC_NARROW_MAX=N  the same up to N bytes (default 65536) for a
  *                            model whose inputs only narrow linears read
  *                            (cuda_inputs_narrow)
@@ -573,13 +573,15 @@ cuda_open(int device, void **state, char **cause)
 	st->use_graphs = envset_bool("AGXQ_CUDA_GRAPHS", 1);
 	st->zerocopy = envset_bool("AGXQ_CUDA_ZEROCOPY", 1);
 	/*
-	 * 4 KiB, one request of the reference linear and mlp. A kernel that
-	 * reads a mapped input reads it over the bus once per tile it
-	 * computes: on an H200, mlp (whose first layer has 512 outputs) took
-	 * 81 us at 8 rows read mapped and 41 us copied; linear 20.7 and 22.6
-	 * us; at 4 rows both ways are within 1 us (docs/GPU.md).
+	 * Off by default. A kernel that reads a mapped input reads it over
+	 * the bus once per tile it computes: on an H200, mlp (whose first
+	 * layer has 512 outputs) took 81 us at 8 rows read mapped and 41 us
+	 * copied. At 4 rows (4 KiB, the old default) it was within 1 us
+	 * there, but on two H100s (2026-12-06) mlp's lone pass at 4 rows took
+	 * 25 us read mapped and 18-23 copied, and a lone client ran 11-32%
+	 * more requests with it off, 8 clients level (docs/GPU.md).
 	 */
-	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_IN_MAX", 4096, 0, ULONG_MAX);
+	zc_in_max = envset_ulong("AGXQ_CUDA_ZC_IN_MAX", 0, 0, ULONG_MAX);
 	st->zc_in_max = st->zerocopy ? zc_in_max : 0;
 	/*
 	 * Inputs that only narrow linears read (cuda_inputs_narrow) cross the

@@ -1909,8 +1909,8 @@ t_submit_parts(void)
 			    rows[k] * rout, ATOL_MODEL);
 	}
 	/*
-	 * A linear's small inputs (3 rows, 3 KiB: under AGXQ_CUDA_ZC_IN_MAX's
-	 * 4 KiB) are read mapped, not by DMA: refused.
+	 * A linear's small inputs (3 rows, 3 KiB: under the 64 KiB of
+	 * AGXQ_CUDA_ZC_NARROW_MAX) are read mapped, not by DMA: refused.
 	 */
 	is = tg[1].g->values[0].shape;
 	is.dim[0] = 3;
@@ -2136,9 +2136,12 @@ t_pad_rows(void)
  * Inputs that only narrow linears read (linear: 128 outputs) are read by
  * the GEMM from mapped memory up to AGXQ_CUDA_ZC_NARROW_MAX bytes (64 KiB
  * by default: 64 rows of 256 floats; 65 rows are copied in), mlp's (512
- * wide first) only up to AGXQ_CUDA_ZC_IN_MAX: each at batches on both
- * sides of those sizes, replayed, against cpu and the reference, as
- * opened by default and with the rule off (AGXQ_CUDA_ZC_NARROW_MAX=0).
+ * wide first) only up to AGXQ_CUDA_ZC_IN_MAX (0 by default: never): each
+ * at batches on both sides of those sizes, replayed, against cpu and the
+ * reference, as opened by default, with the rule off
+ * (AGXQ_CUDA_ZC_NARROW_MAX=0: linear copied in too) and with inputs of up
+ * to 4 KiB read mapped (AGXQ_CUDA_ZC_IN_MAX=4096: mlp's 4 rows mapped,
+ * its 5 copied in).
  */
 static int
 t_zc_narrow(void)
@@ -2158,6 +2161,14 @@ t_zc_narrow(void)
 		return -1;
 	}
 	rc |= tc_check_at("linear, rule off", m_linear(), ATOL_MODEL, batches,
+	    nb);
+	engine_close(ecuda);
+	ecuda = open_cuda_set("AGXQ_CUDA_ZC_IN_MAX", "4096");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		return -1;
+	}
+	rc |= tc_check_at("mlp, 4 KiB mapped", m_mlp(), ATOL_MODEL, batches,
 	    nb);
 	engine_close(ecuda);
 	ecuda = saved;
@@ -2197,7 +2208,7 @@ g_relu(int which)
  * Linear -> ReLU done by one node: on cuBLASLt (its epilogue), on
  * cublasSgemm with our kernels (AGXQ_CUDA_LT=0), not fused
  * (AGXQ_CUDA_FUSE=0), on cuBLASLt's untimed first choice
- * (AGXQ_CUDA_LT_CANDIDATES=1) and with inputs over 4 KiB copied in by
+ * (AGXQ_CUDA_LT_CANDIDATES=1) and with the inputs it copies in moved by
  * cudaMemcpyAsync rather than a kernel (AGXQ_CUDA_COPY_KERNEL=0), each
  * against the cpu backend and the reference at row counts padded and not.
  */
