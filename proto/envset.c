@@ -143,6 +143,16 @@ envset_bool(const char *name, int def)
 	return envset_choice(name, def != 0, words);
 }
 
+/* Reads a setting whose value is any text. */
+const char *
+envset_string(const char *name)
+{
+	const char *s = getenv(name);
+
+	envset_known(name);
+	return s != NULL && *s != '\0' ? s : NULL;
+}
+
 /* Notes the variables with prefix that are no known setting. */
 void
 envset_check_prefix(const char *prefix)

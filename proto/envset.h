@@ -34,6 +34,9 @@ int envset_choice(const char *name, int def, const char *const *choices);
 /* Setting name, 0 or 1 (off or on); def when unset or neither. */
 int envset_bool(const char *name, int def);
 
+/* Setting name, any text (a path): its value; NULL when unset or empty. */
+const char *envset_string(const char *name);
+
 /* Notes each variable named prefix... that no envset call has read. */
 void envset_check_prefix(const char *prefix);
 

@@ -16,10 +16,19 @@
  * these products take) out of the timing; the streams time each algorithm
  * under the overlap agxqd's lanes give, where on an H200 the fastest alone
  * was up to 1.4x slower than the best (docs/GPU.md). The timing writes
- * outputs and workspaces of its own in device memory (a scratch held for
- * the next timing), never the run's own output, which may be mapped host
- * memory.
+ * outputs and workspaces of its own (a scratch held for the next timing),
+ * never the run's own output; the outputs lie where the run's does (mapped
+ * host memory or the device), since a kernel's way of writing its tile
+ * costs more across the bus, and the input is the run's own. Each
+ * candidate is timed GEMM_TIME_REPS times, the candidates taking turns,
+ * and its best time counts: a candidate timed while the device or the bus
+ * was briefly slower is not judged by that alone.
+ *
+ * AGXQ_CUDA_LT_REPORT=PATH appends a line to PATH for each shape timed:
+ * the shape, where its input and output lie, each candidate's
+ * configuration and time, and the one chosen.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +39,10 @@
 
 #define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
 #define GEMM_TIME_RUNS 4     /* runs per stream per timing */
-#define GEMM_TIME_REPS 2     /* timings per candidate; the best counts */
+#define GEMM_TIME_REPS 3     /* timings per candidate; the best counts */
 #define GEMM_SCRATCH_ALIGN 256
 #define GEMM_SCRATCH_MAX (64u << 20) /* bytes of the timing streams' scratch */
+#define GEMM_HSCRATCH_MAX (16u << 20) /* of their outputs in host memory */
 
 /*
  * What a plan is for: a shape, its epilogue and its pointers' alignment
@@ -66,6 +76,10 @@ struct cuda_gemm {
 	char *scratch;              /* the timing streams' outputs and
 				       workspaces, in device memory */
 	size_t scratch_size;
+	char *hscratch;             /* their outputs when the run's lies in
+				       host memory: mapped, pinned */
+	size_t hscratch_size;
+	FILE *report;               /* AGXQ_CUDA_LT_REPORT, or NULL */
 	struct gemm_plan plan[GEMM_PLANS];
 	uint32_t nplans;
 	uint64_t tick;
@@ -93,10 +107,13 @@ gemm_align(const void *p)
 	return al;
 }
 
-/* Creates the cuBLASLt handle and the timing events and streams. */
+/*
+ * Creates the cuBLASLt handle and the timing events and streams, and opens
+ * report (a path, or NULL) for appending.
+ */
 int
 cuda_gemm_open(struct cuda_gemm **out, int candidates, int overlap,
-    char **cause)
+    const char *report, char **cause)
 {
 	struct cuda_gemm *gm;
 	cublasStatus_t s;
@@ -118,7 +135,17 @@ cuda_gemm_open(struct cuda_gemm **out, int candidates, int overlap,
 	    CUDA_GEMM_CANDIDATES_MAX ? CUDA_GEMM_CANDIDATES_MAX : candidates;
 	gm->overlap = overlap < 1 ? 1 : overlap > CUDA_GEMM_OVERLAP_MAX ?
 	    CUDA_GEMM_OVERLAP_MAX : overlap;
+	if (report != NULL && (gm->report = fopen(report, "a")) == NULL) {
+		if (cause != NULL && asprintf(cause, "cuda: AGXQ_CUDA_LT_REPORT: "
+		    "cannot open \"%s\" for appending: %s", report,
+		    strerror(errno)) == -1)
+			*cause = NULL;
+		free(gm);
+		return -1;
+	}
 	if ((s = cublasLtCreate(&gm->lt)) != CUBLAS_STATUS_SUCCESS) {
+		if (gm->report != NULL)
+			fclose(gm->report);
 		free(gm);
 		return gemm_fail(cause, "cublasLtCreate", s);
 	}
@@ -183,6 +210,10 @@ cuda_gemm_close(struct cuda_gemm *gm)
 	}
 	if (gm->scratch != NULL)
 		cudaFree(gm->scratch);
+	if (gm->hscratch != NULL)
+		cudaFreeHost(gm->hscratch);
+	if (gm->report != NULL)
+		fclose(gm->report);
 	if (gm->lt != NULL)
 		cublasLtDestroy(gm->lt);
 	free(gm);
@@ -284,15 +315,31 @@ gemm_round(size_t n)
 	    GEMM_SCRATCH_ALIGN;
 }
 
+/* 1 when p lies in host memory the device reaches (pinned or registered). */
+static int
+gemm_on_host(const void *p)
+{
+	struct cudaPointerAttributes at;
+
+	if (cudaPointerGetAttributes(&at, p) != cudaSuccess) {
+		(void)cudaGetLastError();
+		return 0;
+	}
+	return at.type == cudaMemoryTypeHost;
+}
+
 /*
  * Makes room in the scratch for the timing streams, each an output like
  * a's (*yslice bytes) and ws bytes of workspace (*wsslice), at most
  * GEMM_SCRATCH_MAX in all. Returns how many streams a timing may use:
- * gm->overlap, fewer for large products, 0 without room.
+ * gm->overlap, fewer for large products, 0 without room. With *host set
+ * the outputs are also given room in mapped host memory (at most
+ * GEMM_HSCRATCH_MAX); *host is cleared when they do not fit there, and
+ * the timing writes them in device memory instead.
  */
 static int
 gemm_scratch(struct cuda_gemm *gm, const struct cuda_gemm_linear *a,
-    size_t ws, size_t *yslice, size_t *wsslice)
+    size_t ws, int *host, size_t *yslice, size_t *wsslice)
 {
 	size_t per, need;
 	int n;
@@ -307,53 +354,68 @@ gemm_scratch(struct cuda_gemm *gm, const struct cuda_gemm_linear *a,
 	if ((size_t)n * per > GEMM_SCRATCH_MAX)
 		n = (int)(GEMM_SCRATCH_MAX / per);
 	need = (size_t)n * per;
-	if (need <= gm->scratch_size)
-		return n;
 	/* cudaFree waits for the device, as the timing does anyway. */
-	if (gm->scratch != NULL)
-		cudaFree(gm->scratch);
-	gm->scratch_size = 0;
-	if (cudaMalloc((void **)&gm->scratch, need) != cudaSuccess) {
-		(void)cudaGetLastError();
-		gm->scratch = NULL;
-		return 0;
+	if (need > gm->scratch_size) {
+		if (gm->scratch != NULL)
+			cudaFree(gm->scratch);
+		gm->scratch_size = 0;
+		if (cudaMalloc((void **)&gm->scratch, need) != cudaSuccess) {
+			(void)cudaGetLastError();
+			gm->scratch = NULL;
+			return 0;
+		}
+		gm->scratch_size = need;
 	}
-	gm->scratch_size = need;
+	need = (size_t)n * *yslice;
+	if (*host && need > GEMM_HSCRATCH_MAX)
+		*host = 0;
+	if (*host && need > gm->hscratch_size) {
+		if (gm->hscratch != NULL)
+			cudaFreeHost(gm->hscratch);
+		gm->hscratch_size = 0;
+		if (cudaHostAlloc((void **)&gm->hscratch, need,
+		    cudaHostAllocMapped) != cudaSuccess) {
+			(void)cudaGetLastError();
+			gm->hscratch = NULL;
+			*host = 0;
+		} else
+			gm->hscratch_size = need;
+	}
 	return n;
 }
 
 /*
- * Device milliseconds per product of algo: GEMM_TIME_RUNS products on each
- * of n streams at once, captured in one graph and launched on a's stream
- * (best of GEMM_TIME_REPS); -1 if it cannot run. Each stream writes its
- * own output and workspace in the scratch, zeroed before each candidate:
- * a version that wrote the run's own output (mapped memory) and left each
- * candidate the last one's workspace hung the GPU once (docs/GPU.md).
+ * A graph of algo's products as a timing runs them: GEMM_TIME_RUNS on
+ * each of n streams at once, each stream writing its own output (in
+ * mapped host memory with host set) and workspace in the scratch. NULL if
+ * algo cannot run.
  */
-static float
-gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
+static cudaGraphExec_t
+gemm_graph(struct cuda_gemm *gm, struct gemm_plan *p,
     const cublasLtMatmulAlgo_t *algo, const struct cuda_gemm_linear *a,
-    int n, size_t yslice, size_t wsslice)
+    int n, int host, size_t yslice, size_t wsslice)
 {
 	struct cuda_gemm_linear b = *a;
 	cudaGraph_t g = NULL;
 	cudaGraphExec_t ge = NULL;
-	float best = -1.0f, ms;
 	int bad;
 
 	if (cudaStreamBeginCapture(gm->ts[0],
 	    cudaStreamCaptureModeThreadLocal) != cudaSuccess)
-		return -1.0f;
+		return NULL;
 	bad = cudaEventRecord(gm->fork, gm->ts[0]) != cudaSuccess;
 	for (int s = 1; s < n && !bad; s++)
 		bad = cudaStreamWaitEvent(gm->ts[s], gm->fork, 0) !=
 		    cudaSuccess;
 	for (int r = 0; r < GEMM_TIME_RUNS && !bad; r++) {
 		for (int s = 0; s < n && !bad; s++) {
+			char *slice = gm->scratch + (size_t)s *
+			    (yslice + wsslice);
+
 			b.stream = gm->ts[s];
-			b.y = (float *)(gm->scratch + (size_t)s *
-			    (yslice + wsslice));
-			b.ws = (char *)b.y + yslice;
+			b.y = (float *)(host ? gm->hscratch + (size_t)s *
+			    yslice : slice);
+			b.ws = slice + yslice;
 			b.ws_size = wsslice;
 			bad = gemm_launch(gm, p, algo, &b) !=
 			    CUBLAS_STATUS_SUCCESS;
@@ -367,30 +429,87 @@ gemm_time(struct cuda_gemm *gm, struct gemm_plan *p,
 			bad = 1;
 	}
 	if (cudaStreamEndCapture(gm->ts[0], &g) != cudaSuccess || bad ||
-	    cudaGraphInstantiate(&ge, g, 0) != cudaSuccess ||
-	    cudaMemsetAsync(gm->scratch, 0, (size_t)n * (yslice + wsslice),
-	    a->stream) != cudaSuccess ||
-	    cudaGraphLaunch(ge, a->stream) != cudaSuccess)
-		goto out;
-	for (int r = 0; r < GEMM_TIME_REPS; r++) {
-		if (cudaEventRecord(gm->t0, a->stream) != cudaSuccess ||
-		    cudaGraphLaunch(ge, a->stream) != cudaSuccess ||
-		    cudaEventRecord(gm->t1, a->stream) != cudaSuccess ||
-		    cudaEventSynchronize(gm->t1) != cudaSuccess ||
-		    cudaEventElapsedTime(&ms, gm->t0, gm->t1) != cudaSuccess) {
-			best = -1.0f;
-			break;
-		}
-		ms /= (float)(GEMM_TIME_RUNS * n);
-		if (best < 0.0f || ms < best)
-			best = ms;
-	}
-out:
-	if (ge != NULL)
-		cudaGraphExecDestroy(ge);
+	    cudaGraphInstantiate(&ge, g, 0) != cudaSuccess)
+		ge = NULL;
 	if (g != NULL)
 		cudaGraphDestroy(g);
-	return best;
+	return ge;
+}
+
+/*
+ * Device milliseconds per product of one launch of ge (gemm_graph's, on n
+ * streams) on a's stream, the scratch's workspaces zeroed first: a
+ * version that left each candidate the last one's workspace hung the GPU
+ * once (docs/GPU.md). -1 if it failed.
+ */
+static float
+gemm_time(struct cuda_gemm *gm, cudaGraphExec_t ge,
+    const struct cuda_gemm_linear *a, int n, size_t yslice, size_t wsslice)
+{
+	float ms;
+
+	if (cudaMemsetAsync(gm->scratch, 0, (size_t)n * (yslice + wsslice),
+	    a->stream) != cudaSuccess ||
+	    cudaEventRecord(gm->t0, a->stream) != cudaSuccess ||
+	    cudaGraphLaunch(ge, a->stream) != cudaSuccess ||
+	    cudaEventRecord(gm->t1, a->stream) != cudaSuccess ||
+	    cudaEventSynchronize(gm->t1) != cudaSuccess ||
+	    cudaEventElapsedTime(&ms, gm->t0, gm->t1) != cudaSuccess)
+		return -1.0f;
+	return ms / (float)(GEMM_TIME_RUNS * n);
+}
+
+/* Writes algo's configuration: "id/tile/stages/splitk/reduction". */
+static void
+gemm_algo_name(const cublasLtMatmulAlgo_t *algo, char *buf, size_t len)
+{
+	int32_t id = -1, splitk = 1;
+	uint32_t tile = 0, stages = 0, red = 0;
+
+	(void)cublasLtMatmulAlgoConfigGetAttribute(algo,
+	    CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, NULL);
+	(void)cublasLtMatmulAlgoConfigGetAttribute(algo,
+	    CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, NULL);
+	(void)cublasLtMatmulAlgoConfigGetAttribute(algo,
+	    CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, NULL);
+	(void)cublasLtMatmulAlgoConfigGetAttribute(algo,
+	    CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, NULL);
+	(void)cublasLtMatmulAlgoConfigGetAttribute(algo,
+	    CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof red, NULL);
+	snprintf(buf, len, "%d/%u/%u/%d/%u", (int)id, tile, stages,
+	    (int)splitk, red);
+}
+
+/*
+ * Appends a timing's line to the report: the shape, where x and the
+ * outputs lay, the streams, and each candidate (in the heuristic's order)
+ * as algorithm/tile/stages/splitk/reduction=microseconds a product, "-"
+ * for one that could not run, "*" marking the one chosen.
+ */
+static void
+gemm_report(struct cuda_gemm *gm, const struct gemm_plan *p,
+    const cublasLtMatmulHeuristicResult_t *res, int n, const float *ms,
+    int best, int host_x, int host_y, int streams)
+{
+	char name[64];
+
+	if (gm->report == NULL)
+		return;
+	fprintf(gm->report, "linear rows %lld in %lld out %lld bias %d relu %d "
+	    "tf32 %d x %s y %s streams %d:", (long long)p->key.rows,
+	    (long long)p->key.in, (long long)p->key.out, p->key.bias,
+	    p->key.relu, p->key.tf32, host_x ? "host" : "device",
+	    host_y ? "host" : "device", streams);
+	for (int i = 0; i < n; i++) {
+		gemm_algo_name(&res[i].algo, name, sizeof name);
+		if (ms[i] < 0.0f)
+			fprintf(gm->report, " %s=-", name);
+		else
+			fprintf(gm->report, " %s%s=%.2f", i == best ? "*" : "",
+			    name, ms[i] * 1000.0f);
+	}
+	fputc('\n', gm->report);
+	fflush(gm->report);
 }
 
 /*
@@ -402,14 +521,15 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
     const struct cuda_gemm_linear *a, char **cause)
 {
 	cublasLtMatmulHeuristicResult_t res[CUDA_GEMM_CANDIDATES_MAX];
+	cudaGraphExec_t ge[CUDA_GEMM_CANDIDATES_MAX];
+	float ms[CUDA_GEMM_CANDIDATES_MAX];
 	cublasLtMatmulPreference_t pref;
 	enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
 	uint64_t ws = a->ws_size;
 	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = p->key.align_w;
 	size_t wsmax = 0, yslice, wsslice;
 	cublasStatus_t s;
-	int n = 0, best = -1, streams;
-	float best_ms = 0.0f;
+	int n = 0, best = -1, streams, host;
 
 	s = cublasLtMatmulPreferenceCreate(&pref);
 	if (s != CUBLAS_STATUS_SUCCESS)
@@ -451,26 +571,54 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 			wsmax = res[i].workspaceSize;
 	}
 	/* Without room in the scratch, the heuristic's first choice. */
-	if ((streams = gemm_scratch(gm, a, wsmax, &yslice, &wsslice)) == 0) {
+	host = gemm_on_host(a->y);
+	if ((streams = gemm_scratch(gm, a, wsmax, &host, &yslice,
+	    &wsslice)) == 0) {
 		p->timed = 1;
 		return 0;
 	}
+	/* Each candidate's graph, launched once untimed (its upload). */
 	for (int i = 0; i < n; i++) {
-		float ms;
-
-		if (res[i].state != CUBLAS_STATUS_SUCCESS)
-			continue;
-		ms = gemm_time(gm, p, &res[i].algo, a, streams, yslice,
+		ms[i] = -1.0f;
+		ge[i] = res[i].state != CUBLAS_STATUS_SUCCESS ? NULL :
+		    gemm_graph(gm, p, &res[i].algo, a, streams, host, yslice,
 		    wsslice);
-		(void)cudaGetLastError();
-		if (ms >= 0.0f && (best < 0 || ms < best_ms)) {
-			best = i;
-			best_ms = ms;
+		if (ge[i] != NULL && gemm_time(gm, ge[i], a, streams, yslice,
+		    wsslice) < 0.0f) {
+			cudaGraphExecDestroy(ge[i]);
+			ge[i] = NULL;
 		}
+		(void)cudaGetLastError();
+	}
+	/* The candidates take turns, each round starting one later. */
+	for (int r = 0; r < GEMM_TIME_REPS; r++) {
+		for (int j = 0; j < n; j++) {
+			int i = (j + r) % n;
+			float t;
+
+			if (ge[i] == NULL)
+				continue;
+			t = gemm_time(gm, ge[i], a, streams, yslice, wsslice);
+			(void)cudaGetLastError();
+			if (t < 0.0f) {
+				cudaGraphExecDestroy(ge[i]);
+				ge[i] = NULL;
+				ms[i] = -1.0f;
+			} else if (ms[i] < 0.0f || t < ms[i])
+				ms[i] = t;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		if (ge[i] != NULL)
+			cudaGraphExecDestroy(ge[i]);
+		if (ms[i] >= 0.0f && (best < 0 || ms[i] < ms[best]))
+			best = i;
 	}
 	if (best >= 0)
 		p->algo = res[best].algo;
 	p->timed = 1;
+	gemm_report(gm, p, res, n, ms, best, gemm_on_host(a->x), host,
+	    streams);
 	return 0;
 }
 

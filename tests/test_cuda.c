@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cuda_runtime_api.h>
 
@@ -2336,6 +2337,131 @@ t_lt_overlap(void)
 	return rc | lt_overlap_bad();
 }
 
+/*
+ * Checks one report line for linear rows x in -> out (bias, relu): each
+ * candidate "config=us" or "config=-", exactly one chosen ("*") with a
+ * time, no other's time below it, and where the outputs lay (want_y).
+ */
+static int
+lt_report_line(const char *text, int64_t rows, int64_t in, int64_t out,
+    int relu, const char *want_y)
+{
+	char head[128], y[32], *line, *end, *p;
+	double chosen = -1.0, t;
+	int stars = 0, cands = 0, rc = -1;
+
+	snprintf(head, sizeof head, "linear rows %lld in %lld out %lld bias 1 "
+	    "relu %d tf32 0 x ", (long long)rows, (long long)in,
+	    (long long)out, relu);
+	if ((p = strstr(text, head)) == NULL) {
+		printf("  no report line \"%s...\"\n", head);
+		return -1;
+	}
+	end = strchr(p, '\n');
+	line = strndup(p, end != NULL ? (size_t)(end - p) : strlen(p));
+	if (line == NULL)
+		abort();
+	snprintf(y, sizeof y, " y %s streams ", want_y);
+	if (strstr(line, y) == NULL) {
+		printf("  outputs not timed in %s memory: %s\n", want_y, line);
+		goto out;
+	}
+	/* Two passes over the candidates: the chosen one's time, then all. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (p = strchr(line, ':'); p != NULL; p = strchr(p + 1, ' ')) {
+			char *eq = strchr(p + 1, '=');
+
+			if (eq == NULL)
+				break;
+			if (eq[1] == '-')
+				continue;
+			t = strtod(eq + 1, NULL);
+			if (pass == 0) {
+				cands++;
+				if (p[1] == '*') {
+					stars++;
+					chosen = t;
+				}
+			} else if (t < chosen) {
+				printf("  a candidate faster than the one "
+				    "chosen: %s\n", line);
+				goto out;
+			}
+		}
+	}
+	if (stars != 1 || cands < 2 || chosen <= 0.0) {
+		printf("  %d chosen of %d timed: %s\n", stars, cands, line);
+		goto out;
+	}
+	printf("  %s\n", line);
+	rc = 0;
+out:
+	free(line);
+	return rc;
+}
+
+/*
+ * AGXQ_CUDA_LT_REPORT: each shape timed gets a line with its candidates'
+ * times and the one chosen, its outputs timed where the run writes them
+ * (linear's own output, mapped memory; mlp's hidden layers, device
+ * memory), while results stay right; a path that cannot be opened stops
+ * the device from opening, with the variable and the path in the error.
+ */
+static int
+t_lt_report(void)
+{
+	static const int64_t batches[] = { 4, 4, 32 };
+	static const char *bad = "/nonexistent-agxq-dir/report.txt";
+	char path[] = "/tmp/agxq-lt-report-XXXXXX", text[16384];
+	struct engine *saved = ecuda, *e = NULL;
+	char *cause = NULL;
+	size_t len;
+	FILE *f;
+	int fd, rc;
+
+	if (as_cpu)
+		return 0;
+	if ((fd = mkstemp(path)) < 0)
+		return -1;
+	close(fd);
+	if ((ecuda = open_cuda_set("AGXQ_CUDA_LT_REPORT", path)) == NULL) {
+		ecuda = saved;
+		unlink(path);
+		return -1;
+	}
+	rc = tc_check_at("linear, reported", m_linear(), ATOL_MODEL, batches,
+	    sizeof batches / sizeof batches[0]);
+	rc |= tc_check_at("mlp, reported", m_mlp(), ATOL_MODEL, batches, 1);
+	engine_close(ecuda);
+	ecuda = saved;
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	len = fread(text, 1, sizeof text - 1, f);
+	text[len] = '\0';
+	fclose(f);
+	unlink(path);
+	rc |= lt_report_line(text, 4, 256, 128, 0, "host");
+	rc |= lt_report_line(text, 32, 256, 128, 0, "host");
+	rc |= lt_report_line(text, 4, 256, 512, 1, "device");
+	rc |= lt_report_line(text, 4, 512, 256, 1, "device");
+
+	setenv("AGXQ_CUDA_LT_REPORT", bad, 1);
+	if (engine_open("cuda", 0, ENGINE_OWNER_ABORT, &e, &cause) == 0) {
+		printf("  opened with an unwritable report path\n");
+		engine_close(e);
+		rc = -1;
+	} else {
+		printf("  %s\n", cause);
+		if (cause == NULL || strstr(cause, "AGXQ_CUDA_LT_REPORT") ==
+		    NULL || strstr(cause, bad) == NULL ||
+		    strstr(cause, "No such file") == NULL)
+			rc = -1;
+		free(cause);
+	}
+	unsetenv("AGXQ_CUDA_LT_REPORT");
+	return rc;
+}
+
 static int
 t_no_zerocopy(void)
 {
@@ -2452,6 +2578,7 @@ static const struct {
 	{ "zc_narrow", t_zc_narrow },
 	{ "fused_relu", t_fused_relu },
 	{ "lt_overlap", t_lt_overlap },
+	{ "lt_report", t_lt_report },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },

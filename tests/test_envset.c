@@ -5,7 +5,8 @@
  * naming the variable, the value and what is allowed; a variable with a
  * backend's prefix that nothing reads is noted as misspelt; each note is
  * made once, handed out once, and their number is bounded. Switches take
- * 0 or 1; the optional form tells whether a valid value was set.
+ * 0 or 1; the optional form tells whether a valid value was set; text
+ * settings (paths) are taken as they are.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,33 @@ out:
 	unsetenv("AGXQ_TESTPX");
 }
 
+/*
+ * Text settings: the value as set; NULL when unset or empty; never a
+ * note; and a name read so is a known setting, not a misspelt one.
+ */
+static void
+t_string(void)
+{
+	const char *v;
+
+	(void)es_take();
+	unsetenv("AGXQ_TESTS_PATH");
+	CHECK(envset_string("AGXQ_TESTS_PATH") == NULL);
+	setenv("AGXQ_TESTS_PATH", "", 1);
+	CHECK(envset_string("AGXQ_TESTS_PATH") == NULL);
+	setenv("AGXQ_TESTS_PATH", "/tmp/a b=c", 1);
+	v = envset_string("AGXQ_TESTS_PATH");
+	CHECK(v != NULL && strcmp(v, "/tmp/a b=c") == 0);
+	setenv("AGXQ_TESTS_PATO", "x", 1);
+	envset_check_prefix("AGXQ_TESTS_");
+	CHECK(es_take() == 1);
+	CHECK(strstr(es_text, "AGXQ_TESTS_PATO is set but is no setting") !=
+	    NULL);
+out:
+	unsetenv("AGXQ_TESTS_PATH");
+	unsetenv("AGXQ_TESTS_PATO");
+}
+
 /* More distinct bad values than notes are kept: the rest are dropped. */
 static void
 t_bounded(void)
@@ -173,7 +201,8 @@ static const struct testlib_case cases[] = {
 	{ "choice", t_choice },
 	{ "bool_opt", t_bool_opt },
 	{ "prefix", t_prefix },
-	{ "bounded", t_bounded },
+	{ "string", t_string },
+	{ "bounded", t_bounded },   /* last: it uses up the notes kept */
 };
 
 int
