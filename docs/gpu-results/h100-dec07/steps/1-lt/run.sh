@@ -4,10 +4,10 @@
 # (AGXQ_CUDA_LT_REPORT), against the old timing (outputs in device memory,
 # each candidate twice in a row). Old: the tree at ec01b2a (old/), new:
 # this commit; both built alike (Release, shared deps carried in client/).
-# test_cuda first; one pass at a time on the direct engine
-# (agxq-bench-rows), three rounds alternating, each process writing its
-# report; agxqd with 8 client processes, three rounds alternating; with 1
-# client, linear and mlp, two rounds.
+# One pass at a time on the direct engine (agxq-bench-rows), three rounds
+# alternating, each new process writing its report; agxqd with 8 client
+# processes, three rounds alternating; with 1 client, linear and mlp, two
+# rounds. (test_cuda runs in the comparison, final/run.sh, same call.)
 #   sh docs/gpu-results/h100-dec07/steps/1-lt/run.sh (carry build-gpu-carry)
 set -u
 tar -C build-gpu-carry -xzf build-gpu-carry/bins.tgz
@@ -16,7 +16,6 @@ export LD_LIBRARY_PATH=$C/client
 R=$OUT/lt; mkdir -p $R/rep
 date -u > $R/date.txt; nvidia-smi -L >> $R/date.txt; nproc >> $R/date.txt
 nvidia-smi --query-gpu=driver_version --format=csv,noheader >> $R/date.txt
-timeout 200 $C/tests/test_cuda > $R/test_cuda.txt 2>&1; echo "test_cuda rc=$?" >> $R/tests.txt
 for round in a b c; do
 	LD_LIBRARY_PATH=$C/old/client:$C/client timeout 60 $C/old/agxq-bench-rows --backend cuda --models linear,mlp,transformer --rows 1,4,8,16,32 --runs 2000 > $R/pass-old-$round.txt 2>&1
 	AGXQ_CUDA_LT_REPORT=$R/rep/pass-$round.txt timeout 60 $C/examples/agxq-bench-rows --backend cuda --models linear,mlp,transformer --rows 1,4,8,16,32 --runs 2000 > $R/pass-new-$round.txt 2>&1
@@ -26,7 +25,6 @@ SWEEP_WINDOW_MS=1000 BUILD=build-gpu-carry timeout 300 sh scripts/gpu_sweep.sh $
 SWEEP_CLIENTS=1 SWEEP_MODELS=linear,mlp SWEEP_WINDOW_MS=1000 BUILD=build-gpu-carry timeout 120 sh scripts/gpu_sweep.sh $R/sweep1 "old|$O|" 'new||' "old-b|$O|" 'new-b||' > $R/sweep1.log 2>&1; echo "sweep1 rc=$?" >> $R/tests.txt
 date -u >> $R/date.txt
 cat $R/date.txt $R/tests.txt
-grep -E '^(ok|FAIL)' $R/test_cuda.txt | tr '\n' ' '; echo; grep -A6 'lt_report' $R/test_cuda.txt | head -12
 for f in $R/pass-*.txt; do echo "== $f"; cat $f; done
 cat $R/sweep8/sweep.csv $R/sweep1/sweep.csv
 head -c 3000 $R/rep/sweep8-a.txt
