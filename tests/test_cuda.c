@@ -2346,7 +2346,7 @@ static int
 lt_report_line(const char *text, int64_t rows, int64_t in, int64_t out,
     int relu, const char *want_y)
 {
-	char head[128], y[32], *line, *end, *p;
+	char head[128], y[32], *line, *end, *p, *colon;
 	double chosen = -1.0, t;
 	int stars = 0, cands = 0, rc = -1;
 
@@ -2366,9 +2366,13 @@ lt_report_line(const char *text, int64_t rows, int64_t in, int64_t out,
 		printf("  outputs not timed in %s memory: %s\n", want_y, line);
 		goto out;
 	}
+	if ((colon = strchr(line, ':')) == NULL) {
+		printf("  no candidates: %s\n", line);
+		goto out;
+	}
 	/* Two passes over the candidates: the chosen one's time, then all. */
 	for (int pass = 0; pass < 2; pass++) {
-		for (p = strchr(line, ':'); p != NULL; p = strchr(p + 1, ' ')) {
+		for (p = strchr(colon, ' '); p != NULL; p = strchr(p + 1, ' ')) {
 			char *eq = strchr(p + 1, '=');
 
 			if (eq == NULL)
