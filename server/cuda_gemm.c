@@ -22,7 +22,9 @@
  * costs more across the bus, and the input is the run's own. Each
  * candidate is timed GEMM_TIME_REPS times, the candidates taking turns,
  * and its best time counts: a candidate timed while the device or the bus
- * was briefly slower is not judged by that alone.
+ * was briefly slower is not judged by that alone. (Three rounds chose the
+ * same algorithms in three processes on an H100, and cost the first pass
+ * of a new shape 25-45% more than two: docs/GPU.md, 2026-12-07.)
  *
  * AGXQ_CUDA_LT_REPORT=PATH appends a line to PATH for each shape timed:
  * the shape, where its input and output lie, each candidate's
@@ -39,7 +41,7 @@
 
 #define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
 #define GEMM_TIME_RUNS 4     /* runs per stream per timing */
-#define GEMM_TIME_REPS 3     /* timings per candidate; the best counts */
+#define GEMM_TIME_REPS 2     /* timings per candidate; the best counts */
 #define GEMM_SCRATCH_ALIGN 256
 #define GEMM_SCRATCH_MAX (64u << 20) /* bytes of the timing streams' scratch */
 #define GEMM_HSCRATCH_MAX (16u << 20) /* of their outputs in host memory */
