@@ -30,5 +30,5 @@ for round in a b c; do
 done
 date -u >> $R/date.txt
 cat $R/date.txt $R/tests.txt; grep -h 'waited\|flood requests finished' $R/batching-*.txt
-for f in $R/pass-*.txt; do printf '%s ' $(basename $f); awk '{printf "%s/%s ", $5, $NF}' $f; echo; done
+for f in $R/pass-*.txt; do printf '%s ' $(basename $f); awk '{printf "%s/%s ", $5, $(NF-1)}' $f; echo; done
 tar -C $OUT -czf $OUT/reps.tgz reps && rm -rf $R
