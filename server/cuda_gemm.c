@@ -18,13 +18,15 @@
  * was up to 1.4x slower than the best (docs/GPU.md). The timing writes
  * outputs and workspaces of its own (a scratch held for the next timing),
  * never the run's own output; the outputs lie where the run's does (mapped
- * host memory or the device), since a kernel's way of writing its tile
- * costs more across the bus, and the input is the run's own. Each
+ * host memory or the device), since writing across the bus may favour
+ * another kernel, and the input is the run's own. Each
  * candidate is timed GEMM_TIME_REPS times, the candidates taking turns,
  * and its best time counts: a candidate timed while the device or the bus
- * was briefly slower is not judged by that alone. (Three rounds chose the
- * same algorithms in three processes on an H100, and cost the first pass
- * of a new shape 25-45% more than two: docs/GPU.md, 2026-12-07.)
+ * was briefly slower is not judged by that alone. (Three rounds chose
+ * alike in three processes on an H100, and made the first pass of a new
+ * size 25-45% longer than two rounds of the old, consecutive timing did:
+ * docs/GPU.md, 2026-12-07. Two rounds of turns would cost less; not
+ * measured yet.)
  *
  * AGXQ_CUDA_LT_REPORT=PATH appends a line to PATH for each shape timed:
  * the shape, where its input and output lie, each candidate's
@@ -39,7 +41,7 @@
 
 #include "cuda_gemm.h"
 
-#define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
+#define GEMM_TIME_REPS 3     /* timings per candidate; the best counts */
 #define GEMM_TIME_RUNS 4     /* runs per stream per timing */
 #define GEMM_TIME_REPS 2     /* timings per candidate; the best counts */
 #define GEMM_SCRATCH_ALIGN 256
