@@ -41,9 +41,9 @@
 
 #include "cuda_gemm.h"
 
-#define GEMM_TIME_REPS 3     /* timings per candidate; the best counts */
+#define GEMM_PLANS 256       /* cached shapes; the least recently used goes */
 #define GEMM_TIME_RUNS 4     /* runs per stream per timing */
-#define GEMM_TIME_REPS 2     /* timings per candidate; the best counts */
+#define GEMM_TIME_REPS 3     /* timings per candidate; the best counts */
 #define GEMM_SCRATCH_ALIGN 256
 #define GEMM_SCRATCH_MAX (64u << 20) /* bytes of the timing streams' scratch */
 #define GEMM_HSCRATCH_MAX (16u << 20) /* of their outputs in host memory */
