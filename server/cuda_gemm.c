@@ -24,7 +24,7 @@
  * and its best time counts: a candidate timed while the device or the bus
  * was briefly slower is not judged by that alone. (Three rounds chose
  * alike in three processes on an H100, and made the first pass of a new
- * size 25-45% longer than two rounds of the old, consecutive timing did:
+ * size up to 46% longer than two rounds of the old, consecutive timing:
  * docs/GPU.md, 2026-12-07. Two rounds of turns would cost less; not
  * measured yet.)
  *
