@@ -485,15 +485,16 @@ gemm_algo_name(const cublasLtMatmulAlgo_t *algo, char *buf, size_t len)
 }
 
 /*
- * Appends a timing's line to the report: the shape, where x and the
- * outputs lay, the streams, and each candidate (in the heuristic's order)
- * as algorithm/tile/stages/splitk/reduction=microseconds a product, "-"
- * for one that could not run, "*" marking the one chosen.
+ * Appends a timing's line to the report, if one is kept: the shape,
+ * where x and the outputs lay, the streams, and each candidate (in the
+ * heuristic's order) as algorithm/tile/stages/splitk/reduction=
+ * microseconds a product, "-" for one that could not run, "*" marking the
+ * one chosen.
  */
 static void
 gemm_report(struct cuda_gemm *gm, const struct gemm_plan *p,
     const cublasLtMatmulHeuristicResult_t *res, int n, const float *ms,
-    int best, int host_x, int host_y, int streams)
+    int best, const float *x, int host_y, int streams)
 {
 	char name[64];
 
@@ -502,7 +503,7 @@ gemm_report(struct cuda_gemm *gm, const struct gemm_plan *p,
 	fprintf(gm->report, "linear rows %lld in %lld out %lld bias %d relu %d "
 	    "tf32 %d x %s y %s streams %d:", (long long)p->key.rows,
 	    (long long)p->key.in, (long long)p->key.out, p->key.bias,
-	    p->key.relu, p->key.tf32, host_x ? "host" : "device",
+	    p->key.relu, p->key.tf32, gemm_on_host(x) ? "host" : "device",
 	    host_y ? "host" : "device", streams);
 	for (int i = 0; i < n; i++) {
 		gemm_algo_name(&res[i].algo, name, sizeof name);
@@ -621,8 +622,7 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	if (best >= 0)
 		p->algo = res[best].algo;
 	p->timed = 1;
-	gemm_report(gm, p, res, n, ms, best, gemm_on_host(a->x), host,
-	    streams);
+	gemm_report(gm, p, res, n, ms, best, a->x, host, streams);
 	return 0;
 }
 
