@@ -58,9 +58,14 @@
  *   AGXQ_CUDA_LT_OVERLAP=N   each is timed running on N streams at once
  *                            (1-16, default 8: as many as runs in flight);
  *                            1: alone, the fastest for a lone client
+ *   AGXQ_CUDA_LT_SHARE=0     time every new row count of a linear; by
+ *                            default shapes whose rows fall in one
+ *                            power-of-two range (5-8, 9-16, ...) share the
+ *                            first one's timing where cuBLASLt accepts it
  *   AGXQ_CUDA_LT_REPORT=PATH each shape's timing appended to PATH, a line
  *                            a shape: its candidates, their times and the
- *                            one chosen (the device does not open when
+ *                            one chosen, and a line for each shape that
+ *                            shares one (the device does not open when
  *                            PATH cannot be opened)
  *   AGXQ_CUDA_FUSE=0         no fused nodes: a ReLU after a linear and an
  *                            add before a layer norm run as nodes of their
@@ -555,7 +560,7 @@ cuda_open(int device, void **state, char **cause)
 	static const char *const kinds[] = { "error", "trap", "hang", NULL };
 	unsigned long zc_in_max;
 	const char *lt_report;
-	int count = 0, k, lt, candidates, overlap, done_flag;
+	int count = 0, k, lt, lt_share, candidates, overlap, done_flag;
 
 	err = cudaGetDeviceCount(&count);
 	if (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver) {
@@ -625,6 +630,7 @@ cuda_open(int device, void **state, char **cause)
 	    CUDA_GEMM_CANDIDATES, 1, CUDA_GEMM_CANDIDATES_MAX);
 	overlap = (int)envset_ulong("AGXQ_CUDA_LT_OVERLAP",
 	    CUDA_GEMM_OVERLAP, 1, CUDA_GEMM_OVERLAP_MAX);
+	lt_share = envset_bool("AGXQ_CUDA_LT_SHARE", 1);
 	lt_report = envset_string("AGXQ_CUDA_LT_REPORT");
 	/*
 	 * cublasSgemm picks a slow kernel for the products of small batches:
@@ -644,8 +650,8 @@ cuda_open(int device, void **state, char **cause)
 	for (k = 0; k < CUDA_SLOTS; k++)
 		if (cuda_lane_open(&st->lane[k], k, cause) != 0)
 			goto fail_close_lanes;
-	if (lt && cuda_gemm_open(&st->gemm, candidates, overlap, lt_report,
-	    cause) != 0) {
+	if (lt && cuda_gemm_open(&st->gemm, candidates, overlap, lt_share,
+	    lt_report, cause) != 0) {
 		k = CUDA_SLOTS - 1;
 		goto fail_close_lanes;
 	}

@@ -28,9 +28,19 @@
  * docs/GPU.md, 2026-12-07. Two rounds of turns would cost less; not
  * measured yet.)
  *
+ * Shared within a range of rows (AGXQ_CUDA_LT_SHARE, on by default): a
+ * shape whose rows fall in the same power-of-two range (3-4, 5-8, 9-16,
+ * ...) as one timed before, the rest of it alike (in, out, epilogue,
+ * pointers' alignment, where the output lies), takes that one's algorithm
+ * untimed where cuBLASLt accepts it for the new shape
+ * (cublasLtMatmulAlgoCheck). Each timing holds the executor, and every
+ * client with it, for milliseconds; sharing bounds the timings of one
+ * linear to one a range instead of one a batch size.
+ *
  * AGXQ_CUDA_LT_REPORT=PATH appends a line to PATH for each shape timed:
  * the shape, where its input and output lie, each candidate's
- * configuration and time, and the one chosen.
+ * configuration and time, and the one chosen; and one for each shape that
+ * shares another's choice.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -64,6 +74,11 @@ struct gemm_plan {
 	struct gemm_key key;
 	int timed;
 	int nogo;                   /* cuBLASLt has no algorithm for it */
+	int64_t chosen_rows;        /* algo was timed at these rows (this
+				       plan's, or another's it shares); 0: not
+				       timed, the heuristic's */
+	int host_y;                 /* with chosen_rows: the timed outputs lay
+				       in host memory */
 	uint64_t last;
 	cublasLtMatmulDesc_t desc;
 	cublasLtMatrixLayout_t a, b, d;
@@ -75,6 +90,8 @@ struct cuda_gemm {
 	cudaEvent_t t0, t1;
 	int candidates;             /* algorithms timed per shape; 1: none */
 	int overlap;                /* streams a candidate is timed on */
+	int share;                  /* AGXQ_CUDA_LT_SHARE: a range of rows
+				       shares one timing */
 	cudaStream_t ts[CUDA_GEMM_OVERLAP_MAX];
 	cudaEvent_t fork, join[CUDA_GEMM_OVERLAP_MAX];
 	char *scratch;              /* the timing streams' outputs and
@@ -117,7 +134,7 @@ gemm_align(const void *p)
  */
 int
 cuda_gemm_open(struct cuda_gemm **out, int candidates, int overlap,
-    const char *report, char **cause)
+    int share, const char *report, char **cause)
 {
 	struct cuda_gemm *gm;
 	cublasStatus_t s;
@@ -139,6 +156,7 @@ cuda_gemm_open(struct cuda_gemm **out, int candidates, int overlap,
 	    CUDA_GEMM_CANDIDATES_MAX ? CUDA_GEMM_CANDIDATES_MAX : candidates;
 	gm->overlap = overlap < 1 ? 1 : overlap > CUDA_GEMM_OVERLAP_MAX ?
 	    CUDA_GEMM_OVERLAP_MAX : overlap;
+	gm->share = share != 0;
 	if (report != NULL && (gm->report = fopen(report, "a")) == NULL) {
 		if (cause != NULL && asprintf(cause, "cuda: AGXQ_CUDA_LT_REPORT: "
 		    "cannot open \"%s\" for appending: %s", report,
@@ -517,9 +535,72 @@ gemm_report(struct cuda_gemm *gm, const struct gemm_plan *p,
 	fflush(gm->report);
 }
 
+/* The smallest power of two at or above rows: a range that shares. */
+static int64_t
+gemm_bucket(int64_t rows)
+{
+	int64_t b = 1;
+
+	while (b < rows)
+		b <<= 1;
+	return b;
+}
+
 /*
- * Picks p's algorithm: the heuristic's candidates, timed unless the stream
- * is capturing. 0, 1 when cuBLASLt has no algorithm for it, or -1.
+ * Gives p the algorithm timed for another plan of its range of rows,
+ * alike in all else, where cuBLASLt accepts it for p's shape with a's
+ * workspace. 1 when it did, 0 when there is none to share.
+ */
+static int
+gemm_share(struct cuda_gemm *gm, struct gemm_plan *p,
+    const struct cuda_gemm_linear *a)
+{
+	cublasLtMatmulHeuristicResult_t chk;
+	struct gemm_key k = p->key;
+	int host_y = -1;
+	char name[64];
+
+	for (uint32_t i = 0; i < gm->nplans; i++) {
+		struct gemm_plan *q = &gm->plan[i];
+
+		if (q == p || q->chosen_rows == 0 || q->nogo ||
+		    gemm_bucket(q->key.rows) != gemm_bucket(k.rows))
+			continue;
+		k.rows = q->key.rows;
+		if (memcmp(&k, &q->key, sizeof k) != 0)
+			continue;
+		if (host_y < 0)
+			host_y = gemm_on_host(a->y);
+		memset(&chk, 0, sizeof chk);
+		if (q->host_y != host_y || cublasLtMatmulAlgoCheck(gm->lt,
+		    p->desc, p->a, p->b, p->d, p->d, &q->algo, &chk) !=
+		    CUBLAS_STATUS_SUCCESS || chk.workspaceSize > a->ws_size)
+			continue;
+		p->algo = q->algo;
+		p->chosen_rows = q->chosen_rows;
+		p->host_y = q->host_y;
+		p->timed = 1;
+		if (gm->report != NULL) {
+			gemm_algo_name(&p->algo, name, sizeof name);
+			fprintf(gm->report, "linear rows %lld in %lld out %lld "
+			    "bias %d relu %d tf32 %d x %s y %s shares rows "
+			    "%lld: %s\n", (long long)p->key.rows,
+			    (long long)p->key.in, (long long)p->key.out,
+			    p->key.bias, p->key.relu, p->key.tf32,
+			    gemm_on_host(a->x) ? "host" : "device",
+			    host_y ? "host" : "device",
+			    (long long)p->chosen_rows, name);
+			fflush(gm->report);
+		}
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Picks p's algorithm: one shared within its range of rows, else the
+ * heuristic's candidates, timed unless the stream is capturing. 0, 1 when
+ * cuBLASLt has no algorithm for it, or -1.
  */
 static int
 gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
@@ -534,8 +615,10 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = p->key.align_w;
 	size_t wsmax = 0, yslice, wsslice;
 	cublasStatus_t s;
-	int n = 0, best = -1, streams, host;
+	int n = 0, best = -1, streams, host, y_host;
 
+	if (gm->share && gemm_share(gm, p, a))
+		return 0;
 	s = cublasLtMatmulPreferenceCreate(&pref);
 	if (s != CUBLAS_STATUS_SUCCESS)
 		return gemm_fail(cause, "cublasLtMatmulPreferenceCreate", s);
@@ -576,7 +659,7 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 			wsmax = res[i].workspaceSize;
 	}
 	/* Without room in the scratch, the heuristic's first choice. */
-	host = gemm_on_host(a->y);
+	host = y_host = gemm_on_host(a->y);
 	if ((streams = gemm_scratch(gm, a, wsmax, &host, &yslice,
 	    &wsslice)) == 0) {
 		p->timed = 1;
@@ -619,8 +702,11 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 		if (ms[i] >= 0.0f && (best < 0 || ms[i] < ms[best]))
 			best = i;
 	}
-	if (best >= 0)
+	if (best >= 0) {
 		p->algo = res[best].algo;
+		p->chosen_rows = p->key.rows;
+		p->host_y = y_host;
+	}
 	p->timed = 1;
 	gemm_report(gm, p, res, n, ms, best, a->x, host, streams);
 	return 0;

@@ -5,7 +5,9 @@
  * for each shape is the fastest of cuBLASLt's candidates, timed once on the
  * device the first time the shape runs outside a CUDA graph capture, with
  * several products at once as agxqd's lanes run them, writing where the
- * run writes; a report file, when asked for, gets each timing's figures.
+ * run writes, and shared by the shapes of a power-of-two range of rows
+ * (3-4, 5-8, 9-16, ...); a report file, when asked for, gets each timing's
+ * figures.
  */
 #ifndef AGXQ_CUDA_GEMM_H
 #define AGXQ_CUDA_GEMM_H
@@ -35,7 +37,7 @@ struct cuda_gemm_linear {
 #define CUDA_GEMM_OVERLAP 8         /* streams each is timed on, by default */
 #define CUDA_GEMM_OVERLAP_MAX 16
 
-int	 cuda_gemm_open(struct cuda_gemm **, int, int, const char *,
+int	 cuda_gemm_open(struct cuda_gemm **, int, int, int, const char *,
 	    char **);
 void	 cuda_gemm_close(struct cuda_gemm *);
 int	 cuda_gemm_run(struct cuda_gemm *, const struct cuda_gemm_linear *,

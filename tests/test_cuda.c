@@ -2466,6 +2466,129 @@ t_lt_report(void)
 	return rc;
 }
 
+/*
+ * How the report has linear(256, 128) at `rows': 1 timed, 2 sharing the
+ * timing of *from rows, 0 not there, -1 more than one line.
+ */
+static int
+lt_share_kind(const char *text, int64_t rows, int64_t *from)
+{
+	char head[96];
+	const char *p, *end, *sh;
+	int kind = 0;
+
+	snprintf(head, sizeof head, "linear rows %lld in 256 out 128 ",
+	    (long long)rows);
+	for (p = strstr(text, head); p != NULL; p = strstr(p + 1, head)) {
+		if (p != text && p[-1] != '\n')
+			continue;
+		if (kind != 0)
+			return -1;
+		end = strchr(p, '\n');
+		sh = strstr(p, " shares rows ");
+		if (sh != NULL && (end == NULL || sh < end)) {
+			*from = strtoll(sh + 13, NULL, 10);
+			kind = 2;
+		} else
+			kind = 1;
+	}
+	return kind;
+}
+
+/*
+ * Runs linear at the batches of `order' with the report on (and
+ * AGXQ_CUDA_LT_SHARE at share, or unset) and leaves its text in text.
+ */
+static int
+lt_share_run(const char *share, const int64_t *order, size_t n, char *text,
+    size_t cap)
+{
+	char path[] = "/tmp/agxq-lt-share-XXXXXX";
+	struct engine *saved = ecuda;
+	size_t len;
+	FILE *f;
+	int fd, rc;
+
+	if ((fd = mkstemp(path)) < 0)
+		return -1;
+	close(fd);
+	setenv("AGXQ_CUDA_LT_REPORT", path, 1);
+	if (share != NULL)
+		setenv("AGXQ_CUDA_LT_SHARE", share, 1);
+	ecuda = open_cuda(NULL, NULL, NULL);
+	unsetenv("AGXQ_CUDA_LT_REPORT");
+	unsetenv("AGXQ_CUDA_LT_SHARE");
+	if (ecuda == NULL) {
+		ecuda = saved;
+		unlink(path);
+		return -1;
+	}
+	rc = tc_check_at(share == NULL ? "linear, shared" : "linear, each "
+	    "timed", m_linear(), ATOL_MODEL, order, n);
+	engine_close(ecuda);
+	ecuda = saved;
+	f = fopen(path, "r");
+	unlink(path);
+	if (f == NULL)
+		return -1;
+	len = fread(text, 1, cap - 1, f);
+	text[len] = '\0';
+	fclose(f);
+	return rc;
+}
+
+/*
+ * AGXQ_CUDA_LT_SHARE: by default the first row count of a power-of-two
+ * range is timed and the others of its range take its algorithm untimed
+ * (9 and 16 that of 12; 4 that of 3; 17 is a range of its own), results
+ * staying right; with 0, every row count is timed.
+ */
+static int
+t_lt_share(void)
+{
+	static const int64_t order[] = { 12, 9, 16, 3, 4, 17, 12 };
+	static const int64_t want_from[] = { 12, 12, 12, 3, 3, 17 };
+	char text[16384];
+	int rc;
+
+	if (as_cpu)
+		return 0;
+	rc = lt_share_run(NULL, order, 7, text, sizeof text);
+	for (int i = 0; i < 6; i++) {
+		int64_t from = 0;
+		int kind = lt_share_kind(text, order[i], &from);
+
+		if (kind != (want_from[i] == order[i] ? 1 : 2) ||
+		    (kind == 2 && from != want_from[i])) {
+			printf("  rows %lld: %s (wanted %s %lld)\n",
+			    (long long)order[i], kind == 1 ? "timed" : kind ==
+			    2 ? "shared" : kind < 0 ? "two lines" : "no line",
+			    want_from[i] == order[i] ? "timed" :
+			    "sharing the timing of rows",
+			    (long long)want_from[i]);
+			rc = -1;
+		}
+	}
+	if (rc != 0)
+		printf("%s", text);
+	else {
+		const char *l9 = strstr(text, "linear rows 9 ");
+
+		printf("  %.*s\n", (int)strcspn(l9, "\n"), l9);
+	}
+	rc |= lt_share_run("0", order, 7, text, sizeof text);
+	for (int i = 0; i < 6; i++) {
+		int64_t from = 0;
+
+		if (lt_share_kind(text, order[i], &from) != 1) {
+			printf("  AGXQ_CUDA_LT_SHARE=0: rows %lld not timed "
+			    "once\n", (long long)order[i]);
+			rc = -1;
+		}
+	}
+	return rc;
+}
+
 static int
 t_no_zerocopy(void)
 {
@@ -2583,6 +2706,7 @@ static const struct {
 	{ "fused_relu", t_fused_relu },
 	{ "lt_overlap", t_lt_overlap },
 	{ "lt_report", t_lt_report },
+	{ "lt_share", t_lt_share },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""torch_gemm_ceiling: how many transformer requests a second the GPU's FP32
+GEMMs alone allow, whoever issues them (issue 4's 10x-threads target).
+
+A reference transformer request (torch_bench.py) is 4 samples of 32 tokens:
+128 rows through the layer's four linears (in-projection 256 -> 768,
+out-projection 256 -> 256, feed-forward 256 -> 2048 and 2048 -> 256). For
+each batch of S samples this times, on the device with CUDA events, the
+four products back to back (torch.addmm with the layer's own weights and
+biases, fp32, TF32 off, as PyTorch runs them) and the whole layer back to
+back, and prints the requests a second each allows: S / 4 requests per
+span. With 8 synchronous clients a batch holds at most 8 requests (32
+samples), so the GEMMs' rate at 32 samples bounds any server of 8 such
+clients that computes in FP32.
+
+    python3 scripts/torch_gemm_ceiling.py [--samples 4,8,16,32,64]
+        [--runs 200]
+
+Prints one CSV line per batch:
+    samples,rows,gemm_us,layer_us,gemm_req_s,layer_req_s,gemm_tflops
+"""
+import argparse
+import sys
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import torch_bench  # noqa: E402
+
+
+def span_us(torch, fn, runs):
+    """Device microseconds per call of fn, back to back, after a warm-up."""
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    t0 = torch.cuda.Event(enable_timing=True)
+    t1 = torch.cuda.Event(enable_timing=True)
+    t0.record()
+    for _ in range(runs):
+        fn()
+    t1.record()
+    torch.cuda.synchronize()
+    return t0.elapsed_time(t1) * 1000.0 / runs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", default="4,8,16,32,64")
+    ap.add_argument("--runs", type=int, default=200)
+    a = ap.parse_args()
+    torch = torch_bench.setup_torch()
+    m, x4 = torch_bench.build("transformer", torch)
+    seq, d = x4.shape[1], x4.shape[2]
+    sa = m.self_attn
+    mats = [(sa.in_proj_weight, sa.in_proj_bias),
+            (sa.out_proj.weight, sa.out_proj.bias),
+            (m.linear1.weight, m.linear1.bias),
+            (m.linear2.weight, m.linear2.bias)]
+    flops_row = sum(2 * w.shape[0] * w.shape[1] for w, _ in mats)
+    print("samples,rows,gemm_us,layer_us,gemm_req_s,layer_req_s,gemm_tflops")
+    for s in [int(v) for v in a.samples.split(",")]:
+        rows = s * seq
+        xs = [torch.randn(rows, w.shape[1], device="cuda") for w, _ in mats]
+
+        def gemms():
+            for (w, b), x in zip(mats, xs):
+                torch.addmm(b, x, w.t())
+
+        x = torch.randn(s, seq, d, device="cuda")
+        g = span_us(torch, gemms, a.runs)
+        lay = span_us(torch, lambda: m(x), a.runs)
+        req = s / 4.0
+        print(f"{s},{rows},{g:.1f},{lay:.1f},{req / g * 1e6:.0f},"
+              f"{req / lay * 1e6:.0f},{flops_row * rows / g / 1e6:.2f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
