@@ -14,12 +14,17 @@
 #include "agxq_direct.h"
 #include "builder.h"
 #include "engine.h"
+#include "envset.h"
 #include "graph.h"
 #include "result.h"
+
+/* Largest batch warmed at load: agxqd's default --max-batch. */
+#define DIRECT_WARM_ROWS 64
 
 struct agxq_direct {
 	pthread_t owner;
 	struct engine *engine;
+	int warm;                   /* models warmed (AGXQ_WARM) */
 	struct graph_limits limits;
 	struct agxq_direct_model *models; /* loaded models, to free at close */
 };
@@ -36,6 +41,26 @@ static int
 direct_owner(const agxq_direct *d)
 {
 	return pthread_equal(d->owner, pthread_self());
+}
+
+/*
+ * Warms m as agxqd warms a model (engine_model_warm, up to agxqd's
+ * default largest batch): at load for its declared sample shapes, before
+ * a run for new ones. A failed pass is not the caller's failure: the run
+ * of that size does the work, or reports the fault, when it comes.
+ */
+static void
+direct_warm(agxq_direct *d, agxq_direct_model *m,
+    const struct graph_shape *in_shapes)
+{
+	uint32_t passes;
+	char *cause = NULL;
+
+	if (d->warm && (in_shapes == NULL ||
+	    engine_model_cold(m->em, in_shapes)) &&
+	    engine_model_warm(d->engine, m->em, in_shapes, DIRECT_WARM_ROWS,
+	    &passes, &cause) != 0)
+		free(cause);
 }
 
 /* Microseconds on the monotonic clock. */
@@ -84,6 +109,7 @@ agxq_direct_open(const char *backend, int device, agxq_direct **out)
 		free(d);
 		return AGXQ_EBACKEND;
 	}
+	d->warm = envset_bool("AGXQ_WARM", engine_warms(d->engine));
 	*out = d;
 	return 0;
 }
@@ -156,6 +182,7 @@ agxq_direct_load(agxq_direct *d, const agxq_graph *g, agxq_direct_model **out)
 		error = AGXQ_EBACKEND;
 		goto fail_free_graph;
 	}
+	direct_warm(d, m, NULL);
 	m->next = d->models;
 	if (d->models != NULL)
 		d->models->prev = m;
@@ -264,6 +291,7 @@ agxq_direct_infer(agxq_direct_model *m, const agxq_tensor *inputs,
 			goto out;
 		}
 	}
+	direct_warm(m->d, m, shapes);
 	start = direct_now_us();
 	if (engine_run(m->d->engine, m->em, shapes, in, outs, &cause) != 0) {
 		error = AGXQ_EBACKEND;

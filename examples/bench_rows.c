@@ -3,8 +3,11 @@
  * direct engine at several batch sizes, one run after another on one
  * thread (a pass: inputs in, the graph, outputs out, waited for). Shows
  * where a backend's cost jumps with the rows of a batch, and what the
- * first pass of a new batch size costs (on cuda it picks the GEMM
- * algorithms of that size; see cuda_gemm.c).
+ * first pass of a new batch size costs, and what loading the model took.
+ * On cuda a model is warmed (engine_model_warm; AGXQ_WARM=0 turns it
+ * off): at load when its sample shape is fixed (linear, mlp), else before
+ * its first run of a new sample shape (the transformer's first size), so
+ * that pass or the load holds the GEMM timings of every size after it.
  *
  *   agxq-bench-rows [--backend cpu|cuda] [--rows 4,8,16,32,64]
  *                   [--models linear,mlp,transformer] [--runs N]
@@ -57,14 +60,18 @@ br_model(agxq_direct *d, int which, const int64_t *rows, int nrows, int runs)
 	agxq_graph *g = NULL;
 	agxq_result *r;
 	agxq_tensor t;
+	double t_load;
 	int rc = -1;
 
+	t_load = br_now_us();
 	if (agxq_reference_build(which, 1, &g) != 0 ||
 	    agxq_direct_load(d, g, &m) != 0) {
 		fprintf(stderr, "agxq-bench-rows: cannot load %s\n",
 		    agxq_reference_name(which));
 		goto out;
 	}
+	printf("%-12s load: %.1f us\n", agxq_reference_name(which),
+	    br_now_us() - t_load);
 	for (int b = 0; b < nrows; b++) {
 		double sum = 0, best = 1e30, first = 0, t0, dt;
 		float *x;

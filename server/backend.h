@@ -71,6 +71,13 @@ struct backend_ops {
 	int slots;
 
 	/*
+	 * 1 when the first pass of a new batch size costs far more than the
+	 * next (cuda: it times the linears' GEMM algorithms), so models are
+	 * warmed when they load (engine_model_warm) unless AGXQ_WARM=0.
+	 */
+	int warm;
+
+	/*
 	 * Optional: 0 when the device hit a fault that only closing and
 	 * reopening the backend can clear (engine_reset does that).
 	 */

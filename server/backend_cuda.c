@@ -2383,6 +2383,7 @@ const struct backend_ops backend_cuda_ops = {
 	.model_free = cuda_model_free,
 	.run = cuda_run,
 	.slots = CUDA_SLOTS,
+	.warm = 1,
 	.healthy = cuda_healthy,
 	.stage = cuda_stage,
 	.result = cuda_result,

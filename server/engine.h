@@ -39,7 +39,8 @@ int engine_healthy(struct engine *e);
 
 /*
  * Recovers from a lost device: closes the backend, opens it again and
- * reloads every loaded model; engine_model handles stay valid. Returns 0, or
+ * reloads every loaded model; engine_model handles stay valid, their
+ * warm-ups forgotten (engine_model_cold: 1 again). Returns 0, or
  * -1 with *cause (the engine then fails every run with a clear error).
  */
 int engine_reset(struct engine *e, char **cause);
@@ -56,6 +57,34 @@ int engine_model_load(struct engine *e, const struct graph *g,
 
 /* Frees a model; accepts NULL. */
 void engine_model_free(struct engine *e, struct engine_model *m);
+
+/* 1 when the backend wants its models warmed at load (backend_ops.warm). */
+int engine_warms(const struct engine *e);
+
+/* Sample shapes a model is warmed for at most; later ones are not. */
+#define ENGINE_WARM_SHAPES 8
+
+/*
+ * Warms m for the sample shapes of in_shapes (each input's dimensions but
+ * the batch; NULL: the declared ones, unless one is left open, when
+ * nothing is run): a pass at each power-of-two batch below max_rows and
+ * at max_rows, with zeroed inputs, the outputs thrown away, so that what
+ * a backend does on the first pass of a new batch size (cuda: time the
+ * linears' GEMM algorithms, one timing for each power-of-two range of
+ * rows) is done now and not in the batches served. Each sample shape is
+ * warmed once (a failed warm-up is not tried again), and at most
+ * ENGINE_WARM_SHAPES of them: a model run with ever new sample shapes
+ * is not drained and warmed for every one. Returns 0 with *passes run (0
+ * when there was nothing to do), or -1 with *cause naming the batch that
+ * failed (*passes: those before it).
+ */
+int engine_model_warm(struct engine *e, struct engine_model *m,
+    const struct graph_shape *in_shapes, int64_t max_rows, uint32_t *passes,
+    char **cause);
+
+/* 1 when engine_model_warm would run passes for inputs in_shapes. */
+int engine_model_cold(const struct engine_model *m,
+    const struct graph_shape *in_shapes);
 
 /*
  * Runs one batch. in_shapes[i]/in[i] describe graph input i (concrete,

@@ -94,6 +94,7 @@ struct executor {
 	int cpu_now;                 /* cpu backend: BLAS threads set now */
 	int answers;                 /* raw ring requests answered by the engine
 				        (engine_submit_answers; AGXQ_ANSWER) */
+	int warm;                    /* models warmed at load (AGXQ_WARM) */
 	uint32_t nout_cap;           /* reply encoding scratch */
 	Agxq__Tensor *tens;
 	Agxq__Tensor **tensp;
@@ -780,6 +781,63 @@ executor_retire_oldest(struct executor *ex)
 	    memory_order_relaxed);
 }
 
+/*
+ * Warms model m for the sample shapes of in_shapes (NULL: its declared
+ * ones; engine_model_warm): a pass at each power-of-two batch up to the
+ * largest, so that the device's first-pass work for those sizes (cuda:
+ * GEMM timing, milliseconds each, during which every client waits) is
+ * done at once, at load or before the first batch of a new sample shape,
+ * and not at every new batch size served. Nothing may be in flight. A
+ * failed pass leaves the model loaded: its later batches of new sizes do
+ * that work when they first run, and the device is checked as after a
+ * failed batch.
+ */
+static void
+executor_warm(struct executor *ex, struct model *m,
+    const struct graph_shape *in_shapes)
+{
+	uint64_t t0 = request_now_ns();
+	uint32_t passes = 0;
+	char *cause = NULL, shape[96] = "";
+
+	if (in_shapes != NULL)
+		graph_shape_str(&in_shapes[0], shape, sizeof shape);
+	if (engine_model_warm(ex->engine, m->emodel, in_shapes,
+	    ex->cfg.batch.max_batch, &passes, &cause) != 0) {
+		log_warn("model %s: %s; it stays loaded, and its first batch "
+		    "of each new size does that work when it comes", m->name,
+		    cause != NULL ? cause : "warming failed");
+		free(cause);
+		ex->check_health = 1;
+		return;
+	}
+	if (passes > 0)
+		log_info("model %s: warmed %s%s at batches up to %u: %u passes "
+		    "in %.1f ms", m->name, in_shapes == NULL ? "at load" :
+		    "for its first batch of input ", shape,
+		    ex->cfg.batch.max_batch, passes,
+		    (double)(request_now_ns() - t0) / 1e6);
+}
+
+/*
+ * Before batch x starts: when its model was not warmed for its sample
+ * shapes, the batches in flight are retired and the model warmed.
+ */
+static void
+executor_warm_batch(struct executor *ex, struct xslot *x)
+{
+	struct request *r0 = x->batch.reqs[0];
+
+	if (!ex->warm || !engine_model_cold(r0->model->emodel,
+	    r0->in_shapes))
+		return;
+	while (ex->inflight > 0)
+		executor_retire_oldest(ex);
+	supervise_busy_since(request_now_ns());
+	executor_warm(ex, r0->model, r0->in_shapes);
+	supervise_busy_since(0);
+}
+
 /* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
 static int
 executor_run_control(struct executor *ex, struct request *r, int stopping)
@@ -811,7 +869,8 @@ executor_run_control(struct executor *ex, struct request *r, int stopping)
 		    "loading the model on the %s backend failed: %s",
 		    ex->backend, cause);
 		free(cause);
-	}
+	} else if (ex->warm)
+		executor_warm(ex, m, NULL);
 	return 1;
 }
 
@@ -1074,6 +1133,9 @@ executor_main(void *arg)
 	if (rc == 0)
 		ex->answers = engine_has_answers(ex->engine) &&
 		    envset_bool("AGXQ_ANSWER", 1);
+	/* AGXQ_WARM=1 warms models on any backend, 0 on none. */
+	if (rc == 0)
+		ex->warm = envset_bool("AGXQ_WARM", engine_warms(ex->engine));
 	envset_take_notes(executor_env_note, NULL);
 	if (rc == 0) {
 		snprintf(ex->backend, sizeof ex->backend, "%s",
@@ -1164,6 +1226,9 @@ executor_main(void *arg)
 			    ex->nslots];
 			uint64_t t0;
 
+			pthread_mutex_unlock(&ex->lock);
+			executor_warm_batch(ex, x);
+			pthread_mutex_lock(&ex->lock);
 			ex->inflight++;
 			pthread_mutex_unlock(&ex->lock);
 			t0 = request_now_ns();

@@ -2589,6 +2589,95 @@ t_lt_share(void)
 	return rc;
 }
 
+/* Lines of text holding s. */
+static int
+count_lines_with(const char *text, const char *s)
+{
+	int n = 0;
+
+	for (const char *p = strstr(text, s); p != NULL; p = strstr(p + 1, s))
+		n++;
+	return n;
+}
+
+/*
+ * engine_model_warm on cuda: warming linear up to 64 rows times one shape
+ * in each power-of-two range (1, 2, 4, ..., 64: seven timings, in
+ * milliseconds printed), after which batches of 3, 12, 40, 64 and 5 rows
+ * time nothing (3, 12, 40 and 5 share the warm-up's timings) and are
+ * right.
+ */
+static int
+t_warm(void)
+{
+	static const int64_t batches[] = { 3, 12, 40, 64, 5 };
+	char path[] = "/tmp/agxq-warm-XXXXXX", text[16384];
+	struct engine *saved = ecuda;
+	struct tcase_graph tg;
+	struct cmp vs_ref = { 0, 0 }, vs_cpu = { 0, 0 };
+	uint64_t t0;
+	uint32_t passes = 0;
+	char *cause = NULL;
+	int fd, rc = 0, timed;
+	size_t len;
+	FILE *f;
+
+	if (as_cpu)
+		return 0;
+	if ((fd = mkstemp(path)) < 0)
+		return -1;
+	close(fd);
+	if ((ecuda = open_cuda_set("AGXQ_CUDA_LT_REPORT", path)) == NULL) {
+		ecuda = saved;
+		unlink(path);
+		return -1;
+	}
+	if (tc_load(m_linear(), &tg) != 0)
+		rc = -1;
+	t0 = tc_now_ns();
+	if (rc == 0 && (engine_model_warm(ecuda, tg.mc, NULL, 64, &passes,
+	    &cause) != 0 || passes != 7)) {
+		printf("  warm: %u passes, %s\n", passes, cause);
+		rc = -1;
+	}
+	printf("  warmed linear up to 64 rows: %u passes, %.1f ms\n", passes,
+	    (double)(tc_now_ns() - t0) / 1e6);
+	f = fopen(path, "r");
+	len = f != NULL ? fread(text, 1, sizeof text - 1, f) : 0;
+	text[len] = '\0';
+	timed = count_lines_with(text, " streams ");
+	if (timed != 7) {
+		printf("  %d timings in the warm-up, not 7:\n%s", timed, text);
+		rc = -1;
+	}
+	for (size_t i = 0; rc == 0 && i < sizeof batches / sizeof *batches;
+	    i++)
+		rc = tc_run(&tg, batches[i], ATOL_MODEL, &vs_ref, &vs_cpu);
+	tc_unload(&tg);
+	engine_close(ecuda);
+	ecuda = saved;
+	if (f != NULL) {
+		clearerr(f);        /* what was appended since */
+		len = fread(text, 1, sizeof text - 1, f);
+		text[len] = '\0';
+		fclose(f);
+	}
+	unlink(path);
+	if (rc == 0 && (count_lines_with(text, " streams ") != 0 ||
+	    count_lines_with(text, " shares rows ") != 4)) {
+		printf("  after the warm-up, wanted 4 shared and none timed:\n"
+		    "%s", text);
+		rc = -1;
+	}
+	if (rc == 0 && (vs_ref.max_ratio > 1 || vs_cpu.max_ratio > 1)) {
+		printf("  max|cuda-ref| %.2e (%.3f of tol)\n", vs_ref.max_abs,
+		    vs_ref.max_ratio);
+		rc = -1;
+	}
+	free(cause);
+	return rc;
+}
+
 static int
 t_no_zerocopy(void)
 {
@@ -2707,6 +2796,7 @@ static const struct {
 	{ "lt_overlap", t_lt_overlap },
 	{ "lt_report", t_lt_report },
 	{ "lt_share", t_lt_share },
+	{ "warm", t_warm },
 	{ "precision", t_precision },
 	{ "graph_timing", t_graph_timing },
 	{ "inflight", t_inflight },

@@ -823,6 +823,116 @@ out:
 }
 
 /*
+ * AGXQ_WARM=1 (for the cpu backend, which does not warm by default):
+ * loading a model of fixed sample shapes (mlp) runs a pass at each
+ * power-of-two batch up to --max-batch (1, 2, 4, 8, 16 and 20 for 20),
+ * logged; one with an open dimension (the transformer's sequence) is
+ * warmed before its first batch of each new sequence length, once each;
+ * requests are right throughout. A value that is no 0 or 1 is a warning,
+ * and the backend's default (cpu: none) stands.
+ */
+static void
+t_warm_at_load(void)
+{
+	static const char *const extra[] = { "--max-batch", "20", NULL };
+	struct du_daemon d;
+	struct du_io io, t8, t4;
+	agxq_direct *dh = NULL;
+	agxq_direct_model *dm = NULL, *dt = NULL;
+	agxq_client *c = NULL;
+	agxq_model *m = NULL, *mt = NULL;
+	agxq_result *r = NULL;
+	char *text = NULL;
+	const char *p;
+	int rc, n;
+
+	memset(&d, 0, sizeof d);
+	memset(&io, 0, sizeof io);
+	memset(&t8, 0, sizeof t8);
+	memset(&t4, 0, sizeof t4);
+	d.pid = -1;
+	/* The direct engine warms on AGXQ_WARM=1 too: results stay right. */
+	setenv("AGXQ_WARM", "1", 1);
+	rc = agxq_direct_open("cpu", 0, &dh);
+	CHECK(rc == 0);
+	CHECK(du_load_ref(NULL, dh, AGXQ_REF_MLP, 7, NULL, &dm) == 0);
+	CHECK(du_load_ref(NULL, dh, AGXQ_REF_TRANSFORMER, 7, NULL, &dt) == 0);
+	CHECK(du_io_make(&io, AGXQ_REF_MLP, 3, 0, 8, dm) == 0);
+	CHECK(du_io_make(&t8, AGXQ_REF_TRANSFORMER, 2, 8, 9, dt) == 0);
+	CHECK(du_io_make(&t4, AGXQ_REF_TRANSFORMER, 3, 4, 10, dt) == 0);
+	rc = du_start(&d, extra);
+	unsetenv("AGXQ_WARM");
+	CHECK(rc == 0);
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 7, &m, NULL) == 0);
+	CHECK(du_log_has(&d, "warmed at load at batches up to 20: 6 passes",
+	    5000));
+	CHECK(agxq_infer(m, &io.in, 1, NULL, &r) == 0);
+	CHECK(du_io_check(&io, r, TOL, TOL) == 0);
+	agxq_result_free(r);
+	r = NULL;
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_TRANSFORMER, 7, &mt, NULL) == 0);
+	for (int i = 0; i < 3; i++) {
+		const struct du_io *t = i == 1 ? &t4 : &t8;
+
+		CHECK(agxq_infer(mt, &t->in, 1, NULL, &r) == 0);
+		CHECK(du_io_check(t, r, TOL, TOL) == 0);
+		agxq_result_free(r);
+		r = NULL;
+	}
+	CHECK(du_log_has(&d, "warmed for its first batch of input [2, 8, 256] "
+	    "at batches up to 20: 6 passes", 5000));
+	CHECK(du_log_has(&d, "warmed for its first batch of input [3, 4, 256] "
+	    "at batches up to 20: 6 passes", 5000));
+	CHECK((text = du_log(&d)) != NULL);
+	for (n = 0, p = strstr(text, "model "); p != NULL;
+	    p = strstr(p + 1, "model "))
+		n += strncmp(strchr(p, ':'), ": warmed", 8) == 0;
+	if (n != 3)
+		printf("  %d warm-ups logged, not 3:\n%s", n, text);
+	CHECK(n == 3);
+	free(text);
+	text = NULL;
+	agxq_model_unload(mt);
+	mt = NULL;
+	agxq_model_unload(m);
+	m = NULL;
+	agxq_close(c);
+	c = NULL;
+	CHECK(du_stop(&d) == 0);
+	du_cleanup(&d);
+
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	setenv("AGXQ_WARM", "yes", 1);
+	rc = du_start(&d, extra);
+	unsetenv("AGXQ_WARM");
+	CHECK(rc == 0);
+	CHECK(du_log_has(&d, "AGXQ_WARM=\"yes\" is not one of 0, 1", 5000));
+	CHECK(agxq_connect(d.sock, &c) == 0);
+	CHECK(du_load_ref(c, NULL, AGXQ_REF_MLP, 7, &m, NULL) == 0);
+	CHECK(agxq_infer(m, &io.in, 1, NULL, &r) == 0);
+	CHECK(du_io_check(&io, r, TOL, TOL) == 0);
+	CHECK((text = du_log(&d)) != NULL);
+	CHECK(strstr(text, "warmed") == NULL);
+	CHECK(du_stop(&d) == 0);
+out:
+	unsetenv("AGXQ_WARM");
+	free(text);
+	agxq_result_free(r);
+	agxq_model_unload(mt);
+	agxq_model_unload(m);
+	agxq_close(c);
+	du_io_free(&io);
+	du_io_free(&t8);
+	du_io_free(&t4);
+	agxq_direct_unload(dm);
+	agxq_direct_unload(dt);
+	agxq_direct_close(dh);
+	du_cleanup(&d);
+}
+
+/*
  * Stats say where a request's time goes: after 60 mlp requests on the cpu
  * backend (which computes while the executor stages the batch), stage is
  * above 0 and within exec, every p99 is at least its p50, and `agxqd
@@ -897,6 +1007,7 @@ static const struct testlib_case cases[] = {
 	{ "close_with_models", t_close_with_models },
 	{ "spin_paths", t_spin_paths },
 	{ "env_settings", t_env_settings },
+	{ "warm_at_load", t_warm_at_load },
 	{ "stage_times", t_stage_times },
 };
 

@@ -808,6 +808,121 @@ test_run_errors(void)
 	return ok;
 }
 
+/* Loads a ReLU on [batch, dims...] (t consumed) with limits lim (or NULL). */
+static struct engine_model *
+load_relu(const int64_t *dims, int ndim, const struct graph_limits *lim,
+    struct graph **g)
+{
+	struct tgraph *t = tg_new();
+	struct engine_model *m = NULL;
+	char *cause = NULL;
+
+	tg_output(t, tg_relu(t, tg_input(t, dims, ndim)));
+	if (graph_from_proto(tg_graph(t), lim, g, &cause) != 0 ||
+	    engine_model_load(eng, *g, &m, &cause) != 0) {
+		printf("  %s\n", cause);
+		m = NULL;
+	}
+	free(cause);
+	tg_free(t);
+	return m;
+}
+
+/*
+ * engine_model_warm: a pass at each power-of-two batch below the largest
+ * and at the largest (1, 2, 4, ..., 32, 40), the model right afterwards,
+ * once for each sample shape (warming again does nothing, and
+ * engine_model_cold says so); none for a largest batch of 0. An input with
+ * an open dimension is not warmed at load (no shapes given), but is for
+ * the sample shapes given, up to ENGINE_WARM_SHAPES of them. A pass that
+ * fails (batch 32 over the graph's element limit) stops it with an error
+ * naming the batch, the passes before it counted, and is not tried again.
+ * The cpu backend does not ask for warming (engine_warms).
+ */
+static int
+test_warm(void)
+{
+	struct graph *g = NULL, *go = NULL, *gl = NULL;
+	struct engine_model *m, *mo, *ml;
+	struct graph_limits lim;
+	struct graph_shape is = SHP(3, 6), os = SHP(1, 5);
+	float x[18], y[18];
+	uint32_t passes = 99;
+	char *cause = NULL;
+	int ok = 1;
+
+	graph_limits_default(&lim);
+	lim.max_elements = 6 * 20;
+	m = load_relu(TG_DIMS(6), NULL, &g);
+	mo = load_relu(TG_DIMS(-1), NULL, &go);
+	ml = load_relu(TG_DIMS(6), &lim, &gl);
+	if (m == NULL || mo == NULL || ml == NULL)
+		ok = 0;
+	if (ok && (engine_warms(eng) != 0 || engine_model_warm(eng, m, NULL,
+	    0, &passes, &cause) != 0 || passes != 0 ||
+	    !engine_model_cold(m, &is) ||
+	    engine_model_warm(eng, m, NULL, 40, &passes, &cause) != 0 ||
+	    passes != 7 || engine_model_cold(m, &is))) {
+		printf("  warm to 0, then 40: %u passes (%s)\n", passes,
+		    cause);
+		ok = 0;
+	}
+	for (int i = 0; i < 18; i++)
+		x[i] = (float)(i - 9);
+	if (ok && (engine_run(eng, m, &is, (const float *const *)&(float *){
+	    x }, (float *const *)&(float *){ y }, &cause) != 0)) {
+		printf("  run after warming: %s\n", cause);
+		ok = 0;
+	}
+	for (int i = 0; ok && i < 18; i++)
+		if (y[i] != (x[i] > 0 ? x[i] : 0.0f)) {
+			printf("  y[%d] = %g after warming\n", i, (double)y[i]);
+			ok = 0;
+		}
+	if (ok && (engine_model_warm(eng, m, &is, 64, &passes, &cause) != 0 ||
+	    passes != 0)) {
+		printf("  warmed twice: %u passes\n", passes);
+		ok = 0;
+	}
+	/* Open: nothing at load; each new width once, 8 widths at most. */
+	if (ok && (engine_model_warm(eng, mo, NULL, 8, &passes, &cause) != 0 ||
+	    passes != 0)) {
+		printf("  an open dimension warmed at load: %u passes\n",
+		    passes);
+		ok = 0;
+	}
+	for (int w = 1; ok && w <= ENGINE_WARM_SHAPES + 1; w++) {
+		uint32_t want = w <= ENGINE_WARM_SHAPES ? 4 : 0;
+
+		os.dim[1] = w;
+		if (engine_model_cold(mo, &os) != (want > 0) ||
+		    engine_model_warm(eng, mo, &os, 8, &passes, &cause) != 0 ||
+		    passes != want || engine_model_cold(mo, &os)) {
+			printf("  width %d: %u passes, wanted %u\n", w, passes,
+			    want);
+			ok = 0;
+		}
+	}
+	if (ok && (engine_model_warm(eng, ml, NULL, 64, &passes, &cause) !=
+	    -1 || passes != 5 || cause == NULL ||
+	    strstr(cause, "warm-up pass of batch 32 failed") == NULL ||
+	    engine_model_cold(ml, &is))) {
+		printf("  over the limit: %u passes, %s\n", passes,
+		    cause != NULL ? cause : "no error");
+		ok = 0;
+	}
+	if (cause != NULL)
+		printf("  %s\n", cause);
+	free(cause);
+	engine_model_free(eng, m);
+	engine_model_free(eng, mo);
+	engine_model_free(eng, ml);
+	graph_free(g);
+	graph_free(go);
+	graph_free(gl);
+	return ok;
+}
+
 struct foreign_arg {
 	struct engine *e;
 	struct engine_model *m;
@@ -987,6 +1102,7 @@ static const struct {
 	{ "outputs", test_outputs },
 	{ "no_scratch", test_no_scratch },
 	{ "run_errors", test_run_errors },
+	{ "warm", test_warm },
 	{ "owner", test_owner },
 	{ "shape_memo", test_shape_memo },
 	{ "threads", test_threads },
