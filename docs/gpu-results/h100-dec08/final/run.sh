@@ -1,7 +1,9 @@
 # The comparison with cuBLASLt's timing shared within a range of rows
-# (steps/1-share): gpu_compare.sh (test_cuda, agxq-bench --backend cuda,
-# PyTorch threads and processes, PyTorch with MPS), then test_shm and
-# test_batching against agxqd on cuda.
+# and models warmed (steps/1-share, steps/2-warm): gpu_compare.sh
+# (test_cuda, agxq-bench --backend cuda, PyTorch threads and processes,
+# PyTorch with MPS), then test_shm and test_batching against agxqd on
+# cuda. (The first call of 2026-12-08 ran it at 3ebeb19, before the
+# warm-up, after steps/1-share.)
 #   sh docs/gpu-results/h100-dec08/final/run.sh (carry build-gpu-carry)
 set -u
 tar -C build-gpu-carry -xzf build-gpu-carry/bins.tgz
