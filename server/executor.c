@@ -820,17 +820,13 @@ executor_warm(struct executor *ex, struct model *m,
 }
 
 /*
- * Before batch x starts: when its model was not warmed for its sample
- * shapes, the batches in flight are retired and the model warmed.
+ * Before a batch whose first request is r0 starts, its model not warmed
+ * for its sample shapes (engine_model_cold): the batches in flight are
+ * retired, then the model warmed.
  */
 static void
-executor_warm_batch(struct executor *ex, struct xslot *x)
+executor_warm_batch(struct executor *ex, struct request *r0)
 {
-	struct request *r0 = x->batch.reqs[0];
-
-	if (!ex->warm || !engine_model_cold(r0->model->emodel,
-	    r0->in_shapes))
-		return;
 	while (ex->inflight > 0)
 		executor_retire_oldest(ex);
 	supervise_busy_since(request_now_ns());
@@ -1224,11 +1220,15 @@ executor_main(void *arg)
 		if (rc == 1) {
 			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
 			    ex->nslots];
+			struct request *r0 = x->batch.reqs[0];
 			uint64_t t0;
 
-			pthread_mutex_unlock(&ex->lock);
-			executor_warm_batch(ex, x);
-			pthread_mutex_lock(&ex->lock);
+			if (ex->warm && engine_model_cold(r0->model->emodel,
+			    r0->in_shapes)) {
+				pthread_mutex_unlock(&ex->lock);
+				executor_warm_batch(ex, r0);
+				pthread_mutex_lock(&ex->lock);
+			}
 			ex->inflight++;
 			pthread_mutex_unlock(&ex->lock);
 			t0 = request_now_ns();
