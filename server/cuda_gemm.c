@@ -615,9 +615,12 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	uint32_t ax = p->key.align_x, ay = p->key.align_y, aw = p->key.align_w;
 	size_t wsmax = 0, yslice, wsslice;
 	cublasStatus_t s;
-	int n = 0, best = -1, streams, host, y_host;
+	int n = 0, best = -1, streams, host, y_host, capturing;
 
-	if (gm->share && gemm_share(gm, p, a))
+	/* During a capture, nothing that asks the driver about pointers. */
+	capturing = cudaStreamIsCapturing(a->stream, &cs) != cudaSuccess ||
+	    cs != cudaStreamCaptureStatusNone;
+	if (gm->share && !capturing && gemm_share(gm, p, a))
 		return 0;
 	s = cublasLtMatmulPreferenceCreate(&pref);
 	if (s != CUBLAS_STATUS_SUCCESS)
@@ -648,8 +651,7 @@ gemm_choose(struct cuda_gemm *gm, struct gemm_plan *p,
 	if (s != CUBLAS_STATUS_SUCCESS)
 		return gemm_fail(cause, "cublasLtMatmulAlgoGetHeuristic", s);
 	p->algo = res[0].algo;
-	if (cudaStreamIsCapturing(a->stream, &cs) != cudaSuccess ||
-	    cs != cudaStreamCaptureStatusNone || n == 1) {
+	if (capturing || n == 1) {
 		p->timed = n == 1;
 		return 0;
 	}
