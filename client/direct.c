@@ -44,21 +44,18 @@ direct_owner(const agxq_direct *d)
 }
 
 /*
- * Warms m as agxqd warms a model (engine_model_warm, up to agxqd's
- * default largest batch): at load for its declared sample shapes, before
- * a run for new ones. A failed pass is not the caller's failure: the run
- * of that size does the work, or reports the fault, when it comes.
+ * Warms m at load as agxqd warms a model (engine_model_warm, up to
+ * agxqd's default largest batch). A failed pass is not the load's
+ * failure: the run of that size does the work, or reports the fault,
+ * when it comes.
  */
 static void
-direct_warm(agxq_direct *d, agxq_direct_model *m,
-    const struct graph_shape *in_shapes)
+direct_warm(agxq_direct *d, agxq_direct_model *m)
 {
 	uint32_t passes;
 	char *cause = NULL;
 
-	if (d->warm && (in_shapes == NULL ||
-	    engine_model_cold(m->em, in_shapes)) &&
-	    engine_model_warm(d->engine, m->em, in_shapes, DIRECT_WARM_ROWS,
+	if (d->warm && engine_model_warm(d->engine, m->em, DIRECT_WARM_ROWS,
 	    &passes, &cause) != 0)
 		free(cause);
 }
@@ -182,7 +179,7 @@ agxq_direct_load(agxq_direct *d, const agxq_graph *g, agxq_direct_model **out)
 		error = AGXQ_EBACKEND;
 		goto fail_free_graph;
 	}
-	direct_warm(d, m, NULL);
+	direct_warm(d, m);
 	m->next = d->models;
 	if (d->models != NULL)
 		d->models->prev = m;
@@ -291,7 +288,6 @@ agxq_direct_infer(agxq_direct_model *m, const agxq_tensor *inputs,
 			goto out;
 		}
 	}
-	direct_warm(m->d, m, shapes);
 	start = direct_now_us();
 	if (engine_run(m->d->engine, m->em, shapes, in, outs, &cause) != 0) {
 		error = AGXQ_EBACKEND;

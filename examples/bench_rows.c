@@ -4,10 +4,10 @@
  * thread (a pass: inputs in, the graph, outputs out, waited for). Shows
  * where a backend's cost jumps with the rows of a batch, and what the
  * first pass of a new batch size costs, and what loading the model took.
- * On cuda a model is warmed (engine_model_warm; AGXQ_WARM=0 turns it
- * off): at load when its sample shape is fixed (linear, mlp), else before
- * its first run of a new sample shape (the transformer's first size), so
- * that pass or the load holds the GEMM timings of every size after it.
+ * On cuda a model of fixed sample shapes (linear, mlp) is warmed at load
+ * (engine_model_warm; AGXQ_WARM=0 turns it off), so the load holds the
+ * GEMM timings of every size; the transformer's sequence is left open,
+ * so its first pass of each new range of rows times them.
  *
  *   agxq-bench-rows [--backend cpu|cuda] [--rows 4,8,16,32,64]
  *                   [--models linear,mlp,transformer] [--runs N]

@@ -34,8 +34,6 @@ struct engine_model {
 	struct engine_model *prev, *next;
 	struct graph_shape *shapes; /* g->nvalues, reused by every run */
 	int shapes_ok;              /* shapes: inferred from their inputs */
-	uint64_t warmed[ENGINE_WARM_SHAPES]; /* sample shapes warmed (hashes) */
-	uint32_t nwarmed;
 };
 
 static const struct backend_ops *const engine_table[] = {
@@ -190,8 +188,6 @@ engine_reset(struct engine *e, char **cause)
 		return -1;
 	}
 	for (m = e->models; m != NULL; m = m->next) {
-		/* The new device has none of the old one's first-pass work. */
-		m->nwarmed = 0;
 		if (e->ops->model_load(e->state, m->g, &m->bmodel, cause) != 0) {
 			m->bmodel = NULL;
 			return -1;
@@ -256,64 +252,22 @@ engine_warms(const struct engine *e)
 	return e->ops->warm;
 }
 
-/*
- * A hash of the sample shapes of inputs in (every dimension but the batch):
- * what a warm-up is for.
- */
-static uint64_t
-engine_sample_hash(const struct graph *g, const struct graph_shape *in)
-{
-	uint64_t h = 1469598103934665603ull;
-
-	for (uint32_t i = 0; i < g->ninputs; i++) {
-		h = (h ^ (uint64_t)in[i].ndim) * 1099511628211ull;
-		for (int k = 1; k < in[i].ndim; k++)
-			h = (h ^ (uint64_t)in[i].dim[k]) * 1099511628211ull;
-	}
-	return h;
-}
-
-/* 1 when m was warmed for the sample shapes hashed h. */
-static int
-engine_warmed(const struct engine_model *m, uint64_t h)
-{
-	for (uint32_t i = 0; i < m->nwarmed; i++)
-		if (m->warmed[i] == h)
-			return 1;
-	return 0;
-}
-
-/* 1 when engine_model_warm would run passes for inputs in_shapes. */
-int
-engine_model_cold(const struct engine_model *m,
-    const struct graph_shape *in_shapes)
-{
-	return m->nwarmed < ENGINE_WARM_SHAPES &&
-	    !engine_warmed(m, engine_sample_hash(m->g, in_shapes));
-}
-
 /* Runs m at every warm-up batch up to max_rows; see engine.h. */
 int
-engine_model_warm(struct engine *e, struct engine_model *m,
-    const struct graph_shape *in_shapes, int64_t max_rows, uint32_t *passes,
-    char **cause)
+engine_model_warm(struct engine *e, struct engine_model *m, int64_t max_rows,
+    uint32_t *passes, char **cause)
 {
 	const struct graph *g = m->g;
 	struct graph_shape *is, *os;
 	float **in, **out;
-	uint64_t h;
 	int64_t b = 1;
 	int rc = -1;
 
 	*passes = 0;
-	if (max_rows < 1)
-		return 0;
-	if (in_shapes == NULL) {
-		for (uint32_t i = 0; i < g->ninputs; i++)
-			for (int k = 1; k < g->values[i].shape.ndim; k++)
-				if (g->values[i].shape.dim[k] < 0)
-					return 0;
-	}
+	for (uint32_t i = 0; i < g->ninputs; i++)
+		for (int k = 1; k < g->values[i].shape.ndim; k++)
+			if (g->values[i].shape.dim[k] < 0)
+				return 0;
 	is = calloc(g->ninputs + 1, sizeof *is);
 	os = calloc(g->noutputs + 1, sizeof *os);
 	in = calloc(g->ninputs + 1, sizeof *in);
@@ -324,13 +278,8 @@ engine_model_warm(struct engine *e, struct engine_model *m,
 		goto out;
 	}
 	for (uint32_t i = 0; i < g->ninputs; i++)
-		is[i] = in_shapes != NULL ? in_shapes[i] : g->values[i].shape;
-	h = engine_sample_hash(g, is);
+		is[i] = g->values[i].shape;
 	rc = 0;
-	if (m->nwarmed >= ENGINE_WARM_SHAPES || engine_warmed(m, h))
-		goto out;
-	/* Counted before the passes: a failed warm-up is not tried again. */
-	m->warmed[m->nwarmed++] = h;
 	while (rc == 0 && b <= max_rows) {
 		for (uint32_t i = 0; i < g->ninputs; i++)
 			is[i].dim[0] = b;

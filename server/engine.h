@@ -39,8 +39,8 @@ int engine_healthy(struct engine *e);
 
 /*
  * Recovers from a lost device: closes the backend, opens it again and
- * reloads every loaded model; engine_model handles stay valid, their
- * warm-ups forgotten (engine_model_cold: 1 again). Returns 0, or
+ * reloads every loaded model; engine_model handles stay valid (they are
+ * not warmed again). Returns 0, or
  * -1 with *cause (the engine then fails every run with a clear error).
  */
 int engine_reset(struct engine *e, char **cause);
@@ -61,30 +61,21 @@ void engine_model_free(struct engine *e, struct engine_model *m);
 /* 1 when the backend wants its models warmed at load (backend_ops.warm). */
 int engine_warms(const struct engine *e);
 
-/* Sample shapes a model is warmed for at most; later ones are not. */
-#define ENGINE_WARM_SHAPES 8
-
 /*
- * Warms m for the sample shapes of in_shapes (each input's dimensions but
- * the batch; NULL: the declared ones, unless one is left open, when
- * nothing is run): a pass at each power-of-two batch below max_rows and
- * at max_rows, with zeroed inputs, the outputs thrown away, so that what
- * a backend does on the first pass of a new batch size (cuda: time the
- * linears' GEMM algorithms, one timing for each power-of-two range of
- * rows) is done now and not in the batches served. Each sample shape is
- * warmed once (a failed warm-up is not tried again), and at most
- * ENGINE_WARM_SHAPES of them: a model run with ever new sample shapes
- * is not drained and warmed for every one. Returns 0 with *passes run (0
- * when there was nothing to do), or -1 with *cause naming the batch that
- * failed (*passes: those before it).
+ * Runs m once at each power-of-two batch below max_rows and at max_rows,
+ * with zeroed inputs, the outputs thrown away, so that what a backend
+ * does on the first pass of a new batch size (cuda: time the linears'
+ * GEMM algorithms, one timing for each power-of-two range of rows) is
+ * done now and not in the batches served. A model with an input
+ * dimension other than the batch left open is not warmed: the sizes its
+ * requests will have are unknown (warming it before its first batch of
+ * each new sample shape was measured: one long stall that did more work
+ * than the batches' own timings; docs/GPU.md, 2026-12-08). Returns 0 with
+ * *passes run (0 when there was nothing to do), or -1 with *cause naming
+ * the batch that failed (*passes: those before it).
  */
 int engine_model_warm(struct engine *e, struct engine_model *m,
-    const struct graph_shape *in_shapes, int64_t max_rows, uint32_t *passes,
-    char **cause);
-
-/* 1 when engine_model_warm would run passes for inputs in_shapes. */
-int engine_model_cold(const struct engine_model *m,
-    const struct graph_shape *in_shapes);
+    int64_t max_rows, uint32_t *passes, char **cause);
 
 /*
  * Runs one batch. in_shapes[i]/in[i] describe graph input i (concrete,

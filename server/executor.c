@@ -782,28 +782,22 @@ executor_retire_oldest(struct executor *ex)
 }
 
 /*
- * Warms model m for the sample shapes of in_shapes (NULL: its declared
- * ones; engine_model_warm): a pass at each power-of-two batch up to the
- * largest, so that the device's first-pass work for those sizes (cuda:
- * GEMM timing, milliseconds each, during which every client waits) is
- * done at once, at load or before the first batch of a new sample shape,
- * and not at every new batch size served. Nothing may be in flight. A
- * failed pass leaves the model loaded: its later batches of new sizes do
- * that work when they first run, and the device is checked as after a
- * failed batch.
+ * Warms model m just loaded (engine_model_warm): a pass at each
+ * power-of-two batch up to the largest, so that the device's first-pass
+ * work for those sizes (cuda: GEMM timing, milliseconds each, during
+ * which every client waits) is done before its requests come. A failed
+ * pass leaves the model loaded: its batches of new sizes do that work
+ * when they first run, and the device is checked as after a failed batch.
  */
 static void
-executor_warm(struct executor *ex, struct model *m,
-    const struct graph_shape *in_shapes)
+executor_warm(struct executor *ex, struct model *m)
 {
 	uint64_t t0 = request_now_ns();
 	uint32_t passes = 0;
-	char *cause = NULL, shape[96] = "";
+	char *cause = NULL;
 
-	if (in_shapes != NULL)
-		graph_shape_str(&in_shapes[0], shape, sizeof shape);
-	if (engine_model_warm(ex->engine, m->emodel, in_shapes,
-	    ex->cfg.batch.max_batch, &passes, &cause) != 0) {
+	if (engine_model_warm(ex->engine, m->emodel, ex->cfg.batch.max_batch,
+	    &passes, &cause) != 0) {
 		log_warn("model %s: %s; it stays loaded, and its first batch "
 		    "of each new size does that work when it comes", m->name,
 		    cause != NULL ? cause : "warming failed");
@@ -812,26 +806,9 @@ executor_warm(struct executor *ex, struct model *m,
 		return;
 	}
 	if (passes > 0)
-		log_info("model %s: warmed %s%s at batches up to %u: %u passes "
-		    "in %.1f ms", m->name, in_shapes == NULL ? "at load" :
-		    "for its first batch of input ", shape,
-		    ex->cfg.batch.max_batch, passes,
-		    (double)(request_now_ns() - t0) / 1e6);
-}
-
-/*
- * Before a batch whose first request is r0 starts, its model not warmed
- * for its sample shapes (engine_model_cold): the batches in flight are
- * retired, then the model warmed.
- */
-static void
-executor_warm_batch(struct executor *ex, struct request *r0)
-{
-	while (ex->inflight > 0)
-		executor_retire_oldest(ex);
-	supervise_busy_since(request_now_ns());
-	executor_warm(ex, r0->model, r0->in_shapes);
-	supervise_busy_since(0);
+		log_info("model %s: warmed at load at batches up to %u: %u "
+		    "passes in %.1f ms", m->name, ex->cfg.batch.max_batch,
+		    passes, (double)(request_now_ns() - t0) / 1e6);
 }
 
 /* Runs a LOAD or FREE request; returns 1 when r must go back to the loop. */
@@ -866,7 +843,7 @@ executor_run_control(struct executor *ex, struct request *r, int stopping)
 		    ex->backend, cause);
 		free(cause);
 	} else if (ex->warm)
-		executor_warm(ex, m, NULL);
+		executor_warm(ex, m);
 	return 1;
 }
 
@@ -1220,15 +1197,8 @@ executor_main(void *arg)
 		if (rc == 1) {
 			struct xslot *x = &ex->slots[(ex->head + ex->inflight) %
 			    ex->nslots];
-			struct request *r0 = x->batch.reqs[0];
 			uint64_t t0;
 
-			if (ex->warm && engine_model_cold(r0->model->emodel,
-			    r0->in_shapes)) {
-				pthread_mutex_unlock(&ex->lock);
-				executor_warm_batch(ex, r0);
-				pthread_mutex_lock(&ex->lock);
-			}
 			ex->inflight++;
 			pthread_mutex_unlock(&ex->lock);
 			t0 = request_now_ns();

@@ -2635,7 +2635,7 @@ t_warm(void)
 	if (tc_load(m_linear(), &tg) != 0)
 		rc = -1;
 	t0 = tc_now_ns();
-	if (rc == 0 && (engine_model_warm(ecuda, tg.mc, NULL, 64, &passes,
+	if (rc == 0 && (engine_model_warm(ecuda, tg.mc, 64, &passes,
 	    &cause) != 0 || passes != 7)) {
 		printf("  warm: %u passes, %s\n", passes, cause);
 		rc = -1;
