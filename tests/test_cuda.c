@@ -2338,6 +2338,25 @@ t_lt_overlap(void)
 }
 
 /*
+ * Makes a file from template path (mkstemp's) and opens a cuda engine
+ * that reports cuBLASLt's timings to it (AGXQ_CUDA_LT_REPORT), with the
+ * rest of the environment as it is; NULL, the file removed, on failure.
+ */
+static struct engine *
+open_cuda_report(char *path)
+{
+	struct engine *e;
+	int fd;
+
+	if ((fd = mkstemp(path)) < 0)
+		return NULL;
+	close(fd);
+	if ((e = open_cuda_set("AGXQ_CUDA_LT_REPORT", path)) == NULL)
+		unlink(path);
+	return e;
+}
+
+/*
  * Checks one report line for linear rows x in -> out (bias, relu): each
  * candidate "config=us" or "config=-", exactly one chosen ("*") with a
  * time, no other's time below it, and where the outputs lay (want_y).
@@ -2421,16 +2440,12 @@ t_lt_report(void)
 	char *cause = NULL;
 	size_t len;
 	FILE *f;
-	int fd, rc;
+	int rc;
 
 	if (as_cpu)
 		return 0;
-	if ((fd = mkstemp(path)) < 0)
-		return -1;
-	close(fd);
-	if ((ecuda = open_cuda_set("AGXQ_CUDA_LT_REPORT", path)) == NULL) {
+	if ((ecuda = open_cuda_report(path)) == NULL) {
 		ecuda = saved;
-		unlink(path);
 		return -1;
 	}
 	rc = tc_check_at("linear, reported", m_linear(), ATOL_MODEL, batches,
@@ -2507,20 +2522,14 @@ lt_share_run(const char *share, const int64_t *order, size_t n, char *text,
 	struct engine *saved = ecuda;
 	size_t len;
 	FILE *f;
-	int fd, rc;
+	int rc;
 
-	if ((fd = mkstemp(path)) < 0)
-		return -1;
-	close(fd);
-	setenv("AGXQ_CUDA_LT_REPORT", path, 1);
 	if (share != NULL)
 		setenv("AGXQ_CUDA_LT_SHARE", share, 1);
-	ecuda = open_cuda(NULL, NULL, NULL);
-	unsetenv("AGXQ_CUDA_LT_REPORT");
+	ecuda = open_cuda_report(path);
 	unsetenv("AGXQ_CUDA_LT_SHARE");
 	if (ecuda == NULL) {
 		ecuda = saved;
-		unlink(path);
 		return -1;
 	}
 	rc = tc_check_at(share == NULL ? "linear, shared" : "linear, each "
@@ -2618,18 +2627,14 @@ t_warm(void)
 	uint64_t t0;
 	uint32_t passes = 0;
 	char *cause = NULL;
-	int fd, rc = 0, timed;
+	int rc = 0, timed;
 	size_t len;
 	FILE *f;
 
 	if (as_cpu)
 		return 0;
-	if ((fd = mkstemp(path)) < 0)
-		return -1;
-	close(fd);
-	if ((ecuda = open_cuda_set("AGXQ_CUDA_LT_REPORT", path)) == NULL) {
+	if ((ecuda = open_cuda_report(path)) == NULL) {
 		ecuda = saved;
-		unlink(path);
 		return -1;
 	}
 	if (tc_load(m_linear(), &tg) != 0)
