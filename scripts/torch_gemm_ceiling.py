@@ -19,7 +19,8 @@ requests run as one batched pass in FP32, with nothing else on the GPU
 (agxqd runs up to 8 passes at once on streams instead: the comparison's
 own figure). A first version timed eager launches, and on a host where
 each addmm cost Python about 30 us its spans up to 32 samples were the
-launches' (about 120 us whatever the size), not the GPU's.
+launches' (about 120 us whatever the size), not the GPU's. This graph
+version has not run on a GPU yet (docs/GPU.md, round of 2026-12-08).
 
     python3 scripts/torch_gemm_ceiling.py [--samples 4,8,16,32,64]
         [--runs 50]
