@@ -39,9 +39,9 @@ int engine_healthy(struct engine *e);
 
 /*
  * Recovers from a lost device: closes the backend, opens it again and
- * reloads every loaded model; engine_model handles stay valid (they are
- * not warmed again). Returns 0, or
- * -1 with *cause (the engine then fails every run with a clear error).
+ * reloads every loaded model; engine_model handles stay valid (the
+ * models are not warmed again). Returns 0, or -1 with *cause (the engine
+ * then fails every run with a clear error).
  */
 int engine_reset(struct engine *e, char **cause);
 

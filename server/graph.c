@@ -81,7 +81,7 @@ graph_fail(char **cause, const char *fmt, ...)
 }
 
 /* Writes a shape as "[4, ?, 256]" (? for an unknown dim) into buf. */
-const char *
+static const char *
 graph_shape_str(const struct graph_shape *s, char *buf, size_t len)
 {
 	size_t off = 0;

@@ -118,10 +118,6 @@ int graph_infer(const struct graph *g, const struct graph_shape *in,
 int graph_check_input(const struct graph *g, uint32_t i,
     const struct graph_shape *s, char **cause);
 
-/* Writes a shape as "[4, ?, 256]" (? for an unknown dim) into buf. */
-const char *graph_shape_str(const struct graph_shape *s, char *buf,
-    size_t len);
-
 /* Number of elements in a concrete shape. */
 size_t graph_shape_nelem(const struct graph_shape *s);
 
