@@ -502,6 +502,17 @@ gemm_algo_name(const cublasLtMatmulAlgo_t *algo, char *buf, size_t len)
 	    (int)splitk, red);
 }
 
+/* Starts a report line: the shape, where x and the outputs lie. */
+static void
+gemm_report_shape(struct cuda_gemm *gm, const struct gemm_plan *p,
+    const float *x, int host_y)
+{
+	fprintf(gm->report, "linear rows %lld in %lld out %lld bias %d relu %d "
+	    "tf32 %d x %s y %s", (long long)p->key.rows, (long long)p->key.in,
+	    (long long)p->key.out, p->key.bias, p->key.relu, p->key.tf32,
+	    gemm_on_host(x) ? "host" : "device", host_y ? "host" : "device");
+}
+
 /*
  * Appends a timing's line to the report, if one is kept: the shape,
  * where x and the outputs lay, the streams, and each candidate (in the
@@ -518,11 +529,8 @@ gemm_report(struct cuda_gemm *gm, const struct gemm_plan *p,
 
 	if (gm->report == NULL)
 		return;
-	fprintf(gm->report, "linear rows %lld in %lld out %lld bias %d relu %d "
-	    "tf32 %d x %s y %s streams %d:", (long long)p->key.rows,
-	    (long long)p->key.in, (long long)p->key.out, p->key.bias,
-	    p->key.relu, p->key.tf32, gemm_on_host(x) ? "host" : "device",
-	    host_y ? "host" : "device", streams);
+	gemm_report_shape(gm, p, x, host_y);
+	fprintf(gm->report, " streams %d:", streams);
 	for (int i = 0; i < n; i++) {
 		gemm_algo_name(&res[i].algo, name, sizeof name);
 		if (ms[i] < 0.0f)
@@ -582,13 +590,8 @@ gemm_share(struct cuda_gemm *gm, struct gemm_plan *p,
 		p->timed = 1;
 		if (gm->report != NULL) {
 			gemm_algo_name(&p->algo, name, sizeof name);
-			fprintf(gm->report, "linear rows %lld in %lld out %lld "
-			    "bias %d relu %d tf32 %d x %s y %s shares rows "
-			    "%lld: %s\n", (long long)p->key.rows,
-			    (long long)p->key.in, (long long)p->key.out,
-			    p->key.bias, p->key.relu, p->key.tf32,
-			    gemm_on_host(a->x) ? "host" : "device",
-			    host_y ? "host" : "device",
+			gemm_report_shape(gm, p, a->x, host_y);
+			fprintf(gm->report, " shares rows %lld: %s\n",
 			    (long long)p->chosen_rows, name);
 			fflush(gm->report);
 		}
